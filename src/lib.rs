@@ -1,0 +1,11 @@
+//! tidelog: a thread-per-core, Kafka-compatible streaming broker on io_uring.
+//!
+//! # Layout
+//!
+//! - [`config`]: every limit and every Kafka-named setting, in one place.
+//! - [`error`]: the wire error codes (Kafka's) and the internal error type, mapped in one place.
+//! - [`log`]: the per-partition commit log: segments, indexes, durability, recovery, retention
+//!   and idempotent-producer state. Owned by one shard; no locks.
+pub mod config;
+pub mod error;
+pub mod log;

@@ -1,0 +1,1 @@
+//! The per-partition commit log (to be filled by the storage work).
