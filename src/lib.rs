@@ -6,6 +6,8 @@
 //! - [`error`]: the wire error codes (Kafka's) and the internal error type, mapped in one place.
 //! - [`log`]: the per-partition commit log: segments, indexes, durability, recovery, retention
 //!   and idempotent-producer state. Owned by one shard; no locks.
+//! - [`runtime`]: locked memory for io_uring and executor construction.
 pub mod config;
 pub mod error;
 pub mod log;
+pub mod runtime;

@@ -1,1 +1,27 @@
-fn main() {}
+//! The `tidelog` binary: the broker (`tidelog serve`) and Kafka-console-style client commands.
+
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tidelog",
+    version,
+    about = "A thread-per-core, Kafka-compatible broker"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Run the broker.
+    Serve,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve => {}
+    }
+}

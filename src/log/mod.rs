@@ -1,1 +1,1 @@
-//! The per-partition commit log (to be filled by the storage work).
+//! The per-partition commit log (being built on the `storage` branch).
