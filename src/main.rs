@@ -1,5 +1,7 @@
 //! The `tidelog` binary: the broker (`tidelog serve`) and Kafka-console-style client commands.
 
+use std::process::ExitCode;
+
 use clap::Parser;
 
 #[derive(Parser, Debug)]
@@ -17,11 +19,14 @@ struct Cli {
 enum Command {
     /// Run the broker.
     Serve,
+    #[command(flatten)]
+    Client(tidelog::cli::ClientCommand),
 }
 
-fn main() {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve => {}
+        Command::Serve => ExitCode::SUCCESS,
+        Command::Client(cmd) => tidelog::cli::run(cmd),
     }
 }
