@@ -12,6 +12,7 @@
 //!   zero-copy Fetch response layout. Message bodies come from `kafka-protocol`.
 //! - [`admin`], [`metadata`]: topics, ids and configs; changes applied on the metadata shard,
 //!   persisted, and broadcast as immutable images.
+//! - [`client`]: a small blocking Kafka client (std `TcpStream`) for the CLI and tests.
 //! - [`log`]: the per-partition commit log: segments, indexes, durability, recovery, retention
 //!   and idempotent-producer state. Owned by one shard; no locks.
 //! - [`config`]: every limit and every Kafka-named setting, in one place.
@@ -22,6 +23,7 @@
 pub mod admin;
 pub mod api;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod log;
