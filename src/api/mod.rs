@@ -5,6 +5,7 @@ mod api_versions;
 mod create_topics;
 mod delete_topics;
 mod fetch;
+mod find_coordinator;
 mod init_producer_id;
 mod list_offsets;
 mod metadata;
@@ -56,6 +57,7 @@ pub async fn handle(shard: &Rc<Shard>, frame: Bytes, client_id: &mut String) -> 
         ApiKey::Metadata => metadata::handle(shard, &req).await,
         ApiKey::Produce => produce::handle(shard, &req).await,
         ApiKey::Fetch => fetch::handle(shard, &req).await,
+        ApiKey::FindCoordinator => find_coordinator::handle(shard, &req).await,
         ApiKey::ListOffsets => list_offsets::handle(shard, &req).await,
         ApiKey::CreateTopics => create_topics::handle(shard, &req).await,
         ApiKey::DeleteTopics => delete_topics::handle(shard, &req).await,
