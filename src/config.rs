@@ -11,3 +11,246 @@ pub const SEGMENT_BYTES_DEFAULT: u64 = 1 << 30;
 pub const MAX_MESSAGE_BYTES_DEFAULT: u32 = 1_048_588;
 /// `retention.ms` default: 7 days.
 pub const RETENTION_MS_DEFAULT: i64 = 7 * 24 * 60 * 60 * 1000;
+/// `segment.ms` default: 7 days, as in Kafka.
+pub const SEGMENT_MS_DEFAULT: i64 = 7 * 24 * 60 * 60 * 1000;
+/// `retention.bytes` default: -1, no size bound.
+pub const RETENTION_BYTES_DEFAULT: i64 = -1;
+/// `flush.messages` default: never force a flush by message count (Kafka's `Long.MAX_VALUE`).
+pub const FLUSH_MESSAGES_DEFAULT: u64 = u64::MAX;
+/// `flush.ms` default: never force a flush by time (Kafka's `Long.MAX_VALUE`).
+pub const FLUSH_MS_DEFAULT: i64 = i64::MAX;
+/// Largest usable `segment.bytes`: index entries store file positions as u32 and Kafka's own
+/// setting is a Java int.
+pub const SEGMENT_BYTES_MAX: u64 = i32::MAX as u64;
+/// Batches remembered per idempotent producer for duplicate detection (Kafka's
+/// `NUM_BATCHES_TO_RETAIN`; clients keep at most 5 requests in flight).
+pub const PRODUCER_BATCHES_RETAINED: usize = 5;
+/// Idempotent producers remembered per partition. Kafka expires them by
+/// `producer.id.expiration.ms`; we bound the count instead and forget the least recently used.
+pub const PRODUCERS_PER_PARTITION_MAX: usize = 10_000;
+/// Bytes read at a time when recovery scans a segment: large reads keep a 1 GiB scan well under a
+/// second when the pages are cached.
+pub const RECOVERY_READ_CHUNK_BYTES: usize = 8 << 20;
+
+const _: () = assert!(SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_MAX);
+const _: () = assert!((MAX_MESSAGE_BYTES_DEFAULT as u64) < SEGMENT_BYTES_DEFAULT);
+const _: () = assert!(MAX_MESSAGE_BYTES_DEFAULT as usize <= RECOVERY_READ_CHUNK_BYTES);
+
+/// `socket.request.max.bytes` default, as in Kafka: 100 MiB.
+pub const SOCKET_REQUEST_MAX_BYTES_DEFAULT: u32 = 104_857_600;
+/// `max.connections` default. Kafka's is unbounded (i32::MAX); ours is a bound because every
+/// connection owns buffers on a shard, and nothing on the data path may grow without one.
+pub const MAX_CONNECTIONS_DEFAULT: u32 = 10_000;
+/// Bytes a shard may hold in requests read but not yet answered before it stops reading from
+/// its sockets (back-pressure instead of growth).
+pub const SHARD_INFLIGHT_BYTES_MAX: usize = 256 << 20;
+/// `fetch.max.bytes` (broker side): the most record bytes one fetch response carries.
+pub const FETCH_MAX_BYTES_DEFAULT: u32 = 55 << 20;
+/// How long a fetch may be parked waiting for `min_bytes` at most, whatever the client asks.
+pub const FETCH_MAX_WAIT_MS_MAX: i32 = 30_000;
+/// Partitions in one topic at most (CreateTopics answers INVALID_PARTITIONS above it).
+pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
+/// Kafka's topic-name length limit.
+pub const TOPIC_NAME_LEN_MAX: usize = 249;
+/// Capacity of each cross-shard channel, in messages. A full channel makes the sender wait.
+pub const SHARD_CHANNEL_CAPACITY: usize = 1024;
+
+const _: () = assert!(MAX_MESSAGE_BYTES_DEFAULT < SOCKET_REQUEST_MAX_BYTES_DEFAULT);
+const _: () = assert!((SOCKET_REQUEST_MAX_BYTES_DEFAULT as usize) < SHARD_INFLIGHT_BYTES_MAX);
+const _: () = assert!(INDEX_INTERVAL_BYTES_DEFAULT as u64 <= SEGMENT_BYTES_DEFAULT);
+
+/// The broker's settings: built from defaults, then the `--config` file, then `--set` flags.
+///
+/// Keys use Kafka's names (`num.partitions`, `log.retention.hours`, ...). In the TOML file they
+/// may be written either quoted (`"num.partitions" = 3`) or as dotted keys (`num.partitions = 3`);
+/// both flatten to the same name.
+#[derive(Clone, Debug)]
+pub struct BrokerConfig {
+    /// `listeners`: where every shard listens (SO_REUSEPORT).
+    pub listen: std::net::SocketAddr,
+    /// `advertised.listeners`: the host:port clients are told to connect to.
+    pub advertised_listener: Option<(String, u16)>,
+    /// `log.dirs`: the data directory.
+    pub data_dir: std::path::PathBuf,
+    /// Shards (pinned executors). `None`: one per available core.
+    pub shards: Option<usize>,
+    /// `node.id`.
+    pub node_id: i32,
+    /// `cluster.id`: generated at first start when unset, then persisted in the data dir.
+    pub cluster_id: Option<String>,
+    /// `num.partitions`.
+    pub num_partitions: i32,
+    /// `auto.create.topics.enable`.
+    pub auto_create_topics_enable: bool,
+    /// `log.retention.ms` (from `log.retention.hours`/`minutes`/`ms`); -1 keeps forever.
+    pub log_retention_ms: i64,
+    /// `log.retention.bytes`; -1 is unbounded.
+    pub log_retention_bytes: i64,
+    /// `log.segment.bytes`.
+    pub log_segment_bytes: u64,
+    /// `log.roll.ms` (from `log.roll.hours`).
+    pub log_roll_ms: i64,
+    /// `log.flush.interval.messages`.
+    pub log_flush_interval_messages: u64,
+    /// `log.flush.interval.ms`.
+    pub log_flush_interval_ms: i64,
+    /// `log.retention.check.interval.ms`.
+    pub log_retention_check_interval_ms: u64,
+    /// `message.max.bytes`.
+    pub message_max_bytes: u32,
+    /// `socket.request.max.bytes`.
+    pub socket_request_max_bytes: u32,
+    /// `max.connections`.
+    pub max_connections: u32,
+    /// `log.message.timestamp.type`: `CreateTime` or `LogAppendTime`.
+    pub log_message_timestamp_type: String,
+    /// `group.initial.rebalance.delay.ms`.
+    pub group_initial_rebalance_delay_ms: u64,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            listen: "127.0.0.1:9092".parse().expect("static address"),
+            advertised_listener: None,
+            data_dir: "./tidelog-data".into(),
+            shards: None,
+            node_id: 1,
+            cluster_id: None,
+            num_partitions: 1,
+            auto_create_topics_enable: true,
+            log_retention_ms: RETENTION_MS_DEFAULT,
+            log_retention_bytes: -1,
+            log_segment_bytes: SEGMENT_BYTES_DEFAULT,
+            log_roll_ms: 7 * 24 * 60 * 60 * 1000,
+            log_flush_interval_messages: u64::MAX,
+            log_flush_interval_ms: i64::MAX,
+            log_retention_check_interval_ms: 300_000,
+            message_max_bytes: MAX_MESSAGE_BYTES_DEFAULT,
+            socket_request_max_bytes: SOCKET_REQUEST_MAX_BYTES_DEFAULT,
+            max_connections: MAX_CONNECTIONS_DEFAULT,
+            log_message_timestamp_type: "CreateTime".into(),
+            group_initial_rebalance_delay_ms: 3000,
+        }
+    }
+}
+
+fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, String> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid value {value:?} for {key}"))
+}
+
+impl BrokerConfig {
+    /// Applies one Kafka-named setting. Unknown keys are an error naming the key.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        const HOUR_MS: i64 = 60 * 60 * 1000;
+        match key {
+            "listeners" | "listen" => {
+                let v = value.rsplit("://").next().unwrap_or(value);
+                self.listen = parse(key, v)?;
+            }
+            "advertised.listeners" | "advertised.listener" => {
+                let v = value.rsplit("://").next().unwrap_or(value);
+                let (host, port) = v
+                    .rsplit_once(':')
+                    .ok_or_else(|| format!("{key} must be HOST:PORT, got {value:?}"))?;
+                self.advertised_listener = Some((host.to_string(), parse(key, port)?));
+            }
+            "log.dirs" | "log.dir" | "data.dir" => self.data_dir = value.into(),
+            "shards" => self.shards = Some(parse(key, value)?),
+            "node.id" | "broker.id" => self.node_id = parse(key, value)?,
+            "cluster.id" => self.cluster_id = Some(value.to_string()),
+            "num.partitions" => self.num_partitions = parse(key, value)?,
+            "auto.create.topics.enable" => self.auto_create_topics_enable = parse(key, value)?,
+            "log.retention.hours" => self.log_retention_ms = parse::<i64>(key, value)? * HOUR_MS,
+            "log.retention.minutes" => self.log_retention_ms = parse::<i64>(key, value)? * 60_000,
+            "log.retention.ms" => self.log_retention_ms = parse(key, value)?,
+            "log.retention.bytes" => self.log_retention_bytes = parse(key, value)?,
+            "log.segment.bytes" => self.log_segment_bytes = parse(key, value)?,
+            "log.roll.hours" => self.log_roll_ms = parse::<i64>(key, value)? * HOUR_MS,
+            "log.roll.ms" => self.log_roll_ms = parse(key, value)?,
+            "log.flush.interval.messages" => self.log_flush_interval_messages = parse(key, value)?,
+            "log.flush.interval.ms" => self.log_flush_interval_ms = parse(key, value)?,
+            "log.retention.check.interval.ms" => {
+                self.log_retention_check_interval_ms = parse(key, value)?
+            }
+            "message.max.bytes" => self.message_max_bytes = parse(key, value)?,
+            "socket.request.max.bytes" => self.socket_request_max_bytes = parse(key, value)?,
+            "max.connections" => self.max_connections = parse(key, value)?,
+            "log.message.timestamp.type" => match value {
+                "CreateTime" | "LogAppendTime" => self.log_message_timestamp_type = value.into(),
+                _ => return Err(format!("invalid value {value:?} for {key}")),
+            },
+            "group.initial.rebalance.delay.ms" => {
+                self.group_initial_rebalance_delay_ms = parse(key, value)?
+            }
+            _ => return Err(format!("unknown config {key:?}")),
+        }
+        Ok(())
+    }
+
+    /// Applies every setting of a TOML config file.
+    pub fn apply_toml(&mut self, text: &str) -> Result<(), String> {
+        let table: toml::Table = text.parse().map_err(|e| format!("config file: {e}"))?;
+        let mut flat = Vec::new();
+        flatten_toml("", &toml::Value::Table(table), &mut flat);
+        for (key, value) in flat {
+            self.set(&key, &value)?;
+        }
+        Ok(())
+    }
+
+    /// The number of shards to run: the configured count, else one per available core.
+    pub fn shard_count(&self) -> usize {
+        self.shards.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+    }
+}
+
+fn flatten_toml(prefix: &str, value: &toml::Value, out: &mut Vec<(String, String)>) {
+    match value {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten_toml(&key, v, out);
+            }
+        }
+        toml::Value::String(s) => out.push((prefix.to_string(), s.clone())),
+        other => out.push((prefix.to_string(), other.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_dotted_and_quoted_keys_flatten_to_kafka_names() {
+        let mut c = BrokerConfig::default();
+        c.apply_toml("num.partitions = 3\n\"log.retention.hours\" = 2\nlisteners = \"PLAINTEXT://127.0.0.1:9999\"\n")
+            .unwrap();
+        assert_eq!(c.num_partitions, 3);
+        assert_eq!(c.log_retention_ms, 2 * 3_600_000);
+        assert_eq!(c.listen.port(), 9999);
+    }
+
+    #[test]
+    fn unknown_key_and_bad_value_are_named() {
+        let mut c = BrokerConfig::default();
+        assert!(c
+            .set("no.such.key", "1")
+            .unwrap_err()
+            .contains("no.such.key"));
+        assert!(c
+            .set("num.partitions", "x")
+            .unwrap_err()
+            .contains("num.partitions"));
+    }
+}

@@ -2,16 +2,44 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: the Kafka-console-style client commands (`tidelog topic|produce|consume`).
-//! - [`client`]: a small blocking Kafka client (std `TcpStream`) for the CLI and tests.
-//! - [`config`]: every limit and every Kafka-named setting, in one place.
-//! - [`error`]: the wire error codes (Kafka's) and the internal error type, mapped in one place.
+//! - [`server`]: `tidelog serve`: one pinned glommio executor per shard, start-up and shutdown.
+//! - [`shard`], [`router`]: the thread-per-core core. A shard owns its partitions, connections
+//!   and metadata copy; `router::shard_for` decides ownership; `Router::invoke_on` runs work on
+//!   another shard over glommio's channel mesh.
+//! - [`net`]: the accept loop, the per-connection request loop, `sendfile` for record bytes.
+//! - [`api`]: one handler per Kafka API, dispatched from the table in [`protocol::apis`].
+//! - [`protocol`]: the Kafka wire protocol without I/O: frames, headers, the API table, the
+//!   zero-copy Fetch response layout. Message bodies come from `kafka-protocol`.
+//! - [`admin`], [`metadata`]: topics, ids and configs; changes applied on the metadata shard,
+//!   persisted, and broadcast as immutable images.
 //! - [`log`]: the per-partition commit log: segments, indexes, durability, recovery, retention
 //!   and idempotent-producer state. Owned by one shard; no locks.
+//! - [`config`]: every limit and every Kafka-named setting, in one place.
+//! - [`error`]: the wire error codes (Kafka's) and their mapping.
 //! - [`runtime`]: locked memory for io_uring and executor construction.
+//! - [`cli`]: the Kafka-console-style client commands (`tidelog topic|produce|consume`).
+//! - [`client`]: a small blocking Kafka client (std `TcpStream`) for the CLI and tests.
+//! - [`util`]: small async helpers.
+pub mod admin;
+pub mod api;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod error;
 pub mod log;
+pub mod metadata;
+pub mod net;
+pub mod protocol;
+pub mod router;
 pub mod runtime;
+pub mod server;
+pub mod shard;
+pub mod util;
+
+/// Ends the process on an error the broker cannot recover from (a shard gone, a partition that
+/// cannot be opened). Exiting beats panicking one shard and leaving its siblings half alive.
+pub fn fatal(msg: &str) -> ! {
+    tracing::error!("fatal: {msg}");
+    eprintln!("tidelog: fatal: {msg}");
+    std::process::exit(70)
+}

@@ -1,15 +1,13 @@
 //! The `tidelog` binary: the broker (`tidelog serve`) and Kafka-console-style client commands.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use tidelog::config::BrokerConfig;
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "tidelog",
-    version,
-    about = "A thread-per-core, Kafka-compatible broker"
-)]
+#[command(name = "tidelog", version, about = "A thread-per-core, Kafka-compatible broker")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -17,16 +15,72 @@ struct Cli {
 
 #[derive(clap::Subcommand, Debug)]
 enum Command {
-    /// Run the broker.
-    Serve,
+    /// Run the broker (defaults: ./tidelog-data, 127.0.0.1:9092, one shard per core).
+    Serve(ServeArgs),
     #[command(flatten)]
     Client(tidelog::cli::ClientCommand),
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// Address every shard listens on (port 0 picks a free port, printed at start).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Data directory.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Number of shards (pinned executors); default one per available core.
+    #[arg(long)]
+    shards: Option<usize>,
+    /// TOML config file with Kafka-named settings (`num.partitions = 3`).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// A Kafka-named setting, applied after the config file (repeatable): `--set num.partitions=3`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+fn build_config(args: &ServeArgs) -> Result<BrokerConfig, String> {
+    let mut c = BrokerConfig::default();
+    if let Some(path) = &args.config {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        c.apply_toml(&text)?;
+    }
+    for kv in &args.set {
+        let (k, v) = kv.split_once('=').ok_or_else(|| format!("--set wants KEY=VALUE, got {kv:?}"))?;
+        c.set(k.trim(), v.trim())?;
+    }
+    if let Some(l) = &args.listen {
+        c.set("listeners", l)?;
+    }
+    if let Some(d) = &args.data_dir {
+        c.data_dir = d.clone();
+    }
+    if let Some(n) = args.shards {
+        c.shards = Some(n);
+    }
+    Ok(c)
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve => ExitCode::SUCCESS,
+        Command::Serve(args) => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            match build_config(&args).and_then(tidelog::server::run) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tidelog: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Client(cmd) => tidelog::cli::run(cmd),
     }
 }

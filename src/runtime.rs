@@ -6,48 +6,72 @@ use std::time::Duration;
 /// Locked memory each executor reserves for its io_uring buffers by default.
 pub const IO_MEMORY_BYTES_DEFAULT: usize = 2 << 20;
 
-/// Raises RLIMIT_MEMLOCK so that `shards` executors can each lock `io_memory` bytes.
-///
-/// Returns the soft limit now in force. Fails with a readable message when the kernel refuses
-/// and the current limit is too small; callers print it and exit instead of panicking.
-pub fn raise_memlock_limit(shards: usize, io_memory: usize) -> Result<u64, String> {
-    // io_uring rings themselves also count against the limit on older kernels: keep headroom.
-    let wanted = (shards as u64) * (io_memory as u64 + (1 << 20)) + (8 << 20);
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+/// Locked memory each executor reserves at the least; below it io_uring buffers thrash.
+pub const IO_MEMORY_BYTES_MIN: usize = 256 << 10;
+
+/// How much locked memory the executors may reserve, decided from the process's limits.
+#[derive(Clone, Copy, Debug)]
+pub struct MemlockPlan {
+    /// `io_memory` for each executor.
+    pub io_memory: usize,
+    /// RLIMIT_MEMLOCK's soft limit now in force, in bytes (`u64::MAX`: unlimited).
+    pub limit: u64,
+    /// Whether CAP_IPC_LOCK lifts the limit for this process.
+    pub cap_ipc_lock: bool,
+}
+
+/// Makes room for `shards` executors to each lock `io_memory` bytes: raises RLIMIT_MEMLOCK
+/// where the hard limit or CAP_SYS_RESOURCE allows, relies on CAP_IPC_LOCK where the process has
+/// it, and otherwise shrinks `io_memory` to fit. Fails with one readable line, never a panic,
+/// when not even the minimum fits.
+pub fn raise_memlock_limit(shards: usize, io_memory: usize) -> Result<MemlockPlan, String> {
+    let shards = shards.max(1) as u64;
+    let wanted = shards * io_memory as u64 + (1 << 20);
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes into the struct we own.
     if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } != 0 {
-        return Err(format!(
-            "getrlimit(RLIMIT_MEMLOCK) failed: {}",
-            std::io::Error::last_os_error()
-        ));
+        return Err(format!("getrlimit(RLIMIT_MEMLOCK) failed: {}", std::io::Error::last_os_error()));
     }
+    let cap_ipc_lock = has_cap_ipc_lock();
+    let plan = |limit| MemlockPlan { io_memory, limit, cap_ipc_lock };
     if lim.rlim_cur == libc::RLIM_INFINITY || lim.rlim_cur >= wanted {
-        return Ok(lim.rlim_cur);
+        return Ok(plan(lim.rlim_cur));
     }
-    let new_max = if lim.rlim_max == libc::RLIM_INFINITY || lim.rlim_max >= wanted {
-        lim.rlim_max
-    } else {
-        wanted
-    };
-    let new = libc::rlimit {
-        rlim_cur: wanted,
-        rlim_max: new_max,
-    };
+    let new_max = if lim.rlim_max == libc::RLIM_INFINITY { lim.rlim_max } else { lim.rlim_max.max(wanted) };
+    let new = libc::rlimit { rlim_cur: wanted, rlim_max: new_max };
     // SAFETY: setrlimit reads the struct we own.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &new) } == 0 {
-        return Ok(wanted);
+        return Ok(plan(wanted));
+    }
+    // Raise the soft limit as far as the hard limit goes; that needs no privilege.
+    let hard = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+    // SAFETY: as above.
+    let cur = if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &hard) } == 0 { lim.rlim_max } else { lim.rlim_cur };
+    if cap_ipc_lock {
+        return Ok(plan(cur));
+    }
+    let fits = (cur.saturating_sub(1 << 20) / shards) as usize & !0xffff;
+    if fits >= IO_MEMORY_BYTES_MIN {
+        return Ok(MemlockPlan { io_memory: fits.min(io_memory), limit: cur, cap_ipc_lock });
     }
     Err(format!(
-        "locked memory limit is {} KiB but {} shard(s) need {} KiB for io_uring, and raising it failed ({}); \
-         run `ulimit -l unlimited` (or set LimitMEMLOCK=infinity in the systemd unit), or lower --shards",
-        lim.rlim_cur / 1024,
-        shards,
-        wanted / 1024,
-        std::io::Error::last_os_error()
+        "locked memory limit is {} KiB but {shards} shard(s) need at least {} KiB for io_uring, and raising it \
+         failed; run `ulimit -l unlimited` (or set LimitMEMLOCK=infinity in the systemd unit), or lower --shards",
+        cur / 1024,
+        (shards * IO_MEMORY_BYTES_MIN as u64 + (1 << 20)) / 1024,
     ))
+}
+
+/// CAP_IPC_LOCK exempts a process from RLIMIT_MEMLOCK, io_uring's buffers included.
+fn has_cap_ipc_lock() -> bool {
+    const CAP_IPC_LOCK: u32 = 14;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("CapEff:"))?;
+            u64::from_str_radix(line.split_whitespace().nth(1)?, 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0)
 }
 
 /// Runs `fut` to completion on a fresh single glommio executor on the calling thread.
@@ -58,12 +82,12 @@ where
     F: std::future::Future<Output = T> + 'static,
     T: 'static,
 {
-    if let Err(msg) = raise_memlock_limit(1, IO_MEMORY_BYTES_DEFAULT) {
+    let plan = raise_memlock_limit(1, IO_MEMORY_BYTES_DEFAULT).unwrap_or_else(|msg| {
         eprintln!("tidelog: {msg}");
         std::process::exit(1);
-    }
+    });
     let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .io_memory(IO_MEMORY_BYTES_DEFAULT)
+        .io_memory(plan.io_memory)
         .preempt_timer(Duration::from_millis(10))
         .make()
         .unwrap_or_else(|e| {

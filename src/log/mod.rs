@@ -1,1 +1,231 @@
-//! The per-partition commit log (being built on the `storage` branch).
+//! The per-partition commit log.
+//!
+//! A [`PartitionLog`] lives on the shard that owns the partition and is never shared across
+//! threads; it uses `Cell`/`RefCell` and never holds a borrow across an `.await`.
+//!
+//! # Layout on disk (Kafka's)
+//!
+//! ```text
+//! <dir>/00000000000000000000.log        record batches byte-for-byte as producers sent them
+//! <dir>/00000000000000000000.index      sparse: relative offset u32 -> file position u32
+//! <dir>/00000000000000000000.timeindex  sparse: max timestamp i64 -> relative offset u32
+//! <dir>/producer.snapshot               idempotent-producer state, written at roll and close
+//! <dir>/leader-epoch-checkpoint         (epoch, start offset) pairs, Kafka's text format
+//! <dir>/recovery-point                  offset below which everything is known to be fsynced
+//! <dir>/log-start-offset                the log start offset (DeleteRecords, retention)
+//! <dir>/clean-shutdown                  present only while the partition is closed cleanly
+//! ```
+//!
+//! # Modules
+//!
+//! - [`batch`]: sans-io RecordBatch v2 header codec and validation.
+//! - `index`: the sparse offset and time indexes, kept in memory and written at roll/close.
+//! - `segment`: one `.log` file with its indexes and file handles.
+//! - `producer`: idempotent-producer state and its snapshot.
+//! - `epoch`: the leader-epoch cache.
+//! - `partition` (+ `append`, `recovery`, `retention`): [`PartitionLog`] itself.
+
+mod append;
+pub mod batch;
+mod epoch;
+mod files;
+mod index;
+mod partition;
+mod producer;
+mod recovery;
+mod retention;
+mod segment;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::sync::Arc;
+
+pub use partition::PartitionLog;
+
+use crate::config;
+use crate::error::ErrorCode;
+
+/// A Kafka offset: the position of a record in the partition, counted in records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Offset(pub i64);
+
+/// A byte position inside one segment file; never to be confused with an [`Offset`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FilePos(pub u64);
+
+/// `message.timestamp.type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimestampType {
+    CreateTime,
+    LogAppendTime,
+}
+
+/// The topic configs the log obeys, with Kafka's names and Kafka's defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `segment.bytes`
+    pub segment_bytes: u64,
+    /// `segment.ms`
+    pub segment_ms: i64,
+    /// `retention.ms`; -1 keeps data forever.
+    pub retention_ms: i64,
+    /// `retention.bytes`; -1 is unbounded.
+    pub retention_bytes: i64,
+    /// `max.message.bytes`
+    pub max_message_bytes: u32,
+    /// `index.interval.bytes`
+    pub index_interval_bytes: u32,
+    /// `message.timestamp.type`
+    pub message_timestamp_type: TimestampType,
+    /// `flush.messages`; `u64::MAX` never forces a flush.
+    pub flush_messages: u64,
+    /// `flush.ms`; `i64::MAX` never forces a flush.
+    pub flush_ms: i64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: config::SEGMENT_BYTES_DEFAULT,
+            segment_ms: config::SEGMENT_MS_DEFAULT,
+            retention_ms: config::RETENTION_MS_DEFAULT,
+            retention_bytes: config::RETENTION_BYTES_DEFAULT,
+            max_message_bytes: config::MAX_MESSAGE_BYTES_DEFAULT,
+            index_interval_bytes: config::INDEX_INTERVAL_BYTES_DEFAULT,
+            message_timestamp_type: TimestampType::CreateTime,
+            flush_messages: config::FLUSH_MESSAGES_DEFAULT,
+            flush_ms: config::FLUSH_MS_DEFAULT,
+        }
+    }
+}
+
+impl LogConfig {
+    /// `segment.bytes` clamped to what u32 index positions can address.
+    pub(crate) fn segment_bytes_effective(&self) -> u64 {
+        self.segment_bytes
+            .clamp(batch::HEADER_LEN as u64, config::SEGMENT_BYTES_MAX)
+    }
+}
+
+/// When an append is acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// After an `fdatasync` covering the batch (the server's `acks=-1`).
+    Fsync,
+    /// After the write reached the page cache (`acks=1`).
+    PageCache,
+}
+
+/// What an append returns (the fields of a ProduceResponse partition).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: Offset,
+    pub last_offset: Offset,
+    /// -1 unless the topic uses `LogAppendTime`.
+    pub log_append_time_ms: i64,
+    pub log_start_offset: Offset,
+    /// The batch was a retry of one already in the log: nothing was written and the offsets are
+    /// those of the original.
+    pub duplicate: bool,
+}
+
+/// A byte range of one segment file to hand to sendfile(2).
+///
+/// The file is a plain read-only descriptor shared with the log: if retention deletes the
+/// segment meanwhile, the open descriptor still reads the unlinked file.
+#[derive(Clone, Debug)]
+pub struct ReadSlice {
+    pub file: Arc<std::fs::File>,
+    pub position: FilePos,
+    /// Zero when there is nothing to read.
+    pub len: u32,
+    pub high_watermark: Offset,
+    pub log_start_offset: Offset,
+}
+
+/// Errors of the log; [`LogError::error_code`] maps them to Kafka's wire codes.
+#[derive(Debug)]
+pub enum LogError {
+    CorruptMessage(String),
+    InvalidRecord(String),
+    MessageTooLarge {
+        size: usize,
+        max: u32,
+    },
+    OffsetOutOfRange {
+        requested: Offset,
+        log_start: Offset,
+        log_end: Offset,
+    },
+    OutOfOrderSequence(String),
+    InvalidProducerEpoch(String),
+    Io(std::io::Error),
+}
+
+impl LogError {
+    /// The Kafka error code a client gets for this error.
+    pub fn error_code(&self) -> ErrorCode {
+        match self {
+            LogError::CorruptMessage(_) => ErrorCode::CorruptMessage,
+            LogError::InvalidRecord(_) => ErrorCode::InvalidRecord,
+            LogError::MessageTooLarge { .. } => ErrorCode::MessageTooLarge,
+            LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+            LogError::OutOfOrderSequence(_) => ErrorCode::OutOfOrderSequenceNumber,
+            LogError::InvalidProducerEpoch(_) => ErrorCode::InvalidProducerEpoch,
+            LogError::Io(_) => ErrorCode::KafkaStorageError,
+        }
+    }
+}
+
+impl fmt::Display for LogError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LogError::CorruptMessage(m) => write!(f, "corrupt message: {m}"),
+            LogError::InvalidRecord(m) => write!(f, "invalid record: {m}"),
+            LogError::MessageTooLarge { size, max } => {
+                write!(f, "batch of {size} bytes exceeds max.message.bytes {max}")
+            }
+            LogError::OffsetOutOfRange {
+                requested,
+                log_start,
+                log_end,
+            } => write!(
+                f,
+                "offset {} is outside [{}, {}]",
+                requested.0, log_start.0, log_end.0
+            ),
+            LogError::OutOfOrderSequence(m) => write!(f, "out of order sequence: {m}"),
+            LogError::InvalidProducerEpoch(m) => write!(f, "invalid producer epoch: {m}"),
+            LogError::Io(e) => write!(f, "log I/O error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for LogError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LogError::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<std::io::Error> for LogError {
+    fn from(e: std::io::Error) -> Self {
+        LogError::Io(e)
+    }
+}
+
+impl From<glommio::GlommioError<()>> for LogError {
+    fn from(e: glommio::GlommioError<()>) -> Self {
+        LogError::Io(e.into())
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch, Kafka's timestamp unit.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,148 @@
+//! Metadata changes: creating and deleting topics, allocating producer ids.
+//!
+//! Every change runs on the metadata shard under its lock: it builds the next image, persists it,
+//! then installs it on every shard (which opens or removes partitions) before answering, so a
+//! client that saw its CreateTopics succeed can produce at once on any connection.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use tracing::info;
+
+use crate::error::ErrorCode;
+use crate::metadata::{self, MetadataImage, TopicMeta};
+use crate::router::METADATA_SHARD;
+use crate::shard::Shard;
+
+/// A topic to create.
+#[derive(Clone, Debug)]
+pub struct NewTopic {
+    pub name: String,
+    /// -1: the broker's `num.partitions`.
+    pub partitions: i32,
+    /// -1 or 1; a single node cannot hold more replicas.
+    pub replication_factor: i16,
+    pub configs: BTreeMap<String, String>,
+}
+
+/// The outcome for one topic: its id and partition count, or Kafka's error with a message.
+pub type TopicResult = Result<Arc<TopicMeta>, (ErrorCode, String)>;
+
+/// Checks a topic to create against Kafka's rules and the current image.
+fn validate(shard: &Shard, image: &MetadataImage, t: &NewTopic) -> Result<i32, (ErrorCode, String)> {
+    metadata::validate_topic_name(&t.name).map_err(|m| (ErrorCode::InvalidTopicException, m))?;
+    if image.topic(&t.name).is_some() {
+        return Err((ErrorCode::TopicAlreadyExists, format!("topic '{}' already exists", t.name)));
+    }
+    let partitions = if t.partitions == -1 { shard.config.num_partitions } else { t.partitions };
+    metadata::validate_partitions(partitions).map_err(|m| (ErrorCode::InvalidPartitions, m))?;
+    if t.replication_factor != -1 && t.replication_factor != 1 {
+        return Err((
+            ErrorCode::InvalidReplicationFactor,
+            format!("replication factor {} is larger than the 1 available broker", t.replication_factor),
+        ));
+    }
+    metadata::log_config(&shard.config, &t.configs).map_err(|m| (ErrorCode::InvalidConfig, m))?;
+    Ok(partitions)
+}
+
+/// Creates topics (or only validates them). Runs on the metadata shard whatever shard calls it.
+pub async fn create_topics(shard: &Rc<Shard>, topics: Vec<NewTopic>, validate_only: bool) -> Vec<TopicResult> {
+    shard
+        .router
+        .invoke_on(shard, METADATA_SHARD, move |s| async move {
+            let _guard = s.metadata_lock.acquire_permit(1).await.expect("lock never closes");
+            let mut image = (*s.metadata()).clone();
+            let mut results = Vec::with_capacity(topics.len());
+            for t in topics {
+                let r = validate(&s, &image, &t).map(|partitions| {
+                    let name: Arc<str> = t.name.as_str().into();
+                    let meta = Arc::new(TopicMeta { name: name.clone(), id: metadata::random_uuid(), partitions, configs: t.configs });
+                    if !validate_only {
+                        image.topics.insert(name, meta.clone());
+                    }
+                    meta
+                });
+                results.push(r);
+            }
+            let created = results.iter().filter(|r| r.is_ok()).count();
+            if !validate_only && created > 0 {
+                if let Err(e) = publish(&s, image).await {
+                    return results
+                        .into_iter()
+                        .map(|r| r.and(Err((ErrorCode::KafkaStorageError, e.clone()))))
+                        .collect();
+                }
+                info!(created, "topics created");
+            }
+            results
+        })
+        .await
+}
+
+/// Deletes topics by name. Unknown names get UNKNOWN_TOPIC_OR_PARTITION.
+pub async fn delete_topics(shard: &Rc<Shard>, names: Vec<String>) -> Vec<Result<Arc<TopicMeta>, (ErrorCode, String)>> {
+    shard
+        .router
+        .invoke_on(shard, METADATA_SHARD, move |s| async move {
+            let _guard = s.metadata_lock.acquire_permit(1).await.expect("lock never closes");
+            let mut image = (*s.metadata()).clone();
+            let results: Vec<_> = names
+                .iter()
+                .map(|n| {
+                    image.topics.remove(n.as_str()).ok_or((
+                        ErrorCode::UnknownTopicOrPartition,
+                        format!("topic '{n}' does not exist"),
+                    ))
+                })
+                .collect();
+            if results.iter().any(|r| r.is_ok()) {
+                if let Err(e) = publish(&s, image).await {
+                    return results.into_iter().map(|r| r.and(Err((ErrorCode::KafkaStorageError, e.clone())))).collect();
+                }
+                info!(topics = ?names, "topics deleted");
+            }
+            results
+        })
+        .await
+}
+
+/// Persists `image` and installs it on every shard, the metadata shard last.
+async fn publish(s: &Rc<Shard>, image: MetadataImage) -> Result<(), String> {
+    let data_dir = s.config.data_dir.clone();
+    let image = Arc::new(image);
+    let to_store = image.clone();
+    glommio::executor()
+        .spawn_blocking(move || metadata::store(&data_dir, &to_store))
+        .await?;
+    for target in 0..s.count() {
+        let image = image.clone();
+        s.router.invoke_on(s, target, move |t| async move { t.apply_metadata(image).await }).await;
+    }
+    Ok(())
+}
+
+/// Producer ids are handed out in persisted blocks, so that no id repeats after a restart.
+const PRODUCER_ID_BLOCK: i64 = 1000;
+
+/// A fresh producer id, unique for the life of the data directory.
+pub async fn allocate_producer_id(shard: &Rc<Shard>) -> Result<i64, String> {
+    shard
+        .router
+        .invoke_on(shard, METADATA_SHARD, move |s| async move {
+            let _guard = s.metadata_lock.acquire_permit(1).await.expect("lock never closes");
+            let (next, end) = s.producer_ids.get();
+            if next < end {
+                s.producer_ids.set((next + 1, end));
+                return Ok(next);
+            }
+            let data_dir = s.config.data_dir.clone();
+            let block_start = glommio::executor()
+                .spawn_blocking(move || metadata::reserve_producer_ids(&data_dir, PRODUCER_ID_BLOCK))
+                .await?;
+            s.producer_ids.set((block_start + 1, block_start + PRODUCER_ID_BLOCK));
+            Ok(block_start)
+        })
+        .await
+}

@@ -1,0 +1,90 @@
+//! One handler per Kafka API. [`handle`] checks a frame against the API table
+//! (`protocol::apis`), decodes its header, and dispatches on the API key.
+
+mod api_versions;
+mod create_topics;
+mod delete_topics;
+mod fetch;
+mod init_producer_id;
+mod list_offsets;
+mod metadata;
+mod offset_for_leader_epoch;
+mod produce;
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::Encodable;
+use tracing::warn;
+
+use crate::protocol::fetch::Chunk;
+use crate::protocol::request::{decode_request, Request, RequestError};
+use crate::protocol::response::encode_response;
+use crate::shard::Shard;
+
+/// What the connection does after a request.
+pub enum Outcome {
+    Respond(Vec<Chunk>),
+    /// acks=0 produce: Kafka sends nothing back.
+    NoResponse,
+    /// Close the connection; the reason is logged with the client id.
+    Close(String),
+}
+
+/// Handles one request frame. Never panics on client bytes: anything that does not decode
+/// closes the connection with a logged reason.
+pub async fn handle(shard: &Rc<Shard>, frame: Bytes, client_id: &mut String) -> Outcome {
+    let req = match decode_request(frame) {
+        Ok(r) => r,
+        Err(RequestError::UnsupportedVersion { api_key: ApiKey::ApiVersions, correlation_id, .. }) => {
+            return api_versions::unsupported_version(correlation_id);
+        }
+        Err(e) => return Outcome::Close(e.to_string()),
+    };
+    if let Some(id) = req.header.client_id.as_deref() {
+        if client_id != id {
+            *client_id = id.to_string();
+        }
+    }
+    let result = match req.api_key {
+        ApiKey::ApiVersions => api_versions::handle(&req),
+        ApiKey::Metadata => metadata::handle(shard, &req).await,
+        ApiKey::Produce => produce::handle(shard, &req).await,
+        ApiKey::Fetch => fetch::handle(shard, &req).await,
+        ApiKey::ListOffsets => list_offsets::handle(shard, &req).await,
+        ApiKey::CreateTopics => create_topics::handle(shard, &req).await,
+        ApiKey::DeleteTopics => delete_topics::handle(shard, &req).await,
+        ApiKey::InitProducerId => init_producer_id::handle(shard, &req).await,
+        ApiKey::OffsetForLeaderEpoch => offset_for_leader_epoch::handle(shard, &req).await,
+        other => Err(RequestError::Malformed {
+            api_key: other,
+            version: req.version(),
+            correlation_id: req.header.correlation_id,
+            reason: "in the API table but without a handler".into(),
+        }),
+    };
+    result.unwrap_or_else(|e| Outcome::Close(e.to_string()))
+}
+
+/// Encodes `body` as the response to `req`.
+fn respond<T: Encodable>(req: &Request, body: &T) -> Result<Outcome, RequestError> {
+    match encode_response(req.api_key, req.version(), req.header.correlation_id, body) {
+        Ok(b) => Ok(Outcome::Respond(vec![Chunk::Mem(b)])),
+        Err(reason) => Err(RequestError::Malformed {
+            api_key: req.api_key,
+            version: req.version(),
+            correlation_id: req.header.correlation_id,
+            reason: format!("response does not encode: {reason}"),
+        }),
+    }
+}
+
+/// Logs one client-visible error, as every handler does for each error code it returns.
+fn log_client_error(req: &Request, what: &str, code: crate::error::ErrorCode, detail: &str) {
+    warn!(
+        client_id = req.header.client_id.as_deref().unwrap_or(""),
+        api = ?req.api_key,
+        "{what}: {code:?}: {detail}"
+    );
+}

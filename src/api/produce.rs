@@ -1,0 +1,128 @@
+//! Produce: split the request by owner shard, append on each owner concurrently, merge.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use super::{log_client_error, respond, Outcome};
+use crate::error::ErrorCode;
+use crate::log::{AppendInfo, Durability};
+use crate::protocol::request::{Request, RequestError};
+use crate::shard::{Shard, LEADER_EPOCH};
+use crate::util::join_all;
+
+/// One partition's piece of a produce request, as sent to its owner.
+struct Piece {
+    slot: usize,
+    topic: Arc<str>,
+    partition: i32,
+    records: Bytes,
+}
+
+type AppendResult = Result<AppendInfo, (ErrorCode, String)>;
+
+pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, RequestError> {
+    let body: ProduceRequest = req.decode_body()?;
+    let acks = body.acks;
+    let names: Vec<String> = body.topic_data.iter().map(|t| t.name.0.to_string()).collect();
+    if shard.config.auto_create_topics_enable && matches!(acks, -1..=1) {
+        super::metadata::auto_create_missing(shard, &names).await;
+    }
+    let image = shard.metadata();
+    let mut results: Vec<AppendResult> = Vec::new();
+    let mut by_owner: BTreeMap<usize, Vec<Piece>> = BTreeMap::new();
+    for t in &body.topic_data {
+        let meta = image.topic(&t.name.0);
+        for p in &t.partition_data {
+            let slot = results.len();
+            results.push(Err((ErrorCode::UnknownTopicOrPartition, "not handled".into())));
+            let checked = match (meta, &p.records) {
+                _ if !matches!(acks, -1..=1) => Err((ErrorCode::InvalidRequiredAcks, format!("acks={acks}"))),
+                (None, _) => Err((ErrorCode::UnknownTopicOrPartition, format!("topic {} does not exist", t.name.0))),
+                (Some(m), _) if p.index < 0 || p.index >= m.partitions => Err((
+                    ErrorCode::UnknownTopicOrPartition,
+                    format!("{}-{} does not exist", t.name.0, p.index),
+                )),
+                (Some(_), None) => Err((ErrorCode::InvalidRecord, "null record set".into())),
+                (Some(m), Some(records)) => Ok((m, records.clone())),
+            };
+            match checked {
+                Ok((m, records)) => by_owner.entry(shard.owner(m, p.index)).or_default().push(Piece {
+                    slot,
+                    topic: m.name.clone(),
+                    partition: p.index,
+                    records,
+                }),
+                Err(e) => results[slot] = Err(e),
+            }
+        }
+    }
+    let durability = if acks == -1 { Durability::Fsync } else { Durability::PageCache };
+    let calls = by_owner.into_iter().map(|(owner, pieces)| {
+        shard.router.invoke_on(shard, owner, move |s| append_all(s, pieces, durability))
+    });
+    for (slot, r) in join_all(calls.collect()).await.into_iter().flatten() {
+        results[slot] = r;
+    }
+    if acks == 0 {
+        if let Some(Err((code, msg))) = results.iter().find(|r| r.is_err()) {
+            return Ok(Outcome::Close(format!("acks=0 produce failed: {code:?}: {msg}")));
+        }
+        return Ok(Outcome::NoResponse);
+    }
+    respond(req, &response(req, &body, results))
+}
+
+/// Runs on the owner shard: appends every piece concurrently.
+async fn append_all(shard: Rc<Shard>, pieces: Vec<Piece>, durability: Durability) -> Vec<(usize, AppendResult)> {
+    let appends = pieces.into_iter().map(|piece| {
+        let shard = shard.clone();
+        async move {
+            let Some(p) = shard.partition(&piece.topic, piece.partition) else {
+                return (piece.slot, Err((ErrorCode::NotLeaderOrFollower, "partition is not open".into())));
+            };
+            let r = p.log.append(&piece.records, LEADER_EPOCH, durability).await;
+            p.notify();
+            (piece.slot, r.map_err(|e| (e.error_code(), e.to_string())))
+        }
+    });
+    join_all(appends.collect()).await
+}
+
+fn response(req: &Request, body: &ProduceRequest, results: Vec<AppendResult>) -> ProduceResponse {
+    let mut results = results.into_iter();
+    let topics = body
+        .topic_data
+        .iter()
+        .map(|t| {
+            let partitions = t
+                .partition_data
+                .iter()
+                .map(|p| {
+                    let r = PartitionProduceResponse::default().with_index(p.index);
+                    match results.next().expect("one result per partition") {
+                        Ok(info) => r
+                            .with_base_offset(info.base_offset.0)
+                            .with_log_append_time_ms(info.log_append_time_ms)
+                            .with_log_start_offset(info.log_start_offset.0),
+                        Err((code, msg)) => {
+                            log_client_error(req, &format!("produce to {}-{}", t.name.0, p.index), code, &msg);
+                            r.with_error_code(code.code())
+                                .with_base_offset(-1)
+                                .with_log_append_time_ms(-1)
+                                .with_log_start_offset(-1)
+                                .with_error_message(Some(StrBytes::from_string(msg)))
+                        }
+                    }
+                })
+                .collect();
+            TopicProduceResponse::default().with_name(t.name.clone()).with_partition_responses(partitions)
+        })
+        .collect();
+    ProduceResponse::default().with_responses(topics)
+}

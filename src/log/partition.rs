@@ -1,0 +1,311 @@
+//! [`PartitionLog`]: the segments of one partition, its watermarks and the read side.
+//!
+//! Appends and flushes are in `append.rs`, opening and crash recovery in `recovery.rs`,
+//! retention and DeleteRecords in `retention.rs`; they all work on the same [`State`].
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use glommio::sync::Semaphore;
+
+use super::batch;
+use super::epoch::LeaderEpochCache;
+use super::files::{replace_durably, Event};
+use super::producer::ProducerState;
+use super::segment::Segment;
+use super::{FilePos, LogConfig, LogError, Offset, ReadSlice};
+
+/// File names inside a partition directory.
+pub(crate) const CLEAN_SHUTDOWN: &str = "clean-shutdown";
+pub(crate) const RECOVERY_POINT: &str = "recovery-point";
+pub(crate) const LOG_START_OFFSET: &str = "log-start-offset";
+pub(crate) const PRODUCER_SNAPSHOT: &str = "producer.snapshot";
+pub(crate) const LEADER_EPOCH_CHECKPOINT: &str = "leader-epoch-checkpoint";
+
+/// An append whose bytes are reserved but not yet known to be written.
+pub(crate) struct Pending {
+    pub end: Offset,
+    pub seg: Rc<Segment>,
+    pub end_pos: u64,
+    pub done: bool,
+}
+
+/// Everything mutable about a partition. Borrowed only between `.await`s.
+pub(crate) struct State {
+    /// Sorted by base offset; the last one is the active segment.
+    pub segments: Vec<Rc<Segment>>,
+    pub log_start: Offset,
+    pub hwm: Offset,
+    pub leo: Offset,
+    /// Everything below is known to be fdatasynced.
+    pub flushed: Offset,
+    /// Reserved writes in offset order; `pending_head` numbers the front one.
+    pub pending: VecDeque<Pending>,
+    pub pending_head: u64,
+    /// A group-commit fdatasync is in flight.
+    pub flushing: bool,
+    pub last_flush_ms: i64,
+    pub unflushed_messages: u64,
+    /// A segment was created since the directory was last fsynced.
+    pub dir_dirty: bool,
+    /// fdatasync rounds issued by group commit (for metrics and tests).
+    pub flush_rounds: u64,
+    pub producers: ProducerState,
+    pub epochs: LeaderEpochCache,
+    /// Set on the first write error (and by close): the log refuses further appends, as Kafka
+    /// takes a failed log directory offline.
+    pub failed: Option<String>,
+}
+
+impl State {
+    /// Asserts `log_start_offset <= high_watermark <= log_end_offset` after every update.
+    pub(crate) fn check(&self) {
+        assert!(
+            self.log_start <= self.hwm && self.hwm <= self.leo,
+            "watermarks out of order: log_start {:?} hwm {:?} leo {:?}",
+            self.log_start,
+            self.hwm,
+            self.leo
+        );
+    }
+
+    /// The segment that holds `offset` (the last one whose base is `<= offset`).
+    pub(crate) fn segment_for(&self, offset: Offset) -> &Rc<Segment> {
+        let i = self.segments.partition_point(|s| s.base <= offset);
+        &self.segments[i.saturating_sub(1)]
+    }
+
+    pub(crate) fn active(&self) -> &Rc<Segment> {
+        self.segments
+            .last()
+            .expect("a log always has an active segment")
+    }
+
+    pub(crate) fn failed_error(&self) -> Option<LogError> {
+        self.failed
+            .as_ref()
+            .map(|m| LogError::Io(std::io::Error::other(m.clone())))
+    }
+}
+
+/// The commit log of one partition.
+///
+/// Lives on the shard that owns the partition, from `open` to `close`/`remove`; not `Send`.
+/// Concurrent appends from several connections of that shard are allowed.
+pub struct PartitionLog {
+    pub(crate) dir: PathBuf,
+    pub(crate) config: RefCell<LogConfig>,
+    pub(crate) st: RefCell<State>,
+    /// Woken whenever the high watermark or the flushed offset moves, or the log fails.
+    pub(crate) event: Event,
+    /// Serialises checkpoint-file writes (they share temporary file names).
+    pub(crate) checkpoint_lock: Semaphore,
+}
+
+impl PartitionLog {
+    pub(crate) fn from_parts(dir: PathBuf, config: LogConfig, st: State) -> PartitionLog {
+        st.check();
+        PartitionLog {
+            dir,
+            config: RefCell::new(config),
+            st: RefCell::new(st),
+            event: Event::default(),
+            checkpoint_lock: Semaphore::new(1),
+        }
+    }
+
+    /// The byte range of whole batches starting at the batch that contains `offset`, at most
+    /// `max_bytes` long except that the first batch is always whole (KIP-74). Ranges never cross
+    /// a segment. Synchronous: the in-memory index gives a position near the batch and only
+    /// batch headers are read (from the page cache) to get exact boundaries.
+    pub fn read(&self, offset: Offset, max_bytes: u32) -> Result<ReadSlice, LogError> {
+        let st = self.st.borrow();
+        if offset < st.log_start || offset > st.leo {
+            return Err(LogError::OffsetOutOfRange {
+                requested: offset,
+                log_start: st.log_start,
+                log_end: st.leo,
+            });
+        }
+        let seg = st.segment_for(offset);
+        let mut slice = ReadSlice {
+            file: seg.reader.clone(),
+            position: seg.committed_pos(),
+            len: 0,
+            high_watermark: st.hwm,
+            log_start_offset: st.log_start,
+        };
+        if offset >= st.hwm {
+            return Ok(slice);
+        }
+        let Some((pos, h)) = seg.find_batch(offset)? else {
+            return Ok(slice);
+        };
+        let first_end = pos + h.total_len() as u64;
+        let end = seg.range_end(pos, first_end, max_bytes)?;
+        slice.position = FilePos(pos);
+        slice.len = u32::try_from(end - pos).unwrap_or(u32::MAX);
+        Ok(slice)
+    }
+
+    pub fn high_watermark(&self) -> Offset {
+        self.st.borrow().hwm
+    }
+
+    pub fn log_start_offset(&self) -> Offset {
+        self.st.borrow().log_start
+    }
+
+    pub fn log_end_offset(&self) -> Offset {
+        self.st.borrow().leo
+    }
+
+    /// How many group-commit flush rounds (one `fdatasync` per dirty segment each) have run
+    /// since open: with group commit this grows much more slowly than the fsync appends.
+    pub fn flush_rounds(&self) -> u64 {
+        self.st.borrow().flush_rounds
+    }
+
+    /// ListOffsets. `-2` earliest, `-1` latest (the high watermark), `-3` the max timestamp;
+    /// otherwise the first record with timestamp `>= timestamp_ms` below the high watermark.
+    ///
+    /// For an uncompressed batch the records' varint headers are read to find the exact record.
+    /// For a compressed batch the batch is not decompressed: the answer is the batch's base
+    /// offset (or the log start offset if later) with the batch's max timestamp, which a consumer
+    /// seeking there handles by skipping the few earlier records itself.
+    pub async fn offset_for_timestamp(
+        &self,
+        timestamp_ms: i64,
+    ) -> Result<Option<(Offset, i64)>, LogError> {
+        let (segments, log_start, hwm) = {
+            let st = self.st.borrow();
+            (st.segments.clone(), st.log_start, st.hwm)
+        };
+        match timestamp_ms {
+            -2 => return Ok(Some((log_start, -1))),
+            -1 => return Ok(Some((hwm, -1))),
+            -3 => return Ok(self.max_timestamp()),
+            t if t < 0 => return Ok(None),
+            _ => {}
+        }
+        for seg in segments {
+            let (max_ts, next) = {
+                let s = seg.st.borrow();
+                (s.max_timestamp, s.next_offset)
+            };
+            if max_ts < timestamp_ms || next <= log_start {
+                continue;
+            }
+            if seg.base >= hwm {
+                break;
+            }
+            if let Some(found) = self
+                .search_segment(&seg, timestamp_ms, log_start, hwm)
+                .await?
+            {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn search_segment(
+        &self,
+        seg: &Segment,
+        ts: i64,
+        log_start: Offset,
+        hwm: Offset,
+    ) -> Result<Option<(Offset, i64)>, LogError> {
+        let start_rel = seg.st.borrow().time_index.scan_start(ts);
+        let start = Offset(seg.base.0 + i64::from(start_rel)).max(log_start);
+        let Some((mut pos, _)) = seg.find_batch(start)? else {
+            return Ok(None);
+        };
+        let mut hdr = [0u8; batch::HEADER_LEN];
+        while pos + batch::HEADER_LEN as u64 <= seg.committed_pos().0 {
+            seg.read_exact_at(pos, &mut hdr)?;
+            let h = batch::parse_header(&hdr).ok_or_else(|| {
+                LogError::Io(std::io::Error::other("corrupt batch header during search"))
+            })?;
+            if h.base_offset >= hwm.0 {
+                break;
+            }
+            if h.last_offset() >= log_start.0 && h.max_timestamp >= ts {
+                let fallback = (Offset(h.base_offset.max(log_start.0)), h.max_timestamp);
+                if h.is_log_append_time() || h.compression() != 0 {
+                    return Ok(Some(fallback));
+                }
+                let bytes = seg.writer.read_at(pos, h.total_len()).await?;
+                let exact = batch::first_record_at_or_after(&bytes, log_start.0, ts);
+                return Ok(Some(exact.map_or(fallback, |(o, t)| (Offset(o), t))));
+            }
+            pos += h.total_len().max(batch::HEADER_LEN) as u64;
+            glommio::yield_if_needed().await;
+        }
+        Ok(None)
+    }
+
+    /// ListOffsets `-3` (KIP-734): the offset and timestamp of the record with the largest
+    /// timestamp. Exact for uncompressed and LogAppendTime batches; for a compressed batch the
+    /// offset is the batch's base offset.
+    pub fn max_timestamp(&self) -> Option<(Offset, i64)> {
+        let st = self.st.borrow();
+        let mut best: Option<(Offset, i64)> = None;
+        for seg in &st.segments {
+            let s = seg.st.borrow();
+            if s.max_timestamp >= 0
+                && s.next_offset > st.log_start
+                && best.is_none_or(|(_, t)| s.max_timestamp > t)
+            {
+                best = Some((s.offset_of_max.max(st.log_start), s.max_timestamp));
+            }
+        }
+        best
+    }
+
+    /// OffsetForLeaderEpoch: `(largest epoch <= epoch, its end offset)`; `None` is undefined.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, Offset)> {
+        let st = self.st.borrow();
+        st.epochs.end_offset_for(epoch, st.leo)
+    }
+
+    /// Replaces the topic config; it applies to the next append, roll and retention pass.
+    pub fn set_config(&self, config: LogConfig) {
+        *self.config.borrow_mut() = config;
+    }
+
+    pub fn config(&self) -> LogConfig {
+        self.config.borrow().clone()
+    }
+
+    /// Bytes of all segments, including appends still in flight.
+    pub fn size_bytes(&self) -> u64 {
+        let st = self.st.borrow();
+        st.segments.iter().map(|s| s.st.borrow().size).sum()
+    }
+
+    /// Deletes the partition directory (DeleteTopics). Readers holding a `ReadSlice` finish
+    /// their reads from the unlinked files.
+    pub async fn remove(self) -> Result<(), LogError> {
+        {
+            let mut st = self.st.borrow_mut();
+            st.failed = Some("partition removed".into());
+        }
+        self.event.notify_all();
+        std::fs::remove_dir_all(&self.dir)?;
+        Ok(())
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes a checkpoint file durably; one checkpoint write at a time.
+    pub(crate) async fn write_checkpoint(&self, name: &str, data: Vec<u8>) -> Result<(), LogError> {
+        let _permit = self.checkpoint_lock.acquire_permit(1).await?;
+        replace_durably(&self.dir.join(name), data).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,306 @@
+//! Cluster metadata: topics, their ids, partition counts and configs.
+//!
+//! A [`MetadataImage`] is an immutable snapshot. Shard 0 owns the mutable store: it applies each
+//! change, persists it, and broadcasts the new image to every shard, which swaps its `Arc`.
+//! Readers never lock anything.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use crate::config::{BrokerConfig, PARTITIONS_PER_TOPIC_MAX, TOPIC_NAME_LEN_MAX};
+use crate::log::{LogConfig, TimestampType};
+
+/// One topic as every shard sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TopicMeta {
+    pub name: Arc<str>,
+    pub id: Uuid,
+    pub partitions: i32,
+    /// Topic-level overrides only, by Kafka name (`retention.ms`, ...).
+    pub configs: BTreeMap<String, String>,
+}
+
+/// An immutable snapshot of cluster metadata.
+#[derive(Clone, Debug, Default)]
+pub struct MetadataImage {
+    pub cluster_id: String,
+    pub topics: BTreeMap<Arc<str>, Arc<TopicMeta>>,
+}
+
+impl MetadataImage {
+    pub fn topic(&self, name: &str) -> Option<&Arc<TopicMeta>> {
+        self.topics.get(name)
+    }
+
+    pub fn topic_by_id(&self, id: Uuid) -> Option<&Arc<TopicMeta>> {
+        self.topics.values().find(|t| t.id == id)
+    }
+}
+
+/// Kafka's topic-name rule: 1..=249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name == "." || name == ".." {
+        return Err(format!("topic name {name:?} is illegal"));
+    }
+    if name.len() > TOPIC_NAME_LEN_MAX {
+        return Err(format!("topic name is longer than {TOPIC_NAME_LEN_MAX} characters"));
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        return Err(format!(
+            "topic name {name:?} contains {c:?}; legal characters are ASCII alphanumerics, '.', '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
+/// Topic configs the broker understands, with Kafka's names.
+pub const TOPIC_CONFIG_KEYS: &[&str] = &[
+    "cleanup.policy",
+    "retention.ms",
+    "retention.bytes",
+    "segment.bytes",
+    "segment.ms",
+    "max.message.bytes",
+    "message.timestamp.type",
+    "flush.messages",
+    "flush.ms",
+    "index.interval.bytes",
+    "min.insync.replicas",
+    "compression.type",
+];
+
+/// The effective log config of a topic: broker defaults overridden by topic configs.
+/// Errors name the offending key, for INVALID_CONFIG.
+pub fn log_config(broker: &BrokerConfig, configs: &BTreeMap<String, String>) -> Result<LogConfig, String> {
+    let mut c = LogConfig {
+        segment_bytes: broker.log_segment_bytes,
+        segment_ms: broker.log_roll_ms,
+        retention_ms: broker.log_retention_ms,
+        retention_bytes: broker.log_retention_bytes,
+        max_message_bytes: broker.message_max_bytes,
+        message_timestamp_type: timestamp_type("log.message.timestamp.type", &broker.log_message_timestamp_type)?,
+        flush_messages: broker.log_flush_interval_messages,
+        flush_ms: broker.log_flush_interval_ms,
+        ..LogConfig::default()
+    };
+    for (key, value) in configs {
+        let bad = || format!("invalid value {value:?} for config {key}");
+        match key.as_str() {
+            "retention.ms" => c.retention_ms = value.parse().map_err(|_| bad())?,
+            "retention.bytes" => c.retention_bytes = value.parse().map_err(|_| bad())?,
+            "segment.bytes" => {
+                c.segment_bytes = value.parse().map_err(|_| bad())?;
+                if c.segment_bytes < 14 {
+                    return Err(bad());
+                }
+            }
+            "segment.ms" => c.segment_ms = value.parse().map_err(|_| bad())?,
+            "max.message.bytes" => c.max_message_bytes = value.parse().map_err(|_| bad())?,
+            "message.timestamp.type" => c.message_timestamp_type = timestamp_type(key, value)?,
+            "flush.messages" => c.flush_messages = value.parse().map_err(|_| bad())?,
+            "flush.ms" => c.flush_ms = value.parse().map_err(|_| bad())?,
+            "index.interval.bytes" => c.index_interval_bytes = value.parse().map_err(|_| bad())?,
+            "cleanup.policy" => {
+                if !value.split(',').all(|p| matches!(p.trim(), "delete" | "compact")) {
+                    return Err(bad());
+                }
+            }
+            "min.insync.replicas" => {
+                value.parse::<u32>().map_err(|_| bad())?;
+            }
+            "compression.type" => {
+                if !matches!(value.as_str(), "producer" | "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd") {
+                    return Err(bad());
+                }
+            }
+            _ => return Err(format!("unknown topic config {key}")),
+        }
+    }
+    Ok(c)
+}
+
+fn timestamp_type(key: &str, value: &str) -> Result<TimestampType, String> {
+    match value {
+        "CreateTime" => Ok(TimestampType::CreateTime),
+        "LogAppendTime" => Ok(TimestampType::LogAppendTime),
+        _ => Err(format!("invalid value {value:?} for config {key}")),
+    }
+}
+
+/// Checks a CreateTopics partition count.
+pub fn validate_partitions(n: i32) -> Result<(), String> {
+    if n < 1 || n > PARTITIONS_PER_TOPIC_MAX {
+        return Err(format!("number of partitions must be between 1 and {PARTITIONS_PER_TOPIC_MAX}, got {n}"));
+    }
+    Ok(())
+}
+
+/// The directory of one partition: `<data_dir>/<topic>-<partition>`, as in Kafka.
+pub fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
+    data_dir.join(format!("{topic}-{partition}"))
+}
+
+/// A fresh random id (topic ids, cluster id).
+pub fn random_uuid() -> Uuid {
+    let mut bytes = [0u8; 16];
+    match std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes)) {
+        Ok(()) => {}
+        Err(_) => {
+            // Fall back on the clock and the pid: unique enough for one node.
+            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            bytes[..8].copy_from_slice(&(t.as_nanos() as u64).to_le_bytes());
+            bytes[8..12].copy_from_slice(&std::process::id().to_le_bytes());
+        }
+    }
+    uuid::Builder::from_random_bytes(bytes).into_uuid()
+}
+
+/// Where the metadata lives inside the data directory.
+fn metadata_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("__cluster_metadata").join("topics.toml")
+}
+
+/// Loads the persisted image, or a new one with a fresh cluster id.
+pub fn load(data_dir: &Path, cluster_id: Option<&str>) -> Result<MetadataImage, String> {
+    let path = metadata_file(data_dir);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = cluster_id.map(str::to_string).unwrap_or_else(|| base64_uuid(random_uuid()));
+            let image = MetadataImage { cluster_id: id, topics: BTreeMap::new() };
+            store(data_dir, &image)?;
+            return Ok(image);
+        }
+        Err(e) => return Err(format!("reading {}: {e}", path.display())),
+    };
+    decode(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Persists the image atomically (write a temporary file, fsync, rename, fsync the directory),
+/// so a crash leaves either the old image or the new one.
+pub fn store(data_dir: &Path, image: &MetadataImage) -> Result<(), String> {
+    let path = metadata_file(data_dir);
+    let dir = path.parent().expect("metadata file has a parent");
+    let io = |e: std::io::Error| format!("writing {}: {e}", path.display());
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let tmp = dir.join("topics.toml.tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(encode(image).as_bytes()).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(io)?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+    Ok(())
+}
+
+fn encode(image: &MetadataImage) -> String {
+    let mut root = toml::Table::new();
+    root.insert("cluster_id".into(), image.cluster_id.clone().into());
+    let mut topics = toml::Table::new();
+    for t in image.topics.values() {
+        let mut e = toml::Table::new();
+        e.insert("id".into(), t.id.to_string().into());
+        e.insert("partitions".into(), i64::from(t.partitions).into());
+        let configs: toml::Table = t.configs.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
+        e.insert("configs".into(), configs.into());
+        topics.insert(t.name.to_string(), e.into());
+    }
+    root.insert("topics".into(), topics.into());
+    root.to_string()
+}
+
+fn decode(text: &str) -> Result<MetadataImage, String> {
+    let root: toml::Table = text.parse().map_err(|e| format!("{e}"))?;
+    let cluster_id = root.get("cluster_id").and_then(|v| v.as_str()).ok_or("missing cluster_id")?.to_string();
+    let mut topics = BTreeMap::new();
+    if let Some(t) = root.get("topics").and_then(|v| v.as_table()) {
+        for (name, e) in t {
+            let id = e.get("id").and_then(|v| v.as_str()).ok_or("topic without id")?;
+            let id = Uuid::parse_str(id).map_err(|e| e.to_string())?;
+            let partitions = e.get("partitions").and_then(|v| v.as_integer()).ok_or("topic without partitions")? as i32;
+            let configs = e
+                .get("configs")
+                .and_then(|v| v.as_table())
+                .map(|c| c.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+                .unwrap_or_default();
+            let name: Arc<str> = name.as_str().into();
+            topics.insert(name.clone(), Arc::new(TopicMeta { name, id, partitions, configs }));
+        }
+    }
+    Ok(MetadataImage { cluster_id, topics })
+}
+
+/// Kafka prints cluster ids as url-safe base64 of a UUID (22 characters).
+fn base64_uuid(id: Uuid) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(22);
+    for chunk in id.as_bytes().chunks(3) {
+        let mut n = 0u32;
+        for (i, b) in chunk.iter().enumerate() {
+            n |= u32::from(*b) << (16 - 8 * i);
+        }
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_kafka_rules() {
+        assert!(validate_topic_name("orders.v1_x-2").is_ok());
+        for bad in ["", ".", "..", "a b", "ü", &"x".repeat(250)] {
+            assert!(validate_topic_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn image_round_trips_through_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut image = load(dir.path(), None).unwrap();
+        assert_eq!(image.cluster_id.len(), 22);
+        let name: Arc<str> = "t".into();
+        let configs = BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]);
+        image.topics.insert(name.clone(), Arc::new(TopicMeta { name, id: random_uuid(), partitions: 3, configs }));
+        store(dir.path(), &image).unwrap();
+        let again = load(dir.path(), None).unwrap();
+        assert_eq!(again.cluster_id, image.cluster_id);
+        assert_eq!(again.topics, image.topics);
+    }
+
+    #[test]
+    fn topic_configs_are_validated_by_name() {
+        let b = BrokerConfig::default();
+        let ok = BTreeMap::from([("retention.ms".to_string(), "5".to_string())]);
+        assert_eq!(log_config(&b, &ok).unwrap().retention_ms, 5);
+        let unknown = BTreeMap::from([("nope".to_string(), "5".to_string())]);
+        assert!(log_config(&b, &unknown).unwrap_err().contains("nope"));
+        let bad = BTreeMap::from([("segment.bytes".to_string(), "x".to_string())]);
+        assert!(log_config(&b, &bad).unwrap_err().contains("segment.bytes"));
+    }
+}
+
+/// Reserves `count` producer ids and returns the first. The high-water mark is persisted before
+/// any id of the block is used.
+pub fn reserve_producer_ids(data_dir: &Path, count: i64) -> Result<i64, String> {
+    let path = data_dir.join("__cluster_metadata").join("producer_ids");
+    let start = match std::fs::read_to_string(&path) {
+        Ok(s) => s.trim().parse::<i64>().map_err(|e| format!("{}: {e}", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let io = |e: std::io::Error| format!("writing {}: {e}", path.display());
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all((start + count).to_string().as_bytes()).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(io)?;
+    Ok(start)
+}

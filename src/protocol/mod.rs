@@ -1,0 +1,11 @@
+//! The Kafka wire protocol, sans I/O: framing, request headers, the table of supported APIs,
+//! response encoding, and the zero-copy Fetch response layout.
+//!
+//! Nothing here touches a socket or an executor, so every function can be tested (and fuzzed)
+//! on bytes alone. Message bodies come from the `kafka-protocol` crate.
+
+pub mod apis;
+pub mod fetch;
+pub mod frame;
+pub mod request;
+pub mod response;

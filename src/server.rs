@@ -1,0 +1,234 @@
+//! `tidelog serve`: start one pinned executor per shard, serve until SIGINT/SIGTERM, then shut
+//! down cleanly (stop accepting, drain in-flight requests, flush, write clean-shutdown markers).
+
+use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorBuilder, Placement};
+use tracing::{error, info};
+
+use crate::config::{BrokerConfig, SHARD_CHANNEL_CAPACITY};
+use crate::metadata::{self, MetadataImage};
+use crate::router::{self, Job, Router};
+use crate::runtime::{raise_memlock_limit, IO_MEMORY_BYTES_DEFAULT};
+use crate::shard::Shard;
+
+/// How long shutdown waits for in-flight requests before closing partitions anyway.
+const SHUTDOWN_DRAIN_MS_MAX: u64 = 5_000;
+
+/// Shutdown phases, sent from the main thread to every shard.
+#[derive(Clone, Copy, Debug)]
+enum Phase {
+    /// Stop accepting and wait for in-flight requests, on every shard, before any shard closes.
+    Drain,
+    /// Flush and close partitions, then end the executor.
+    Close,
+}
+
+/// Runs the broker until a termination signal. Errors are one readable line for the operator.
+pub fn run(mut config: BrokerConfig) -> Result<(), String> {
+    let shards = config.shard_count().max(1);
+    let memlock = raise_memlock_limit(shards, IO_MEMORY_BYTES_DEFAULT)?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
+    let _lock = lock_data_dir(&config.data_dir)?;
+    let image = Arc::new(metadata::load(&config.data_dir, config.cluster_id.as_deref())?);
+    let first = bind_reuseport(config.listen)?;
+    config.listen = first.local_addr().map_err(|e| e.to_string())?;
+    let config = Arc::new(config);
+    block_termination_signals();
+
+    let mesh = MeshBuilder::<Job, _>::full(shards, SHARD_CHANNEL_CAPACITY);
+    let cpus = allowed_cpus();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let mut first_fd = Some(first.into_raw_fd());
+    let mut controls = Vec::new();
+    let mut handles = Vec::new();
+    for i in 0..shards {
+        let (tx, rx) = flume::unbounded::<(Phase, std::sync::mpsc::Sender<()>)>();
+        controls.push(tx);
+        let (config, image, mesh, ready) = (config.clone(), image.clone(), mesh.clone(), ready_tx.clone());
+        let fd = first_fd.take();
+        let placement = match cpus.get(i % cpus.len().max(1)) {
+            Some(&cpu) if shards <= cpus.len() => Placement::Fixed(cpu),
+            _ => Placement::Unbound,
+        };
+        let handle = LocalExecutorBuilder::new(placement)
+            .name(&format!("tidelog-shard-{i}"))
+            .io_memory(memlock.io_memory)
+            .preempt_timer(Duration::from_millis(5))
+            .spawn(move || shard_main(config, image, mesh, fd, rx, ready))
+            .map_err(|e| format!("cannot start shard {i}: {e}"))?;
+        handles.push(handle);
+    }
+    drop(ready_tx);
+    for _ in 0..shards {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err("a shard exited during start-up".into()),
+        }
+    }
+    info!(
+        shards,
+        io_memory_kib = memlock.io_memory / 1024,
+        memlock_limit_kib = memlock.limit / 1024,
+        cap_ipc_lock = memlock.cap_ipc_lock,
+        data_dir = %config.data_dir.display(),
+        "broker started; each shard reserved its io_uring memory"
+    );
+    println!("listening on {}", config.listen);
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+
+    let sig = wait_for_termination_signal();
+    info!(signal = sig, "shutting down");
+    for phase in [Phase::Drain, Phase::Close] {
+        let (ack_tx, ack_rx) = std::sync::mpsc::channel();
+        for c in &controls {
+            let _ = c.send((phase, ack_tx.clone()));
+        }
+        drop(ack_tx);
+        while ack_rx.recv().is_ok() {}
+    }
+    for h in handles {
+        if let Err(e) = h.join() {
+            error!("shard ended with an error: {e}");
+        }
+    }
+    info!("shut down cleanly");
+    Ok(())
+}
+
+async fn shard_main(
+    config: Arc<BrokerConfig>,
+    image: Arc<MetadataImage>,
+    mesh: MeshBuilder<Job, glommio::channels::channel_mesh::Full>,
+    listener_fd: Option<RawFd>,
+    control: flume::Receiver<(Phase, std::sync::mpsc::Sender<()>)>,
+    ready: std::sync::mpsc::Sender<Result<(), String>>,
+) {
+    let Ok((senders, receivers)) = mesh.join().await else {
+        let _ = ready.send(Err("cannot join the shard mesh".into()));
+        return;
+    };
+    let shard = Rc::new(Shard::new(config.clone(), Router::new(senders), image.clone()));
+    glommio::spawn_local(router::serve_jobs(shard.clone(), receivers)).detach();
+    shard.apply_metadata(image).await;
+    let listener = match listener_fd {
+        // SAFETY: the descriptor was bound by `run` and handed to this shard alone.
+        Some(fd) => unsafe { TcpListener::from_raw_fd(fd) },
+        None => match TcpListener::bind(config.listen) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = ready.send(Err(format!("cannot listen on {}: {e}", config.listen)));
+                return;
+            }
+        },
+    };
+    let mut accept = Some(glommio::spawn_local(crate::net::accept_loop(shard.clone(), listener)));
+    glommio::spawn_local(retention_loop(shard.clone())).detach();
+    let _ = ready.send(Ok(()));
+    while let Ok((phase, ack)) = control.recv_async().await {
+        match phase {
+            Phase::Drain => {
+                shard.shutting_down.set(true);
+                if let Some(a) = accept.take() {
+                    a.cancel().await;
+                }
+                let mut waited = 0;
+                while shard.requests_in_flight.get() > 0 && waited < SHUTDOWN_DRAIN_MS_MAX {
+                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                    waited += 10;
+                }
+                let _ = ack.send(());
+                glommio::timer::sleep(Duration::ZERO).await;
+                continue;
+            }
+            Phase::Close => {
+                shard.close_all().await;
+                drop(ack);
+                break;
+            }
+        }
+    }
+}
+
+/// Applies retention on this shard's partitions every `log.retention.check.interval.ms`.
+async fn retention_loop(shard: Rc<Shard>) {
+    let every = Duration::from_millis(shard.config.log_retention_check_interval_ms.max(100));
+    loop {
+        glommio::timer::sleep(every).await;
+        if shard.shutting_down.get() {
+            return;
+        }
+        shard.enforce_retention().await;
+    }
+}
+
+/// Binds the first listener here, so that port 0 resolves to one port all shards then share.
+fn bind_reuseport(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, String> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let err = |e: std::io::Error| format!("cannot listen on {addr}: {e}");
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
+    s.set_reuse_port(true).map_err(err)?;
+    s.set_reuse_address(true).map_err(err)?;
+    s.bind(&addr.into()).map_err(err)?;
+    s.listen(1024).map_err(err)?;
+    Ok(s.into())
+}
+
+/// Refuses to share a data directory with another running broker.
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, String> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join(".lock");
+    let f = std::fs::File::create(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(format!("data dir {} is in use by another tidelog process", dir.display()));
+    }
+    Ok(f)
+}
+
+/// The CPUs this process may run on, in order.
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: sched_getaffinity fills the zeroed set we own.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect()
+    }
+}
+
+fn termination_sigset() -> libc::sigset_t {
+    // SAFETY: sigset manipulation on a value we own.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        set
+    }
+}
+
+/// Blocks SIGINT/SIGTERM in this thread and every thread it spawns, so that only
+/// [`wait_for_termination_signal`] sees them.
+fn block_termination_signals() {
+    let set = termination_sigset();
+    // SAFETY: changes this thread's signal mask only.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+}
+
+fn wait_for_termination_signal() -> i32 {
+    let set = termination_sigset();
+    let mut sig = 0;
+    // SAFETY: sigwait on the set blocked above.
+    unsafe { libc::sigwait(&set, &mut sig) };
+    sig
+}

@@ -1,0 +1,199 @@
+//! A shard: one pinned executor's share of the broker.
+//!
+//! Each [`Shard`] lives on one executor for the life of the process and owns the partitions that
+//! [`shard_for`] gives it, the connections its listener accepted, and its copy of the metadata
+//! image. Nothing in it is shared with another thread; other shards reach it only through
+//! [`Router::invoke_on`].
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use tracing::{error, info, warn};
+
+use crate::config::BrokerConfig;
+use crate::log::{LogError, PartitionLog};
+use crate::metadata::{self, MetadataImage, TopicMeta};
+use crate::router::{shard_for, Router};
+
+/// The leader epoch of every partition: a single node never changes leader.
+pub const LEADER_EPOCH: i32 = 0;
+
+/// A partition owned by this shard: its log and the fetches parked on it.
+///
+/// Created when a metadata image that names it reaches the owner shard; dropped (and its
+/// directory removed) when an image without its topic arrives.
+pub struct Partition {
+    pub topic_id: uuid::Uuid,
+    pub log: PartitionLog,
+    /// Parked fetches: each fires once the high watermark passes its offset.
+    waiters: RefCell<Vec<(i64, flume::Sender<()>)>>,
+}
+
+impl Partition {
+    /// Signals `tx` once the high watermark exceeds `offset`. A parked fetch hands the same
+    /// sender to every partition it waits on and drops the receiver at its deadline, which
+    /// lets the next [`Partition::notify`] or `watch` forget the stale entry.
+    pub fn watch(&self, offset: i64, tx: flume::Sender<()>) {
+        if self.log.high_watermark().0 > offset {
+            let _ = tx.try_send(());
+            return;
+        }
+        let mut w = self.waiters.borrow_mut();
+        w.retain(|(_, tx)| !tx.is_disconnected());
+        w.push((offset, tx));
+    }
+
+    /// Wakes the parked fetches that new data satisfies.
+    pub fn notify(&self) {
+        let hw = self.log.high_watermark().0;
+        self.waiters.borrow_mut().retain(|(offset, tx)| {
+            if hw > *offset {
+                let _ = tx.try_send(());
+                false
+            } else {
+                !tx.is_disconnected()
+            }
+        });
+    }
+}
+
+/// Per-shard state. See the module docs for its lifecycle.
+pub struct Shard {
+    pub config: Arc<BrokerConfig>,
+    pub router: Router,
+    metadata: RefCell<Arc<MetadataImage>>,
+    partitions: RefCell<HashMap<(Arc<str>, i32), Rc<Partition>>>,
+    /// Open client connections on this shard, bounded by its share of `max.connections`.
+    pub connections: Cell<u32>,
+    /// Requests being handled right now; shutdown waits for them.
+    pub requests_in_flight: Cell<u32>,
+    pub shutting_down: Cell<bool>,
+    /// Serialises metadata changes; only used on the metadata shard.
+    pub metadata_lock: glommio::sync::Semaphore,
+    /// The next producer id to hand out and the end of the persisted block; metadata shard only.
+    pub producer_ids: Cell<(i64, i64)>,
+}
+
+impl Shard {
+    pub fn new(config: Arc<BrokerConfig>, router: Router, image: Arc<MetadataImage>) -> Shard {
+        Shard {
+            config,
+            router,
+            metadata: RefCell::new(image),
+            partitions: RefCell::new(HashMap::new()),
+            connections: Cell::new(0),
+            requests_in_flight: Cell::new(0),
+            shutting_down: Cell::new(false),
+            metadata_lock: glommio::sync::Semaphore::new(1),
+            producer_ids: Cell::new((0, 0)),
+        }
+    }
+
+    pub fn id(&self) -> usize {
+        self.router.shard_id()
+    }
+
+    pub fn count(&self) -> usize {
+        self.router.shard_count()
+    }
+
+    /// The current metadata image.
+    pub fn metadata(&self) -> Arc<MetadataImage> {
+        self.metadata.borrow().clone()
+    }
+
+    /// The shard that owns a partition of `topic`.
+    pub fn owner(&self, topic: &TopicMeta, partition: i32) -> usize {
+        shard_for(topic.id, partition, self.count())
+    }
+
+    /// A partition this shard owns, if it is open.
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<Rc<Partition>> {
+        self.partitions.borrow().get(&(Arc::from(topic), partition)).cloned()
+    }
+
+    /// Installs a new metadata image: opens the partitions it gives this shard and removes the
+    /// ones whose topic is gone (or was re-created under a new id).
+    pub async fn apply_metadata(&self, image: Arc<MetadataImage>) {
+        *self.metadata.borrow_mut() = image.clone();
+        let stale: Vec<_> = self
+            .partitions
+            .borrow()
+            .iter()
+            .filter(|((t, _), p)| image.topic(t).is_none_or(|m| m.id != p.topic_id))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in stale {
+            let Some(p) = self.partitions.borrow_mut().remove(&key) else { continue };
+            p.notify_gone();
+            match Rc::try_unwrap(p) {
+                Ok(p) => {
+                    if let Err(e) = p.log.remove().await {
+                        error!(topic = %key.0, partition = key.1, "removing partition: {e}");
+                    }
+                }
+                Err(_) => warn!(topic = %key.0, partition = key.1, "partition still in use; its directory stays until restart"),
+            }
+        }
+        for topic in image.topics.values() {
+            for p in 0..topic.partitions {
+                if self.owner(topic, p) != self.id() || self.partition(&topic.name, p).is_some() {
+                    continue;
+                }
+                if let Err(e) = self.open_partition(topic, p).await {
+                    crate::fatal(&format!("cannot open partition {}-{p}: {e}", topic.name));
+                }
+            }
+        }
+    }
+
+    async fn open_partition(&self, topic: &TopicMeta, partition: i32) -> Result<(), LogError> {
+        let dir = metadata::partition_dir(&self.config.data_dir, &topic.name, partition);
+        let cfg = metadata::log_config(&self.config, &topic.configs).unwrap_or_else(|e| {
+            warn!(topic = %topic.name, "ignoring invalid stored config: {e}");
+            metadata::log_config(&self.config, &Default::default()).expect("broker defaults are valid")
+        });
+        let log = PartitionLog::open(dir, cfg).await?;
+        let p = Rc::new(Partition { topic_id: topic.id, log, waiters: RefCell::new(Vec::new()) });
+        self.partitions.borrow_mut().insert((topic.name.clone(), partition), p);
+        Ok(())
+    }
+
+    /// Every partition this shard owns.
+    pub fn owned_partitions(&self) -> Vec<((Arc<str>, i32), Rc<Partition>)> {
+        self.partitions.borrow().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    /// Flushes and closes every partition (clean-shutdown markers), for SIGTERM.
+    pub async fn close_all(&self) {
+        let parts = self.owned_partitions();
+        info!(shard = self.id(), partitions = parts.len(), "closing partitions");
+        for ((t, i), p) in parts {
+            if let Err(e) = p.log.close().await {
+                error!(topic = %t, partition = i, "closing partition: {e}");
+            }
+        }
+    }
+
+    /// Applies retention to every partition this shard owns.
+    pub async fn enforce_retention(&self) {
+        let now = crate::util::now_ms();
+        for ((t, i), p) in self.owned_partitions() {
+            match p.log.enforce_retention(now).await {
+                Ok(0) => {}
+                Ok(n) => info!(topic = %t, partition = i, segments = n, "retention deleted segments"),
+                Err(e) => error!(topic = %t, partition = i, "retention: {e}"),
+            }
+            glommio::yield_if_needed().await;
+        }
+    }
+}
+
+impl Partition {
+    /// Releases parked fetches when the partition is removed.
+    fn notify_gone(&self) {
+        self.waiters.borrow_mut().clear();
+    }
+}
