@@ -30,17 +30,31 @@ pub struct NewTopic {
 pub type TopicResult = Result<Arc<TopicMeta>, (ErrorCode, String)>;
 
 /// Checks a topic to create against Kafka's rules and the current image.
-fn validate(shard: &Shard, image: &MetadataImage, t: &NewTopic) -> Result<i32, (ErrorCode, String)> {
+fn validate(
+    shard: &Shard,
+    image: &MetadataImage,
+    t: &NewTopic,
+) -> Result<i32, (ErrorCode, String)> {
     metadata::validate_topic_name(&t.name).map_err(|m| (ErrorCode::InvalidTopicException, m))?;
     if image.topic(&t.name).is_some() {
-        return Err((ErrorCode::TopicAlreadyExists, format!("topic '{}' already exists", t.name)));
+        return Err((
+            ErrorCode::TopicAlreadyExists,
+            format!("topic '{}' already exists", t.name),
+        ));
     }
-    let partitions = if t.partitions == -1 { shard.config.num_partitions } else { t.partitions };
+    let partitions = if t.partitions == -1 {
+        shard.config.num_partitions
+    } else {
+        t.partitions
+    };
     metadata::validate_partitions(partitions).map_err(|m| (ErrorCode::InvalidPartitions, m))?;
     if t.replication_factor != -1 && t.replication_factor != 1 {
         return Err((
             ErrorCode::InvalidReplicationFactor,
-            format!("replication factor {} is larger than the 1 available broker", t.replication_factor),
+            format!(
+                "replication factor {} is larger than the 1 available broker",
+                t.replication_factor
+            ),
         ));
     }
     metadata::log_config(&shard.config, &t.configs).map_err(|m| (ErrorCode::InvalidConfig, m))?;
@@ -48,17 +62,30 @@ fn validate(shard: &Shard, image: &MetadataImage, t: &NewTopic) -> Result<i32, (
 }
 
 /// Creates topics (or only validates them). Runs on the metadata shard whatever shard calls it.
-pub async fn create_topics(shard: &Rc<Shard>, topics: Vec<NewTopic>, validate_only: bool) -> Vec<TopicResult> {
+pub async fn create_topics(
+    shard: &Rc<Shard>,
+    topics: Vec<NewTopic>,
+    validate_only: bool,
+) -> Vec<TopicResult> {
     shard
         .router
         .invoke_on(shard, METADATA_SHARD, move |s| async move {
-            let _guard = s.metadata_lock.acquire_permit(1).await.expect("lock never closes");
+            let _guard = s
+                .metadata_lock
+                .acquire_permit(1)
+                .await
+                .expect("lock never closes");
             let mut image = (*s.metadata()).clone();
             let mut results = Vec::with_capacity(topics.len());
             for t in topics {
                 let r = validate(&s, &image, &t).map(|partitions| {
                     let name: Arc<str> = t.name.as_str().into();
-                    let meta = Arc::new(TopicMeta { name: name.clone(), id: metadata::random_uuid(), partitions, configs: t.configs });
+                    let meta = Arc::new(TopicMeta {
+                        name: name.clone(),
+                        id: metadata::random_uuid(),
+                        partitions,
+                        configs: t.configs,
+                    });
                     if !validate_only {
                         image.topics.insert(name, meta.clone());
                     }
@@ -82,11 +109,18 @@ pub async fn create_topics(shard: &Rc<Shard>, topics: Vec<NewTopic>, validate_on
 }
 
 /// Deletes topics by name. Unknown names get UNKNOWN_TOPIC_OR_PARTITION.
-pub async fn delete_topics(shard: &Rc<Shard>, names: Vec<String>) -> Vec<Result<Arc<TopicMeta>, (ErrorCode, String)>> {
+pub async fn delete_topics(
+    shard: &Rc<Shard>,
+    names: Vec<String>,
+) -> Vec<Result<Arc<TopicMeta>, (ErrorCode, String)>> {
     shard
         .router
         .invoke_on(shard, METADATA_SHARD, move |s| async move {
-            let _guard = s.metadata_lock.acquire_permit(1).await.expect("lock never closes");
+            let _guard = s
+                .metadata_lock
+                .acquire_permit(1)
+                .await
+                .expect("lock never closes");
             let mut image = (*s.metadata()).clone();
             let results: Vec<_> = names
                 .iter()
@@ -99,7 +133,10 @@ pub async fn delete_topics(shard: &Rc<Shard>, names: Vec<String>) -> Vec<Result<
                 .collect();
             if results.iter().any(|r| r.is_ok()) {
                 if let Err(e) = publish(&s, image).await {
-                    return results.into_iter().map(|r| r.and(Err((ErrorCode::KafkaStorageError, e.clone())))).collect();
+                    return results
+                        .into_iter()
+                        .map(|r| r.and(Err((ErrorCode::KafkaStorageError, e.clone()))))
+                        .collect();
                 }
                 info!(topics = ?names, "topics deleted");
             }
@@ -118,7 +155,13 @@ async fn publish(s: &Rc<Shard>, image: MetadataImage) -> Result<(), String> {
         .await?;
     for target in 0..s.count() {
         let image = image.clone();
-        s.router.invoke_on(s, target, move |t| async move { t.apply_metadata(image).await }).await;
+        s.router
+            .invoke_on(
+                s,
+                target,
+                move |t| async move { t.apply_metadata(image).await },
+            )
+            .await;
     }
     Ok(())
 }
@@ -131,7 +174,11 @@ pub async fn allocate_producer_id(shard: &Rc<Shard>) -> Result<i64, String> {
     shard
         .router
         .invoke_on(shard, METADATA_SHARD, move |s| async move {
-            let _guard = s.metadata_lock.acquire_permit(1).await.expect("lock never closes");
+            let _guard = s
+                .metadata_lock
+                .acquire_permit(1)
+                .await
+                .expect("lock never closes");
             let (next, end) = s.producer_ids.get();
             if next < end {
                 s.producer_ids.set((next + 1, end));
@@ -139,9 +186,12 @@ pub async fn allocate_producer_id(shard: &Rc<Shard>) -> Result<i64, String> {
             }
             let data_dir = s.config.data_dir.clone();
             let block_start = glommio::executor()
-                .spawn_blocking(move || metadata::reserve_producer_ids(&data_dir, PRODUCER_ID_BLOCK))
+                .spawn_blocking(move || {
+                    metadata::reserve_producer_ids(&data_dir, PRODUCER_ID_BLOCK)
+                })
                 .await?;
-            s.producer_ids.set((block_start + 1, block_start + PRODUCER_ID_BLOCK));
+            s.producer_ids
+                .set((block_start + 1, block_start + PRODUCER_ID_BLOCK));
             Ok(block_start)
         })
         .await

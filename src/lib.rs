@@ -12,13 +12,13 @@
 //!   zero-copy Fetch response layout. Message bodies come from `kafka-protocol`.
 //! - [`admin`], [`metadata`]: topics, ids and configs; changes applied on the metadata shard,
 //!   persisted, and broadcast as immutable images.
+//! - [`client`]: a small blocking Kafka client (std `TcpStream`) for the CLI and tests.
 //! - [`log`]: the per-partition commit log: segments, indexes, durability, recovery, retention
 //!   and idempotent-producer state. Owned by one shard; no locks.
 //! - [`config`]: every limit and every Kafka-named setting, in one place.
 //! - [`error`]: the wire error codes (Kafka's) and their mapping.
 //! - [`runtime`]: locked memory for io_uring and executor construction.
 //! - [`cli`]: the Kafka-console-style client commands (`tidelog topic|produce|consume`).
-//! - [`client`]: a small blocking Kafka client (std `TcpStream`) for the CLI and tests.
 //! - [`util`]: small async helpers.
 pub mod admin;
 pub mod api;

@@ -7,7 +7,11 @@ use clap::Parser;
 use tidelog::config::BrokerConfig;
 
 #[derive(Parser, Debug)]
-#[command(name = "tidelog", version, about = "A thread-per-core, Kafka-compatible broker")]
+#[command(
+    name = "tidelog",
+    version,
+    about = "A thread-per-core, Kafka-compatible broker"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -43,11 +47,14 @@ struct ServeArgs {
 fn build_config(args: &ServeArgs) -> Result<BrokerConfig, String> {
     let mut c = BrokerConfig::default();
     if let Some(path) = &args.config {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         c.apply_toml(&text)?;
     }
     for kv in &args.set {
-        let (k, v) = kv.split_once('=').ok_or_else(|| format!("--set wants KEY=VALUE, got {kv:?}"))?;
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| format!("--set wants KEY=VALUE, got {kv:?}"))?;
         c.set(k.trim(), v.trim())?;
     }
     if let Some(l) = &args.listen {

@@ -47,9 +47,14 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
         return Err(format!("topic name {name:?} is illegal"));
     }
     if name.len() > TOPIC_NAME_LEN_MAX {
-        return Err(format!("topic name is longer than {TOPIC_NAME_LEN_MAX} characters"));
+        return Err(format!(
+            "topic name is longer than {TOPIC_NAME_LEN_MAX} characters"
+        ));
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
         return Err(format!(
             "topic name {name:?} contains {c:?}; legal characters are ASCII alphanumerics, '.', '_' and '-'"
         ));
@@ -75,14 +80,20 @@ pub const TOPIC_CONFIG_KEYS: &[&str] = &[
 
 /// The effective log config of a topic: broker defaults overridden by topic configs.
 /// Errors name the offending key, for INVALID_CONFIG.
-pub fn log_config(broker: &BrokerConfig, configs: &BTreeMap<String, String>) -> Result<LogConfig, String> {
+pub fn log_config(
+    broker: &BrokerConfig,
+    configs: &BTreeMap<String, String>,
+) -> Result<LogConfig, String> {
     let mut c = LogConfig {
         segment_bytes: broker.log_segment_bytes,
         segment_ms: broker.log_roll_ms,
         retention_ms: broker.log_retention_ms,
         retention_bytes: broker.log_retention_bytes,
         max_message_bytes: broker.message_max_bytes,
-        message_timestamp_type: timestamp_type("log.message.timestamp.type", &broker.log_message_timestamp_type)?,
+        message_timestamp_type: timestamp_type(
+            "log.message.timestamp.type",
+            &broker.log_message_timestamp_type,
+        )?,
         flush_messages: broker.log_flush_interval_messages,
         flush_ms: broker.log_flush_interval_ms,
         ..LogConfig::default()
@@ -105,7 +116,10 @@ pub fn log_config(broker: &BrokerConfig, configs: &BTreeMap<String, String>) -> 
             "flush.ms" => c.flush_ms = value.parse().map_err(|_| bad())?,
             "index.interval.bytes" => c.index_interval_bytes = value.parse().map_err(|_| bad())?,
             "cleanup.policy" => {
-                if !value.split(',').all(|p| matches!(p.trim(), "delete" | "compact")) {
+                if !value
+                    .split(',')
+                    .all(|p| matches!(p.trim(), "delete" | "compact"))
+                {
                     return Err(bad());
                 }
             }
@@ -113,7 +127,10 @@ pub fn log_config(broker: &BrokerConfig, configs: &BTreeMap<String, String>) -> 
                 value.parse::<u32>().map_err(|_| bad())?;
             }
             "compression.type" => {
-                if !matches!(value.as_str(), "producer" | "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd") {
+                if !matches!(
+                    value.as_str(),
+                    "producer" | "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd"
+                ) {
                     return Err(bad());
                 }
             }
@@ -133,8 +150,10 @@ fn timestamp_type(key: &str, value: &str) -> Result<TimestampType, String> {
 
 /// Checks a CreateTopics partition count.
 pub fn validate_partitions(n: i32) -> Result<(), String> {
-    if n < 1 || n > PARTITIONS_PER_TOPIC_MAX {
-        return Err(format!("number of partitions must be between 1 and {PARTITIONS_PER_TOPIC_MAX}, got {n}"));
+    if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&n) {
+        return Err(format!(
+            "number of partitions must be between 1 and {PARTITIONS_PER_TOPIC_MAX}, got {n}"
+        ));
     }
     Ok(())
 }
@@ -147,11 +166,15 @@ pub fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
 /// A fresh random id (topic ids, cluster id).
 pub fn random_uuid() -> Uuid {
     let mut bytes = [0u8; 16];
-    match std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes)) {
+    match std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+    {
         Ok(()) => {}
         Err(_) => {
             // Fall back on the clock and the pid: unique enough for one node.
-            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
             bytes[..8].copy_from_slice(&(t.as_nanos() as u64).to_le_bytes());
             bytes[8..12].copy_from_slice(&std::process::id().to_le_bytes());
         }
@@ -170,8 +193,13 @@ pub fn load(data_dir: &Path, cluster_id: Option<&str>) -> Result<MetadataImage, 
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let id = cluster_id.map(str::to_string).unwrap_or_else(|| base64_uuid(random_uuid()));
-            let image = MetadataImage { cluster_id: id, topics: BTreeMap::new() };
+            let id = cluster_id
+                .map(str::to_string)
+                .unwrap_or_else(|| base64_uuid(random_uuid()));
+            let image = MetadataImage {
+                cluster_id: id,
+                topics: BTreeMap::new(),
+            };
             store(data_dir, &image)?;
             return Ok(image);
         }
@@ -192,7 +220,9 @@ pub fn store(data_dir: &Path, image: &MetadataImage) -> Result<(), String> {
     f.write_all(encode(image).as_bytes()).map_err(io)?;
     f.sync_all().map_err(io)?;
     std::fs::rename(&tmp, &path).map_err(io)?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io)?;
     Ok(())
 }
 
@@ -204,7 +234,11 @@ fn encode(image: &MetadataImage) -> String {
         let mut e = toml::Table::new();
         e.insert("id".into(), t.id.to_string().into());
         e.insert("partitions".into(), i64::from(t.partitions).into());
-        let configs: toml::Table = t.configs.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
+        let configs: toml::Table = t
+            .configs
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone().into()))
+            .collect();
         e.insert("configs".into(), configs.into());
         topics.insert(t.name.to_string(), e.into());
     }
@@ -214,20 +248,42 @@ fn encode(image: &MetadataImage) -> String {
 
 fn decode(text: &str) -> Result<MetadataImage, String> {
     let root: toml::Table = text.parse().map_err(|e| format!("{e}"))?;
-    let cluster_id = root.get("cluster_id").and_then(|v| v.as_str()).ok_or("missing cluster_id")?.to_string();
+    let cluster_id = root
+        .get("cluster_id")
+        .and_then(|v| v.as_str())
+        .ok_or("missing cluster_id")?
+        .to_string();
     let mut topics = BTreeMap::new();
     if let Some(t) = root.get("topics").and_then(|v| v.as_table()) {
         for (name, e) in t {
-            let id = e.get("id").and_then(|v| v.as_str()).ok_or("topic without id")?;
+            let id = e
+                .get("id")
+                .and_then(|v| v.as_str())
+                .ok_or("topic without id")?;
             let id = Uuid::parse_str(id).map_err(|e| e.to_string())?;
-            let partitions = e.get("partitions").and_then(|v| v.as_integer()).ok_or("topic without partitions")? as i32;
+            let partitions = e
+                .get("partitions")
+                .and_then(|v| v.as_integer())
+                .ok_or("topic without partitions")? as i32;
             let configs = e
                 .get("configs")
                 .and_then(|v| v.as_table())
-                .map(|c| c.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+                .map(|c| {
+                    c.iter()
+                        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                        .collect()
+                })
                 .unwrap_or_default();
             let name: Arc<str> = name.as_str().into();
-            topics.insert(name.clone(), Arc::new(TopicMeta { name, id, partitions, configs }));
+            topics.insert(
+                name.clone(),
+                Arc::new(TopicMeta {
+                    name,
+                    id,
+                    partitions,
+                    configs,
+                }),
+            );
         }
     }
     Ok(MetadataImage { cluster_id, topics })
@@ -249,6 +305,28 @@ fn base64_uuid(id: Uuid) -> String {
     out
 }
 
+/// Reserves `count` producer ids and returns the first. The high-water mark is persisted before
+/// any id of the block is used.
+pub fn reserve_producer_ids(data_dir: &Path, count: i64) -> Result<i64, String> {
+    let path = data_dir.join("__cluster_metadata").join("producer_ids");
+    let start = match std::fs::read_to_string(&path) {
+        Ok(s) => s
+            .trim()
+            .parse::<i64>()
+            .map_err(|e| format!("{}: {e}", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let io = |e: std::io::Error| format!("writing {}: {e}", path.display());
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all((start + count).to_string().as_bytes())
+        .map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(io)?;
+    Ok(start)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,7 +346,15 @@ mod tests {
         assert_eq!(image.cluster_id.len(), 22);
         let name: Arc<str> = "t".into();
         let configs = BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]);
-        image.topics.insert(name.clone(), Arc::new(TopicMeta { name, id: random_uuid(), partitions: 3, configs }));
+        image.topics.insert(
+            name.clone(),
+            Arc::new(TopicMeta {
+                name,
+                id: random_uuid(),
+                partitions: 3,
+                configs,
+            }),
+        );
         store(dir.path(), &image).unwrap();
         let again = load(dir.path(), None).unwrap();
         assert_eq!(again.cluster_id, image.cluster_id);
@@ -285,22 +371,4 @@ mod tests {
         let bad = BTreeMap::from([("segment.bytes".to_string(), "x".to_string())]);
         assert!(log_config(&b, &bad).unwrap_err().contains("segment.bytes"));
     }
-}
-
-/// Reserves `count` producer ids and returns the first. The high-water mark is persisted before
-/// any id of the block is used.
-pub fn reserve_producer_ids(data_dir: &Path, count: i64) -> Result<i64, String> {
-    let path = data_dir.join("__cluster_metadata").join("producer_ids");
-    let start = match std::fs::read_to_string(&path) {
-        Ok(s) => s.trim().parse::<i64>().map_err(|e| format!("{}: {e}", path.display()))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-        Err(e) => return Err(format!("{}: {e}", path.display())),
-    };
-    let io = |e: std::io::Error| format!("writing {}: {e}", path.display());
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all((start + count).to_string().as_bytes()).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, &path).map_err(io)?;
-    Ok(start)
 }

@@ -27,32 +27,60 @@ pub struct MemlockPlan {
 pub fn raise_memlock_limit(shards: usize, io_memory: usize) -> Result<MemlockPlan, String> {
     let shards = shards.max(1) as u64;
     let wanted = shards * io_memory as u64 + (1 << 20);
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit writes into the struct we own.
     if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } != 0 {
-        return Err(format!("getrlimit(RLIMIT_MEMLOCK) failed: {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "getrlimit(RLIMIT_MEMLOCK) failed: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     let cap_ipc_lock = has_cap_ipc_lock();
-    let plan = |limit| MemlockPlan { io_memory, limit, cap_ipc_lock };
+    let plan = |limit| MemlockPlan {
+        io_memory,
+        limit,
+        cap_ipc_lock,
+    };
     if lim.rlim_cur == libc::RLIM_INFINITY || lim.rlim_cur >= wanted {
         return Ok(plan(lim.rlim_cur));
     }
-    let new_max = if lim.rlim_max == libc::RLIM_INFINITY { lim.rlim_max } else { lim.rlim_max.max(wanted) };
-    let new = libc::rlimit { rlim_cur: wanted, rlim_max: new_max };
+    let new_max = if lim.rlim_max == libc::RLIM_INFINITY {
+        lim.rlim_max
+    } else {
+        lim.rlim_max.max(wanted)
+    };
+    let new = libc::rlimit {
+        rlim_cur: wanted,
+        rlim_max: new_max,
+    };
     // SAFETY: setrlimit reads the struct we own.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &new) } == 0 {
         return Ok(plan(wanted));
     }
     // Raise the soft limit as far as the hard limit goes; that needs no privilege.
-    let hard = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+    let hard = libc::rlimit {
+        rlim_cur: lim.rlim_max,
+        rlim_max: lim.rlim_max,
+    };
     // SAFETY: as above.
-    let cur = if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &hard) } == 0 { lim.rlim_max } else { lim.rlim_cur };
+    let cur = if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &hard) } == 0 {
+        lim.rlim_max
+    } else {
+        lim.rlim_cur
+    };
     if cap_ipc_lock {
         return Ok(plan(cur));
     }
     let fits = (cur.saturating_sub(1 << 20) / shards) as usize & !0xffff;
     if fits >= IO_MEMORY_BYTES_MIN {
-        return Ok(MemlockPlan { io_memory: fits.min(io_memory), limit: cur, cap_ipc_lock });
+        return Ok(MemlockPlan {
+            io_memory: fits.min(io_memory),
+            limit: cur,
+            cap_ipc_lock,
+        });
     }
     Err(format!(
         "locked memory limit is {} KiB but {shards} shard(s) need at least {} KiB for io_uring, and raising it \

@@ -36,7 +36,10 @@ pub fn run(mut config: BrokerConfig) -> Result<(), String> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
     let _lock = lock_data_dir(&config.data_dir)?;
-    let image = Arc::new(metadata::load(&config.data_dir, config.cluster_id.as_deref())?);
+    let image = Arc::new(metadata::load(
+        &config.data_dir,
+        config.cluster_id.as_deref(),
+    )?);
     let first = bind_reuseport(config.listen)?;
     config.listen = first.local_addr().map_err(|e| e.to_string())?;
     let config = Arc::new(config);
@@ -51,7 +54,12 @@ pub fn run(mut config: BrokerConfig) -> Result<(), String> {
     for i in 0..shards {
         let (tx, rx) = flume::unbounded::<(Phase, std::sync::mpsc::Sender<()>)>();
         controls.push(tx);
-        let (config, image, mesh, ready) = (config.clone(), image.clone(), mesh.clone(), ready_tx.clone());
+        let (config, image, mesh, ready) = (
+            config.clone(),
+            image.clone(),
+            mesh.clone(),
+            ready_tx.clone(),
+        );
         let fd = first_fd.take();
         let placement = match cpus.get(i % cpus.len().max(1)) {
             Some(&cpu) if shards <= cpus.len() => Placement::Fixed(cpu),
@@ -116,7 +124,11 @@ async fn shard_main(
         let _ = ready.send(Err("cannot join the shard mesh".into()));
         return;
     };
-    let shard = Rc::new(Shard::new(config.clone(), Router::new(senders), image.clone()));
+    let shard = Rc::new(Shard::new(
+        config.clone(),
+        Router::new(senders),
+        image.clone(),
+    ));
     glommio::spawn_local(router::serve_jobs(shard.clone(), receivers)).detach();
     shard.apply_metadata(image).await;
     let listener = match listener_fd {
@@ -130,7 +142,10 @@ async fn shard_main(
             }
         },
     };
-    let mut accept = Some(glommio::spawn_local(crate::net::accept_loop(shard.clone(), listener)));
+    let mut accept = Some(glommio::spawn_local(crate::net::accept_loop(
+        shard.clone(),
+        listener,
+    )));
     glommio::spawn_local(retention_loop(shard.clone())).detach();
     let _ = ready.send(Ok(()));
     while let Ok((phase, ack)) = control.recv_async().await {
@@ -174,7 +189,8 @@ async fn retention_loop(shard: Rc<Shard>) {
 fn bind_reuseport(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, String> {
     use socket2::{Domain, Protocol, Socket, Type};
     let err = |e: std::io::Error| format!("cannot listen on {addr}: {e}");
-    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
+    let s =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
     s.set_reuse_port(true).map_err(err)?;
     s.set_reuse_address(true).map_err(err)?;
     s.bind(&addr.into()).map_err(err)?;
@@ -186,10 +202,14 @@ fn bind_reuseport(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, S
 fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, String> {
     use std::os::fd::AsRawFd;
     let path = dir.join(".lock");
-    let f = std::fs::File::create(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    let f = std::fs::File::create(&path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
     // SAFETY: flock on a descriptor we own.
     if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(format!("data dir {} is in use by another tidelog process", dir.display()));
+        return Err(format!(
+            "data dir {} is in use by another tidelog process",
+            dir.display()
+        ));
     }
     Ok(f)
 }
@@ -202,7 +222,9 @@ fn allowed_cpus() -> Vec<usize> {
         if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
             return Vec::new();
         }
-        (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect()
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect()
     }
 }
 

@@ -20,6 +20,20 @@ use crate::router::{shard_for, Router};
 /// The leader epoch of every partition: a single node never changes leader.
 pub const LEADER_EPOCH: i32 = 0;
 
+/// Checks a client's `current_leader_epoch` (-1: not given) against ours (KIP-320): newer than
+/// ours is UNKNOWN_LEADER_EPOCH, older is FENCED_LEADER_EPOCH.
+pub fn check_leader_epoch(current: i32) -> Option<crate::error::ErrorCode> {
+    use crate::error::ErrorCode;
+    match current {
+        c if c > LEADER_EPOCH => Some(ErrorCode::UnknownLeaderEpoch),
+        c if c >= 0 && c != LEADER_EPOCH => Some(ErrorCode::FencedLeaderEpoch),
+        _ => None,
+    }
+}
+
+/// Identifies a partition on its owner shard.
+pub type PartitionKey = (Arc<str>, i32);
+
 /// A partition owned by this shard: its log and the fetches parked on it.
 ///
 /// Created when a metadata image that names it reaches the owner shard; dropped (and its
@@ -64,7 +78,7 @@ pub struct Shard {
     pub config: Arc<BrokerConfig>,
     pub router: Router,
     metadata: RefCell<Arc<MetadataImage>>,
-    partitions: RefCell<HashMap<(Arc<str>, i32), Rc<Partition>>>,
+    partitions: RefCell<HashMap<PartitionKey, Rc<Partition>>>,
     /// Open client connections on this shard, bounded by its share of `max.connections`.
     pub connections: Cell<u32>,
     /// Requests being handled right now; shutdown waits for them.
@@ -111,7 +125,10 @@ impl Shard {
 
     /// A partition this shard owns, if it is open.
     pub fn partition(&self, topic: &str, partition: i32) -> Option<Rc<Partition>> {
-        self.partitions.borrow().get(&(Arc::from(topic), partition)).cloned()
+        self.partitions
+            .borrow()
+            .get(&(Arc::from(topic), partition))
+            .cloned()
     }
 
     /// Installs a new metadata image: opens the partitions it gives this shard and removes the
@@ -126,7 +143,9 @@ impl Shard {
             .map(|(k, _)| k.clone())
             .collect();
         for key in stale {
-            let Some(p) = self.partitions.borrow_mut().remove(&key) else { continue };
+            let Some(p) = self.partitions.borrow_mut().remove(&key) else {
+                continue;
+            };
             p.notify_gone();
             match Rc::try_unwrap(p) {
                 Ok(p) => {
@@ -134,7 +153,9 @@ impl Shard {
                         error!(topic = %key.0, partition = key.1, "removing partition: {e}");
                     }
                 }
-                Err(_) => warn!(topic = %key.0, partition = key.1, "partition still in use; its directory stays until restart"),
+                Err(_) => {
+                    warn!(topic = %key.0, partition = key.1, "partition still in use; its directory stays until restart")
+                }
             }
         }
         for topic in image.topics.values() {
@@ -153,23 +174,38 @@ impl Shard {
         let dir = metadata::partition_dir(&self.config.data_dir, &topic.name, partition);
         let cfg = metadata::log_config(&self.config, &topic.configs).unwrap_or_else(|e| {
             warn!(topic = %topic.name, "ignoring invalid stored config: {e}");
-            metadata::log_config(&self.config, &Default::default()).expect("broker defaults are valid")
+            metadata::log_config(&self.config, &Default::default())
+                .expect("broker defaults are valid")
         });
         let log = PartitionLog::open(dir, cfg).await?;
-        let p = Rc::new(Partition { topic_id: topic.id, log, waiters: RefCell::new(Vec::new()) });
-        self.partitions.borrow_mut().insert((topic.name.clone(), partition), p);
+        let p = Rc::new(Partition {
+            topic_id: topic.id,
+            log,
+            waiters: RefCell::new(Vec::new()),
+        });
+        self.partitions
+            .borrow_mut()
+            .insert((topic.name.clone(), partition), p);
         Ok(())
     }
 
     /// Every partition this shard owns.
-    pub fn owned_partitions(&self) -> Vec<((Arc<str>, i32), Rc<Partition>)> {
-        self.partitions.borrow().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    pub fn owned_partitions(&self) -> Vec<(PartitionKey, Rc<Partition>)> {
+        self.partitions
+            .borrow()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     /// Flushes and closes every partition (clean-shutdown markers), for SIGTERM.
     pub async fn close_all(&self) {
         let parts = self.owned_partitions();
-        info!(shard = self.id(), partitions = parts.len(), "closing partitions");
+        info!(
+            shard = self.id(),
+            partitions = parts.len(),
+            "closing partitions"
+        );
         for ((t, i), p) in parts {
             if let Err(e) = p.log.close().await {
                 error!(topic = %t, partition = i, "closing partition: {e}");
@@ -183,7 +219,9 @@ impl Shard {
         for ((t, i), p) in self.owned_partitions() {
             match p.log.enforce_retention(now).await {
                 Ok(0) => {}
-                Ok(n) => info!(topic = %t, partition = i, segments = n, "retention deleted segments"),
+                Ok(n) => {
+                    info!(topic = %t, partition = i, segments = n, "retention deleted segments")
+                }
                 Err(e) => error!(topic = %t, partition = i, "retention: {e}"),
             }
             glommio::yield_if_needed().await;

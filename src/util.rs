@@ -43,7 +43,12 @@ impl<F: Future> Future for JoinAll<F> {
         if pending {
             return Poll::Pending;
         }
-        Poll::Ready(this.outputs.drain(..).map(|o| o.expect("every future finished")).collect())
+        Poll::Ready(
+            this.outputs
+                .drain(..)
+                .map(|o| o.expect("every future finished"))
+                .collect(),
+        )
     }
 }
 

@@ -24,7 +24,10 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, Request
             .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
             .collect();
         early.push((!t.assignments.is_empty()).then(|| {
-            (ErrorCode::InvalidRequest, "manual replica assignment is not supported on a single node".to_string())
+            (
+                ErrorCode::InvalidRequest,
+                "manual replica assignment is not supported on a single node".to_string(),
+            )
         }));
         new.push(NewTopic {
             name: t.name.0.to_string(),
@@ -33,8 +36,15 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, Request
             configs,
         });
     }
-    let to_create: Vec<NewTopic> = new.iter().zip(&early).filter(|(_, e)| e.is_none()).map(|(n, _)| n.clone()).collect();
-    let mut created = admin::create_topics(shard, to_create, body.validate_only).await.into_iter();
+    let to_create: Vec<NewTopic> = new
+        .iter()
+        .zip(&early)
+        .filter(|(_, e)| e.is_none())
+        .map(|(n, _)| n.clone())
+        .collect();
+    let mut created = admin::create_topics(shard, to_create, body.validate_only)
+        .await
+        .into_iter();
     let topics = new
         .iter()
         .zip(early)
@@ -43,9 +53,14 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, Request
                 Some(err) => Err(err),
                 None => created.next().expect("one result per topic"),
             };
-            let r = CreatableTopicResult::default().with_name(kafka_protocol::messages::TopicName(StrBytes::from_string(n.name.clone())));
+            let r = CreatableTopicResult::default().with_name(kafka_protocol::messages::TopicName(
+                StrBytes::from_string(n.name.clone()),
+            ));
             match outcome {
-                Ok(meta) => r.with_topic_id(meta.id).with_num_partitions(meta.partitions).with_replication_factor(1),
+                Ok(meta) => r
+                    .with_topic_id(meta.id)
+                    .with_num_partitions(meta.partitions)
+                    .with_replication_factor(1),
                 Err((code, msg)) => {
                     log_client_error(req, &format!("create topic {}", n.name), code, &msg);
                     r.with_error_code(code.code())

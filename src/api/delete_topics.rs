@@ -21,11 +21,17 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, Request
             .iter()
             .map(|t| match &t.name {
                 Some(n) => (Some(n.0.to_string()), t.topic_id),
-                None => (image.topic_by_id(t.topic_id).map(|m| m.name.to_string()), t.topic_id),
+                None => (
+                    image.topic_by_id(t.topic_id).map(|m| m.name.to_string()),
+                    t.topic_id,
+                ),
             })
             .collect()
     } else {
-        body.topic_names.iter().map(|n| (Some(n.0.to_string()), uuid::Uuid::nil())).collect()
+        body.topic_names
+            .iter()
+            .map(|n| (Some(n.0.to_string()), uuid::Uuid::nil()))
+            .collect()
     };
     let names: Vec<String> = wanted.iter().filter_map(|(n, _)| n.clone()).collect();
     let mut results = admin::delete_topics(shard, names).await.into_iter();
@@ -34,9 +40,13 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, Request
         .map(|(name, id)| {
             let outcome = match &name {
                 Some(_) => results.next().expect("one result per name"),
-                None => Err((ErrorCode::UnknownTopicId, format!("topic id {id} does not exist"))),
+                None => Err((
+                    ErrorCode::UnknownTopicId,
+                    format!("topic id {id} does not exist"),
+                )),
             };
-            let mut r = DeletableTopicResult::default().with_name(name.map(|n| TopicName(StrBytes::from_string(n))));
+            let mut r = DeletableTopicResult::default()
+                .with_name(name.map(|n| TopicName(StrBytes::from_string(n))));
             match outcome {
                 Ok(meta) => r = r.with_topic_id(meta.id),
                 Err((code, msg)) => {
@@ -50,5 +60,8 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, Request
             r
         })
         .collect();
-    respond(req, &DeleteTopicsResponse::default().with_responses(responses))
+    respond(
+        req,
+        &DeleteTopicsResponse::default().with_responses(responses),
+    )
 }

@@ -13,10 +13,19 @@ use super::{log_client_error, Outcome};
 use crate::config::{FETCH_MAX_BYTES_DEFAULT, FETCH_MAX_WAIT_MS_MAX};
 use crate::error::ErrorCode;
 use crate::log::Offset;
-use crate::protocol::fetch::{encode_fetch_response, FetchHeader, FetchPartition, FetchTopic, FileRange};
+use crate::protocol::fetch::{
+    encode_fetch_response, FetchHeader, FetchPartition, FetchTopic, FileRange,
+};
 use crate::protocol::request::{Request, RequestError};
-use crate::shard::{Shard, LEADER_EPOCH};
+use crate::shard::{check_leader_epoch, Shard};
 use crate::util::join_all;
+
+/// One requested topic, in request order, with how many partitions it asked for.
+struct RequestedTopic {
+    name: StrBytes,
+    topic_id: [u8; 16],
+    partitions: usize,
+}
 
 /// One requested partition, resolved against the metadata.
 #[derive(Clone)]
@@ -41,7 +50,12 @@ struct Read {
 
 impl Read {
     fn failed(code: ErrorCode) -> Read {
-        Read { error: Some(code), high_watermark: -1, log_start_offset: -1, records: None }
+        Read {
+            error: Some(code),
+            high_watermark: -1,
+            log_start_offset: -1,
+            records: None,
+        }
     }
 
     fn bytes(&self) -> usize {
@@ -52,21 +66,33 @@ impl Read {
 pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, RequestError> {
     let body: FetchRequest = req.decode_body()?;
     let version = req.version();
-    let mut header = FetchHeader { correlation_id: req.header.correlation_id, ..Default::default() };
+    let mut header = FetchHeader {
+        correlation_id: req.header.correlation_id,
+        ..Default::default()
+    };
     if body.session_id != 0 {
         // We never hand out a fetch session (every response lists every partition), so a
         // non-zero id is one we do not know.
         header.error_code = ErrorCode::FetchSessionIdNotFound.code();
-        return Ok(Outcome::Respond(encode_fetch_response(version, &header, &[])));
+        return Ok(Outcome::Respond(encode_fetch_response(
+            version,
+            &header,
+            &[],
+        )));
     }
     let (topics, slots) = resolve(shard, req, &body);
-    let deadline = Instant::now() + Duration::from_millis(body.max_wait_ms.clamp(0, FETCH_MAX_WAIT_MS_MAX) as u64);
+    let deadline = Instant::now()
+        + Duration::from_millis(body.max_wait_ms.clamp(0, FETCH_MAX_WAIT_MS_MAX) as u64);
     let min_bytes = body.min_bytes.max(0) as usize;
     let mut reads = read_all(shard, &slots).await;
     loop {
         let total: usize = reads.iter().map(Read::bytes).sum();
         let failed = reads.iter().any(|r| r.error.is_some());
-        if total >= min_bytes.max(1) || failed || Instant::now() >= deadline || shard.shutting_down.get() {
+        if total >= min_bytes.max(1)
+            || failed
+            || Instant::now() >= deadline
+            || shard.shutting_down.get()
+        {
             break;
         }
         park(shard, &slots, &reads, deadline).await;
@@ -76,22 +102,39 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, Request
     trim_to_max_bytes(&mut reads, max_bytes as usize);
     for (slot, read) in slots.iter().zip(&reads) {
         if let Some(code) = read.error {
-            log_client_error(req, &format!("fetch {}-{} at {}", slot.topic, slot.partition, slot.offset), code, "");
+            log_client_error(
+                req,
+                &format!("fetch {}-{} at {}", slot.topic, slot.partition, slot.offset),
+                code,
+                "",
+            );
         }
     }
     let response_topics = assemble(topics, &slots, reads);
-    Ok(Outcome::Respond(encode_fetch_response(version, &header, &response_topics)))
+    Ok(Outcome::Respond(encode_fetch_response(
+        version,
+        &header,
+        &response_topics,
+    )))
 }
 
 /// Resolves names (v<13) or ids (v13+) into slots, keeping request order.
-fn resolve(shard: &Shard, req: &Request, body: &FetchRequest) -> (Vec<(StrBytes, [u8; 16], usize)>, Vec<Slot>) {
+fn resolve(shard: &Shard, req: &Request, body: &FetchRequest) -> (Vec<RequestedTopic>, Vec<Slot>) {
     let image = shard.metadata();
     let by_id = req.version() >= 13;
     let mut topics = Vec::new();
     let mut slots = Vec::new();
     for t in &body.topics {
-        let meta = if by_id { image.topic_by_id(t.topic_id) } else { image.topic(&t.topic.0) };
-        topics.push((t.topic.0.clone(), *t.topic_id.as_bytes(), t.partitions.len()));
+        let meta = if by_id {
+            image.topic_by_id(t.topic_id)
+        } else {
+            image.topic(&t.topic.0)
+        };
+        topics.push(RequestedTopic {
+            name: t.topic.0.clone(),
+            topic_id: *t.topic_id.as_bytes(),
+            partitions: t.partitions.len(),
+        });
         for p in &t.partitions {
             let mut slot = Slot {
                 topic: meta.map_or_else(|| Arc::from(t.topic.0.as_str()), |m| m.name.clone()),
@@ -107,9 +150,8 @@ fn resolve(shard: &Shard, req: &Request, body: &FetchRequest) -> (Vec<(StrBytes,
                 Some(m) if p.partition < 0 || p.partition >= m.partitions => {
                     slot.error = Some(ErrorCode::UnknownTopicOrPartition)
                 }
-                Some(_) if p.current_leader_epoch > LEADER_EPOCH => slot.error = Some(ErrorCode::UnknownLeaderEpoch),
-                Some(_) if p.current_leader_epoch >= 0 && p.current_leader_epoch < LEADER_EPOCH => {
-                    slot.error = Some(ErrorCode::FencedLeaderEpoch)
+                Some(_) if check_leader_epoch(p.current_leader_epoch).is_some() => {
+                    slot.error = check_leader_epoch(p.current_leader_epoch)
                 }
                 Some(m) => slot.owner = shard.owner(m, p.partition),
             }
@@ -131,7 +173,9 @@ async fn read_all(shard: &Rc<Shard>, slots: &[Slot]) -> Vec<Read> {
     }
     let calls = by_owner.into_iter().map(|(owner, work)| {
         shard.router.invoke_on(shard, owner, move |s| async move {
-            work.into_iter().map(|(i, slot)| (i, read_one(&s, &slot))).collect::<Vec<_>>()
+            work.into_iter()
+                .map(|(i, slot)| (i, read_one(&s, &slot)))
+                .collect::<Vec<_>>()
         })
     });
     for (i, r) in join_all(calls.collect()).await.into_iter().flatten() {
@@ -150,7 +194,11 @@ fn read_one(shard: &Shard, slot: &Slot) -> Read {
             error: None,
             high_watermark: r.high_watermark.0,
             log_start_offset: r.log_start_offset.0,
-            records: (r.len > 0).then(|| FileRange { file: r.file, position: r.position.0, len: r.len }),
+            records: (r.len > 0).then(|| FileRange {
+                file: r.file,
+                position: r.position.0,
+                len: r.len,
+            }),
         },
         Err(e) => Read {
             error: Some(e.error_code()),
@@ -170,7 +218,10 @@ async fn park(shard: &Rc<Shard>, slots: &[Slot], reads: &[Read], deadline: Insta
             // Wake on data past what this fetch would already get: past the fetch offset when
             // there is none yet, past the current high watermark when there is too little.
             let after = s.offset.max(r.high_watermark);
-            by_owner.entry(s.owner).or_default().push((s.topic.clone(), s.partition, after));
+            by_owner
+                .entry(s.owner)
+                .or_default()
+                .push((s.topic.clone(), s.partition, after));
         }
     }
     let calls = by_owner.into_iter().map(|(owner, watches)| {
@@ -212,11 +263,16 @@ fn trim_to_max_bytes(reads: &mut [Read], max_bytes: usize) {
     }
 }
 
-fn assemble(topics: Vec<(StrBytes, [u8; 16], usize)>, slots: &[Slot], reads: Vec<Read>) -> Vec<FetchTopic> {
+fn assemble(topics: Vec<RequestedTopic>, slots: &[Slot], reads: Vec<Read>) -> Vec<FetchTopic> {
     let mut pairs = slots.iter().zip(reads);
     topics
         .into_iter()
-        .map(|(name, topic_id, count)| {
+        .map(|t| {
+            let RequestedTopic {
+                name,
+                topic_id,
+                partitions: count,
+            } = t;
             let partitions = pairs
                 .by_ref()
                 .take(count)
@@ -229,7 +285,11 @@ fn assemble(topics: Vec<(StrBytes, [u8; 16], usize)>, slots: &[Slot], reads: Vec
                     records: r.records,
                 })
                 .collect();
-            FetchTopic { name, topic_id, partitions }
+            FetchTopic {
+                name,
+                topic_id,
+                partitions,
+            }
         })
         .collect()
 }

@@ -16,24 +16,41 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, Request
     if body.transactional_id.is_some() {
         // Transactions need a transaction coordinator, which this broker does not have yet.
         let code = ErrorCode::TransactionalIdAuthorizationFailed;
-        log_client_error(req, "init producer id", code, "transactions are not supported");
-        response = response.with_error_code(code.code()).with_producer_id(ProducerId(-1)).with_producer_epoch(-1);
+        log_client_error(
+            req,
+            "init producer id",
+            code,
+            "transactions are not supported",
+        );
+        response = response
+            .with_error_code(code.code())
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
         return respond(req, &response);
     }
     if body.producer_id.0 >= 0 && body.producer_epoch >= 0 {
         // KIP-360: an idempotent producer bumps its own epoch after an error to reset its
         // sequence numbers; the id stays, the epoch moves on, and a new id once it would wrap.
         if body.producer_epoch < i16::MAX - 1 {
-            response = response.with_producer_id(body.producer_id).with_producer_epoch(body.producer_epoch + 1);
+            response = response
+                .with_producer_id(body.producer_id)
+                .with_producer_epoch(body.producer_epoch + 1);
             return respond(req, &response);
         }
     }
     match admin::allocate_producer_id(shard).await {
-        Ok(id) => response = response.with_producer_id(ProducerId(id)).with_producer_epoch(0),
+        Ok(id) => {
+            response = response
+                .with_producer_id(ProducerId(id))
+                .with_producer_epoch(0)
+        }
         Err(msg) => {
             let code = ErrorCode::KafkaStorageError;
             log_client_error(req, "init producer id", code, &msg);
-            response = response.with_error_code(code.code()).with_producer_id(ProducerId(-1)).with_producer_epoch(-1);
+            response = response
+                .with_error_code(code.code())
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1);
         }
     }
     respond(req, &response)

@@ -3,13 +3,15 @@
 
 use std::rc::Rc;
 
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use super::{log_client_error, respond, Outcome};
 use crate::error::ErrorCode;
 use crate::protocol::request::{Request, RequestError};
-use crate::shard::{Shard, LEADER_EPOCH};
+use crate::shard::{check_leader_epoch, Shard, LEADER_EPOCH};
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -31,11 +33,12 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, Request
                 Some(m) if p.partition_index < 0 || p.partition_index >= m.partitions => {
                     Err(ErrorCode::UnknownTopicOrPartition)
                 }
-                Some(_) if p.current_leader_epoch > LEADER_EPOCH => Err(ErrorCode::UnknownLeaderEpoch),
-                Some(_) if p.current_leader_epoch >= 0 && p.current_leader_epoch < LEADER_EPOCH => {
-                    Err(ErrorCode::FencedLeaderEpoch)
+                Some(_) if check_leader_epoch(p.current_leader_epoch).is_some() => {
+                    Err(check_leader_epoch(p.current_leader_epoch).expect("checked"))
                 }
-                Some(_) if p.timestamp == MAX_TIMESTAMP && req.version() < 7 => Err(ErrorCode::UnsupportedVersion),
+                Some(_) if p.timestamp == MAX_TIMESTAMP && req.version() < 7 => {
+                    Err(ErrorCode::UnsupportedVersion)
+                }
                 Some(m) => {
                     let (topic, partition, ts) = (m.name.clone(), p.partition_index, p.timestamp);
                     shard
@@ -46,7 +49,8 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, Request
                         .await
                 }
             };
-            let mut r = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
+            let mut r =
+                ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
             match answer {
                 Ok((offset, timestamp)) => {
                     r = r.with_offset(offset).with_timestamp(timestamp);
@@ -55,20 +59,34 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, Request
                     }
                 }
                 Err(code) => {
-                    log_client_error(req, &format!("list offsets {}-{}", t.name.0, p.partition_index), code, "");
-                    r = r.with_error_code(code.code()).with_offset(-1).with_timestamp(-1);
+                    log_client_error(
+                        req,
+                        &format!("list offsets {}-{}", t.name.0, p.partition_index),
+                        code,
+                        "",
+                    );
+                    r = r
+                        .with_error_code(code.code())
+                        .with_offset(-1)
+                        .with_timestamp(-1);
                 }
             }
             partitions.push(r);
         }
-        topics.push(ListOffsetsTopicResponse::default().with_name(t.name.clone()).with_partitions(partitions));
+        topics.push(
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name.clone())
+                .with_partitions(partitions),
+        );
     }
     respond(req, &ListOffsetsResponse::default().with_topics(topics))
 }
 
 /// Runs on the owner shard.
 async fn lookup(shard: &Shard, topic: &str, partition: i32, timestamp: i64) -> Answer {
-    let p = shard.partition(topic, partition).ok_or(ErrorCode::NotLeaderOrFollower)?;
+    let p = shard
+        .partition(topic, partition)
+        .ok_or(ErrorCode::NotLeaderOrFollower)?;
     let log = &p.log;
     Ok(match timestamp {
         EARLIEST => (log.log_start_offset().0, -1),

@@ -24,9 +24,14 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, Request
     let requested: Option<Vec<String>> = match &body.topics {
         None => None,
         Some(t) if t.is_empty() && req.version() == 0 => None,
-        Some(t) => Some(t.iter().filter_map(|t| t.name.as_ref().map(|n| n.0.to_string())).collect()),
+        Some(t) => Some(
+            t.iter()
+                .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
+                .collect(),
+        ),
     };
-    let auto_create = (req.version() < 4 || body.allow_auto_topic_creation) && shard.config.auto_create_topics_enable;
+    let auto_create = (req.version() < 4 || body.allow_auto_topic_creation)
+        && shard.config.auto_create_topics_enable;
     let mut topics = Vec::new();
     match requested {
         None => {
@@ -67,7 +72,9 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, Request
             .with_node_id(BrokerId(node))
             .with_host(StrBytes::from_string(host))
             .with_port(port)])
-        .with_cluster_id(Some(StrBytes::from_string(shard.metadata().cluster_id.clone())))
+        .with_cluster_id(Some(StrBytes::from_string(
+            shard.metadata().cluster_id.clone(),
+        )))
         .with_controller_id(BrokerId(node))
         .with_topics(topics)
         .with_cluster_authorized_operations(OPERATIONS_NOT_REQUESTED);
@@ -80,7 +87,12 @@ pub async fn auto_create_missing(shard: &Rc<Shard>, names: &[String]) {
     let missing: Vec<NewTopic> = names
         .iter()
         .filter(|n| image.topic(n).is_none() && validate_topic_name(n).is_ok())
-        .map(|n| NewTopic { name: n.clone(), partitions: -1, replication_factor: -1, configs: Default::default() })
+        .map(|n| NewTopic {
+            name: n.clone(),
+            partitions: -1,
+            replication_factor: -1,
+            configs: Default::default(),
+        })
         .collect();
     if !missing.is_empty() {
         // A concurrent creation of the same name is fine: the topic exists either way.
@@ -113,7 +125,11 @@ pub fn advertised(shard: &Shard) -> (String, i32) {
         return (h.clone(), i32::from(*p));
     }
     let addr = shard.config.listen;
-    let host = if addr.ip().is_unspecified() { hostname() } else { addr.ip().to_string() };
+    let host = if addr.ip().is_unspecified() {
+        hostname()
+    } else {
+        addr.ip().to_string()
+    };
     (host, i32::from(addr.port()))
 }
 

@@ -37,7 +37,11 @@ pub enum Outcome {
 pub async fn handle(shard: &Rc<Shard>, frame: Bytes, client_id: &mut String) -> Outcome {
     let req = match decode_request(frame) {
         Ok(r) => r,
-        Err(RequestError::UnsupportedVersion { api_key: ApiKey::ApiVersions, correlation_id, .. }) => {
+        Err(RequestError::UnsupportedVersion {
+            api_key: ApiKey::ApiVersions,
+            correlation_id,
+            ..
+        }) => {
             return api_versions::unsupported_version(correlation_id);
         }
         Err(e) => return Outcome::Close(e.to_string()),

@@ -2,13 +2,15 @@
 
 use std::rc::Rc;
 
-use kafka_protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult};
+use kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderTopicResult,
+};
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
 use super::{log_client_error, respond, Outcome};
 use crate::error::ErrorCode;
 use crate::protocol::request::{Request, RequestError};
-use crate::shard::{Shard, LEADER_EPOCH};
+use crate::shard::{check_leader_epoch, Shard};
 
 pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, RequestError> {
     let body: OffsetForLeaderEpochRequest = req.decode_body()?;
@@ -20,18 +22,24 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, Request
         for p in &t.partitions {
             let answer: Result<(i32, i64), ErrorCode> = match &meta {
                 None => Err(ErrorCode::UnknownTopicOrPartition),
-                Some(m) if p.partition < 0 || p.partition >= m.partitions => Err(ErrorCode::UnknownTopicOrPartition),
-                Some(_) if p.current_leader_epoch > LEADER_EPOCH => Err(ErrorCode::UnknownLeaderEpoch),
-                Some(_) if p.current_leader_epoch >= 0 && p.current_leader_epoch < LEADER_EPOCH => {
-                    Err(ErrorCode::FencedLeaderEpoch)
+                Some(m) if p.partition < 0 || p.partition >= m.partitions => {
+                    Err(ErrorCode::UnknownTopicOrPartition)
+                }
+                Some(_) if check_leader_epoch(p.current_leader_epoch).is_some() => {
+                    Err(check_leader_epoch(p.current_leader_epoch).expect("checked"))
                 }
                 Some(m) => {
                     let (topic, partition, epoch) = (m.name.clone(), p.partition, p.leader_epoch);
                     shard
                         .router
                         .invoke_on(shard, shard.owner(m, partition), move |s| async move {
-                            let part = s.partition(&topic, partition).ok_or(ErrorCode::NotLeaderOrFollower)?;
-                            Ok(part.log.end_offset_for_epoch(epoch).map_or((-1, -1), |(e, o)| (e, o.0)))
+                            let part = s
+                                .partition(&topic, partition)
+                                .ok_or(ErrorCode::NotLeaderOrFollower)?;
+                            Ok(part
+                                .log
+                                .end_offset_for_epoch(epoch)
+                                .map_or((-1, -1), |(e, o)| (e, o.0)))
                         })
                         .await
                 }
@@ -41,11 +49,20 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, Request
                 Ok((epoch, offset)) => r.with_leader_epoch(epoch).with_end_offset(offset),
                 Err(code) => {
                     log_client_error(req, "offset for leader epoch", code, &t.topic.0);
-                    r.with_error_code(code.code()).with_leader_epoch(-1).with_end_offset(-1)
+                    r.with_error_code(code.code())
+                        .with_leader_epoch(-1)
+                        .with_end_offset(-1)
                 }
             });
         }
-        topics.push(OffsetForLeaderTopicResult::default().with_topic(t.topic.clone()).with_partitions(partitions));
+        topics.push(
+            OffsetForLeaderTopicResult::default()
+                .with_topic(t.topic.clone())
+                .with_partitions(partitions),
+        );
     }
-    respond(req, &OffsetForLeaderEpochResponse::default().with_topics(topics))
+    respond(
+        req,
+        &OffsetForLeaderEpochResponse::default().with_topics(topics),
+    )
 }

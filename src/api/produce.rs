@@ -29,7 +29,11 @@ type AppendResult = Result<AppendInfo, (ErrorCode, String)>;
 pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, RequestError> {
     let body: ProduceRequest = req.decode_body()?;
     let acks = body.acks;
-    let names: Vec<String> = body.topic_data.iter().map(|t| t.name.0.to_string()).collect();
+    let names: Vec<String> = body
+        .topic_data
+        .iter()
+        .map(|t| t.name.0.to_string())
+        .collect();
     if shard.config.auto_create_topics_enable && matches!(acks, -1..=1) {
         super::metadata::auto_create_missing(shard, &names).await;
     }
@@ -40,10 +44,18 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, Request
         let meta = image.topic(&t.name.0);
         for p in &t.partition_data {
             let slot = results.len();
-            results.push(Err((ErrorCode::UnknownTopicOrPartition, "not handled".into())));
+            results.push(Err((
+                ErrorCode::UnknownTopicOrPartition,
+                "not handled".into(),
+            )));
             let checked = match (meta, &p.records) {
-                _ if !matches!(acks, -1..=1) => Err((ErrorCode::InvalidRequiredAcks, format!("acks={acks}"))),
-                (None, _) => Err((ErrorCode::UnknownTopicOrPartition, format!("topic {} does not exist", t.name.0))),
+                _ if !matches!(acks, -1..=1) => {
+                    Err((ErrorCode::InvalidRequiredAcks, format!("acks={acks}")))
+                }
+                (None, _) => Err((
+                    ErrorCode::UnknownTopicOrPartition,
+                    format!("topic {} does not exist", t.name.0),
+                )),
                 (Some(m), _) if p.index < 0 || p.index >= m.partitions => Err((
                     ErrorCode::UnknownTopicOrPartition,
                     format!("{}-{} does not exist", t.name.0, p.index),
@@ -52,26 +64,39 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, Request
                 (Some(m), Some(records)) => Ok((m, records.clone())),
             };
             match checked {
-                Ok((m, records)) => by_owner.entry(shard.owner(m, p.index)).or_default().push(Piece {
-                    slot,
-                    topic: m.name.clone(),
-                    partition: p.index,
-                    records,
-                }),
+                Ok((m, records)) => {
+                    by_owner
+                        .entry(shard.owner(m, p.index))
+                        .or_default()
+                        .push(Piece {
+                            slot,
+                            topic: m.name.clone(),
+                            partition: p.index,
+                            records,
+                        })
+                }
                 Err(e) => results[slot] = Err(e),
             }
         }
     }
-    let durability = if acks == -1 { Durability::Fsync } else { Durability::PageCache };
+    let durability = if acks == -1 {
+        Durability::Fsync
+    } else {
+        Durability::PageCache
+    };
     let calls = by_owner.into_iter().map(|(owner, pieces)| {
-        shard.router.invoke_on(shard, owner, move |s| append_all(s, pieces, durability))
+        shard
+            .router
+            .invoke_on(shard, owner, move |s| append_all(s, pieces, durability))
     });
     for (slot, r) in join_all(calls.collect()).await.into_iter().flatten() {
         results[slot] = r;
     }
     if acks == 0 {
         if let Some(Err((code, msg))) = results.iter().find(|r| r.is_err()) {
-            return Ok(Outcome::Close(format!("acks=0 produce failed: {code:?}: {msg}")));
+            return Ok(Outcome::Close(format!(
+                "acks=0 produce failed: {code:?}: {msg}"
+            )));
         }
         return Ok(Outcome::NoResponse);
     }
@@ -79,12 +104,22 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, Request
 }
 
 /// Runs on the owner shard: appends every piece concurrently.
-async fn append_all(shard: Rc<Shard>, pieces: Vec<Piece>, durability: Durability) -> Vec<(usize, AppendResult)> {
+async fn append_all(
+    shard: Rc<Shard>,
+    pieces: Vec<Piece>,
+    durability: Durability,
+) -> Vec<(usize, AppendResult)> {
     let appends = pieces.into_iter().map(|piece| {
         let shard = shard.clone();
         async move {
             let Some(p) = shard.partition(&piece.topic, piece.partition) else {
-                return (piece.slot, Err((ErrorCode::NotLeaderOrFollower, "partition is not open".into())));
+                return (
+                    piece.slot,
+                    Err((
+                        ErrorCode::NotLeaderOrFollower,
+                        "partition is not open".into(),
+                    )),
+                );
             };
             let r = p.log.append(&piece.records, LEADER_EPOCH, durability).await;
             p.notify();
@@ -111,7 +146,12 @@ fn response(req: &Request, body: &ProduceRequest, results: Vec<AppendResult>) ->
                             .with_log_append_time_ms(info.log_append_time_ms)
                             .with_log_start_offset(info.log_start_offset.0),
                         Err((code, msg)) => {
-                            log_client_error(req, &format!("produce to {}-{}", t.name.0, p.index), code, &msg);
+                            log_client_error(
+                                req,
+                                &format!("produce to {}-{}", t.name.0, p.index),
+                                code,
+                                &msg,
+                            );
                             r.with_error_code(code.code())
                                 .with_base_offset(-1)
                                 .with_log_append_time_ms(-1)
@@ -121,7 +161,9 @@ fn response(req: &Request, body: &ProduceRequest, results: Vec<AppendResult>) ->
                     }
                 })
                 .collect();
-            TopicProduceResponse::default().with_name(t.name.clone()).with_partition_responses(partitions)
+            TopicProduceResponse::default()
+                .with_name(t.name.clone())
+                .with_partition_responses(partitions)
         })
         .collect();
     ProduceResponse::default().with_responses(topics)

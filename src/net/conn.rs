@@ -33,9 +33,13 @@ pub async fn serve_connection(shard: &Rc<Shard>, mut stream: TcpStream, peer: &s
                 break;
             }
         };
-        shard.requests_in_flight.set(shard.requests_in_flight.get() + 1);
+        shard
+            .requests_in_flight
+            .set(shard.requests_in_flight.get() + 1);
         let outcome = api::handle(shard, frame, &mut client_id).await;
-        shard.requests_in_flight.set(shard.requests_in_flight.get() - 1);
+        shard
+            .requests_in_flight
+            .set(shard.requests_in_flight.get() - 1);
         match outcome {
             Outcome::Respond(chunks) => {
                 if let Err(e) = super::write_chunks(&mut stream, chunks).await {
@@ -69,12 +73,18 @@ fn prepare_socket(stream: &TcpStream) -> std::io::Result<()> {
 }
 
 /// Reads until one whole frame is buffered. `Ok(None)`: the client closed between requests.
-async fn read_frame(stream: &mut TcpStream, buf: &mut BytesMut, max: u32) -> Result<Option<Bytes>, String> {
+async fn read_frame(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    max: u32,
+) -> Result<Option<Bytes>, String> {
     loop {
         if let Some(f) = frame::take_frame(buf, max).map_err(|e| e.to_string())? {
             return Ok(Some(f));
         }
-        let needed = frame::needed_len(buf, max).map_err(|e| e.to_string())?.unwrap_or(4);
+        let needed = frame::needed_len(buf, max)
+            .map_err(|e| e.to_string())?
+            .unwrap_or(4);
         let want = needed.saturating_sub(buf.len()).max(READ_CHUNK_BYTES);
         let start = buf.len();
         buf.resize(start + want, 0);
@@ -90,7 +100,10 @@ async fn read_frame(stream: &mut TcpStream, buf: &mut BytesMut, max: u32) -> Res
             if buf.is_empty() {
                 return Ok(None);
             }
-            return Err(format!("client closed mid-request ({} bytes of a truncated frame)", buf.len()));
+            return Err(format!(
+                "client closed mid-request ({} bytes of a truncated frame)",
+                buf.len()
+            ));
         }
     }
 }

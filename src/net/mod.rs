@@ -19,7 +19,11 @@ use crate::shard::Shard;
 
 /// Accepts connections until shutdown, enforcing this shard's share of `max.connections`.
 pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
-    let limit = shard.config.max_connections.div_ceil(shard.count() as u32).max(1);
+    let limit = shard
+        .config
+        .max_connections
+        .div_ceil(shard.count() as u32)
+        .max(1);
     loop {
         let stream = match listener.accept().await {
             Ok(s) => s,
@@ -32,7 +36,10 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
         if shard.shutting_down.get() {
             break;
         }
-        let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+        let peer = stream
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         if shard.connections.get() >= limit {
             warn!(shard = shard.id(), %peer, limit, "closing connection: max.connections reached");
             continue;
