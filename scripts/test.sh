@@ -33,11 +33,13 @@ record() { # name status detail
 }
 
 install_system_packages() {
-    command -v kcat >/dev/null || apt_install kcat
+    local rc=0
+    command -v kcat >/dev/null || apt_install kcat || rc=1
     # C toolchain for the -sys crates (librdkafka, zstd, lz4) when the image lacks it.
-    { command -v cc && command -v make; } >/dev/null || apt_install build-essential
+    { command -v cc && command -v make; } >/dev/null || apt_install build-essential || rc=1
     # Debian's own python3 ships venv separately.
-    "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
+    "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv || rc=1
+    return $rc
 }
 
 # Creates target/py-venvs/<name> from tests/python/requirements-<name>.txt; a copy of the

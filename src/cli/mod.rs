@@ -159,6 +159,11 @@ mod tests {
         assert_eq!(c.max_messages, Some(5));
         assert_eq!(c.timeout_ms, Some(100));
 
+        let cmd = parse(&["produce", "t", "--acks", "-1"]).unwrap();
+        let ClientCommand::Produce(p) = cmd else {
+            panic!("{cmd:?}")
+        };
+        assert_eq!(p.acks, crate::client::Acks::All);
         assert!(parse(&["produce", "t", "--acks", "2"]).is_err());
         assert!(parse(&["consume", "t", "--offset", "soon"]).is_err());
     }

@@ -42,7 +42,7 @@ pub struct ProduceArgs {
     #[arg(long)]
     pub parse_key: bool,
     /// Acknowledgements to wait for: 0, 1, all or -1.
-    #[arg(long, default_value = "all")]
+    #[arg(long, default_value = "all", allow_hyphen_values = true)]
     pub acks: Acks,
     /// Send every record to this partition (default: by key hash, or spread when unkeyed).
     #[arg(long)]
