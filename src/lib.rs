@@ -19,8 +19,10 @@
 //! - [`error`]: the wire error codes (Kafka's) and their mapping.
 //! - [`runtime`]: locked memory for io_uring and executor construction.
 //! - [`cli`]: the Kafka-console-style client commands (`tidelog topic|produce|consume`).
+//! - [`alloc`]: the global allocator that keeps hostile array counts from aborting the broker.
 //! - [`util`]: small async helpers.
 pub mod admin;
+pub mod alloc;
 pub mod api;
 pub mod cli;
 pub mod client;

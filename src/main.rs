@@ -6,6 +6,10 @@ use std::process::ExitCode;
 use clap::Parser;
 use tidelog::config::BrokerConfig;
 
+/// See `tidelog::alloc`: a hostile array count must not abort the broker.
+#[global_allocator]
+static ALLOCATOR: tidelog::alloc::BrokerAllocator = tidelog::alloc::BrokerAllocator;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "tidelog",

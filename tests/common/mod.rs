@@ -8,6 +8,8 @@
 // Each tests/*.rs file compiles this module separately and uses a different part of it.
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::Path;
