@@ -13,6 +13,20 @@ use crate::shard::Shard;
 pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, RequestError> {
     let body: InitProducerIdRequest = req.decode_body()?;
     let mut response = InitProducerIdResponse::default();
+    if body
+        .transactional_id
+        .as_ref()
+        .is_some_and(|t| t.0.is_empty())
+    {
+        // Kafka's transaction coordinator answers an empty transactional id this way.
+        let code = ErrorCode::InvalidRequest;
+        log_client_error(req, "init producer id", code, "empty transactional id");
+        response = response
+            .with_error_code(code.code())
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+        return respond(req, &response);
+    }
     if body.transactional_id.is_some() {
         // Transactions need a transaction coordinator, which this broker does not have yet.
         let code = ErrorCode::TransactionalIdAuthorizationFailed;

@@ -191,6 +191,13 @@ pub fn validate_produce(b: &[u8], max_message_bytes: u32) -> Result<BatchHeader,
             h.magic
         )));
     }
+    if h.batch_length >= 0 && h.total_len() < b.len() {
+        // Kafka's rule for magic v2: a produce request carries exactly one batch per partition.
+        return Err(LogError::InvalidRecord(format!(
+            "{} bytes follow the first record batch; exactly one batch per partition is allowed",
+            b.len() - h.total_len()
+        )));
+    }
     if h.batch_length < 0 || h.total_len() != b.len() {
         return Err(LogError::CorruptMessage(format!(
             "batchLength {} does not match a buffer of {} bytes",

@@ -104,11 +104,9 @@ pub fn batch(values: &[&str], producer: Option<(i64, i16, i32)>, timestamp: i64)
             producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: if base_seq < 0 {
-                -1
-            } else {
-                base_seq + i as i32
-            },
+            // kafka-protocol starts a new batch whenever offset - sequence changes, so even a
+            // non-idempotent batch numbers its records.
+            sequence: base_seq.max(0) + i as i32,
             timestamp: timestamp + i as i64,
             key: None,
             value: Some(Bytes::copy_from_slice(v.as_bytes())),
