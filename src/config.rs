@@ -177,7 +177,13 @@ impl BrokerConfig {
                 self.log_retention_check_interval_ms = parse(key, value)?
             }
             "message.max.bytes" => self.message_max_bytes = parse(key, value)?,
-            "socket.request.max.bytes" => self.socket_request_max_bytes = parse(key, value)?,
+            "socket.request.max.bytes" => {
+                let v: u32 = parse(key, value)?;
+                if v as usize > SHARD_INFLIGHT_BYTES_MAX {
+                    return Err(format!("{key} may be at most {SHARD_INFLIGHT_BYTES_MAX}, the in-flight bytes of one shard"));
+                }
+                self.socket_request_max_bytes = v;
+            }
             "max.connections" => self.max_connections = parse(key, value)?,
             "log.message.timestamp.type" => match value {
                 "CreateTime" | "LogAppendTime" => self.log_message_timestamp_type = value.into(),

@@ -84,6 +84,8 @@ pub struct Shard {
     /// Requests being handled right now; shutdown waits for them.
     pub requests_in_flight: Cell<u32>,
     pub shutting_down: Cell<bool>,
+    /// Bytes of requests read and not yet answered on this shard (`SHARD_INFLIGHT_BYTES_MAX`).
+    pub inflight_bytes: glommio::sync::Semaphore,
     /// Serialises metadata changes; only used on the metadata shard.
     pub metadata_lock: glommio::sync::Semaphore,
     /// The next producer id to hand out and the end of the persisted block; metadata shard only.
@@ -100,6 +102,9 @@ impl Shard {
             connections: Cell::new(0),
             requests_in_flight: Cell::new(0),
             shutting_down: Cell::new(false),
+            inflight_bytes: glommio::sync::Semaphore::new(
+                crate::config::SHARD_INFLIGHT_BYTES_MAX as u64,
+            ),
             metadata_lock: glommio::sync::Semaphore::new(1),
             producer_ids: Cell::new((0, 0)),
         }

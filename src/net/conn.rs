@@ -9,6 +9,7 @@ use glommio::net::TcpStream;
 use tracing::{debug, warn};
 
 use crate::api::{self, Outcome};
+use crate::config::SHARD_INFLIGHT_BYTES_MAX;
 use crate::protocol::frame;
 use crate::shard::Shard;
 
@@ -22,10 +23,11 @@ pub async fn serve_connection(shard: &Rc<Shard>, mut stream: TcpStream, peer: &s
         return;
     }
     let max = shard.config.socket_request_max_bytes;
-    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    // Idle connections hold no buffer: it is allocated by the first read.
+    let mut buf = BytesMut::new();
     let mut client_id = String::new();
     loop {
-        let frame = match read_frame(&mut stream, &mut buf, max).await {
+        let (frame, _inflight) = match read_frame(shard, &mut stream, &mut buf, max).await {
             Ok(Some(f)) => f,
             Ok(None) => break,
             Err(reason) => {
@@ -33,6 +35,9 @@ pub async fn serve_connection(shard: &Rc<Shard>, mut stream: TcpStream, peer: &s
                 break;
             }
         };
+        if shard.shutting_down.get() {
+            break;
+        }
         shard
             .requests_in_flight
             .set(shard.requests_in_flight.get() + 1);
@@ -73,14 +78,28 @@ fn prepare_socket(stream: &TcpStream) -> std::io::Result<()> {
 }
 
 /// Reads until one whole frame is buffered. `Ok(None)`: the client closed between requests.
-async fn read_frame(
+///
+/// The frame's bytes count against the shard's in-flight budget (`SHARD_INFLIGHT_BYTES_MAX`)
+/// from the moment its size is known until the returned permit is dropped, after the response is
+/// written. A shard at its budget stops reading sockets, which pushes back on clients through TCP
+/// instead of growing memory.
+async fn read_frame<'a>(
+    shard: &'a Shard,
     stream: &mut TcpStream,
     buf: &mut BytesMut,
     max: u32,
-) -> Result<Option<Bytes>, String> {
+) -> Result<Option<(Bytes, Option<glommio::sync::Permit<'a>>)>, String> {
+    let mut permit = None;
     loop {
+        if permit.is_none() {
+            if let Some(len) = frame::needed_len(buf, max).map_err(|e| e.to_string())? {
+                let bytes = len.min(SHARD_INFLIGHT_BYTES_MAX) as u64;
+                let p = shard.inflight_bytes.acquire_permit(bytes).await;
+                permit = Some(p.map_err(|_| "shutting down".to_string())?);
+            }
+        }
         if let Some(f) = frame::take_frame(buf, max).map_err(|e| e.to_string())? {
-            return Ok(Some(f));
+            return Ok(Some((f, permit)));
         }
         let needed = frame::needed_len(buf, max)
             .map_err(|e| e.to_string())?
