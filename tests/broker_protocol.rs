@@ -466,3 +466,35 @@ fn a_partition_with_two_batches_gets_invalid_record_and_nothing_is_written() {
         (0, 0)
     );
 }
+
+#[test]
+fn the_config_file_sets_kafka_named_settings_and_bad_keys_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        "num.partitions = 4\n\"auto.create.topics.enable\" = true\n",
+    )
+    .unwrap();
+    let broker = Broker::start_with(BrokerOptions::default().config_file(&good));
+    let mut c = Raw::connect(&broker.addr());
+    let req = MetadataRequest::default()
+        .with_allow_auto_topic_creation(true)
+        .with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(topic("from-file")))
+        ]));
+    assert_eq!(c.call(&req, 9).topics[0].partitions.len(), 4);
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "num.partitons = 4\n").unwrap();
+    let out = std::process::Command::new(common::tidelog_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&bad)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("num.partitons"), "{err}");
+}

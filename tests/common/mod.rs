@@ -34,12 +34,20 @@ pub struct BrokerOptions {
     pub shards: Option<usize>,
     /// `--set key=value` settings.
     pub sets: Vec<(String, String)>,
+    /// `--config FILE`.
+    pub config_file: Option<std::path::PathBuf>,
 }
 
 impl BrokerOptions {
     /// Adds a `--set key=value`.
     pub fn set(mut self, key: &str, value: &str) -> Self {
         self.sets.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Sets `--config`.
+    pub fn config_file(mut self, path: &Path) -> Self {
+        self.config_file = Some(path.to_owned());
         self
     }
 
@@ -215,6 +223,9 @@ fn spawn(data_dir: &Path, options: &BrokerOptions, listen: &str) -> (Child, Sock
         .arg(data_dir);
     if let Some(n) = options.shards {
         cmd.args(["--shards", &n.to_string()]);
+    }
+    if let Some(f) = &options.config_file {
+        cmd.arg("--config").arg(f);
     }
     for (k, v) in &options.sets {
         cmd.args(["--set", &format!("{k}={v}")]);
