@@ -294,6 +294,8 @@ fn finish_state(segments: Vec<Rc<Segment>>, log_start: Offset, mut rb: Rebuild) 
         flushed: leo,
         pending: VecDeque::new(),
         pending_head: 0,
+        staged: VecDeque::new(),
+        writing: false,
         flushing: false,
         last_flush_ms: now_ms(),
         unflushed_messages: 0,
