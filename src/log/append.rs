@@ -1,11 +1,13 @@
 //! The write side of [`PartitionLog`]: append, segment roll, group commit and shutdown.
 //!
 //! An append does all its bookkeeping synchronously before its first `.await` (validation,
-//! idempotence check, roll, offset and file-position assignment, index entries), so offsets
-//! follow call order and several appends of the shard can have writes in flight at once. Each
-//! write then completes on its own; the high watermark advances over the completed prefix, in
-//! offset order. Fsync acknowledgements share `fdatasync` calls: whoever finds no flush in flight
-//! flushes everything written so far, and the others wait for that flush or the next.
+//! idempotence check, roll, offset and file-position assignment, index entries, and the one copy
+//! of its bytes into the staged run of the active segment), so offsets follow call order. Writes
+//! are coalesced: whichever append finds no write in flight writes every staged run, one
+//! io_uring write per run, and the high watermark advances over the completed prefix, in offset
+//! order. Fsync acknowledgements share `fdatasync` calls the same way (group commit): whoever
+//! finds no flush in flight flushes everything written so far, and the others wait for that
+//! flush or the next.
 
 use std::io;
 use std::rc::Rc;
