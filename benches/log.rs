@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
+use tidelog::runtime::block_on;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use tidelog::log::batch;
@@ -14,16 +15,6 @@ use tidelog::log::{Durability, LogConfig, Offset, PartitionLog};
 
 /// Appends in flight at once, as several producer connections of one shard would have.
 const CONCURRENCY: u64 = 32;
-
-/// `runtime::block_on` without its exit when RLIMIT_MEMLOCK cannot be raised.
-fn block_on<T: 'static>(fut: impl std::future::Future<Output = T> + 'static) -> T {
-    let _ = tidelog::runtime::raise_memlock_limit(1, tidelog::runtime::IO_MEMORY_BYTES_DEFAULT);
-    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .io_memory(tidelog::runtime::IO_MEMORY_BYTES_DEFAULT)
-        .make()
-        .expect("io_uring executor")
-        .run(fut)
-}
 
 /// A valid uncompressed batch of exactly `total` bytes holding one record.
 fn make_batch(total: usize) -> Vec<u8> {

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
+use tidelog::runtime::block_on;
 
 use tidelog::log::batch;
 use tidelog::log::{Durability, LogConfig, Offset, PartitionLog};
@@ -20,17 +21,6 @@ use tidelog::log::{Durability, LogConfig, Offset, PartitionLog};
 const CHILD_ENV: &str = "LOG_CRASH_CHILD_DIR";
 const TASKS: u64 = 4;
 const LEADER_EPOCH: i32 = 7;
-
-/// `runtime::block_on` without its exit when RLIMIT_MEMLOCK cannot be raised (see
-/// `src/log/tests.rs`).
-fn block_on<T: 'static>(fut: impl std::future::Future<Output = T> + 'static) -> T {
-    let _ = tidelog::runtime::raise_memlock_limit(1, tidelog::runtime::IO_MEMORY_BYTES_DEFAULT);
-    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .io_memory(tidelog::runtime::IO_MEMORY_BYTES_DEFAULT)
-        .make()
-        .expect("io_uring executor")
-        .run(fut)
-}
 
 fn config() -> LogConfig {
     LogConfig {

@@ -8,18 +8,7 @@ use proptest::prelude::*;
 
 use super::batch::{self, tests::make_batch};
 use super::*;
-
-/// Like `crate::runtime::block_on`, but tolerates a locked-memory limit that cannot be raised
-/// (8 MiB here, without CAP_SYS_RESOURCE): `block_on` asks for 11 MiB of headroom and exits,
-/// while one executor with the default 2 MiB `io_memory` fits in 8 MiB.
-pub(crate) fn block_on<T: 'static>(fut: impl std::future::Future<Output = T> + 'static) -> T {
-    let _ = crate::runtime::raise_memlock_limit(1, crate::runtime::IO_MEMORY_BYTES_DEFAULT);
-    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .io_memory(crate::runtime::IO_MEMORY_BYTES_DEFAULT)
-        .make()
-        .expect("io_uring executor")
-        .run(fut)
-}
+pub(crate) use crate::runtime::block_on;
 
 fn small_config(segment_bytes: u64, interval: u32) -> LogConfig {
     LogConfig {
