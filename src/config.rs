@@ -52,6 +52,9 @@ pub const FETCH_MAX_WAIT_MS_MAX: i32 = 30_000;
 pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
 /// Kafka's topic-name length limit.
 pub const TOPIC_NAME_LEN_MAX: usize = 249;
+/// `group.max.size`: members (and reserved member ids) per consumer group. Kafka's default is
+/// unbounded; a bound keeps one client's thousands of joins from growing a group without limit.
+pub const GROUP_MAX_SIZE: usize = 1000;
 /// Capacity of each cross-shard channel, in messages. A full channel makes the sender wait.
 pub const SHARD_CHANNEL_CAPACITY: usize = 1024;
 
@@ -106,6 +109,10 @@ pub struct BrokerConfig {
     pub log_message_timestamp_type: String,
     /// `group.initial.rebalance.delay.ms`.
     pub group_initial_rebalance_delay_ms: u64,
+    /// `group.min.session.timeout.ms`.
+    pub group_min_session_timeout_ms: i32,
+    /// `group.max.session.timeout.ms`.
+    pub group_max_session_timeout_ms: i32,
 }
 
 impl Default for BrokerConfig {
@@ -131,6 +138,8 @@ impl Default for BrokerConfig {
             max_connections: MAX_CONNECTIONS_DEFAULT,
             log_message_timestamp_type: "CreateTime".into(),
             group_initial_rebalance_delay_ms: 3000,
+            group_min_session_timeout_ms: 6000,
+            group_max_session_timeout_ms: 1_800_000,
         }
     }
 }
@@ -189,6 +198,12 @@ impl BrokerConfig {
                 "CreateTime" | "LogAppendTime" => self.log_message_timestamp_type = value.into(),
                 _ => return Err(format!("invalid value {value:?} for {key}")),
             },
+            "group.min.session.timeout.ms" => {
+                self.group_min_session_timeout_ms = parse(key, value)?
+            }
+            "group.max.session.timeout.ms" => {
+                self.group_max_session_timeout_ms = parse(key, value)?
+            }
             "group.initial.rebalance.delay.ms" => {
                 self.group_initial_rebalance_delay_ms = parse(key, value)?
             }

@@ -13,6 +13,8 @@
 //! - [`admin`], [`metadata`]: topics, ids and configs; changes applied on the metadata shard,
 //!   persisted, and broadcast as immutable images.
 //! - [`client`]: a small blocking Kafka client (std `TcpStream`) for the CLI and tests.
+//! - [`group`]: the classic consumer-group coordinator and committed offsets (in the internal,
+//!   compacted `__consumer_offsets` topic).
 //! - [`log`]: the per-partition commit log: segments, indexes, durability, recovery, retention
 //!   and idempotent-producer state. Owned by one shard; no locks.
 //! - [`config`]: every limit and every Kafka-named setting, in one place.
@@ -28,6 +30,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod group;
 pub mod log;
 pub mod metadata;
 pub mod net;

@@ -105,6 +105,8 @@ pub struct Shard {
     pub inflight_bytes: glommio::sync::Semaphore,
     /// Serialises metadata changes; only used on the metadata shard.
     pub metadata_lock: glommio::sync::Semaphore,
+    /// The consumer groups this shard coordinates.
+    pub groups: crate::group::Coordinator,
     /// The next producer id to hand out and the end of the persisted block; metadata shard only.
     pub producer_ids: Cell<(i64, i64)>,
 }
@@ -124,6 +126,7 @@ impl Shard {
             ),
             metadata_lock: glommio::sync::Semaphore::new(1),
             producer_ids: Cell::new((0, 0)),
+            groups: crate::group::Coordinator::default(),
         }
     }
 
@@ -223,6 +226,9 @@ impl Shard {
         self.partitions
             .borrow_mut()
             .insert((topic.name.clone(), partition), p);
+        if &*topic.name == crate::group::store::OFFSETS_TOPIC {
+            crate::group::offsets::replay(self, partition).await;
+        }
         Ok(())
     }
 
