@@ -20,6 +20,7 @@
 //! - [`runtime`]: locked memory for io_uring and executor construction.
 //! - [`cli`]: the Kafka-console-style client commands (`tidelog topic|produce|consume`).
 //! - [`util`]: small async helpers.
+//! - [`tune`]: `tidelog tune --check`, the host's OS settings against tuning.md.
 pub mod admin;
 pub mod api;
 pub mod cli;
@@ -34,6 +35,7 @@ pub mod router;
 pub mod runtime;
 pub mod server;
 pub mod shard;
+pub mod tune;
 pub mod util;
 
 /// Ends the process on an error the broker cannot recover from (a shard gone, a partition that

@@ -90,6 +90,8 @@ impl Frame {
         );
     }
 
+    /// Draws a polyline; the consume/end-to-end series is dashed so that it stays visible when
+    /// it lies exactly on the produce series.
     fn line(&self, svg: &mut String, points: &[(f64, f64)], color: &str) {
         if points.is_empty() {
             return;
@@ -100,7 +102,12 @@ impl Frame {
             .collect();
         let _ = writeln!(
             svg,
-            r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
+            r#"<polyline fill="none" stroke="{color}" stroke-width="2"{} points="{}"/>"#,
+            if color == CONSUME_COLOR {
+                r#" stroke-dasharray="6 4""#
+            } else {
+                ""
+            },
             pts.join(" ")
         );
     }
