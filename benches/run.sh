@@ -36,10 +36,10 @@ CLIENT_CPUS=${CLIENT_CPUS:-1}
 if [[ $(nproc) -lt 2 ]]; then CLIENT_CPUS=0; fi
 
 if [[ $MODE == quick ]]; then
-    BURST_MIB=256; SUSTAIN_S=5; FSYNC_S=4; LAT_S=5; WARM_S=1; IPERF_S=2; FIO_MIB=256; FIO_S=3
+    BURST_MIB=256; SUSTAIN_S=5; FSYNC_S=4; LAT_S=5; WARM_S=1; IPERF_S=2; FIO_MIB=256; FIO_S=3; FIO_BUF_MIB=512
     SCALE_S=3; TOPICS=10; PARTS_PER_TOPIC=100; RDK_LINGERS="100"
 else
-    BURST_MIB=2048; SUSTAIN_S=60; FSYNC_S=20; LAT_S=30; WARM_S=3; IPERF_S=10; FIO_MIB=4096; FIO_S=20
+    BURST_MIB=2048; SUSTAIN_S=60; FSYNC_S=20; LAT_S=30; WARM_S=3; IPERF_S=10; FIO_MIB=4096; FIO_S=20; FIO_BUF_MIB=12288
     SCALE_S=10; TOPICS=10; PARTS_PER_TOPIC=1000; RDK_LINGERS="5 20 100"
 fi
 RECORD=1024
@@ -114,11 +114,12 @@ fio_bw() { # name, extra args...
 FIO_DIRECT=$(fio_bw direct --direct=1)
 FIO_SYNC=$(fio_bw fdatasync --direct=0 --fdatasync=1)
 FIO_SYNC64=$(fio_bw fdatasync64k --direct=0 --fdatasync=1 --bs=64k)
-FIO_BUF=$(fio_bw buffered --direct=0 --end_fsync=1)
+# Buffered writes well past the dirty limits, so the figure is what writeback sustains.
+FIO_BUF=$(FIO_MIB=$FIO_BUF_MIB FIO_S=$((FIO_S * 3 / 2)) fio_bw buffered --direct=0 --end_fsync=1)
 figure "fio O_DIRECT 1 MiB" "$FIO_DIRECT" B/s - - -
 figure "fio buffered + fdatasync=1, 1 MiB" "$FIO_SYNC" B/s - - -
 figure "fio buffered + fdatasync=1, 64 KiB" "$FIO_SYNC64" B/s - - -
-figure "fio buffered (end_fsync)" "$FIO_BUF" B/s - - -
+figure "fio buffered (end_fsync), ${FIO_BUF_MIB} MiB" "$FIO_BUF" B/s - - -
 
 # ---------------------------------------------------------------- tidelog + loadgen
 start_broker() { # shards, cpus
@@ -138,6 +139,9 @@ stop_broker() {
     kill "$BROKER_PID"; wait "$BROKER_PID" 2>/dev/null || true; BROKER_PID=""
     rm -rf "$WORK/broker"
 }
+# Each measured scenario starts with the previous one's dirty pages written back, so that
+# writeback throttling from one scenario does not land in the next.
+settle() { sync; sleep 1; }
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$BROKER_PID/status"; }
 lg() { # output name, loadgen args...
     local name=$1; shift
@@ -155,6 +159,7 @@ rdk() { # output name, rdkafka-perf args...
 BOUNDED=(--topic-config segment.bytes=67108864 --topic-config retention.bytes=268435456)
 
 start_broker 1 "$BROKER_CPUS"
+settle
 log "1a. produce burst: $BURST_MIB MiB, acks=1, 16 partitions"
 lg s1-burst --topic burst --create-topic --partitions 16 --acks 1 --records "$BURST_RECORDS"
 BURST=$(jget "$OUT/s1-burst.json" "['produce_bytes_per_sec']")
@@ -182,6 +187,7 @@ rdk rdk-consume consume --topic burst --records $((BURST_RECORDS))
 RDK_CONSUME=$(jget "$OUT/rdk-consume.json" "['consume_bytes_per_sec']")
 figure "librdkafka consume from start" "$RDK_CONSUME" B/s "loadgen 2" "$CONSUME" -
 
+settle
 log "loadgen vs librdkafka, same minute: 1 KiB and 100 B records, acks=1"
 for size in 1024 100; do
     n=$(( (BURST_MIB / 4) * 1024 * 1024 / size ))
@@ -194,6 +200,7 @@ for size in 1024 100; do
     figure "loadgen produce, $size B records (msgs/s)" "$a" msg/s "librdkafka, same workload" "$b" 1.5
 done
 
+settle
 log "1b. sustained produce: ${SUSTAIN_S}s, acks=1, 16 partitions (retention-bounded topic)"
 lg s1-sustained --topic sustained --create-topic --partitions 16 --acks 1 \
     --duration "${SUSTAIN_S}s" "${BOUNDED[@]}" --plot "$OUT/s1-sustained.svg"
@@ -201,36 +208,56 @@ SUSTAINED=$(jget "$OUT/s1-sustained.json" "['produce_bytes_per_sec']")
 SUSTAINED_MSGS=$(jget "$OUT/s1-sustained.json" "['produce_msgs_per_sec']")
 figure "1b produce sustained (acks=1)" "$SUSTAINED" B/s "fio buffered" "$FIO_BUF" 0.8
 
+settle
 log "3. acks=-1 (fsync, group commit): 16 partitions, 32 producers, 64 KiB batches"
 lg s3-fsync --topic fsync --create-topic --partitions 16 --acks all --producers 32 \
     --batch-size 65536 --duration "${FSYNC_S}s" "${BOUNDED[@]}"
 FSYNC=$(jget "$OUT/s3-fsync.json" "['produce_bytes_per_sec']")
 figure "3 produce acks=-1, 32 producers" "$FSYNC" B/s "fio fdatasync=1 64 KiB" "$FIO_SYNC64" 0.8
 
+settle
 log "4. produce + consume at 50% of the sustained rate"
 RATE=$(python3 -c "print(int($SUSTAINED_MSGS * 0.5))")
 lg s4-latency --topic latency --create-topic --partitions 16 --acks 1 --rate "$RATE" \
-    --consumers 1 --linger-ms 0 --warmup "${WARM_S}s" --duration "${LAT_S}s" \
+    --consumers 1 --linger-ms 0.2 --warmup "${WARM_S}s" --duration "${LAT_S}s" \
     --fetch-max-wait-ms 100 "${BOUNDED[@]}" --plot "$OUT/s4-latency.svg"
 P99=$(jget "$OUT/s4-latency.json" "['e2e_latency_us']['p99']")
 P999=$(jget "$OUT/s4-latency.json" "['e2e_latency_us']['p999']")
 figure "4 e2e p99 at 50% rate ($RATE msg/s)" "$P99" us "goal" 1000 "<=1"
 figure "4 e2e p99.9 at 50% rate" "$P999" us "goal" 5000 "<=1"
 
-log "5. $((TOPICS * PARTS_PER_TOPIC)) partitions ($TOPICS topics x $PARTS_PER_TOPIC)"
+# Every partition holds open files (segment and index); a broker cannot outgrow RLIMIT_NOFILE
+# (containers often cap it at 20,000 and refuse to raise it), so the count is bounded by it.
+NOFILE=$(ulimit -n)
+if [[ $NOFILE != unlimited && $((TOPICS * PARTS_PER_TOPIC * 2 + 1000)) -gt $NOFILE ]]; then
+    PARTS_PER_TOPIC=$(( (NOFILE - 1000) / 2 / TOPICS ))
+    echo "note: RLIMIT_NOFILE $NOFILE allows $((TOPICS * PARTS_PER_TOPIC)) partitions" >> "$OUT/machine.txt"
+fi
+stop_broker
+start_broker 1 "$BROKER_CPUS"
+log "5. $((TOPICS * PARTS_PER_TOPIC)) partitions ($TOPICS topics x $PARTS_PER_TOPIC), fresh broker"
 RSS0=$(rss_kib)
+FD0=$(ls "/proc/$BROKER_PID/fd" | wc -l)
 for t in $(seq 0 $((TOPICS - 1))); do
     "$BIN/tidelog" topic create "many-$t" --partitions "$PARTS_PER_TOPIC" \
         --config segment.bytes=16777216 --bootstrap-server "$ADDR" >/dev/null
 done
 sleep 3
 RSS1=$(rss_kib)
+FD1=$(ls "/proc/$BROKER_PID/fd" | wc -l)
 PER_PART=$(python3 -c "print(($RSS1 - $RSS0) * 1024 / ($TOPICS * $PARTS_PER_TOPIC))")
 figure "5 broker RSS per idle partition" "$PER_PART" B "goal" 51200 "<=1"
+figure "5 open files per partition" "$(python3 -c "print(($FD1 - $FD0) / ($TOPICS * $PARTS_PER_TOPIC))")" n - - -
+settle
 lg s5-many --topic many --topics "$TOPICS" --partitions "$PARTS_PER_TOPIC" --acks 1 \
-    --records "$((BURST_RECORDS / 4))"
+    --records "$BURST_RECORDS"
 MANY=$(jget "$OUT/s5-many.json" "['produce_bytes_per_sec']")
 figure "5 produce over $((TOPICS * PARTS_PER_TOPIC)) partitions" "$MANY" B/s "1a burst" "$BURST" 0.5
+# Memory once every partition has been written to, idle again.
+sleep 3
+RSS2=$(rss_kib)
+PER_USED=$(python3 -c "print(($RSS2 - $RSS0) * 1024 / ($TOPICS * $PARTS_PER_TOPIC))")
+figure "5 broker RSS per partition, after each was written" "$PER_USED" B "goal" 51200 "<=1"
 stop_broker
 
 log "6. shard scaling: the same produce workload with 1 and 2 shards"
