@@ -23,6 +23,7 @@
 //! - [`cli`]: the Kafka-console-style client commands (`tidelog topic|produce|consume`).
 //! - [`alloc`]: the global allocator that keeps hostile array counts from aborting the broker.
 //! - [`util`]: small async helpers.
+//! - [`tune`]: `tidelog tune --check`, the host's OS settings against tuning.md.
 pub mod admin;
 pub mod alloc;
 pub mod api;
@@ -39,6 +40,7 @@ pub mod router;
 pub mod runtime;
 pub mod server;
 pub mod shard;
+pub mod tune;
 pub mod util;
 
 /// Ends the process on an error the broker cannot recover from (a shard gone, a partition that
