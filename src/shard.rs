@@ -163,6 +163,7 @@ impl Shard {
                 }
             }
         }
+        self.refresh_configs(&image);
         for topic in image.topics.values() {
             for p in 0..topic.partitions {
                 if self.owner(topic, p) != self.id() || self.partition(&topic.name, p).is_some() {
@@ -171,6 +172,24 @@ impl Shard {
                 if let Err(e) = self.open_partition(topic, p).await {
                     crate::fatal(&format!("cannot open partition {}-{p}: {e}", topic.name));
                 }
+            }
+        }
+    }
+
+    /// Hands changed topic configs to the logs of this shard's partitions, so that
+    /// AlterConfigs takes effect on the next append, roll and retention pass without a restart.
+    fn refresh_configs(&self, image: &MetadataImage) {
+        for ((topic, index), p) in self.owned_partitions() {
+            let Some(meta) = image.topic(&topic).filter(|m| m.id == p.topic_id) else {
+                continue;
+            };
+            let Ok(cfg) = metadata::log_config(&self.config, &meta.configs) else {
+                warn!(%topic, "ignoring invalid topic config");
+                continue;
+            };
+            if cfg != p.log.config() {
+                info!(%topic, partition = index, "topic config changed");
+                p.log.set_config(cfg);
             }
         }
     }
