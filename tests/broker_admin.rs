@@ -609,3 +609,78 @@ fn describe_cluster_and_log_dirs_at_every_version() {
         assert_eq!(r.results[0].topics[0].partitions.len(), 1);
     }
 }
+
+#[test]
+fn cli_alters_configs_adds_partitions_and_deletes_records() {
+    let broker = Broker::start();
+    broker.cli_ok(&["topic", "create", "cli", "--partitions", "1"], b"");
+    let out = broker.cli_ok(
+        &[
+            "topic",
+            "alter-config",
+            "cli",
+            "--set",
+            "retention.ms=1000",
+            "--set",
+            "segment.ms=500",
+        ],
+        b"",
+    );
+    assert_eq!(out, "Completed updating config for topic cli.\n");
+    broker.cli_ok(
+        &["topic", "alter-config", "cli", "--delete", "segment.ms"],
+        b"",
+    );
+    let described = broker.cli_ok(&["topic", "describe", "cli"], b"");
+    assert!(
+        described.contains("Configs: retention.ms=1000\n"),
+        "{described}"
+    );
+    let bad = broker.run_cli(
+        &["topic", "alter-config", "cli", "--set", "retention.mss=1"],
+        b"",
+    );
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("INVALID_CONFIG") && err.contains("retention.mss"),
+        "{err}"
+    );
+
+    broker.cli_ok(
+        &["topic", "add-partitions", "cli", "--partitions", "3"],
+        b"",
+    );
+    let described = broker.cli_ok(&["topic", "describe", "cli"], b"");
+    assert!(described.contains("PartitionCount: 3"), "{described}");
+
+    broker.cli_ok(&["produce", "cli", "--partition", "0"], b"a\nb\nc\nd\n");
+    let out = broker.cli_ok(
+        &[
+            "topic",
+            "delete-records",
+            "cli",
+            "--partition",
+            "0",
+            "--before-offset",
+            "2",
+        ],
+        b"",
+    );
+    assert_eq!(out, "partition: cli-0\tlow_watermark: 2\n");
+    let out = broker.cli_ok(
+        &[
+            "consume",
+            "cli",
+            "--partition",
+            "0",
+            "--from-beginning",
+            "--max-messages",
+            "2",
+            "--timeout-ms",
+            "5000",
+        ],
+        b"",
+    );
+    assert_eq!(out, "c\nd\n");
+}
