@@ -31,6 +31,23 @@ pub fn check_leader_epoch(current: i32) -> Option<crate::error::ErrorCode> {
     }
 }
 
+/// The suffix of a deleted partition's directory, as in Kafka (`<topic>-<p>.<id>-delete`).
+const DELETED_SUFFIX: &str = "-delete";
+
+/// Removes the directories of partitions deleted before a crash; called once at start-up.
+pub fn remove_deleted_dirs(data_dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(data_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().ends_with(DELETED_SUFFIX) {
+            if let Err(err) = std::fs::remove_dir_all(e.path()) {
+                warn!(dir = %e.path().display(), "cannot remove a deleted partition: {err}");
+            }
+        }
+    }
+}
+
 /// Identifies a partition on its owner shard.
 pub type PartitionKey = (Arc<str>, i32);
 
@@ -152,16 +169,7 @@ impl Shard {
                 continue;
             };
             p.notify_gone();
-            match Rc::try_unwrap(p) {
-                Ok(p) => {
-                    if let Err(e) = p.log.remove().await {
-                        error!(topic = %key.0, partition = key.1, "removing partition: {e}");
-                    }
-                }
-                Err(_) => {
-                    warn!(topic = %key.0, partition = key.1, "partition still in use; its directory stays until restart")
-                }
-            }
+            self.discard_partition_dir(&key, p.topic_id).await;
         }
         self.refresh_configs(&image);
         for topic in image.topics.values() {
@@ -191,6 +199,30 @@ impl Shard {
                 info!(%topic, partition = index, "topic config changed");
                 p.log.set_config(cfg);
             }
+        }
+    }
+
+    /// Moves a deleted partition's directory aside at once (so a topic re-created under the
+    /// same name starts empty even while a fetch still holds the old files open) and then
+    /// removes it. Readers of the old files keep their open descriptors. Directories left
+    /// behind by a crash are removed at the next start ([`remove_deleted_dirs`]).
+    async fn discard_partition_dir(&self, key: &PartitionKey, topic_id: uuid::Uuid) {
+        let dir = metadata::partition_dir(&self.config.data_dir, &key.0, key.1);
+        let trash = dir.with_file_name(format!(
+            "{}-{}.{}{DELETED_SUFFIX}",
+            key.0,
+            key.1,
+            topic_id.simple()
+        ));
+        if let Err(e) = std::fs::rename(&dir, &trash) {
+            error!(topic = %key.0, partition = key.1, "moving the deleted partition aside: {e}");
+            return;
+        }
+        let removed = glommio::executor()
+            .spawn_blocking(move || std::fs::remove_dir_all(&trash))
+            .await;
+        if let Err(e) = removed {
+            error!(topic = %key.0, partition = key.1, "removing the deleted partition: {e}");
         }
     }
 

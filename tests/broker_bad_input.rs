@@ -193,3 +193,44 @@ fn a_client_that_sends_without_reading_does_not_stall_others() {
     );
     drop(stalled);
 }
+
+#[test]
+fn acks_0_gets_no_response_and_a_failed_append_closes_the_connection() {
+    let broker = Broker::start();
+    broker.cli_ok(&["topic", "create", "fire"], b"");
+    let produce = |records: bytes::Bytes| {
+        ProduceRequest::default()
+            .with_acks(0)
+            .with_timeout_ms(5000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(topic("fire"))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(records))])])
+    };
+    let mut c = Raw::connect(&broker.addr());
+    c.send(&produce(batch(&["a"], None, 1)), 9);
+    // No response to acks=0: the next answer on this connection is the Metadata response.
+    let r = c.call(&MetadataRequest::default(), 12);
+    assert_eq!(r.brokers.len(), 1);
+    let mut corrupt = batch(&["b"], None, 1).to_vec();
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0x55;
+    c.send(&produce(bytes::Bytes::from(corrupt)), 9);
+    assert!(
+        c.closed(),
+        "a failed acks=0 append must close the connection"
+    );
+    assert_serving(&broker);
+    let out = broker.cli_ok(
+        &[
+            "consume",
+            "fire",
+            "--from-beginning",
+            "--timeout-ms",
+            "1000",
+        ],
+        b"",
+    );
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["a"]);
+}

@@ -29,13 +29,18 @@ type AppendResult = Result<AppendInfo, (ErrorCode, String)>;
 pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, RequestError> {
     let body: ProduceRequest = req.decode_body()?;
     let acks = body.acks;
-    let names: Vec<String> = body
-        .topic_data
-        .iter()
-        .map(|t| t.name.0.to_string())
-        .collect();
     if shard.config.auto_create_topics_enable && matches!(acks, -1..=1) {
-        super::metadata::auto_create_missing(shard, &names).await;
+        // The common case, every topic known, costs one lookup per topic and no allocation.
+        let image = shard.metadata();
+        let missing: Vec<String> = body
+            .topic_data
+            .iter()
+            .filter(|t| image.topic(&t.name.0).is_none())
+            .map(|t| t.name.0.to_string())
+            .collect();
+        if !missing.is_empty() {
+            super::metadata::auto_create_missing(shard, &missing).await;
+        }
     }
     let image = shard.metadata();
     let mut results: Vec<AppendResult> = Vec::new();

@@ -44,6 +44,10 @@ pub(crate) struct State {
     /// Reserved writes in offset order; `pending_head` numbers the front one.
     pub pending: VecDeque<Pending>,
     pub pending_head: u64,
+    /// Reserved batches not yet handed to io_uring, as contiguous runs.
+    pub staged: VecDeque<super::append::Staged>,
+    /// A coalesced write is in flight.
+    pub writing: bool,
     /// A group-commit fdatasync is in flight.
     pub flushing: bool,
     pub last_flush_ms: i64,

@@ -211,7 +211,14 @@ async fn scan_segment(seg: &Segment, rb: &mut Rebuild) -> io::Result<u64> {
         let Some(h) = batch::check_stored(bytes).filter(|h| h.base_offset == expected) else {
             break;
         };
-        seg.note_batch(&h, pos, rb.interval, exact_max(&h, bytes));
+        // Finding the exact record costs a parse; only batches that raise the max need it.
+        let raises_max = h.max_timestamp > seg.st.borrow().max_timestamp;
+        let exact = if raises_max {
+            exact_max(&h, bytes)
+        } else {
+            None
+        };
+        seg.note_batch(&h, pos, rb.interval, exact);
         replay_batch(&h, rb);
         pos += len as u64;
         expected = h.last_offset() + 1;
@@ -287,6 +294,8 @@ fn finish_state(segments: Vec<Rc<Segment>>, log_start: Offset, mut rb: Rebuild) 
         flushed: leo,
         pending: VecDeque::new(),
         pending_head: 0,
+        staged: VecDeque::new(),
+        writing: false,
         flushing: false,
         last_flush_ms: now_ms(),
         unflushed_messages: 0,

@@ -177,7 +177,7 @@ impl Segment {
         };
         let limit = limit.min(committed);
         if first_end >= limit {
-            return Ok(first_end.min(committed.max(first_end)));
+            return Ok(first_end);
         }
         // An index entry is a batch boundary: jump to the last one below the limit, then walk.
         let mut pos = from_index.filter(|&p| p > first_end).unwrap_or(first_end);

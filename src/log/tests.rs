@@ -8,18 +8,7 @@ use proptest::prelude::*;
 
 use super::batch::{self, tests::make_batch};
 use super::*;
-
-/// Like `crate::runtime::block_on`, but tolerates a locked-memory limit that cannot be raised
-/// (8 MiB here, without CAP_SYS_RESOURCE): `block_on` asks for 11 MiB of headroom and exits,
-/// while one executor with the default 2 MiB `io_memory` fits in 8 MiB.
-pub(crate) fn block_on<T: 'static>(fut: impl std::future::Future<Output = T> + 'static) -> T {
-    let _ = crate::runtime::raise_memlock_limit(1, crate::runtime::IO_MEMORY_BYTES_DEFAULT);
-    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .io_memory(crate::runtime::IO_MEMORY_BYTES_DEFAULT)
-        .make()
-        .expect("io_uring executor")
-        .run(fut)
-}
+pub(crate) use crate::runtime::block_on;
 
 fn small_config(segment_bytes: u64, interval: u32) -> LogConfig {
     LogConfig {
@@ -54,6 +43,33 @@ fn split(mut bytes: &[u8]) -> Vec<Vec<u8>> {
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// Whatever the sizes and retention settings, retention deletes only closed segments from
+    /// the oldest, never the active one, and keeps the watermarks in order.
+    #[test]
+    fn retention_never_deletes_active_segment(sizes in proptest::collection::vec(61usize..900, 1..30),
+                                              segment_bytes in 1000u64..4000,
+                                              retention_bytes in -1i64..5000,
+                                              retention_ms in -1i64..3) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        block_on(async move {
+            let cfg = LogConfig { retention_bytes, retention_ms, ..small_config(segment_bytes, 100) };
+            let log = PartitionLog::open(path, cfg).await.unwrap();
+            for (i, &size) in sizes.iter().enumerate() {
+                let b = make_batch(&[vec![1; size]], i as i64, -1, -1, -1);
+                log.append(&b, 0, Durability::PageCache).await.unwrap();
+            }
+            let active = log.st.borrow().active().base;
+            let leo = log.log_end_offset();
+            log.enforce_retention(1_000_000).await.unwrap();
+            let st = log.st.borrow();
+            assert_eq!(st.active().base, active);
+            assert_eq!(st.leo, leo);
+            assert_eq!(st.log_start, st.segments[0].base.max(Offset(0)));
+            st.check();
+        });
+    }
 
     /// Read-after-append returns exactly what was appended, starting at the batch that holds
     /// the requested offset, whole batches only, within the limit except for the first batch.
@@ -355,5 +371,30 @@ fn retention_bytes_deletes_oldest_first() {
         assert!(log.size_bytes() > 2500 - 1000);
         let start = log.log_start_offset();
         assert!(log.read(start, 100).unwrap().len > 0);
+    });
+}
+
+#[test]
+fn flush_messages_and_segment_ms() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    block_on(async move {
+        let cfg = LogConfig {
+            flush_messages: 2,
+            segment_ms: 0,
+            ..LogConfig::default()
+        };
+        let log = PartitionLog::open(path.clone(), cfg).await.unwrap();
+        let b = make_batch(&[vec![1; 10]], 0, -1, -1, -1);
+        log.append(&b, 0, Durability::PageCache).await.unwrap();
+        assert_eq!(log.flush_rounds(), 0);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        log.append(&b, 0, Durability::PageCache).await.unwrap();
+        // flush.messages=2 flushed (with the roll's own flush of the closed segment).
+        assert!(log.flush_rounds() >= 1);
+        // segment.ms=0 rolled the non-empty active segment.
+        assert_eq!(log.st.borrow().segments.len(), 2);
+        log.remove().await.unwrap();
+        assert!(!path.exists());
     });
 }
