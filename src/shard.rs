@@ -270,9 +270,16 @@ impl Shard {
     }
 
     /// Applies retention to every partition this shard owns.
+    ///
+    /// Budgeted: it yields to request handling between partitions (`yield_if_needed`), works on
+    /// a snapshot of the partition list so no borrow spans an await, and stops at shutdown so
+    /// that closing the logs never waits behind a long pass.
     pub async fn enforce_retention(&self) {
         let now = crate::util::now_ms();
         for ((t, i), p) in self.owned_partitions() {
+            if self.shutting_down.get() {
+                return;
+            }
             match p.log.enforce_retention(now).await {
                 Ok(0) => {}
                 Ok(n) => {
