@@ -113,6 +113,24 @@ pub struct BrokerConfig {
     pub group_min_session_timeout_ms: i32,
     /// `group.max.session.timeout.ms`.
     pub group_max_session_timeout_ms: i32,
+    /// `log.cleanup.policy`: `delete`, `compact` or both, comma-separated.
+    pub log_cleanup_policy: String,
+    /// `compression.type`: `producer` keeps batches as sent.
+    pub compression_type: String,
+    /// `log.cleaner.delete.retention.ms`.
+    pub log_cleaner_delete_retention_ms: i64,
+    /// `log.cleaner.min.compaction.lag.ms`.
+    pub log_cleaner_min_compaction_lag_ms: i64,
+    /// `log.cleaner.min.cleanable.ratio`.
+    pub log_cleaner_min_cleanable_ratio: f64,
+    /// `log.index.interval.bytes`.
+    pub log_index_interval_bytes: u32,
+    /// `min.insync.replicas`.
+    pub min_insync_replicas: i32,
+    /// Every setting given in the config file or by `--set`, by canonical Kafka name, in the
+    /// order given: DescribeConfigs reports these as STATIC_BROKER_CONFIG, the rest as
+    /// DEFAULT_CONFIG.
+    pub explicit: Vec<(String, String)>,
 }
 
 impl Default for BrokerConfig {
@@ -140,6 +158,14 @@ impl Default for BrokerConfig {
             group_initial_rebalance_delay_ms: 3000,
             group_min_session_timeout_ms: 6000,
             group_max_session_timeout_ms: 1_800_000,
+            log_cleanup_policy: "delete".into(),
+            compression_type: "producer".into(),
+            log_cleaner_delete_retention_ms: 86_400_000,
+            log_cleaner_min_compaction_lag_ms: 0,
+            log_cleaner_min_cleanable_ratio: 0.5,
+            log_index_interval_bytes: INDEX_INTERVAL_BYTES_DEFAULT,
+            min_insync_replicas: 1,
+            explicit: Vec::new(),
         }
     }
 }
@@ -207,9 +233,46 @@ impl BrokerConfig {
             "group.initial.rebalance.delay.ms" => {
                 self.group_initial_rebalance_delay_ms = parse(key, value)?
             }
+            "log.cleanup.policy" => match cleanup_policy(value) {
+                Some(p) => self.log_cleanup_policy = p,
+                None => return Err(format!("invalid value {value:?} for {key}")),
+            },
+            "compression.type" => match value {
+                "producer" | "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd" => {
+                    self.compression_type = value.into()
+                }
+                _ => return Err(format!("invalid value {value:?} for {key}")),
+            },
+            "log.cleaner.delete.retention.ms" => {
+                self.log_cleaner_delete_retention_ms = parse(key, value)?
+            }
+            "log.cleaner.min.compaction.lag.ms" => {
+                self.log_cleaner_min_compaction_lag_ms = parse(key, value)?
+            }
+            "log.cleaner.min.cleanable.ratio" => {
+                let r: f64 = parse(key, value)?;
+                if !(0.0..=1.0).contains(&r) {
+                    return Err(format!("{key} must be between 0 and 1, got {value:?}"));
+                }
+                self.log_cleaner_min_cleanable_ratio = r;
+            }
+            "log.index.interval.bytes" => self.log_index_interval_bytes = parse(key, value)?,
+            "min.insync.replicas" => self.min_insync_replicas = parse(key, value)?,
             _ => return Err(format!("unknown config {key:?}")),
         }
+        let canonical = canonical_name(key);
+        self.explicit.retain(|(k, _)| k != canonical);
+        self.explicit
+            .push((canonical.to_string(), value.trim().to_string()));
         Ok(())
+    }
+
+    /// The value given explicitly (config file or `--set`) for a canonical Kafka name.
+    pub fn explicit_value(&self, key: &str) -> Option<&str> {
+        self.explicit
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Applies every setting of a TOML config file.
@@ -229,6 +292,36 @@ impl BrokerConfig {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         })
     }
+}
+
+/// The Kafka name of a setting that `set` also accepts under an alias.
+fn canonical_name(key: &str) -> &str {
+    match key {
+        "listen" => "listeners",
+        "advertised.listener" => "advertised.listeners",
+        "log.dir" | "data.dir" => "log.dirs",
+        "broker.id" => "node.id",
+        other => other,
+    }
+}
+
+/// Kafka's `cleanup.policy` list, normalised (`delete`, `compact`, `compact,delete`); `None`
+/// when empty or naming anything else.
+pub fn cleanup_policy(value: &str) -> Option<String> {
+    let mut compact = false;
+    let mut delete = false;
+    for p in value.split(',').map(str::trim) {
+        match p {
+            "compact" => compact = true,
+            "delete" => delete = true,
+            _ => return None,
+        }
+    }
+    Some(match (compact, delete) {
+        (true, true) => "compact,delete".into(),
+        (true, false) => "compact".into(),
+        _ => "delete".into(),
+    })
 }
 
 fn flatten_toml(prefix: &str, value: &toml::Value, out: &mut Vec<(String, String)>) {

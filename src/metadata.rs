@@ -11,8 +11,11 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use crate::config::{BrokerConfig, PARTITIONS_PER_TOPIC_MAX, TOPIC_NAME_LEN_MAX};
-use crate::log::{LogConfig, TimestampType};
+use crate::config::{PARTITIONS_PER_TOPIC_MAX, TOPIC_NAME_LEN_MAX};
+
+pub mod configs;
+
+pub use configs::log_config;
 
 /// One topic as every shard sees it.
 #[derive(Clone, Debug, PartialEq)]
@@ -60,92 +63,6 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// Topic configs the broker understands, with Kafka's names.
-pub const TOPIC_CONFIG_KEYS: &[&str] = &[
-    "cleanup.policy",
-    "retention.ms",
-    "retention.bytes",
-    "segment.bytes",
-    "segment.ms",
-    "max.message.bytes",
-    "message.timestamp.type",
-    "flush.messages",
-    "flush.ms",
-    "index.interval.bytes",
-    "min.insync.replicas",
-    "compression.type",
-];
-
-/// The effective log config of a topic: broker defaults overridden by topic configs.
-/// Errors name the offending key, for INVALID_CONFIG.
-pub fn log_config(
-    broker: &BrokerConfig,
-    configs: &BTreeMap<String, String>,
-) -> Result<LogConfig, String> {
-    let mut c = LogConfig {
-        segment_bytes: broker.log_segment_bytes,
-        segment_ms: broker.log_roll_ms,
-        retention_ms: broker.log_retention_ms,
-        retention_bytes: broker.log_retention_bytes,
-        max_message_bytes: broker.message_max_bytes,
-        message_timestamp_type: timestamp_type(
-            "log.message.timestamp.type",
-            &broker.log_message_timestamp_type,
-        )?,
-        flush_messages: broker.log_flush_interval_messages,
-        flush_ms: broker.log_flush_interval_ms,
-        ..LogConfig::default()
-    };
-    for (key, value) in configs {
-        let bad = || format!("invalid value {value:?} for config {key}");
-        match key.as_str() {
-            "retention.ms" => c.retention_ms = value.parse().map_err(|_| bad())?,
-            "retention.bytes" => c.retention_bytes = value.parse().map_err(|_| bad())?,
-            "segment.bytes" => {
-                c.segment_bytes = value.parse().map_err(|_| bad())?;
-                if c.segment_bytes < 14 {
-                    return Err(bad());
-                }
-            }
-            "segment.ms" => c.segment_ms = value.parse().map_err(|_| bad())?,
-            "max.message.bytes" => c.max_message_bytes = value.parse().map_err(|_| bad())?,
-            "message.timestamp.type" => c.message_timestamp_type = timestamp_type(key, value)?,
-            "flush.messages" => c.flush_messages = value.parse().map_err(|_| bad())?,
-            "flush.ms" => c.flush_ms = value.parse().map_err(|_| bad())?,
-            "index.interval.bytes" => c.index_interval_bytes = value.parse().map_err(|_| bad())?,
-            "cleanup.policy" => {
-                if !value
-                    .split(',')
-                    .all(|p| matches!(p.trim(), "delete" | "compact"))
-                {
-                    return Err(bad());
-                }
-            }
-            "min.insync.replicas" => {
-                value.parse::<u32>().map_err(|_| bad())?;
-            }
-            "compression.type" => {
-                if !matches!(
-                    value.as_str(),
-                    "producer" | "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd"
-                ) {
-                    return Err(bad());
-                }
-            }
-            _ => return Err(format!("unknown topic config {key}")),
-        }
-    }
-    Ok(c)
-}
-
-fn timestamp_type(key: &str, value: &str) -> Result<TimestampType, String> {
-    match value {
-        "CreateTime" => Ok(TimestampType::CreateTime),
-        "LogAppendTime" => Ok(TimestampType::LogAppendTime),
-        _ => Err(format!("invalid value {value:?} for config {key}")),
-    }
 }
 
 /// Checks a CreateTopics partition count.
@@ -359,16 +276,5 @@ mod tests {
         let again = load(dir.path(), None).unwrap();
         assert_eq!(again.cluster_id, image.cluster_id);
         assert_eq!(again.topics, image.topics);
-    }
-
-    #[test]
-    fn topic_configs_are_validated_by_name() {
-        let b = BrokerConfig::default();
-        let ok = BTreeMap::from([("retention.ms".to_string(), "5".to_string())]);
-        assert_eq!(log_config(&b, &ok).unwrap().retention_ms, 5);
-        let unknown = BTreeMap::from([("nope".to_string(), "5".to_string())]);
-        assert!(log_config(&b, &unknown).unwrap_err().contains("nope"));
-        let bad = BTreeMap::from([("segment.bytes".to_string(), "x".to_string())]);
-        assert!(log_config(&b, &bad).unwrap_err().contains("segment.bytes"));
     }
 }

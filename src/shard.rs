@@ -174,6 +174,7 @@ impl Shard {
             p.notify_gone();
             self.discard_partition_dir(&key, p.topic_id).await;
         }
+        self.refresh_configs(&image);
         for topic in image.topics.values() {
             for p in 0..topic.partitions {
                 if self.owner(topic, p) != self.id() || self.partition(&topic.name, p).is_some() {
@@ -182,6 +183,24 @@ impl Shard {
                 if let Err(e) = self.open_partition(topic, p).await {
                     crate::fatal(&format!("cannot open partition {}-{p}: {e}", topic.name));
                 }
+            }
+        }
+    }
+
+    /// Hands changed topic configs to the logs of this shard's partitions, so that
+    /// AlterConfigs takes effect on the next append, roll and retention pass without a restart.
+    fn refresh_configs(&self, image: &MetadataImage) {
+        for ((topic, index), p) in self.owned_partitions() {
+            let Some(meta) = image.topic(&topic).filter(|m| m.id == p.topic_id) else {
+                continue;
+            };
+            let Ok(cfg) = metadata::log_config(&self.config, &meta.configs) else {
+                warn!(%topic, "ignoring invalid topic config");
+                continue;
+            };
+            if cfg != p.log.config() {
+                info!(%topic, partition = index, "topic config changed");
+                p.log.set_config(cfg);
             }
         }
     }
@@ -257,9 +276,16 @@ impl Shard {
     }
 
     /// Applies retention to every partition this shard owns.
+    ///
+    /// Budgeted: it yields to request handling between partitions (`yield_if_needed`), works on
+    /// a snapshot of the partition list so no borrow spans an await, and stops at shutdown so
+    /// that closing the logs never waits behind a long pass.
     pub async fn enforce_retention(&self) {
         let now = crate::util::now_ms();
         for ((t, i), p) in self.owned_partitions() {
+            if self.shutting_down.get() {
+                return;
+            }
             match p.log.enforce_retention(now).await {
                 Ok(0) => {}
                 Ok(n) => {

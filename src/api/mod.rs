@@ -1,14 +1,21 @@
 //! One handler per Kafka API. [`handle`] checks a frame against the API table
 //! (`protocol::apis`), decodes its header, and dispatches on the API key.
 
+mod alter_configs;
 mod api_versions;
 mod consumer_groups;
+mod create_partitions;
 mod create_topics;
+mod delete_records;
 mod delete_topics;
+mod describe_cluster;
+mod describe_configs;
+mod describe_log_dirs;
 mod fetch;
 mod find_coordinator;
 mod group_admin;
 mod group_offsets;
+mod incremental_alter_configs;
 mod init_producer_id;
 mod list_offsets;
 mod metadata;
@@ -84,6 +91,13 @@ pub async fn handle(shard: &Rc<Shard>, frame: Bytes, session: &mut Session) -> O
         ApiKey::DeleteTopics => delete_topics::handle(shard, &req).await,
         ApiKey::InitProducerId => init_producer_id::handle(shard, &req).await,
         ApiKey::OffsetForLeaderEpoch => offset_for_leader_epoch::handle(shard, &req).await,
+        ApiKey::DescribeConfigs => describe_configs::handle(shard, &req).await,
+        ApiKey::AlterConfigs => alter_configs::handle(shard, &req).await,
+        ApiKey::IncrementalAlterConfigs => incremental_alter_configs::handle(shard, &req).await,
+        ApiKey::CreatePartitions => create_partitions::handle(shard, &req).await,
+        ApiKey::DeleteRecords => delete_records::handle(shard, &req).await,
+        ApiKey::DescribeCluster => describe_cluster::handle(shard, &req).await,
+        ApiKey::DescribeLogDirs => describe_log_dirs::handle(shard, &req).await,
         other => Err(RequestError::Malformed {
             api_key: other,
             version: req.version(),
