@@ -48,6 +48,9 @@ pub fn remove_deleted_dirs(data_dir: &std::path::Path) {
     }
 }
 
+/// One topic's partitions on this shard, by index.
+type TopicPartitions = HashMap<i32, Rc<Partition>>;
+
 /// Identifies a partition on its owner shard.
 pub type PartitionKey = (Arc<str>, i32);
 
@@ -95,7 +98,9 @@ pub struct Shard {
     pub config: Arc<BrokerConfig>,
     pub router: Router,
     metadata: RefCell<Arc<MetadataImage>>,
-    partitions: RefCell<HashMap<PartitionKey, Rc<Partition>>>,
+    /// Topic → partition index → partition. Nested so that a lookup by `&str` allocates
+    /// nothing: every produce and fetch does one per partition.
+    partitions: RefCell<HashMap<Arc<str>, TopicPartitions>>,
     /// Open client connections on this shard, bounded by its share of `max.connections`.
     pub connections: Cell<u32>,
     /// Requests being handled right now; shutdown waits for them.
@@ -152,7 +157,8 @@ impl Shard {
     pub fn partition(&self, topic: &str, partition: i32) -> Option<Rc<Partition>> {
         self.partitions
             .borrow()
-            .get(&(Arc::from(topic), partition))
+            .get(topic)
+            .and_then(|ps| ps.get(&partition))
             .cloned()
     }
 
@@ -161,14 +167,21 @@ impl Shard {
     pub async fn apply_metadata(&self, image: Arc<MetadataImage>) {
         *self.metadata.borrow_mut() = image.clone();
         let stale: Vec<_> = self
-            .partitions
-            .borrow()
-            .iter()
+            .owned_partitions()
+            .into_iter()
             .filter(|((t, _), p)| image.topic(t).is_none_or(|m| m.id != p.topic_id))
-            .map(|(k, _)| k.clone())
+            .map(|(k, _)| k)
             .collect();
         for key in stale {
-            let Some(p) = self.partitions.borrow_mut().remove(&key) else {
+            let removed = {
+                let mut parts = self.partitions.borrow_mut();
+                let removed = parts.get_mut(&key.0).and_then(|ps| ps.remove(&key.1));
+                if parts.get(&key.0).is_some_and(HashMap::is_empty) {
+                    parts.remove(&key.0);
+                }
+                removed
+            };
+            let Some(p) = removed else {
                 continue;
             };
             p.notify_gone();
@@ -181,7 +194,9 @@ impl Shard {
                     continue;
                 }
                 if let Err(e) = self.open_partition(topic, p).await {
-                    crate::fatal(&format!("cannot open partition {}-{p}: {e}", topic.name));
+                    // The rest of the broker keeps serving; this partition stays offline
+                    // (NOT_LEADER_OR_FOLLOWER) until the cause is fixed and it reopens.
+                    error!(topic = %topic.name, partition = p, "cannot open partition: {e}");
                 }
             }
         }
@@ -244,7 +259,9 @@ impl Shard {
         });
         self.partitions
             .borrow_mut()
-            .insert((topic.name.clone(), partition), p);
+            .entry(topic.name.clone())
+            .or_default()
+            .insert(partition, p);
         if &*topic.name == crate::group::store::OFFSETS_TOPIC {
             crate::group::offsets::replay(self, partition).await;
         }
@@ -256,7 +273,7 @@ impl Shard {
         self.partitions
             .borrow()
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .flat_map(|(t, ps)| ps.iter().map(move |(i, p)| ((t.clone(), *i), p.clone())))
             .collect()
     }
 
