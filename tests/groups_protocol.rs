@@ -280,3 +280,32 @@ fn thousands_of_joins_hit_group_max_size_and_other_groups_keep_working() {
     let joined = c.call(&join_req("calm", &first.member_id, None, 10_000), 9);
     assert_eq!(joined.error_code, 0);
 }
+
+#[test]
+fn the_offsets_topic_is_internal_and_closed_to_producers() {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    let broker = broker();
+    let mut c = Raw::connect(&broker.addr());
+    assert_eq!(c.call(&join_req("any", "", None, 10_000), 9).error_code, 79);
+    let md = c.call(
+        &MetadataRequest::default().with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(TopicName(s("__consumer_offsets"))))
+        ])),
+        12,
+    );
+    assert!(md.topics[0].is_internal);
+    let req = ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(s("__consumer_offsets")))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(common::raw::batch(&["x"], None, 1)))])]);
+    assert_eq!(
+        c.call(&req, 9).responses[0].partition_responses[0].error_code,
+        17,
+        "INVALID_TOPIC_EXCEPTION"
+    );
+}

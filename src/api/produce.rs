@@ -65,6 +65,10 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, Request
                     ErrorCode::UnknownTopicOrPartition,
                     format!("{}-{} does not exist", t.name.0, p.index),
                 )),
+                (Some(m), _) if &*m.name == crate::group::store::OFFSETS_TOPIC => Err((
+                    ErrorCode::InvalidTopicException,
+                    "cannot append to an internal topic".into(),
+                )),
                 (Some(_), None) => Err((ErrorCode::InvalidRecord, "null record set".into())),
                 (Some(m), Some(records)) => Ok((m, records.clone())),
             };
