@@ -1,14 +1,13 @@
 //! Partition ownership and the cross-shard call.
 //!
 //! [`shard_for`] is the only thing that decides which shard owns a partition. [`Router`] carries
-//! closures to other shards over glommio's channel mesh, Seastar's `invoke_on` idiom: the caller
+//! closures to other shards over one bounded channel per shard, Seastar's `invoke_on` idiom: the caller
 //! sends a `Send` closure, the owner runs the future it returns on its own executor, and the
 //! result comes back over a one-shot channel. Record bytes travel as `Bytes` (moved, not copied).
 
 use std::future::Future;
 use std::rc::Rc;
 
-use glommio::channels::channel_mesh::{Receivers, Senders};
 use uuid::Uuid;
 
 use crate::shard::Shard;
@@ -32,23 +31,55 @@ pub fn shard_for(topic_id: Uuid, partition: i32, shard_count: usize) -> usize {
 /// The shard that coordinates metadata changes (topic creation and deletion, producer ids).
 pub const METADATA_SHARD: usize = 0;
 
-/// One shard's ends of the channel mesh.
+/// How long a wait on a cross-shard channel sleeps before looking again by itself.
+///
+/// Why: under heavy load we saw glommio's channel mesh lose the wake-up of an executor parked
+/// in io_uring (two shards idle forever at start-up, one having joined the mesh and one still
+/// waiting). The channels are now flume's (already in the tree through glommio), created before
+/// the executors start, so there is no join handshake; and every wait is also bounded by this
+/// local timer, so a lost cross-thread wake-up costs at most this delay instead of a hang.
+const CROSS_SHARD_RECHECK: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// Receives from a cross-shard channel; `None` once every sender is gone.
+pub async fn recv_cross_shard<T>(rx: &flume::Receiver<T>) -> Option<T> {
+    loop {
+        let next = futures_lite::future::or(async { Some(rx.recv_async().await.ok()) }, async {
+            glommio::timer::sleep(CROSS_SHARD_RECHECK).await;
+            None
+        })
+        .await;
+        match next {
+            Some(v) => return v,
+            None => {
+                if let Ok(v) = rx.try_recv() {
+                    return Some(v);
+                }
+                if rx.is_disconnected() {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// One shard's ends of the cross-shard channels: a sender to every shard's job queue.
 pub struct Router {
-    senders: Senders<Job>,
+    id: usize,
+    senders: Vec<flume::Sender<Job>>,
 }
 
 impl Router {
-    pub fn new(senders: Senders<Job>) -> Router {
-        Router { senders }
+    pub fn new(id: usize, senders: Vec<flume::Sender<Job>>) -> Router {
+        Router { id, senders }
     }
 
-    /// This shard's id: its place in the mesh.
+    /// This shard's id (its index; shard `i` runs pinned to the `i`th allowed CPU).
     pub fn shard_id(&self) -> usize {
-        self.senders.peer_id()
+        self.id
     }
 
     pub fn shard_count(&self) -> usize {
-        self.senders.nr_consumers()
+        self.senders.len()
     }
 
     /// Runs `f` on shard `target` and returns its result. On the calling shard it runs inline.
@@ -58,7 +89,7 @@ impl Router {
         F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
         Fut: Future<Output = R> + 'static,
     {
-        if target == self.shard_id() {
+        if target == self.id {
             return f(me.clone()).await;
         }
         let (tx, rx) = flume::bounded(1);
@@ -68,32 +99,20 @@ impl Router {
             })
             .detach();
         });
-        if self.senders.send_to(target, job).await.is_err() {
+        if self.senders[target].send_async(job).await.is_err() {
             crate::fatal(&format!("shard {target} is gone"));
         }
-        match rx.recv_async().await {
-            Ok(r) => r,
-            Err(_) => crate::fatal(&format!("shard {target} dropped a call")),
+        match recv_cross_shard(&rx).await {
+            Some(r) => r,
+            None => crate::fatal(&format!("shard {target} dropped a call")),
         }
     }
 }
 
-/// Runs every job that other shards send to this one, until the mesh closes.
-pub async fn serve_jobs(shard: Rc<Shard>, mut receivers: Receivers<Job>) {
-    let tasks: Vec<_> = receivers
-        .streams()
-        .into_iter()
-        .map(|(_, rx)| {
-            let shard = shard.clone();
-            glommio::spawn_local(async move {
-                while let Some(job) = rx.recv().await {
-                    job(shard.clone());
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await;
+/// Runs every job that other shards send to this one, until every sender is gone.
+pub async fn serve_jobs(shard: Rc<Shard>, jobs: flume::Receiver<Job>) {
+    while let Some(job) = recv_cross_shard(&jobs).await {
+        job(shard.clone());
     }
 }
 

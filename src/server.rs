@@ -6,7 +6,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 use tracing::{error, info};
@@ -46,7 +45,9 @@ pub fn run(mut config: BrokerConfig) -> Result<(), String> {
     let config = Arc::new(config);
     block_termination_signals();
 
-    let mesh = MeshBuilder::<Job, _>::full(shards, SHARD_CHANNEL_CAPACITY);
+    let (job_senders, mut job_receivers): (Vec<_>, Vec<_>) = (0..shards)
+        .map(|_| flume::bounded::<Job>(SHARD_CHANNEL_CAPACITY))
+        .unzip();
     let cpus = allowed_cpus();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
     let mut first_fd = Some(first.into_raw_fd());
@@ -58,7 +59,7 @@ pub fn run(mut config: BrokerConfig) -> Result<(), String> {
         let (config, image, mesh, ready) = (
             config.clone(),
             image.clone(),
-            mesh.clone(),
+            (job_senders.clone(), job_receivers.remove(0)),
             ready_tx.clone(),
         );
         let fd = first_fd.take();
@@ -70,7 +71,7 @@ pub fn run(mut config: BrokerConfig) -> Result<(), String> {
             .name(&format!("tidelog-shard-{i}"))
             .io_memory(memlock.io_memory)
             .preempt_timer(Duration::from_millis(5))
-            .spawn(move || shard_main(config, image, mesh, fd, rx, ready))
+            .spawn(move || shard_main(i, config, image, mesh, fd, rx, ready))
             .map_err(|e| format!("cannot start shard {i}: {e}"))?;
         handles.push(handle);
     }
@@ -115,23 +116,20 @@ pub fn run(mut config: BrokerConfig) -> Result<(), String> {
 }
 
 async fn shard_main(
+    id: usize,
     config: Arc<BrokerConfig>,
     image: Arc<MetadataImage>,
-    mesh: MeshBuilder<Job, glommio::channels::channel_mesh::Full>,
+    (senders, jobs): (Vec<flume::Sender<Job>>, flume::Receiver<Job>),
     listener_fd: Option<RawFd>,
     control: flume::Receiver<(Phase, std::sync::mpsc::Sender<()>)>,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
-    let Ok((senders, receivers)) = mesh.join().await else {
-        let _ = ready.send(Err("cannot join the shard mesh".into()));
-        return;
-    };
     let shard = Rc::new(Shard::new(
         config.clone(),
-        Router::new(senders),
+        Router::new(id, senders),
         image.clone(),
     ));
-    glommio::spawn_local(router::serve_jobs(shard.clone(), receivers)).detach();
+    glommio::spawn_local(router::serve_jobs(shard.clone(), jobs)).detach();
     shard.apply_metadata(image).await;
     let listener = match listener_fd {
         // SAFETY: the descriptor was bound by `run` and handed to this shard alone.

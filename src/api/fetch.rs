@@ -239,7 +239,7 @@ async fn park(shard: &Rc<Shard>, slots: &[Slot], reads: &[Read], deadline: Insta
     let timeout = deadline.saturating_duration_since(Instant::now());
     futures_lite::future::or(
         async {
-            let _ = rx.recv_async().await;
+            let _ = crate::router::recv_cross_shard(&rx).await;
         },
         glommio::timer::sleep(timeout),
     )

@@ -91,12 +91,10 @@ fn commit_allowed(g: Option<&mut Group>, a: &CommitArgs) -> Option<ErrorCode> {
         return Some(code);
     }
     g.members.get_mut(&a.member_id).expect("checked").last_seen = Instant::now();
-    match g.state {
-        GroupState::PreparingRebalance | GroupState::CompletingRebalance => {
-            Some(ErrorCode::RebalanceInProgress)
-        }
-        _ => None,
-    }
+    // As Kafka's classic coordinator: a member of the current generation may still commit while
+    // the group prepares a rebalance (so it can commit before giving up its partitions), but not
+    // between the join and the new assignment.
+    (g.state == GroupState::CompletingRebalance).then_some(ErrorCode::RebalanceInProgress)
 }
 
 /// OffsetCommit on the coordinating shard: one error (or none) per partition, in order.
