@@ -1,16 +1,19 @@
-//! Kafka-console-style client commands (`tidelog topic|produce|consume`).
+//! Kafka-console-style client commands (`tidelog topic|produce|consume|group`).
 //!
 //! They keep the habits of Kafka's console tools (`kafka-topics.sh`,
-//! `kafka-console-producer.sh`, `kafka-console-consumer.sh`): the same option names where the
-//! tools have one, the same output shapes, `--bootstrap-server` defaulting to `localhost:9092`.
+//! `kafka-console-producer.sh`, `kafka-console-consumer.sh`, `kafka-consumer-groups.sh`): the
+//! same option names where the tools have one, the same output shapes, `--bootstrap-server`
+//! defaulting to `localhost:9092`.
 //! Each command opens one [`crate::client::Client`], prints errors as `tidelog: <what failed>`
 //! on stderr and exits 1 on any error.
 //!
 //! - [`topic`]: `tidelog topic create|list|describe|delete`.
 //! - [`produce`]: `tidelog produce TOPIC`, lines from stdin.
 //! - [`consume`]: `tidelog consume TOPIC`, values to stdout.
+//! - [`group`]: `tidelog group list|describe|delete|reset-offsets`.
 
 pub mod consume;
+pub mod group;
 pub mod produce;
 pub mod topic;
 
@@ -30,6 +33,12 @@ pub enum ClientCommand {
     Produce(produce::ProduceArgs),
     /// Print records of a topic, one value per line (like kafka-console-consumer.sh).
     Consume(consume::ConsumeArgs),
+    /// List, describe, delete consumer groups and reset their offsets (like
+    /// kafka-consumer-groups.sh).
+    Group {
+        #[command(subcommand)]
+        cmd: group::GroupCommand,
+    },
 }
 
 /// Where to connect; shared by every client command.
@@ -53,6 +62,7 @@ pub fn run(cmd: ClientCommand) -> ExitCode {
         ClientCommand::Topic { cmd } => topic::run(cmd),
         ClientCommand::Produce(args) => produce::run(args),
         ClientCommand::Consume(args) => consume::run(args),
+        ClientCommand::Group { cmd } => group::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
