@@ -80,3 +80,140 @@ fn offsets_reset_describe_list_and_delete_without_members() {
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("does not exist"));
 }
+
+/// Consumes with `--group g` until `n` records were printed (or 10 s pass without one).
+fn consume_group(broker: &Broker, topic: &str, n: usize, extra: &[&str]) -> Vec<String> {
+    let max = n.to_string();
+    let mut args = vec![
+        "consume",
+        topic,
+        "--group",
+        "g",
+        "--max-messages",
+        &max,
+        "--timeout-ms",
+        "10000",
+    ];
+    args.extend_from_slice(extra);
+    let out = broker.cli_ok(&args, b"");
+    out.lines().map(str::to_owned).collect()
+}
+
+/// The console consumer's group life: read everything, resume after more is written with no
+/// duplicates or gaps, show the right lag, re-read after a reset, delete once Empty.
+#[test]
+fn group_consumers_resume_from_commits_and_reset() {
+    let broker = broker();
+    broker.cli_ok(&["topic", "create", "events", "--partitions", "3"], b"");
+    let first: Vec<String> = (0..30).map(|i| format!("k{}:v{i}", i % 7)).collect();
+    broker.cli_ok(
+        &["produce", "events", "--key-separator", ":"],
+        (first.join("\n") + "\n").as_bytes(),
+    );
+
+    // Only part of it first: the commit must be exactly what was printed.
+    let mut got = consume_group(&broker, "events", 12, &["--from-beginning"]);
+    got.extend(consume_group(&broker, "events", 18, &["--from-beginning"]));
+    let mut want: Vec<String> = first
+        .iter()
+        .map(|l| l[l.find(':').unwrap() + 1..].to_owned())
+        .collect();
+    let mut sorted = got.clone();
+    sorted.sort();
+    want.sort();
+    assert_eq!(sorted, want, "each record once: {got:?}");
+
+    let second: Vec<String> = (30..40).map(|i| format!("k{}:v{i}", i % 7)).collect();
+    broker.cli_ok(
+        &["produce", "events", "--key-separator", ":"],
+        (second.join("\n") + "\n").as_bytes(),
+    );
+    // No --from-beginning: the committed offsets decide, not the reset policy.
+    let mut got = consume_group(&broker, "events", 10, &[]);
+    got.sort();
+    let mut want: Vec<String> = (30..40).map(|i| format!("v{i}")).collect();
+    want.sort();
+    assert_eq!(got, want);
+
+    assert!(broker
+        .cli_ok(&["group", "list"], b"")
+        .lines()
+        .any(|l| l == "g"));
+    let describe = broker.cli_ok(&["group", "describe", "g"], b"");
+    let table = rows(&describe);
+    assert_eq!(table.len(), 3, "{describe}");
+    let mut total = 0;
+    for row in &table {
+        assert_eq!(&row[..2], ["g", "events"], "{describe}");
+        let (current, end): (i64, i64) = (row[3].parse().unwrap(), row[4].parse().unwrap());
+        assert_eq!(current, end, "{describe}");
+        assert_eq!(row[5], "0", "{describe}");
+        total += end;
+    }
+    assert_eq!(total, 40, "{describe}");
+
+    let reset = broker.cli_ok(
+        &[
+            "group",
+            "reset-offsets",
+            "g",
+            "--topic",
+            "events",
+            "--to-earliest",
+            "--execute",
+        ],
+        b"",
+    );
+    assert!(rows(&reset).iter().all(|r| r[3] == "0"), "{reset}");
+    let again = consume_group(&broker, "events", 40, &[]);
+    assert_eq!(again.len(), 40);
+    let describe = broker.cli_ok(&["group", "describe", "g"], b"");
+    assert!(rows(&describe).iter().all(|r| r[5] == "0"), "{describe}");
+
+    broker.cli_ok(&["group", "delete", "g"], b"");
+    assert!(!broker
+        .cli_ok(&["group", "list"], b"")
+        .lines()
+        .any(|l| l == "g"));
+}
+
+/// A group with a live member cannot be deleted or reset; the errors are Kafka's.
+#[test]
+fn a_group_with_a_member_is_neither_deleted_nor_reset() {
+    let broker = broker();
+    broker.cli_ok(&["topic", "create", "busy"], b"");
+    let mut member = broker.cli(&["consume", "busy", "--group", "g", "--timeout-ms", "20000"]);
+    member
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut member = member.spawn().unwrap();
+    let stable = common::eventually(std::time::Duration::from_secs(15), || {
+        let list = broker.cli_ok(&["group", "list", "--state", "Stable"], b"");
+        rows(&list).iter().any(|r| r[0] == "g").then_some(())
+    });
+    let delete = broker.run_cli(&["group", "delete", "g"], b"");
+    let reset = broker.run_cli(
+        &[
+            "group",
+            "reset-offsets",
+            "g",
+            "--topic",
+            "busy",
+            "--to-earliest",
+            "--execute",
+        ],
+        b"",
+    );
+    let describe = broker.cli_ok(&["group", "describe", "g"], b"");
+    let _ = member.kill();
+    let _ = member.wait();
+    assert!(stable.is_some(), "the member never made the group Stable");
+    assert!(!delete.status.success());
+    assert!(String::from_utf8_lossy(&delete.stderr).contains("NON_EMPTY_GROUP"));
+    assert!(!reset.status.success());
+    assert!(String::from_utf8_lossy(&reset.stderr).contains("current state is Stable"));
+    let rows = rows(&describe);
+    assert_eq!(rows.len(), 1, "{describe}");
+    assert_eq!(rows[0][1..3], ["busy", "0"], "{describe}");
+    assert_eq!(rows[0][8], "tidelog-cli", "{describe}");
+}

@@ -9,11 +9,13 @@
 //!
 //! - [`topic`]: `tidelog topic create|list|describe|delete`.
 //! - [`produce`]: `tidelog produce TOPIC`, lines from stdin.
-//! - [`consume`]: `tidelog consume TOPIC`, values to stdout.
+//! - [`consume`]: `tidelog consume TOPIC`, values to stdout; with `--group`, as a group member
+//!   ([`group_consume`]).
 //! - [`group`]: `tidelog group list|describe|delete|reset-offsets`.
 
 pub mod consume;
 pub mod group;
+pub mod group_consume;
 pub mod produce;
 pub mod topic;
 
@@ -168,6 +170,24 @@ mod tests {
         assert!(c.from_beginning);
         assert_eq!(c.max_messages, Some(5));
         assert_eq!(c.timeout_ms, Some(100));
+        assert_eq!(c.group, None);
+
+        let cmd = parse(&["consume", "t", "--group", "g"]).unwrap();
+        let ClientCommand::Consume(c) = cmd else {
+            panic!("{cmd:?}")
+        };
+        assert_eq!(c.group.as_deref(), Some("g"));
+        assert!(parse(&["consume", "t", "--group", "g", "--partition", "0"]).is_err());
+        assert!(parse(&["group", "reset-offsets", "g", "--topic", "t"]).is_err());
+        assert!(parse(&[
+            "group",
+            "reset-offsets",
+            "g",
+            "--topic",
+            "t",
+            "--to-earliest"
+        ])
+        .is_ok());
 
         let cmd = parse(&["produce", "t", "--acks", "-1"]).unwrap();
         let ClientCommand::Produce(p) = cmd else {

@@ -36,6 +36,10 @@ pub const REBALANCE_IN_PROGRESS: i16 = 27;
 pub const ILLEGAL_GENERATION: i16 = 22;
 /// Kafka's UNKNOWN_MEMBER_ID.
 pub const UNKNOWN_MEMBER_ID: i16 = 25;
+/// The first LeaveGroup version that names a batch of members.
+const LEAVE_GROUP_BATCHED: i16 = 3;
+/// The first SyncGroup version that carries the protocol type and name.
+const SYNC_GROUP_NAMES_PROTOCOL: i16 = 5;
 /// How many JoinGroup/SyncGroup rounds one [`Client::join`] tries before giving up; each
 /// failed round means another member changed the group meanwhile.
 const JOIN_ATTEMPTS_MAX: usize = 10;
@@ -305,15 +309,20 @@ impl Client {
         joined: &JoinGroupResponse,
         assignments: Vec<SyncGroupRequestAssignment>,
     ) -> Result<Vec<(String, i32)>> {
-        let req = SyncGroupRequest::default()
+        let node = self.coordinator(group)?;
+        let conn = self.node(node)?;
+        let mut req = SyncGroupRequest::default()
             .with_group_id(GroupId(s(group)))
             .with_generation_id(joined.generation_id)
             .with_member_id(joined.member_id.clone())
-            .with_protocol_type(Some(s("consumer")))
-            .with_protocol_name(joined.protocol_name.clone())
             .with_assignments(assignments);
-        let node = self.coordinator(group)?;
-        let (_, resp) = self.node(node)?.send(&req, Duration::ZERO)?;
+        // From v5 the coordinator checks the protocol this member thinks was chosen.
+        if conn.version::<SyncGroupRequest>()? >= SYNC_GROUP_NAMES_PROTOCOL {
+            req = req
+                .with_protocol_type(Some(s("consumer")))
+                .with_protocol_name(joined.protocol_name.clone());
+        }
+        let (_, resp) = conn.send(&req, Duration::ZERO)?;
         check(resp.error_code, None, || format!("sync group {group:?}"))?;
         decode_assignment(resp.assignment)
     }
@@ -335,14 +344,18 @@ impl Client {
     /// Leaves the group, so its partitions move to the other members at once rather than after
     /// `session.timeout.ms`.
     pub fn leave_group(&mut self, m: &Membership) -> Result<()> {
-        let req = LeaveGroupRequest::default()
-            .with_group_id(GroupId(s(&m.group)))
-            .with_member_id(s(&m.member_id))
-            .with_members(vec![
+        let node = self.coordinator(&m.group)?;
+        let conn = self.node(node)?;
+        // LeaveGroup names one member up to v2 and a batch of members from v3.
+        let mut req = LeaveGroupRequest::default().with_group_id(GroupId(s(&m.group)));
+        if conn.version::<LeaveGroupRequest>()? >= LEAVE_GROUP_BATCHED {
+            req = req.with_members(vec![
                 MemberIdentity::default().with_member_id(s(&m.member_id))
             ]);
-        let node = self.coordinator(&m.group)?;
-        let (_, resp) = self.node(node)?.send(&req, Duration::ZERO)?;
+        } else {
+            req = req.with_member_id(s(&m.member_id));
+        }
+        let (_, resp) = conn.send(&req, Duration::ZERO)?;
         check(resp.error_code, None, || {
             format!("leave group {:?}", m.group)
         })?;
