@@ -217,3 +217,58 @@ fn a_group_with_a_member_is_neither_deleted_nor_reset() {
     assert_eq!(rows[0][1..3], ["busy", "0"], "{describe}");
     assert_eq!(rows[0][8], "tidelog-cli", "{describe}");
 }
+
+/// Two members split the partitions: the first rejoins when the second arrives, and together
+/// they print every record exactly once.
+#[test]
+fn two_members_share_the_partitions() {
+    let broker = broker();
+    broker.cli_ok(&["topic", "create", "shared", "--partitions", "2"], b"");
+    let spawn = || {
+        let mut cmd = broker.cli(&["consume", "shared", "--group", "g", "--timeout-ms", "10000"]);
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        cmd.spawn().unwrap()
+    };
+    let members_with_partitions = |n: usize| {
+        common::eventually(std::time::Duration::from_secs(15), || {
+            // The group does not exist until the first member joins.
+            let out = broker.run_cli(&["group", "describe", "g"], b"");
+            let describe = String::from_utf8_lossy(&out.stdout);
+            let owners: std::collections::BTreeSet<String> = rows(&describe)
+                .into_iter()
+                .filter(|r| r[2] != "-")
+                .map(|r| r[6].clone())
+                .collect();
+            (owners.len() == n && !owners.contains("-")).then_some(())
+        })
+    };
+    let a = spawn();
+    let first = members_with_partitions(1);
+    let b = spawn();
+    let both = members_with_partitions(2);
+    let input: String = (0..20).map(|i| format!("k{i}:v{i}\n")).collect();
+    broker.cli_ok(
+        &["produce", "shared", "--key-separator", ":"],
+        input.as_bytes(),
+    );
+    let mut got = Vec::new();
+    for member in [a, b] {
+        let out = member.wait_with_output().unwrap();
+        assert!(out.status.success());
+        got.extend(
+            String::from_utf8(out.stdout)
+                .unwrap()
+                .lines()
+                .map(str::to_owned),
+        );
+    }
+    assert!(
+        first.is_some() && both.is_some(),
+        "no rebalance to two members"
+    );
+    got.sort();
+    let mut want: Vec<String> = (0..20).map(|i| format!("v{i}")).collect();
+    want.sort();
+    assert_eq!(got, want);
+}
