@@ -1,5 +1,6 @@
 //! `tidelog consume TOPIC`, after `kafka-console-consumer.sh` without a group: reads the chosen
-//! partitions from the chosen offsets and prints one record per line.
+//! partitions from the chosen offsets and prints one record per line. With `--group` the
+//! command is a group member instead ([`super::group_consume`]).
 //!
 //! Output is buffered and flushed after every fetch, so a pipe gets large writes and a
 //! terminal still sees records as they arrive. A closed stdout (`| head`) ends the command
@@ -15,9 +16,9 @@ use crate::client::{Client, ClientError, FetchedRecord, OffsetSpec};
 use super::ConnArgs;
 
 /// Longest single fetch wait; a `--timeout-ms` shorter than this shortens it.
-const FETCH_WAIT_MAX: Duration = Duration::from_millis(500);
+pub(super) const FETCH_WAIT_MAX: Duration = Duration::from_millis(500);
 /// How long to wait for the topic to appear when no `--timeout-ms` is given.
-const TOPIC_WAIT: Duration = Duration::from_secs(10);
+pub(super) const TOPIC_WAIT: Duration = Duration::from_secs(10);
 /// Kafka's OFFSET_OUT_OF_RANGE.
 const OFFSET_OUT_OF_RANGE: i16 = 1;
 
@@ -29,6 +30,10 @@ pub struct ConsumeArgs {
     /// Start at the earliest offset of each partition instead of the latest.
     #[arg(long)]
     pub from_beginning: bool,
+    /// Consume as a member of this consumer group: read the partitions the group assigns, from
+    /// its committed offsets, and commit progress.
+    #[arg(long, conflicts_with_all = ["partition", "offset"])]
+    pub group: Option<String>,
     /// Read only this partition (default: all).
     #[arg(long)]
     pub partition: Option<i32>,
@@ -62,6 +67,9 @@ pub struct ConsumeArgs {
 
 /// Runs `tidelog consume` until `--max-messages`, `--timeout-ms` of silence, or a signal.
 pub fn run(args: ConsumeArgs) -> Result<(), ClientError> {
+    if let Some(group) = &args.group {
+        return super::group_consume::run(&args, group);
+    }
     let start = match (args.offset, args.partition) {
         (Some(OffsetSpec::At(_)), None) => {
             return Err(ClientError::Other(
@@ -194,7 +202,7 @@ impl Consumer {
 }
 
 /// A closed stdout is the reader saying "enough" (`| head`): not an error.
-fn stdout_closed(e: std::io::Error) -> Result<(), ClientError> {
+pub(super) fn stdout_closed(e: std::io::Error) -> Result<(), ClientError> {
     if e.kind() == ErrorKind::BrokenPipe {
         Ok(())
     } else {

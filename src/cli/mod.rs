@@ -1,16 +1,21 @@
-//! Kafka-console-style client commands (`tidelog topic|produce|consume`).
+//! Kafka-console-style client commands (`tidelog topic|produce|consume|group`).
 //!
 //! They keep the habits of Kafka's console tools (`kafka-topics.sh`,
-//! `kafka-console-producer.sh`, `kafka-console-consumer.sh`): the same option names where the
-//! tools have one, the same output shapes, `--bootstrap-server` defaulting to `localhost:9092`.
+//! `kafka-console-producer.sh`, `kafka-console-consumer.sh`, `kafka-consumer-groups.sh`): the
+//! same option names where the tools have one, the same output shapes, `--bootstrap-server`
+//! defaulting to `localhost:9092`.
 //! Each command opens one [`crate::client::Client`], prints errors as `tidelog: <what failed>`
 //! on stderr and exits 1 on any error.
 //!
 //! - [`topic`]: `tidelog topic create|list|describe|delete`.
 //! - [`produce`]: `tidelog produce TOPIC`, lines from stdin.
-//! - [`consume`]: `tidelog consume TOPIC`, values to stdout.
+//! - [`consume`]: `tidelog consume TOPIC`, values to stdout; with `--group`, as a group member
+//!   ([`group_consume`]).
+//! - [`group`]: `tidelog group list|describe|delete|reset-offsets`.
 
 pub mod consume;
+pub mod group;
+pub mod group_consume;
 pub mod produce;
 pub mod topic;
 
@@ -30,6 +35,12 @@ pub enum ClientCommand {
     Produce(produce::ProduceArgs),
     /// Print records of a topic, one value per line (like kafka-console-consumer.sh).
     Consume(consume::ConsumeArgs),
+    /// List, describe, delete consumer groups and reset their offsets (like
+    /// kafka-consumer-groups.sh).
+    Group {
+        #[command(subcommand)]
+        cmd: group::GroupCommand,
+    },
 }
 
 /// Where to connect; shared by every client command.
@@ -53,6 +64,7 @@ pub fn run(cmd: ClientCommand) -> ExitCode {
         ClientCommand::Topic { cmd } => topic::run(cmd),
         ClientCommand::Produce(args) => produce::run(args),
         ClientCommand::Consume(args) => consume::run(args),
+        ClientCommand::Group { cmd } => group::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -158,6 +170,24 @@ mod tests {
         assert!(c.from_beginning);
         assert_eq!(c.max_messages, Some(5));
         assert_eq!(c.timeout_ms, Some(100));
+        assert_eq!(c.group, None);
+
+        let cmd = parse(&["consume", "t", "--group", "g"]).unwrap();
+        let ClientCommand::Consume(c) = cmd else {
+            panic!("{cmd:?}")
+        };
+        assert_eq!(c.group.as_deref(), Some("g"));
+        assert!(parse(&["consume", "t", "--group", "g", "--partition", "0"]).is_err());
+        assert!(parse(&["group", "reset-offsets", "g", "--topic", "t"]).is_err());
+        assert!(parse(&[
+            "group",
+            "reset-offsets",
+            "g",
+            "--topic",
+            "t",
+            "--to-earliest"
+        ])
+        .is_ok());
 
         let cmd = parse(&["produce", "t", "--acks", "-1"]).unwrap();
         let ClientCommand::Produce(p) = cmd else {

@@ -12,6 +12,10 @@
 //! - [`configs`]: IncrementalAlterConfigs, CreatePartitions, DeleteRecords.
 //! - [`produce`]: Produce (acks 0/1/-1) and Kafka's default key partitioner.
 //! - [`fetch`]: Fetch, ListOffsets and record-batch decoding.
+//! - [`groups`]: FindCoordinator, ListGroups, DescribeGroups, DeleteGroups, OffsetFetch,
+//!   OffsetCommit.
+//! - [`membership`]: JoinGroup, SyncGroup, Heartbeat, LeaveGroup, the consumer protocol's
+//!   payloads and the range assignor.
 //!
 //! The client is blocking and sends one request at a time per connection: it serves people at
 //! a terminal and tests, not throughput (that is `loadgen`'s job).
@@ -21,6 +25,8 @@ pub mod configs;
 pub mod conn;
 pub mod error;
 pub mod fetch;
+pub mod groups;
+pub mod membership;
 pub mod produce;
 
 use std::collections::HashMap;
