@@ -100,6 +100,53 @@ fn produces_and_consumes_and_reports_json() {
     assert!(stderr.contains("records/sec"), "{stderr}");
 }
 
+fn json(out: &Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "loadgen failed: {stderr}\n{stdout}");
+    serde_json::from_str(stdout.trim()).expect("one JSON object")
+}
+
+/// Two consumers share the topic through group `g` and commit what they read: a later member
+/// of `g` resumes there and finds nothing old, while a new group reads it all.
+#[test]
+fn consumers_in_a_group_share_partitions_and_commit() {
+    let broker = Broker::start_with(
+        BrokerOptions::default()
+            .shards(2)
+            .set("group.initial.rebalance.delay.ms", "0"),
+    );
+    let base = ["--topic", "grouped", "--cpus", "0", "--json", "--quiet"];
+    let run = |extra: &[&str]| json(&loadgen(&broker, &[&base[..], extra].concat()));
+    let v = run(&[
+        "--create-topic",
+        "--partitions",
+        "4",
+        "--consumers",
+        "2",
+        "--group",
+        "g",
+        "--commit-interval-ms",
+        "200",
+        "--record-size",
+        "100",
+        "--rate",
+        "5000",
+        "--duration",
+        "2s",
+    ]);
+    let acked = v["records_acked"].as_u64().expect("records_acked");
+    assert!(acked > 1_000, "{v}");
+    assert!(v["records_consumed"].as_u64() >= Some(acked), "{v}");
+    assert_eq!(v["records_rejected"], 0, "{v}");
+
+    // Consume-only runs read from the start unless the group has committed offsets.
+    let again = run(&["--producers", "0", "--consumers", "1", "--group", "g"]);
+    assert_eq!(again["records_consumed"], 0, "{again}");
+    let fresh = run(&["--producers", "0", "--consumers", "1", "--group", "fresh"]);
+    assert_eq!(fresh["records_consumed"].as_u64(), Some(acked), "{fresh}");
+}
+
 #[test]
 fn errors_say_what_to_do() {
     let broker = Broker::start();

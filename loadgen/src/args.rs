@@ -31,13 +31,21 @@ pub struct Args {
     /// Producers; each has its own connection to every broker and produces to every partition.
     #[arg(long, default_value_t = 1)]
     pub producers: usize,
-    /// Consumers; the partitions are assigned to them round-robin (Kafka's assign(), no group).
+    /// Consumers; without `--group` the partitions are assigned to them round-robin (Kafka's
+    /// assign()).
     #[arg(long, default_value_t = 0)]
     pub consumers: usize,
-    /// Consume as members of this consumer group. Not supported yet: consumer groups are being
-    /// built in tidelog; until then consumers use assign() (TODO(groups): subscribe + commit).
+    /// The consumers join this consumer group (classic protocol, range assignor): each starts
+    /// its partitions at the group's committed offsets (else as `--consume-from` says), commits
+    /// every `--commit-interval-ms` and at the end, and leaves the group on exit.
     #[arg(long, value_name = "GROUP")]
     pub group: Option<String>,
+    /// With `--group`: how often consumers commit their positions.
+    #[arg(long, default_value_t = 1000)]
+    pub commit_interval_ms: u64,
+    /// With `--group`: Kafka's `session.timeout.ms` (heartbeats go at a tenth of it).
+    #[arg(long, default_value_t = 10_000)]
+    pub session_timeout_ms: i32,
     /// Value bytes per record.
     #[arg(long, default_value_t = 1024)]
     pub record_size: usize,
@@ -195,12 +203,15 @@ pub fn allowed_cpus() -> Vec<usize> {
 impl Args {
     /// Checks the combinations clap cannot.
     pub fn validate(&self) -> Result<(), String> {
-        if self.group.is_some() {
-            return Err(
-                "--group: consumer groups are not supported by loadgen yet (tidelog's \
-                        group coordinator is still being built); --consumers N uses assign()"
-                    .into(),
-            );
+        if let Some(g) = &self.group {
+            if g.is_empty() || self.consumers == 0 {
+                return Err("--group needs a group name and --consumers N (at least 1)".into());
+            }
+            if self.commit_interval_ms == 0 || self.session_timeout_ms <= 0 {
+                return Err(
+                    "--commit-interval-ms and --session-timeout-ms must be positive".into(),
+                );
+            }
         }
         if self.producers == 0 && self.consumers == 0 {
             return Err("nothing to do: --producers and --consumers are both 0".into());
@@ -268,8 +279,12 @@ mod tests {
     }
 
     #[test]
-    fn groups_are_refused_with_a_reason() {
+    fn groups_need_consumers() {
         let a = Args::parse_from(["x", "--bootstrap-server", "h:1", "--group", "g"]);
-        assert!(a.validate().unwrap_err().contains("assign()"));
+        assert!(a.validate().unwrap_err().contains("--consumers"));
+        let a = Args::parse_from(["x", "--bootstrap-server", "h:1", "--group", "g"]);
+        let a = Args { consumers: 2, ..a };
+        assert_eq!(a.validate(), Ok(()));
+        assert_eq!(a.commit_interval_ms, 1000);
     }
 }

@@ -1,11 +1,12 @@
-//! One consumer's fetch loop against one broker, with the partitions assigned to it (Kafka's
-//! `assign()`: no group; TODO(groups): subscribe through a group once tidelog has them).
+//! One consumer's fetch loop against one broker, with the partitions assigned to it: by
+//! loadgen (Kafka's `assign()`), or by its group for as long as the generation lasts ([`Link`],
+//! driven by [`crate::member`]).
 //!
 //! One fetch is outstanding at a time, as in Kafka's consumer, but the next one is sent as soon
 //! as the batch headers of the last response say where to continue, before its records are
 //! walked, so the broker is never idle while loadgen counts and times records.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -34,6 +35,16 @@ pub struct Job {
     pub targets: Vec<usize>,
 }
 
+/// A fetch loop's tie to its group member: where it starts, where it has got to (the offsets
+/// the member commits), and whether the generation's assignment was revoked.
+pub struct Link {
+    /// Where each of the job's targets starts, in job order.
+    pub start: Vec<i64>,
+    /// The next offset to read of every target, by target index (written after each fetch).
+    pub positions: Rc<RefCell<Vec<i64>>>,
+    pub revoked: Rc<Cell<bool>>,
+}
+
 /// One fetched partition, waiting to be walked.
 struct Fetched {
     fetch_offset: i64,
@@ -45,25 +56,30 @@ struct Fetched {
 /// Runs until told to stop, or (reading from the start with no producers) until every
 /// partition has reached the end offset it had when the run began.
 pub async fn run(plan: Arc<Plan>, job: Job, shared: Arc<Shared>, local: Rc<RefCell<Local>>) {
-    if let Err(e) = consume(&plan, &job, &shared, &local).await {
+    if let Err(e) = consume(&plan, &job, &shared, &local, None).await {
         shared.fail(e);
     }
     shared.consumers_caught_up.fetch_add(1, Ordering::Relaxed);
 }
 
-async fn consume(
+/// The fetch loop; with a [`Link`], it also ends when the member revokes the assignment.
+pub async fn consume(
     plan: &Arc<Plan>,
     job: &Job,
     shared: &Arc<Shared>,
     local: &Rc<RefCell<Local>>,
+    link: Option<&Link>,
 ) -> Result<(), String> {
     let (mut writer, mut reader) = conn::connect(&job.addr).await?;
     let cluster = &plan.cluster;
-    let mut offsets: Vec<i64> = job
-        .targets
-        .iter()
-        .map(|&t| cluster.start_offsets[t])
-        .collect();
+    let mut offsets: Vec<i64> = match link {
+        Some(l) => l.start.clone(),
+        None => job
+            .targets
+            .iter()
+            .map(|&t| cluster.start_offsets[t])
+            .collect(),
+    };
     let ends: Vec<i64> = job
         .targets
         .iter()
@@ -75,6 +91,7 @@ async fn consume(
     let mut fetched: Vec<Fetched> = Vec::new();
     loop {
         if shared.stop_consumers.load(Ordering::Relaxed)
+            || link.is_some_and(|l| l.revoked.get())
             || (stop_at_end && offsets.iter().zip(&ends).all(|(o, e)| o >= e))
         {
             break;
@@ -85,6 +102,12 @@ async fn consume(
         walk(&mut fetched, shared, local, time_e2e);
         let resp = read_fetch(plan, &mut reader, correlation_id).await?;
         collect(plan, job, resp, &mut offsets, &mut fetched)?;
+        if let Some(l) = link {
+            let mut positions = l.positions.borrow_mut();
+            for (&t, &o) in job.targets.iter().zip(&offsets) {
+                positions[t] = o;
+            }
+        }
     }
     walk(&mut fetched, shared, local, time_e2e);
     Ok(())

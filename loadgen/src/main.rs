@@ -10,7 +10,9 @@
 //! - [`run`]: one pinned glommio executor per CPU, the work spread over them, and the main
 //!   thread's progress reporting and end-of-run decisions.
 //! - [`producer`], [`accum`]: the pipelined producer and its per-partition batches.
-//! - [`consumer`]: the fetch loop (assign(), no group yet).
+//! - [`consumer`]: the fetch loop (assign(), or a group member's partitions).
+//! - [`group`]: the consumer group protocol without I/O: requests, range assignor, metadata.
+//! - [`member`]: a consumer as a group member: join, sync, heartbeat, commit, leave.
 //! - [`conn`]: a connection split into a writing and a reading half.
 //! - [`wire`]: produce requests and record batches written by hand; record scanning.
 //! - [`stats`], [`report`], [`plot`]: counters, histograms, the summary, `--json`, `--plot`.
@@ -19,6 +21,8 @@ mod accum;
 mod args;
 mod conn;
 mod consumer;
+mod group;
+mod member;
 mod plot;
 mod producer;
 mod report;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::stats::{now_us, Local, Sample, Shared, Totals, FLUSH_INTERVAL};
-use crate::{consumer, producer, Plan};
+use crate::{consumer, member, producer, Plan};
 
 /// How long consumers may take to catch up once the producers are done.
 const CATCH_UP_GRACE_US: u64 = 10_000_000;
@@ -22,6 +22,8 @@ const POLL: Duration = Duration::from_millis(20);
 enum Work {
     Produce(producer::Job),
     Consume(consumer::Job),
+    /// A member of `--group`: its partitions come from the group.
+    Member,
 }
 
 /// What the run measured, over the measurement window (after the warm-up).
@@ -43,7 +45,8 @@ pub struct Outcome {
 }
 
 /// Splits the work: every producer gets one task per broker (with the partitions that broker
-/// leads); the partitions are dealt round-robin to the consumers, again one task per broker.
+/// leads); the partitions are dealt round-robin to the consumers, again one task per broker;
+/// with `--group`, each consumer is one group member and the group deals the partitions.
 fn plan_work(plan: &Plan, executors: usize) -> (Vec<Vec<Work>>, usize) {
     let args = &plan.args;
     let cluster = &plan.cluster;
@@ -73,6 +76,10 @@ fn plan_work(plan: &Plan, executors: usize) -> (Vec<Vec<Work>>, usize) {
         }
     }
     for c in 0..args.consumers {
+        if args.group.is_some() {
+            work[(producer_tasks + c) % executors].push(Work::Member);
+            continue;
+        }
         let mine: Vec<usize> = (c..cluster.targets.len()).step_by(args.consumers).collect();
         let mut per_node: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
         for t in mine {
@@ -98,7 +105,7 @@ pub fn run(plan: Arc<Plan>, cpus: &[usize], io_memory: usize) -> Result<Outcome,
     let consumer_tasks: usize = work
         .iter()
         .flatten()
-        .filter(|w| matches!(w, Work::Consume(_)))
+        .filter(|w| matches!(w, Work::Consume(_) | Work::Member))
         .count();
     let shared = Arc::new(Shared::new(producer_tasks));
     let running = Arc::new(AtomicUsize::new(cpus.len()));
@@ -140,6 +147,9 @@ async fn executor_main(plan: Arc<Plan>, jobs: Vec<Work>, shared: Arc<Shared>) {
                 shared.clone(),
                 local.clone(),
             )),
+            Work::Member => {
+                glommio::spawn_local(member::run(plan.clone(), shared.clone(), local.clone()))
+            }
         })
         .collect();
     let flusher = {

@@ -7,10 +7,16 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use kafka_protocol::messages::{FetchRequest, MetadataRequest, ProduceRequest};
+use kafka_protocol::messages::{
+    FetchRequest, FindCoordinatorRequest, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest,
+    MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, SyncGroupRequest,
+};
+use kafka_protocol::protocol::Request;
+use tidelog::client::conn::Connection;
 use tidelog::client::{Client, ClientError, OffsetSpec, TopicInfo, TopicSpec};
 
 use crate::args::Args;
+use crate::group;
 
 /// Produce versions loadgen encodes by hand (v13 names topics by id; never negotiated).
 const PRODUCE_VERSION_MAX: i16 = 12;
@@ -44,6 +50,8 @@ pub struct Cluster {
     pub start_offsets: Vec<i64>,
     /// Each target's log end offset at start, by target index (empty without consumers).
     pub end_offsets: Vec<i64>,
+    /// The group API versions, with `--group`.
+    pub group_versions: Option<group::Versions>,
 }
 
 /// Connects, prepares the topics and reads what the workers need.
@@ -93,7 +101,11 @@ pub fn prepare(args: &Args) -> Result<Cluster, String> {
         fetch_version,
         start_offsets: Vec::new(),
         end_offsets: Vec::new(),
+        group_versions: None,
     };
+    if args.group.is_some() {
+        cluster.group_versions = Some(group_versions(client.any().map_err(|e| e.to_string())?)?);
+    }
     if args.consumers > 0 {
         let start = if args.consume_from_earliest() {
             OffsetSpec::Earliest
@@ -194,4 +206,23 @@ fn offsets(client: &mut Client, cluster: &Cluster, spec: OffsetSpec) -> Result<V
         }
     }
     Ok(out)
+}
+
+/// The group API versions to speak with this broker.
+fn group_versions(conn: &Connection) -> Result<group::Versions, String> {
+    fn v<R: Request>(conn: &Connection, max: i16) -> Result<i16, String> {
+        conn.version::<R>()
+            .map(|v| v.min(max))
+            .map_err(|e| format!("--group: the broker cannot serve consumer groups: {e}"))
+    }
+    let max = group::Versions::MAX;
+    Ok(group::Versions {
+        find_coordinator: v::<FindCoordinatorRequest>(conn, max.find_coordinator)?,
+        join: v::<JoinGroupRequest>(conn, max.join)?,
+        sync: v::<SyncGroupRequest>(conn, max.sync)?,
+        heartbeat: v::<HeartbeatRequest>(conn, max.heartbeat)?,
+        leave: v::<LeaveGroupRequest>(conn, max.leave)?,
+        offset_commit: v::<OffsetCommitRequest>(conn, max.offset_commit)?,
+        offset_fetch: v::<OffsetFetchRequest>(conn, max.offset_fetch)?,
+    })
 }

@@ -75,6 +75,8 @@ pub struct Shared {
     pub stop_consumers: AtomicBool,
     /// Consumers that have reached the end offsets seen at start (consume-only runs).
     pub consumers_caught_up: AtomicUsize,
+    /// Group members that have made their last commit and wait to leave the group.
+    pub members_committed: AtomicUsize,
     /// The first fatal error of any worker; the run stops when it is set.
     pub fatal: Mutex<Option<String>>,
     /// Rejected records by Kafka error name.
@@ -97,6 +99,7 @@ impl Shared {
             producers_running: AtomicUsize::new(producers),
             stop_consumers: AtomicBool::new(false),
             consumers_caught_up: AtomicUsize::new(0),
+            members_committed: AtomicUsize::new(0),
             fatal: Mutex::new(None),
             rejections: Mutex::new(BTreeMap::new()),
             pending: Mutex::new(Hists::new()),
