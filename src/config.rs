@@ -32,7 +32,29 @@ pub const PRODUCERS_PER_PARTITION_MAX: usize = 10_000;
 /// second when the pages are cached.
 pub const RECOVERY_READ_CHUNK_BYTES: usize = 8 << 20;
 
+/// `delete.retention.ms` / `log.cleaner.delete.retention.ms` default: how long a tombstone of a
+/// compacted topic stays readable, 1 day as in Kafka.
+pub const DELETE_RETENTION_MS_DEFAULT: i64 = 24 * 60 * 60 * 1000;
+/// `min.compaction.lag.ms` / `log.cleaner.min.compaction.lag.ms` default: 0, as in Kafka.
+pub const MIN_COMPACTION_LAG_MS_DEFAULT: i64 = 0;
+/// `min.cleanable.dirty.ratio` / `log.cleaner.min.cleanable.ratio` default, as in Kafka.
+pub const MIN_CLEANABLE_DIRTY_RATIO_DEFAULT: f64 = 0.5;
+/// `log.cleaner.backoff.ms` default: the pause between two cleaner passes of a shard.
+pub const LOG_CLEANER_BACKOFF_MS_DEFAULT: u64 = 15_000;
+/// `log.cleaner.dedupe.buffer.size` default, per shard (Kafka's 128 MiB is shared by all cleaner
+/// threads; each shard is one cleaner here). Bounds the cleaner's key map: 24 bytes a key.
+pub const LOG_CLEANER_DEDUPE_BUFFER_SIZE_DEFAULT: usize = 16 << 20;
+/// Smallest accepted `log.cleaner.dedupe.buffer.size`: room for a few thousand keys.
+pub const LOG_CLEANER_DEDUPE_BUFFER_SIZE_MIN: usize = 64 << 10;
+/// Fraction of the cleaner's key map that may be filled (Kafka's
+/// `log.cleaner.io.buffer.load.factor`): linear probing degrades past it.
+pub const LOG_CLEANER_LOAD_FACTOR: f64 = 0.9;
+/// Bytes the cleaner reads or writes at a time: large enough to amortise io_uring calls, small
+/// enough that its buffers stay bounded (a batch larger than this is read whole).
+pub const CLEANER_IO_CHUNK_BYTES: usize = 1 << 20;
+
 const _: () = assert!(SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_MAX);
+const _: () = assert!(LOG_CLEANER_DEDUPE_BUFFER_SIZE_MIN <= LOG_CLEANER_DEDUPE_BUFFER_SIZE_DEFAULT);
 const _: () = assert!((MAX_MESSAGE_BYTES_DEFAULT as u64) < SEGMENT_BYTES_DEFAULT);
 const _: () = assert!(MAX_MESSAGE_BYTES_DEFAULT as usize <= RECOVERY_READ_CHUNK_BYTES);
 
@@ -106,6 +128,18 @@ pub struct BrokerConfig {
     pub log_message_timestamp_type: String,
     /// `group.initial.rebalance.delay.ms`.
     pub group_initial_rebalance_delay_ms: u64,
+    /// `log.cleanup.policy`: `delete`, `compact` or `compact,delete`.
+    pub log_cleanup_policy: String,
+    /// `log.cleaner.min.compaction.lag.ms`.
+    pub log_cleaner_min_compaction_lag_ms: i64,
+    /// `log.cleaner.delete.retention.ms`.
+    pub log_cleaner_delete_retention_ms: i64,
+    /// `log.cleaner.min.cleanable.ratio`.
+    pub log_cleaner_min_cleanable_ratio: f64,
+    /// `log.cleaner.backoff.ms`: pause between cleaner passes on each shard.
+    pub log_cleaner_backoff_ms: u64,
+    /// `log.cleaner.dedupe.buffer.size`: bytes of each shard's cleaner key map.
+    pub log_cleaner_dedupe_buffer_size: usize,
 }
 
 impl Default for BrokerConfig {
@@ -131,6 +165,12 @@ impl Default for BrokerConfig {
             max_connections: MAX_CONNECTIONS_DEFAULT,
             log_message_timestamp_type: "CreateTime".into(),
             group_initial_rebalance_delay_ms: 3000,
+            log_cleanup_policy: "delete".into(),
+            log_cleaner_min_compaction_lag_ms: MIN_COMPACTION_LAG_MS_DEFAULT,
+            log_cleaner_delete_retention_ms: DELETE_RETENTION_MS_DEFAULT,
+            log_cleaner_min_cleanable_ratio: MIN_CLEANABLE_DIRTY_RATIO_DEFAULT,
+            log_cleaner_backoff_ms: LOG_CLEANER_BACKOFF_MS_DEFAULT,
+            log_cleaner_dedupe_buffer_size: LOG_CLEANER_DEDUPE_BUFFER_SIZE_DEFAULT,
         }
     }
 }
@@ -191,6 +231,42 @@ impl BrokerConfig {
             },
             "group.initial.rebalance.delay.ms" => {
                 self.group_initial_rebalance_delay_ms = parse(key, value)?
+            }
+            _ => return self.set_cleaner(key, value),
+        }
+        Ok(())
+    }
+
+    /// The `log.cleaner.*` and `log.cleanup.policy` settings (compaction).
+    fn set_cleaner(&mut self, key: &str, value: &str) -> Result<(), String> {
+        let bad = || format!("invalid value {value:?} for {key}");
+        match key {
+            "log.cleanup.policy" => {
+                crate::log::CleanupPolicy::parse(value).ok_or_else(bad)?;
+                self.log_cleanup_policy = value.into();
+            }
+            "log.cleaner.min.compaction.lag.ms" => {
+                self.log_cleaner_min_compaction_lag_ms = parse(key, value)?
+            }
+            "log.cleaner.delete.retention.ms" => {
+                self.log_cleaner_delete_retention_ms = parse(key, value)?
+            }
+            "log.cleaner.min.cleanable.ratio" => {
+                let v: f64 = parse(key, value)?;
+                if !(0.0..=1.0).contains(&v) {
+                    return Err(bad());
+                }
+                self.log_cleaner_min_cleanable_ratio = v;
+            }
+            "log.cleaner.backoff.ms" => self.log_cleaner_backoff_ms = parse(key, value)?,
+            "log.cleaner.dedupe.buffer.size" => {
+                let v: usize = parse(key, value)?;
+                if v < LOG_CLEANER_DEDUPE_BUFFER_SIZE_MIN {
+                    return Err(format!(
+                        "{key} must be at least {LOG_CLEANER_DEDUPE_BUFFER_SIZE_MIN}"
+                    ));
+                }
+                self.log_cleaner_dedupe_buffer_size = v;
             }
             _ => return Err(format!("unknown config {key:?}")),
         }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use crate::config::{BrokerConfig, PARTITIONS_PER_TOPIC_MAX, TOPIC_NAME_LEN_MAX};
-use crate::log::{LogConfig, TimestampType};
+use crate::log::{CleanupPolicy, LogConfig, TimestampType};
 
 /// One topic as every shard sees it.
 #[derive(Clone, Debug, PartialEq)]
@@ -76,6 +76,9 @@ pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "index.interval.bytes",
     "min.insync.replicas",
     "compression.type",
+    "min.compaction.lag.ms",
+    "delete.retention.ms",
+    "min.cleanable.dirty.ratio",
 ];
 
 /// The effective log config of a topic: broker defaults overridden by topic configs.
@@ -96,6 +99,11 @@ pub fn log_config(
         )?,
         flush_messages: broker.log_flush_interval_messages,
         flush_ms: broker.log_flush_interval_ms,
+        cleanup_policy: CleanupPolicy::parse(&broker.log_cleanup_policy)
+            .ok_or("invalid log.cleanup.policy")?,
+        min_compaction_lag_ms: broker.log_cleaner_min_compaction_lag_ms,
+        delete_retention_ms: broker.log_cleaner_delete_retention_ms,
+        min_cleanable_dirty_ratio: broker.log_cleaner_min_cleanable_ratio,
         ..LogConfig::default()
     };
     for (key, value) in configs {
@@ -115,11 +123,22 @@ pub fn log_config(
             "flush.messages" => c.flush_messages = value.parse().map_err(|_| bad())?,
             "flush.ms" => c.flush_ms = value.parse().map_err(|_| bad())?,
             "index.interval.bytes" => c.index_interval_bytes = value.parse().map_err(|_| bad())?,
-            "cleanup.policy" => {
-                if !value
-                    .split(',')
-                    .all(|p| matches!(p.trim(), "delete" | "compact"))
-                {
+            "cleanup.policy" => c.cleanup_policy = CleanupPolicy::parse(value).ok_or_else(bad)?,
+            "min.compaction.lag.ms" => {
+                c.min_compaction_lag_ms = value.parse().map_err(|_| bad())?;
+                if c.min_compaction_lag_ms < 0 {
+                    return Err(bad());
+                }
+            }
+            "delete.retention.ms" => {
+                c.delete_retention_ms = value.parse().map_err(|_| bad())?;
+                if c.delete_retention_ms < 0 {
+                    return Err(bad());
+                }
+            }
+            "min.cleanable.dirty.ratio" => {
+                c.min_cleanable_dirty_ratio = value.parse().map_err(|_| bad())?;
+                if !(0.0..=1.0).contains(&c.min_cleanable_dirty_ratio) {
                     return Err(bad());
                 }
             }
@@ -370,5 +389,37 @@ mod tests {
         assert!(log_config(&b, &unknown).unwrap_err().contains("nope"));
         let bad = BTreeMap::from([("segment.bytes".to_string(), "x".to_string())]);
         assert!(log_config(&b, &bad).unwrap_err().contains("segment.bytes"));
+    }
+
+    #[test]
+    fn compaction_configs_map_to_the_log_config() {
+        let mut b = BrokerConfig::default();
+        let d = log_config(&b, &BTreeMap::new()).unwrap();
+        assert_eq!(d.cleanup_policy, CleanupPolicy::DELETE);
+        assert_eq!(d.delete_retention_ms, 86_400_000);
+        assert_eq!(d.min_cleanable_dirty_ratio, 0.5);
+        b.set("log.cleanup.policy", "compact").unwrap();
+        b.set("log.cleaner.delete.retention.ms", "7").unwrap();
+        let c = log_config(&b, &BTreeMap::new()).unwrap();
+        assert!(c.cleanup_policy.compact && !c.cleanup_policy.delete);
+        assert_eq!(c.delete_retention_ms, 7);
+        let topic = BTreeMap::from([
+            ("cleanup.policy".to_string(), "compact,delete".to_string()),
+            ("min.compaction.lag.ms".to_string(), "5".to_string()),
+            ("delete.retention.ms".to_string(), "9".to_string()),
+            ("min.cleanable.dirty.ratio".to_string(), "0.01".to_string()),
+        ]);
+        let c = log_config(&b, &topic).unwrap();
+        assert!(c.cleanup_policy.compact && c.cleanup_policy.delete);
+        assert_eq!((c.min_compaction_lag_ms, c.delete_retention_ms), (5, 9));
+        assert_eq!(c.min_cleanable_dirty_ratio, 0.01);
+        for (k, v) in [
+            ("cleanup.policy", "shred"),
+            ("min.cleanable.dirty.ratio", "1.5"),
+            ("delete.retention.ms", "-1"),
+        ] {
+            let bad = BTreeMap::from([(k.to_string(), v.to_string())]);
+            assert!(log_config(&b, &bad).unwrap_err().contains(k), "{k}={v}");
+        }
     }
 }
