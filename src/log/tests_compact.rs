@@ -11,6 +11,7 @@ use kafka_protocol::records::{
 };
 use proptest::prelude::*;
 
+use super::swap::{Step, CRASH_AFTER};
 use super::*;
 use crate::runtime::block_on;
 
@@ -180,4 +181,264 @@ proptest! {
             assert_eq!(log.append(&b, 0, Durability::Fsync).await.unwrap().base_offset, leo);
         });
     }
+}
+
+/// A deterministic log of a few segments, with the records it holds.
+async fn deterministic(path: &std::path::Path) -> (PartitionLog, Vec<Rec>) {
+    let log = PartitionLog::open(path.to_path_buf(), compacted(1500))
+        .await
+        .unwrap();
+    let all = fill(&log, 42, 80, 12, 10_000).await;
+    assert!(log.st.borrow().segments.len() > 4);
+    (log, all)
+}
+
+/// The `.log` files and leftovers of a partition directory, for assertions.
+fn leftovers(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".cleaned") || n.ends_with(".swap"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// A crash after each step of the swap leaves, after open, exactly the old records (before the
+/// commit point) or exactly the compacted ones (after it), never a mix, and no leftover file.
+#[test]
+fn crash_at_each_swap_step_recovers_old_or_new_set() {
+    let reference = tempfile::tempdir().unwrap();
+    let rpath = reference.path().to_path_buf();
+    let (old, new) = block_on(async move {
+        let (log, all) = deterministic(&rpath).await;
+        log.compact(10_500, &mut OffsetMap::new(1 << 16))
+            .await
+            .unwrap()
+            .unwrap();
+        (all, read_all(&log))
+    });
+    assert!(new.len() < old.len());
+    for step in [Step::Cleaned, Step::Committed, Step::Removed] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        let (old, new) = (old.clone(), new.clone());
+        block_on(async move {
+            let (log, all) = deterministic(&path).await;
+            assert_eq!(all, old);
+            let leo = log.log_end_offset();
+            CRASH_AFTER.with(|c| c.set(Some(step)));
+            assert!(log
+                .compact(10_500, &mut OffsetMap::new(1 << 16))
+                .await
+                .is_err());
+            assert!(
+                !leftovers(&path).is_empty(),
+                "{step:?} left nothing to recover"
+            );
+            drop(log); // the crash: no close
+            let log = PartitionLog::open(path.clone(), compacted(1500))
+                .await
+                .unwrap();
+            assert!(leftovers(&path).is_empty(), "{step:?}");
+            let got = read_all(&log);
+            if step == Step::Cleaned {
+                assert_eq!(got, old, "rolled back after {step:?}");
+            } else {
+                // The first group was swapped in; later groups were not cleaned yet.
+                let g_end = log.st.borrow().segments[1].base.0;
+                let mut want: Vec<Rec> = new.iter().filter(|r| r.0 < g_end).cloned().collect();
+                want.extend(old.iter().filter(|r| r.0 >= g_end).cloned());
+                assert!(got == want, "mixed set after {step:?}");
+            }
+            assert_eq!(log.log_end_offset(), leo);
+            // A later pass finishes the job.
+            log.compact(10_500, &mut OffsetMap::new(1 << 16))
+                .await
+                .unwrap();
+            assert_eq!(read_all(&log), new);
+        });
+    }
+}
+
+/// A torn `.cleaned` file (a crash while writing it) is discarded at open.
+#[test]
+fn torn_cleaned_file_is_discarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    block_on(async move {
+        let (log, all) = deterministic(&path).await;
+        drop(log);
+        std::fs::write(super::swap::cleaned_path(&path, Offset(0)), b"torn").unwrap();
+        let log = PartitionLog::open(path.clone(), compacted(1500))
+            .await
+            .unwrap();
+        assert!(leftovers(&path).is_empty());
+        assert_eq!(read_all(&log), all);
+    });
+}
+
+/// A reader holding a replaced segment's file keeps reading the old bytes.
+#[test]
+fn readers_of_replaced_segments_keep_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    block_on(async move {
+        let (log, _) = deterministic(&path).await;
+        let held = log.read(Offset(0), 1 << 20).unwrap();
+        let mut before = vec![0u8; held.len as usize];
+        held.file
+            .read_exact_at(&mut before, held.position.0)
+            .unwrap();
+        log.compact(10_500, &mut OffsetMap::new(1 << 16))
+            .await
+            .unwrap()
+            .unwrap();
+        let mut after = vec![0u8; held.len as usize];
+        held.file
+            .read_exact_at(&mut after, held.position.0)
+            .unwrap();
+        assert_eq!(before, after);
+    });
+}
+
+/// `compact` alone never deletes by time or size; `compact,delete` does both; `delete` never
+/// compacts.
+#[test]
+fn policies_decide_retention_and_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    block_on(async move {
+        let (log, all) = deterministic(&path).await;
+        let mut cfg = log.config();
+        cfg.retention_ms = 1;
+        cfg.retention_bytes = 1;
+        log.set_config(cfg.clone());
+        assert_eq!(log.enforce_retention(1 << 40).await.unwrap(), 0);
+        cfg.cleanup_policy = CleanupPolicy::DELETE;
+        log.set_config(cfg.clone());
+        assert_eq!(
+            log.compact(10_500, &mut OffsetMap::new(1 << 16))
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(read_all(&log), all);
+        cfg.cleanup_policy = CleanupPolicy::parse("compact,delete").unwrap();
+        log.set_config(cfg);
+        assert!(log
+            .compact(10_500, &mut OffsetMap::new(1 << 16))
+            .await
+            .unwrap()
+            .is_some());
+        assert!(log.enforce_retention(1 << 40).await.unwrap() > 0);
+        assert_eq!(log.st.borrow().segments.len(), 1);
+    });
+}
+
+/// Keyless records are INVALID_RECORD on a compacted topic, compressed or not, and accepted
+/// elsewhere.
+#[test]
+fn keyless_records_are_rejected_on_compacted_topics() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    block_on(async move {
+        let log = PartitionLog::open(path, compacted(1 << 20)).await.unwrap();
+        for codec in CODECS {
+            let entries = [
+                (Some(b"k".to_vec()), Some(b"v".to_vec())),
+                (None, Some(b"v".to_vec())),
+            ];
+            let b = batch_of(&entries, 0, codec, (-1, -1, -1));
+            let err = log.append(&b, 0, Durability::PageCache).await.unwrap_err();
+            assert_eq!(err.error_code(), crate::error::ErrorCode::InvalidRecord);
+            let mut cfg = log.config();
+            cfg.cleanup_policy = CleanupPolicy::DELETE;
+            log.set_config(cfg.clone());
+            log.append(&b, 0, Durability::PageCache).await.unwrap();
+            cfg.cleanup_policy = CleanupPolicy::parse("compact").unwrap();
+            log.set_config(cfg);
+        }
+        assert_eq!(log.log_end_offset(), Offset(10));
+    });
+}
+
+/// `min.compaction.lag.ms` keeps young segments dirty; `min.cleanable.dirty.ratio` waits for
+/// enough dirty bytes.
+#[test]
+fn lag_and_dirty_ratio_gate_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    block_on(async move {
+        let (log, _) = deterministic(&path).await;
+        let mut map = OffsetMap::new(1 << 16);
+        let mut cfg = log.config();
+        cfg.min_compaction_lag_ms = 10_000;
+        log.set_config(cfg.clone());
+        // Records have timestamps around 10_000: at 15_000 they are younger than the lag.
+        assert_eq!(log.compact(15_000, &mut map).await.unwrap(), None);
+        assert!(log.compact(25_000, &mut map).await.unwrap().is_some());
+        cfg.min_compaction_lag_ms = 0;
+        cfg.min_cleanable_dirty_ratio = 0.9;
+        cfg.delete_retention_ms = i64::MAX / 4;
+        log.set_config(cfg.clone());
+        // A little more data: far below 90 % dirty.
+        fill(&log, 7, 6, 12, 10_000).await;
+        assert_eq!(log.compact(25_000, &mut map).await.unwrap(), None);
+        cfg.min_cleanable_dirty_ratio = 0.0;
+        log.set_config(cfg);
+        assert!(log.compact(25_000, &mut map).await.unwrap().is_some());
+    });
+}
+
+/// The batches the producer state remembers keep their headers even when all their records
+/// are superseded, so a rebuild from the log (no snapshot) still recognises a retry.
+#[test]
+fn producer_state_survives_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    block_on(async move {
+        let cfg = compacted(400);
+        let log = PartitionLog::open(path.clone(), cfg.clone()).await.unwrap();
+        let k = || Some(b"same".to_vec());
+        let mut last = Vec::new();
+        for seq in 0..8 {
+            last = batch_of(
+                &[(k(), Some(vec![b'x'; 100]))],
+                0,
+                Compression::None,
+                (7, 0, seq),
+            );
+            log.append(&last, 0, Durability::PageCache).await.unwrap();
+        }
+        // Filler from another producer, so the producer's batches are all in closed segments.
+        for i in 0..6 {
+            let b = batch_of(
+                &[(Some(vec![i]), Some(vec![0; 100]))],
+                0,
+                Compression::None,
+                (-1, -1, -1),
+            );
+            log.append(&b, 0, Durability::PageCache).await.unwrap();
+        }
+        let stats = log
+            .compact(0, &mut OffsetMap::new(1 << 16))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(stats.records_removed >= 7);
+        let live: Vec<Rec> = read_all(&log).into_iter().filter(|r| r.1 == k()).collect();
+        assert_eq!(live.len(), 1);
+        drop(log);
+        std::fs::remove_file(path.join("producer.snapshot")).ok();
+        let log = PartitionLog::open(path, cfg).await.unwrap();
+        assert!(
+            log.append(&last, 0, Durability::PageCache)
+                .await
+                .unwrap()
+                .duplicate
+        );
+        let gap = batch_of(&[(k(), None)], 0, Compression::None, (7, 0, 20));
+        assert!(log.append(&gap, 0, Durability::PageCache).await.is_err());
+    });
 }
