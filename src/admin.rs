@@ -1,4 +1,5 @@
-//! Metadata changes: creating and deleting topics, allocating producer ids.
+//! Metadata changes: creating and deleting topics, changing topic configs, adding partitions,
+//! allocating producer ids.
 //!
 //! Every change runs on the metadata shard under its lock: it builds the next image, persists it,
 //! then installs it on every shard (which opens or removes partitions) before answering, so a
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use tracing::info;
 
 use crate::error::ErrorCode;
+use crate::metadata::configs::{self, ConfigEdit};
 use crate::metadata::{self, MetadataImage, TopicMeta};
 use crate::router::METADATA_SHARD;
 use crate::shard::Shard;
@@ -143,6 +145,138 @@ pub async fn delete_topics(
             results
         })
         .await
+}
+
+/// The outcome of one config change or partition addition: Kafka's error with a message.
+pub type ChangeResult = Result<(), (ErrorCode, String)>;
+
+/// Changes the configs of topics (AlterConfigs, IncrementalAlterConfigs), or only validates the
+/// changes. Applied configs are persisted in the image and take effect on every owner shard
+/// before the call returns (`Shard::apply_metadata` hands them to the logs), without a restart.
+pub async fn alter_topic_configs(
+    shard: &Rc<Shard>,
+    edits: Vec<(String, ConfigEdit)>,
+    validate_only: bool,
+) -> Vec<ChangeResult> {
+    shard
+        .router
+        .invoke_on(shard, METADATA_SHARD, move |s| async move {
+            let _guard = s
+                .metadata_lock
+                .acquire_permit(1)
+                .await
+                .expect("lock never closes");
+            let mut image = (*s.metadata()).clone();
+            let mut changed = false;
+            let mut results = Vec::with_capacity(edits.len());
+            for (name, edit) in &edits {
+                let r = image
+                    .topic(name)
+                    .cloned()
+                    .ok_or_else(|| unknown_topic(name))
+                    .and_then(|meta| {
+                        let next = configs::edit_configs(&s.config, &meta.configs, edit)
+                            .map_err(|m| (ErrorCode::InvalidConfig, m))?;
+                        if !validate_only && next != meta.configs {
+                            let meta = TopicMeta {
+                                configs: next,
+                                ..(*meta).clone()
+                            };
+                            image.topics.insert(meta.name.clone(), Arc::new(meta));
+                            changed = true;
+                        }
+                        Ok(())
+                    });
+                results.push(r);
+            }
+            if changed {
+                if let Err(e) = publish(&s, image).await {
+                    return storage_failed(results, e);
+                }
+                info!(topics = ?edits.iter().map(|e| &e.0).collect::<Vec<_>>(), "topic configs changed");
+            }
+            results
+        })
+        .await
+}
+
+/// Raises the partition counts of topics (CreatePartitions), or only validates. New partitions
+/// are opened on their owner shards (`shard_for`) when the new image is installed.
+pub async fn create_partitions(
+    shard: &Rc<Shard>,
+    counts: Vec<(String, i32)>,
+    validate_only: bool,
+) -> Vec<ChangeResult> {
+    shard
+        .router
+        .invoke_on(shard, METADATA_SHARD, move |s| async move {
+            let _guard = s
+                .metadata_lock
+                .acquire_permit(1)
+                .await
+                .expect("lock never closes");
+            let mut image = (*s.metadata()).clone();
+            let mut changed = false;
+            let mut results = Vec::with_capacity(counts.len());
+            for (name, count) in &counts {
+                let r = image
+                    .topic(name)
+                    .cloned()
+                    .ok_or_else(|| unknown_topic(name))
+                    .and_then(|meta| {
+                        check_partition_count(&meta, *count)?;
+                        if !validate_only {
+                            let meta = TopicMeta {
+                                partitions: *count,
+                                ..(*meta).clone()
+                            };
+                            image.topics.insert(meta.name.clone(), Arc::new(meta));
+                            changed = true;
+                        }
+                        Ok(())
+                    });
+                results.push(r);
+            }
+            if changed {
+                if let Err(e) = publish(&s, image).await {
+                    return storage_failed(results, e);
+                }
+                info!(topics = ?counts, "partitions added");
+            }
+            results
+        })
+        .await
+}
+
+/// Kafka's rule: partitions can only be added, never removed.
+fn check_partition_count(meta: &TopicMeta, count: i32) -> ChangeResult {
+    if count <= meta.partitions {
+        let msg = if count == meta.partitions {
+            format!("topic '{}' already has {count} partitions", meta.name)
+        } else {
+            format!(
+                "topic '{}' currently has {} partitions, which is higher than the requested {count}",
+                meta.name, meta.partitions
+            )
+        };
+        return Err((ErrorCode::InvalidPartitions, msg));
+    }
+    metadata::validate_partitions(count).map_err(|m| (ErrorCode::InvalidPartitions, m))
+}
+
+fn unknown_topic(name: &str) -> (ErrorCode, String) {
+    (
+        ErrorCode::UnknownTopicOrPartition,
+        format!("topic '{name}' does not exist"),
+    )
+}
+
+/// Every would-be success becomes KAFKA_STORAGE_ERROR when the image could not be persisted.
+fn storage_failed(results: Vec<ChangeResult>, e: String) -> Vec<ChangeResult> {
+    results
+        .into_iter()
+        .map(|r| r.and(Err((ErrorCode::KafkaStorageError, e.clone()))))
+        .collect()
 }
 
 /// Persists `image` and installs it on every shard, the metadata shard last.

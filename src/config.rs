@@ -32,13 +32,6 @@ pub const PRODUCERS_PER_PARTITION_MAX: usize = 10_000;
 /// second when the pages are cached.
 pub const RECOVERY_READ_CHUNK_BYTES: usize = 8 << 20;
 
-/// `delete.retention.ms` / `log.cleaner.delete.retention.ms` default: how long a tombstone of a
-/// compacted topic stays readable, 1 day as in Kafka.
-pub const DELETE_RETENTION_MS_DEFAULT: i64 = 24 * 60 * 60 * 1000;
-/// `min.compaction.lag.ms` / `log.cleaner.min.compaction.lag.ms` default: 0, as in Kafka.
-pub const MIN_COMPACTION_LAG_MS_DEFAULT: i64 = 0;
-/// `min.cleanable.dirty.ratio` / `log.cleaner.min.cleanable.ratio` default, as in Kafka.
-pub const MIN_CLEANABLE_DIRTY_RATIO_DEFAULT: f64 = 0.5;
 /// `log.cleaner.backoff.ms` default: the pause between two cleaner passes of a shard.
 pub const LOG_CLEANER_BACKOFF_MS_DEFAULT: u64 = 15_000;
 /// `log.cleaner.dedupe.buffer.size` default, per shard (Kafka's 128 MiB is shared by all cleaner
@@ -52,6 +45,12 @@ pub const LOG_CLEANER_LOAD_FACTOR: f64 = 0.9;
 /// Bytes the cleaner reads or writes at a time: large enough to amortise io_uring calls, small
 /// enough that its buffers stay bounded (a batch larger than this is read whole).
 pub const CLEANER_IO_CHUNK_BYTES: usize = 1 << 20;
+/// `min.compaction.lag.ms` default, as in Kafka.
+pub const MIN_COMPACTION_LAG_MS_DEFAULT: i64 = 0;
+/// `delete.retention.ms` default (1 day), as in Kafka.
+pub const DELETE_RETENTION_MS_DEFAULT: i64 = 86_400_000;
+/// `min.cleanable.dirty.ratio` default, as in Kafka.
+pub const MIN_CLEANABLE_DIRTY_RATIO_DEFAULT: f64 = 0.5;
 
 const _: () = assert!(SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_MAX);
 const _: () = assert!(LOG_CLEANER_DEDUPE_BUFFER_SIZE_MIN <= LOG_CLEANER_DEDUPE_BUFFER_SIZE_DEFAULT);
@@ -74,6 +73,9 @@ pub const FETCH_MAX_WAIT_MS_MAX: i32 = 30_000;
 pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
 /// Kafka's topic-name length limit.
 pub const TOPIC_NAME_LEN_MAX: usize = 249;
+/// `group.max.size`: members (and reserved member ids) per consumer group. Kafka's default is
+/// unbounded; a bound keeps one client's thousands of joins from growing a group without limit.
+pub const GROUP_MAX_SIZE: usize = 1000;
 /// Capacity of each cross-shard channel, in messages. A full channel makes the sender wait.
 pub const SHARD_CHANNEL_CAPACITY: usize = 1024;
 
@@ -128,18 +130,32 @@ pub struct BrokerConfig {
     pub log_message_timestamp_type: String,
     /// `group.initial.rebalance.delay.ms`.
     pub group_initial_rebalance_delay_ms: u64,
-    /// `log.cleanup.policy`: `delete`, `compact` or `compact,delete`.
+    /// `group.min.session.timeout.ms`.
+    pub group_min_session_timeout_ms: i32,
+    /// `group.max.session.timeout.ms`.
+    pub group_max_session_timeout_ms: i32,
+    /// `log.cleanup.policy`: `delete`, `compact` or both, comma-separated.
     pub log_cleanup_policy: String,
-    /// `log.cleaner.min.compaction.lag.ms`.
-    pub log_cleaner_min_compaction_lag_ms: i64,
+    /// `compression.type`: `producer` keeps batches as sent.
+    pub compression_type: String,
     /// `log.cleaner.delete.retention.ms`.
     pub log_cleaner_delete_retention_ms: i64,
+    /// `log.cleaner.min.compaction.lag.ms`.
+    pub log_cleaner_min_compaction_lag_ms: i64,
     /// `log.cleaner.min.cleanable.ratio`.
     pub log_cleaner_min_cleanable_ratio: f64,
     /// `log.cleaner.backoff.ms`: pause between cleaner passes on each shard.
     pub log_cleaner_backoff_ms: u64,
     /// `log.cleaner.dedupe.buffer.size`: bytes of each shard's cleaner key map.
     pub log_cleaner_dedupe_buffer_size: usize,
+    /// `log.index.interval.bytes`.
+    pub log_index_interval_bytes: u32,
+    /// `min.insync.replicas`.
+    pub min_insync_replicas: i32,
+    /// Every setting given in the config file or by `--set`, by canonical Kafka name, in the
+    /// order given: DescribeConfigs reports these as STATIC_BROKER_CONFIG, the rest as
+    /// DEFAULT_CONFIG.
+    pub explicit: Vec<(String, String)>,
 }
 
 impl Default for BrokerConfig {
@@ -165,12 +181,18 @@ impl Default for BrokerConfig {
             max_connections: MAX_CONNECTIONS_DEFAULT,
             log_message_timestamp_type: "CreateTime".into(),
             group_initial_rebalance_delay_ms: 3000,
+            group_min_session_timeout_ms: 6000,
+            group_max_session_timeout_ms: 1_800_000,
             log_cleanup_policy: "delete".into(),
-            log_cleaner_min_compaction_lag_ms: MIN_COMPACTION_LAG_MS_DEFAULT,
+            compression_type: "producer".into(),
             log_cleaner_delete_retention_ms: DELETE_RETENTION_MS_DEFAULT,
+            log_cleaner_min_compaction_lag_ms: MIN_COMPACTION_LAG_MS_DEFAULT,
             log_cleaner_min_cleanable_ratio: MIN_CLEANABLE_DIRTY_RATIO_DEFAULT,
             log_cleaner_backoff_ms: LOG_CLEANER_BACKOFF_MS_DEFAULT,
             log_cleaner_dedupe_buffer_size: LOG_CLEANER_DEDUPE_BUFFER_SIZE_DEFAULT,
+            log_index_interval_bytes: INDEX_INTERVAL_BYTES_DEFAULT,
+            min_insync_replicas: 1,
+            explicit: Vec::new(),
         }
     }
 }
@@ -229,34 +251,37 @@ impl BrokerConfig {
                 "CreateTime" | "LogAppendTime" => self.log_message_timestamp_type = value.into(),
                 _ => return Err(format!("invalid value {value:?} for {key}")),
             },
+            "group.min.session.timeout.ms" => {
+                self.group_min_session_timeout_ms = parse(key, value)?
+            }
+            "group.max.session.timeout.ms" => {
+                self.group_max_session_timeout_ms = parse(key, value)?
+            }
             "group.initial.rebalance.delay.ms" => {
                 self.group_initial_rebalance_delay_ms = parse(key, value)?
             }
-            _ => return self.set_cleaner(key, value),
-        }
-        Ok(())
-    }
-
-    /// The `log.cleaner.*` and `log.cleanup.policy` settings (compaction).
-    fn set_cleaner(&mut self, key: &str, value: &str) -> Result<(), String> {
-        let bad = || format!("invalid value {value:?} for {key}");
-        match key {
-            "log.cleanup.policy" => {
-                crate::log::CleanupPolicy::parse(value).ok_or_else(bad)?;
-                self.log_cleanup_policy = value.into();
+            "log.cleanup.policy" => match cleanup_policy(value) {
+                Some(p) => self.log_cleanup_policy = p,
+                None => return Err(format!("invalid value {value:?} for {key}")),
+            },
+            "compression.type" => match value {
+                "producer" | "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd" => {
+                    self.compression_type = value.into()
+                }
+                _ => return Err(format!("invalid value {value:?} for {key}")),
+            },
+            "log.cleaner.delete.retention.ms" => {
+                self.log_cleaner_delete_retention_ms = parse(key, value)?
             }
             "log.cleaner.min.compaction.lag.ms" => {
                 self.log_cleaner_min_compaction_lag_ms = parse(key, value)?
             }
-            "log.cleaner.delete.retention.ms" => {
-                self.log_cleaner_delete_retention_ms = parse(key, value)?
-            }
             "log.cleaner.min.cleanable.ratio" => {
-                let v: f64 = parse(key, value)?;
-                if !(0.0..=1.0).contains(&v) {
-                    return Err(bad());
+                let r: f64 = parse(key, value)?;
+                if !(0.0..=1.0).contains(&r) {
+                    return Err(format!("{key} must be between 0 and 1, got {value:?}"));
                 }
-                self.log_cleaner_min_cleanable_ratio = v;
+                self.log_cleaner_min_cleanable_ratio = r;
             }
             "log.cleaner.backoff.ms" => self.log_cleaner_backoff_ms = parse(key, value)?,
             "log.cleaner.dedupe.buffer.size" => {
@@ -268,9 +293,23 @@ impl BrokerConfig {
                 }
                 self.log_cleaner_dedupe_buffer_size = v;
             }
+            "log.index.interval.bytes" => self.log_index_interval_bytes = parse(key, value)?,
+            "min.insync.replicas" => self.min_insync_replicas = parse(key, value)?,
             _ => return Err(format!("unknown config {key:?}")),
         }
+        let canonical = canonical_name(key);
+        self.explicit.retain(|(k, _)| k != canonical);
+        self.explicit
+            .push((canonical.to_string(), value.trim().to_string()));
         Ok(())
+    }
+
+    /// The value given explicitly (config file or `--set`) for a canonical Kafka name.
+    pub fn explicit_value(&self, key: &str) -> Option<&str> {
+        self.explicit
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Applies every setting of a TOML config file.
@@ -290,6 +329,36 @@ impl BrokerConfig {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         })
     }
+}
+
+/// The Kafka name of a setting that `set` also accepts under an alias.
+fn canonical_name(key: &str) -> &str {
+    match key {
+        "listen" => "listeners",
+        "advertised.listener" => "advertised.listeners",
+        "log.dir" | "data.dir" => "log.dirs",
+        "broker.id" => "node.id",
+        other => other,
+    }
+}
+
+/// Kafka's `cleanup.policy` list, normalised (`delete`, `compact`, `compact,delete`); `None`
+/// when empty or naming anything else.
+pub fn cleanup_policy(value: &str) -> Option<String> {
+    let mut compact = false;
+    let mut delete = false;
+    for p in value.split(',').map(str::trim) {
+        match p {
+            "compact" => compact = true,
+            "delete" => delete = true,
+            _ => return None,
+        }
+    }
+    Some(match (compact, delete) {
+        (true, true) => "compact,delete".into(),
+        (true, false) => "compact".into(),
+        _ => "delete".into(),
+    })
 }
 
 fn flatten_toml(prefix: &str, value: &toml::Value, out: &mut Vec<(String, String)>) {

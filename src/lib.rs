@@ -13,6 +13,8 @@
 //! - [`admin`], [`metadata`]: topics, ids and configs; changes applied on the metadata shard,
 //!   persisted, and broadcast as immutable images.
 //! - [`client`]: a small blocking Kafka client (std `TcpStream`) for the CLI and tests.
+//! - [`group`]: the classic consumer-group coordinator and committed offsets (in the internal,
+//!   compacted `__consumer_offsets` topic).
 //! - [`log`]: the per-partition commit log: segments, indexes, durability, recovery, retention
 //!   and idempotent-producer state. Owned by one shard; no locks.
 //! - [`config`]: every limit and every Kafka-named setting, in one place.
@@ -21,6 +23,7 @@
 //! - [`cli`]: the Kafka-console-style client commands (`tidelog topic|produce|consume`).
 //! - [`alloc`]: the global allocator that keeps hostile array counts from aborting the broker.
 //! - [`util`]: small async helpers.
+//! - [`tune`]: `tidelog tune --check`, the host's OS settings against tuning.md.
 pub mod admin;
 pub mod alloc;
 pub mod api;
@@ -28,6 +31,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod group;
 pub mod log;
 pub mod metadata;
 pub mod net;
@@ -36,6 +40,7 @@ pub mod router;
 pub mod runtime;
 pub mod server;
 pub mod shard;
+pub mod tune;
 pub mod util;
 
 /// Ends the process on an error the broker cannot recover from (a shard gone, a partition that

@@ -25,6 +25,8 @@ struct Cli {
 enum Command {
     /// Run the broker (defaults: ./tidelog-data, 127.0.0.1:9092, one shard per core).
     Serve(ServeArgs),
+    /// Compare this host's OS settings with tuning.md's recommendations (changes nothing).
+    Tune(TuneArgs),
     #[command(flatten)]
     Client(tidelog::cli::ClientCommand),
 }
@@ -46,6 +48,14 @@ struct ServeArgs {
     /// A Kafka-named setting, applied after the config file (repeatable): `--set num.partitions=3`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+struct TuneArgs {
+    /// Read the settings and print what to change; the only mode, since tidelog never changes
+    /// the host itself.
+    #[arg(long, required = true)]
+    check: bool,
 }
 
 fn build_config(args: &ServeArgs) -> Result<BrokerConfig, String> {
@@ -92,6 +102,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Tune(_) => tidelog::tune::run_check(),
         Command::Client(cmd) => tidelog::cli::run(cmd),
     }
 }

@@ -11,8 +11,11 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use crate::config::{BrokerConfig, PARTITIONS_PER_TOPIC_MAX, TOPIC_NAME_LEN_MAX};
-use crate::log::{CleanupPolicy, LogConfig, TimestampType};
+use crate::config::{PARTITIONS_PER_TOPIC_MAX, TOPIC_NAME_LEN_MAX};
+
+pub mod configs;
+
+pub use configs::log_config;
 
 /// One topic as every shard sees it.
 #[derive(Clone, Debug, PartialEq)]
@@ -60,111 +63,6 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// Topic configs the broker understands, with Kafka's names.
-pub const TOPIC_CONFIG_KEYS: &[&str] = &[
-    "cleanup.policy",
-    "retention.ms",
-    "retention.bytes",
-    "segment.bytes",
-    "segment.ms",
-    "max.message.bytes",
-    "message.timestamp.type",
-    "flush.messages",
-    "flush.ms",
-    "index.interval.bytes",
-    "min.insync.replicas",
-    "compression.type",
-    "min.compaction.lag.ms",
-    "delete.retention.ms",
-    "min.cleanable.dirty.ratio",
-];
-
-/// The effective log config of a topic: broker defaults overridden by topic configs.
-/// Errors name the offending key, for INVALID_CONFIG.
-pub fn log_config(
-    broker: &BrokerConfig,
-    configs: &BTreeMap<String, String>,
-) -> Result<LogConfig, String> {
-    let mut c = LogConfig {
-        segment_bytes: broker.log_segment_bytes,
-        segment_ms: broker.log_roll_ms,
-        retention_ms: broker.log_retention_ms,
-        retention_bytes: broker.log_retention_bytes,
-        max_message_bytes: broker.message_max_bytes,
-        message_timestamp_type: timestamp_type(
-            "log.message.timestamp.type",
-            &broker.log_message_timestamp_type,
-        )?,
-        flush_messages: broker.log_flush_interval_messages,
-        flush_ms: broker.log_flush_interval_ms,
-        cleanup_policy: CleanupPolicy::parse(&broker.log_cleanup_policy)
-            .ok_or("invalid log.cleanup.policy")?,
-        min_compaction_lag_ms: broker.log_cleaner_min_compaction_lag_ms,
-        delete_retention_ms: broker.log_cleaner_delete_retention_ms,
-        min_cleanable_dirty_ratio: broker.log_cleaner_min_cleanable_ratio,
-        ..LogConfig::default()
-    };
-    for (key, value) in configs {
-        let bad = || format!("invalid value {value:?} for config {key}");
-        match key.as_str() {
-            "retention.ms" => c.retention_ms = value.parse().map_err(|_| bad())?,
-            "retention.bytes" => c.retention_bytes = value.parse().map_err(|_| bad())?,
-            "segment.bytes" => {
-                c.segment_bytes = value.parse().map_err(|_| bad())?;
-                if c.segment_bytes < 14 {
-                    return Err(bad());
-                }
-            }
-            "segment.ms" => c.segment_ms = value.parse().map_err(|_| bad())?,
-            "max.message.bytes" => c.max_message_bytes = value.parse().map_err(|_| bad())?,
-            "message.timestamp.type" => c.message_timestamp_type = timestamp_type(key, value)?,
-            "flush.messages" => c.flush_messages = value.parse().map_err(|_| bad())?,
-            "flush.ms" => c.flush_ms = value.parse().map_err(|_| bad())?,
-            "index.interval.bytes" => c.index_interval_bytes = value.parse().map_err(|_| bad())?,
-            "cleanup.policy" => c.cleanup_policy = CleanupPolicy::parse(value).ok_or_else(bad)?,
-            "min.compaction.lag.ms" => {
-                c.min_compaction_lag_ms = value.parse().map_err(|_| bad())?;
-                if c.min_compaction_lag_ms < 0 {
-                    return Err(bad());
-                }
-            }
-            "delete.retention.ms" => {
-                c.delete_retention_ms = value.parse().map_err(|_| bad())?;
-                if c.delete_retention_ms < 0 {
-                    return Err(bad());
-                }
-            }
-            "min.cleanable.dirty.ratio" => {
-                c.min_cleanable_dirty_ratio = value.parse().map_err(|_| bad())?;
-                if !(0.0..=1.0).contains(&c.min_cleanable_dirty_ratio) {
-                    return Err(bad());
-                }
-            }
-            "min.insync.replicas" => {
-                value.parse::<u32>().map_err(|_| bad())?;
-            }
-            "compression.type" => {
-                if !matches!(
-                    value.as_str(),
-                    "producer" | "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd"
-                ) {
-                    return Err(bad());
-                }
-            }
-            _ => return Err(format!("unknown topic config {key}")),
-        }
-    }
-    Ok(c)
-}
-
-fn timestamp_type(key: &str, value: &str) -> Result<TimestampType, String> {
-    match value {
-        "CreateTime" => Ok(TimestampType::CreateTime),
-        "LogAppendTime" => Ok(TimestampType::LogAppendTime),
-        _ => Err(format!("invalid value {value:?} for config {key}")),
-    }
 }
 
 /// Checks a CreateTopics partition count.
@@ -381,18 +279,9 @@ mod tests {
     }
 
     #[test]
-    fn topic_configs_are_validated_by_name() {
-        let b = BrokerConfig::default();
-        let ok = BTreeMap::from([("retention.ms".to_string(), "5".to_string())]);
-        assert_eq!(log_config(&b, &ok).unwrap().retention_ms, 5);
-        let unknown = BTreeMap::from([("nope".to_string(), "5".to_string())]);
-        assert!(log_config(&b, &unknown).unwrap_err().contains("nope"));
-        let bad = BTreeMap::from([("segment.bytes".to_string(), "x".to_string())]);
-        assert!(log_config(&b, &bad).unwrap_err().contains("segment.bytes"));
-    }
-
-    #[test]
     fn compaction_configs_map_to_the_log_config() {
+        use crate::config::BrokerConfig;
+        use crate::log::CleanupPolicy;
         let mut b = BrokerConfig::default();
         let d = log_config(&b, &BTreeMap::new()).unwrap();
         assert_eq!(d.cleanup_policy, CleanupPolicy::DELETE);
@@ -400,6 +289,8 @@ mod tests {
         assert_eq!(d.min_cleanable_dirty_ratio, 0.5);
         b.set("log.cleanup.policy", "compact").unwrap();
         b.set("log.cleaner.delete.retention.ms", "7").unwrap();
+        b.set("log.cleaner.backoff.ms", "200").unwrap();
+        assert_eq!(b.log_cleaner_backoff_ms, 200);
         let c = log_config(&b, &BTreeMap::new()).unwrap();
         assert!(c.cleanup_policy.compact && !c.cleanup_policy.delete);
         assert_eq!(c.delete_retention_ms, 7);

@@ -33,6 +33,7 @@ enum Phase {
 pub fn run(mut config: BrokerConfig) -> Result<(), String> {
     let shards = config.shard_count().max(1);
     let memlock = raise_memlock_limit(shards, IO_MEMORY_BYTES_DEFAULT)?;
+    let nofile = crate::runtime::raise_nofile_limit();
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
     let _lock = lock_data_dir(&config.data_dir)?;
@@ -86,6 +87,7 @@ pub fn run(mut config: BrokerConfig) -> Result<(), String> {
         io_memory_kib = memlock.io_memory / 1024,
         memlock_limit_kib = memlock.limit / 1024,
         cap_ipc_lock = memlock.cap_ipc_lock,
+        open_files_limit = nofile,
         data_dir = %config.data_dir.display(),
         "broker started; each shard reserved its io_uring memory"
     );

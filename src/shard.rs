@@ -48,6 +48,9 @@ pub fn remove_deleted_dirs(data_dir: &std::path::Path) {
     }
 }
 
+/// One topic's partitions on this shard, by index.
+type TopicPartitions = HashMap<i32, Rc<Partition>>;
+
 /// Identifies a partition on its owner shard.
 pub type PartitionKey = (Arc<str>, i32);
 
@@ -95,7 +98,9 @@ pub struct Shard {
     pub config: Arc<BrokerConfig>,
     pub router: Router,
     metadata: RefCell<Arc<MetadataImage>>,
-    partitions: RefCell<HashMap<PartitionKey, Rc<Partition>>>,
+    /// Topic → partition index → partition. Nested so that a lookup by `&str` allocates
+    /// nothing: every produce and fetch does one per partition.
+    partitions: RefCell<HashMap<Arc<str>, TopicPartitions>>,
     /// Open client connections on this shard, bounded by its share of `max.connections`.
     pub connections: Cell<u32>,
     /// Requests being handled right now; shutdown waits for them.
@@ -105,6 +110,8 @@ pub struct Shard {
     pub inflight_bytes: glommio::sync::Semaphore,
     /// Serialises metadata changes; only used on the metadata shard.
     pub metadata_lock: glommio::sync::Semaphore,
+    /// The consumer groups this shard coordinates.
+    pub groups: crate::group::Coordinator,
     /// The next producer id to hand out and the end of the persisted block; metadata shard only.
     pub producer_ids: Cell<(i64, i64)>,
 }
@@ -124,6 +131,7 @@ impl Shard {
             ),
             metadata_lock: glommio::sync::Semaphore::new(1),
             producer_ids: Cell::new((0, 0)),
+            groups: crate::group::Coordinator::default(),
         }
     }
 
@@ -149,7 +157,8 @@ impl Shard {
     pub fn partition(&self, topic: &str, partition: i32) -> Option<Rc<Partition>> {
         self.partitions
             .borrow()
-            .get(&(Arc::from(topic), partition))
+            .get(topic)
+            .and_then(|ps| ps.get(&partition))
             .cloned()
     }
 
@@ -158,27 +167,55 @@ impl Shard {
     pub async fn apply_metadata(&self, image: Arc<MetadataImage>) {
         *self.metadata.borrow_mut() = image.clone();
         let stale: Vec<_> = self
-            .partitions
-            .borrow()
-            .iter()
+            .owned_partitions()
+            .into_iter()
             .filter(|((t, _), p)| image.topic(t).is_none_or(|m| m.id != p.topic_id))
-            .map(|(k, _)| k.clone())
+            .map(|(k, _)| k)
             .collect();
         for key in stale {
-            let Some(p) = self.partitions.borrow_mut().remove(&key) else {
+            let removed = {
+                let mut parts = self.partitions.borrow_mut();
+                let removed = parts.get_mut(&key.0).and_then(|ps| ps.remove(&key.1));
+                if parts.get(&key.0).is_some_and(HashMap::is_empty) {
+                    parts.remove(&key.0);
+                }
+                removed
+            };
+            let Some(p) = removed else {
                 continue;
             };
             p.notify_gone();
             self.discard_partition_dir(&key, p.topic_id).await;
         }
+        self.refresh_configs(&image);
         for topic in image.topics.values() {
             for p in 0..topic.partitions {
                 if self.owner(topic, p) != self.id() || self.partition(&topic.name, p).is_some() {
                     continue;
                 }
                 if let Err(e) = self.open_partition(topic, p).await {
-                    crate::fatal(&format!("cannot open partition {}-{p}: {e}", topic.name));
+                    // The rest of the broker keeps serving; this partition stays offline
+                    // (NOT_LEADER_OR_FOLLOWER) until the cause is fixed and it reopens.
+                    error!(topic = %topic.name, partition = p, "cannot open partition: {e}");
                 }
+            }
+        }
+    }
+
+    /// Hands changed topic configs to the logs of this shard's partitions, so that
+    /// AlterConfigs takes effect on the next append, roll and retention pass without a restart.
+    fn refresh_configs(&self, image: &MetadataImage) {
+        for ((topic, index), p) in self.owned_partitions() {
+            let Some(meta) = image.topic(&topic).filter(|m| m.id == p.topic_id) else {
+                continue;
+            };
+            let Ok(cfg) = metadata::log_config(&self.config, &meta.configs) else {
+                warn!(%topic, "ignoring invalid topic config");
+                continue;
+            };
+            if cfg != p.log.config() {
+                info!(%topic, partition = index, "topic config changed");
+                p.log.set_config(cfg);
             }
         }
     }
@@ -222,7 +259,12 @@ impl Shard {
         });
         self.partitions
             .borrow_mut()
-            .insert((topic.name.clone(), partition), p);
+            .entry(topic.name.clone())
+            .or_default()
+            .insert(partition, p);
+        if &*topic.name == crate::group::store::OFFSETS_TOPIC {
+            crate::group::offsets::replay(self, partition).await;
+        }
         Ok(())
     }
 
@@ -231,7 +273,7 @@ impl Shard {
         self.partitions
             .borrow()
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .flat_map(|(t, ps)| ps.iter().map(move |(i, p)| ((t.clone(), *i), p.clone())))
             .collect()
     }
 
@@ -251,9 +293,16 @@ impl Shard {
     }
 
     /// Applies retention to every partition this shard owns.
+    ///
+    /// Budgeted: it yields to request handling between partitions (`yield_if_needed`), works on
+    /// a snapshot of the partition list so no borrow spans an await, and stops at shutdown so
+    /// that closing the logs never waits behind a long pass.
     pub async fn enforce_retention(&self) {
         let now = crate::util::now_ms();
         for ((t, i), p) in self.owned_partitions() {
+            if self.shutting_down.get() {
+                return;
+            }
             match p.log.enforce_retention(now).await {
                 Ok(0) => {}
                 Ok(n) => {

@@ -277,3 +277,38 @@ fn topics_and_acknowledged_data_survive_clean_and_unclean_restarts() {
     let listed = broker.cli_ok(&["topic", "list"], b"");
     assert!(listed.lines().any(|l| l.trim() == "durable"), "{listed}");
 }
+
+#[test]
+fn a_topic_compression_type_recompresses_what_producers_send() {
+    let broker = Broker::start();
+    broker.cli_ok(
+        &[
+            "topic",
+            "create",
+            "zipped",
+            "--config",
+            "compression.type=gzip",
+        ],
+        b"",
+    );
+    let (p, d) = producer(&broker, &[("compression.type", "lz4")]);
+    let records: Vec<_> = (0..500)
+        .map(|i| {
+            (
+                Some(format!("k{i}")),
+                format!("value {i} {}", "y".repeat(50)),
+            )
+        })
+        .collect();
+    produce_all(&p, &d, "zipped", &records);
+    assert_eq!(
+        stored_codecs(&broker, "zipped"),
+        HashSet::from([1]),
+        "every batch stored as gzip"
+    );
+    let got: Vec<String> = consume(&broker, "zipped", 1, 500)
+        .into_iter()
+        .map(|r| r.3)
+        .collect();
+    assert_eq!(got, records.into_iter().map(|r| r.1).collect::<Vec<_>>());
+}

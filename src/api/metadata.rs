@@ -117,6 +117,7 @@ fn topic_entry(shard: &Shard, t: &TopicMeta) -> MetadataResponseTopic {
         .with_topic_id(t.id)
         .with_partitions(partitions)
         .with_topic_authorized_operations(OPERATIONS_NOT_REQUESTED)
+        .with_is_internal(&*t.name == crate::group::store::OFFSETS_TOPIC)
 }
 
 /// The host and port clients should connect to.

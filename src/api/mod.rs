@@ -1,11 +1,21 @@
 //! One handler per Kafka API. [`handle`] checks a frame against the API table
 //! (`protocol::apis`), decodes its header, and dispatches on the API key.
 
+mod alter_configs;
 mod api_versions;
+mod consumer_groups;
+mod create_partitions;
 mod create_topics;
+mod delete_records;
 mod delete_topics;
+mod describe_cluster;
+mod describe_configs;
+mod describe_log_dirs;
 mod fetch;
 mod find_coordinator;
+mod group_admin;
+mod group_offsets;
+mod incremental_alter_configs;
 mod init_producer_id;
 mod list_offsets;
 mod metadata;
@@ -24,6 +34,14 @@ use crate::protocol::request::{decode_request, Request, RequestError};
 use crate::protocol::response::encode_response;
 use crate::shard::Shard;
 
+/// What a handler may know of the connection a request came on.
+#[derive(Clone, Debug, Default)]
+pub struct Session {
+    pub client_id: String,
+    /// The peer address, as Kafka reports a member's `client_host` (`/127.0.0.1`).
+    pub client_host: String,
+}
+
 /// What the connection does after a request.
 pub enum Outcome {
     Respond(Vec<Chunk>),
@@ -35,7 +53,7 @@ pub enum Outcome {
 
 /// Handles one request frame. Never panics on client bytes: anything that does not decode
 /// closes the connection with a logged reason.
-pub async fn handle(shard: &Rc<Shard>, frame: Bytes, client_id: &mut String) -> Outcome {
+pub async fn handle(shard: &Rc<Shard>, frame: Bytes, session: &mut Session) -> Outcome {
     let req = match decode_request(frame) {
         Ok(r) => r,
         Err(RequestError::UnsupportedVersion {
@@ -48,8 +66,8 @@ pub async fn handle(shard: &Rc<Shard>, frame: Bytes, client_id: &mut String) -> 
         Err(e) => return Outcome::Close(e.to_string()),
     };
     if let Some(id) = req.header.client_id.as_deref() {
-        if client_id != id {
-            *client_id = id.to_string();
+        if session.client_id != id {
+            session.client_id = id.to_string();
         }
     }
     let result = match req.api_key {
@@ -58,11 +76,28 @@ pub async fn handle(shard: &Rc<Shard>, frame: Bytes, client_id: &mut String) -> 
         ApiKey::Produce => produce::handle(shard, &req).await,
         ApiKey::Fetch => fetch::handle(shard, &req).await,
         ApiKey::FindCoordinator => find_coordinator::handle(shard, &req).await,
+        ApiKey::JoinGroup => consumer_groups::join_group(shard, &req, session).await,
+        ApiKey::SyncGroup => consumer_groups::sync_group(shard, &req).await,
+        ApiKey::Heartbeat => consumer_groups::heartbeat(shard, &req).await,
+        ApiKey::LeaveGroup => consumer_groups::leave_group(shard, &req).await,
+        ApiKey::OffsetCommit => group_offsets::offset_commit(shard, &req).await,
+        ApiKey::OffsetFetch => group_offsets::offset_fetch(shard, &req).await,
+        ApiKey::OffsetDelete => group_offsets::offset_delete(shard, &req).await,
+        ApiKey::ListGroups => group_admin::list_groups(shard, &req).await,
+        ApiKey::DescribeGroups => group_admin::describe_groups(shard, &req).await,
+        ApiKey::DeleteGroups => group_admin::delete_groups(shard, &req).await,
         ApiKey::ListOffsets => list_offsets::handle(shard, &req).await,
         ApiKey::CreateTopics => create_topics::handle(shard, &req).await,
         ApiKey::DeleteTopics => delete_topics::handle(shard, &req).await,
         ApiKey::InitProducerId => init_producer_id::handle(shard, &req).await,
         ApiKey::OffsetForLeaderEpoch => offset_for_leader_epoch::handle(shard, &req).await,
+        ApiKey::DescribeConfigs => describe_configs::handle(shard, &req).await,
+        ApiKey::AlterConfigs => alter_configs::handle(shard, &req).await,
+        ApiKey::IncrementalAlterConfigs => incremental_alter_configs::handle(shard, &req).await,
+        ApiKey::CreatePartitions => create_partitions::handle(shard, &req).await,
+        ApiKey::DeleteRecords => delete_records::handle(shard, &req).await,
+        ApiKey::DescribeCluster => describe_cluster::handle(shard, &req).await,
+        ApiKey::DescribeLogDirs => describe_log_dirs::handle(shard, &req).await,
         other => Err(RequestError::Malformed {
             api_key: other,
             version: req.version(),

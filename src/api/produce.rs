@@ -65,6 +65,10 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, Request
                     ErrorCode::UnknownTopicOrPartition,
                     format!("{}-{} does not exist", t.name.0, p.index),
                 )),
+                (Some(m), _) if &*m.name == crate::group::store::OFFSETS_TOPIC => Err((
+                    ErrorCode::InvalidTopicException,
+                    "cannot append to an internal topic".into(),
+                )),
                 (Some(_), None) => Err((ErrorCode::InvalidRecord, "null record set".into())),
                 (Some(m), Some(records)) => Ok((m, records.clone())),
             };
@@ -126,12 +130,39 @@ async fn append_all(
                     )),
                 );
             };
-            let r = p.log.append(&piece.records, LEADER_EPOCH, durability).await;
+            let records = match with_topic_codec(&shard, &piece) {
+                Ok(r) => r,
+                Err(e) => return (piece.slot, Err(e)),
+            };
+            let r = p.log.append(&records, LEADER_EPOCH, durability).await;
             p.notify();
             (piece.slot, r.map_err(|e| (e.error_code(), e.to_string())))
         }
     });
     join_all(appends.collect()).await
+}
+
+/// The piece's batch, rewritten when the topic's `compression.type` names another codec.
+fn with_topic_codec(shard: &Shard, piece: &Piece) -> Result<Bytes, (ErrorCode, String)> {
+    let image = shard.metadata();
+    let configured = image
+        .topic(&piece.topic)
+        .and_then(|t| t.configs.get("compression.type").cloned());
+    let codec = configured
+        .as_deref()
+        .unwrap_or(&shard.config.compression_type);
+    let Some(target) = crate::protocol::recompress::target_codec(codec) else {
+        return Ok(piece.records.clone());
+    };
+    // Check the producer's CRC before decoding: re-encoding would otherwise give a corrupt
+    // batch a fresh, valid checksum.
+    crate::log::batch::validate_produce(&piece.records, u32::MAX)
+        .map_err(|e| (e.error_code(), e.to_string()))?;
+    match crate::protocol::recompress::recompress(&piece.records, target) {
+        Ok(Some(b)) => Ok(b),
+        Ok(None) => Ok(piece.records.clone()),
+        Err(msg) => Err((ErrorCode::CorruptMessage, msg)),
+    }
 }
 
 fn response(req: &Request, body: &ProduceRequest, results: Vec<AppendResult>) -> ProduceResponse {

@@ -1,4 +1,5 @@
-//! `tidelog topic create|list|describe|delete`, after `kafka-topics.sh`.
+//! `tidelog topic create|list|describe|delete|alter-config|add-partitions|delete-records`, after
+//! `kafka-topics.sh`, `kafka-configs.sh` and `kafka-delete-records.sh`.
 
 use std::io::Write;
 use std::time::Duration;
@@ -32,6 +33,46 @@ pub enum TopicCommand {
         #[command(flatten)]
         conn: ConnArgs,
     },
+    /// Set or remove topic configs; they take effect at once (like kafka-configs.sh --alter).
+    AlterConfig(AlterConfigArgs),
+    /// Raise a topic's partition count (like kafka-topics.sh --alter --partitions).
+    AddPartitions {
+        /// Topic to grow.
+        name: String,
+        /// The new total number of partitions.
+        #[arg(long)]
+        partitions: i32,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Delete a partition's records below an offset (like kafka-delete-records.sh).
+    DeleteRecords {
+        /// Topic name.
+        name: String,
+        /// Partition index.
+        #[arg(long)]
+        partition: i32,
+        /// Records below this offset are deleted; -1 deletes up to the high watermark.
+        #[arg(long, allow_hyphen_values = true)]
+        before_offset: i64,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+}
+
+/// Arguments of `tidelog topic alter-config`.
+#[derive(clap::Args, Debug)]
+pub struct AlterConfigArgs {
+    /// Topic name.
+    pub name: String,
+    /// A config to set, `key=value`; repeatable.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = super::parse_key_value)]
+    pub set: Vec<(String, String)>,
+    /// A config to remove (back to the broker's default); repeatable.
+    #[arg(long, value_name = "KEY")]
+    pub delete: Vec<String>,
+    #[command(flatten)]
+    pub conn: ConnArgs,
 }
 
 /// Arguments of `tidelog topic create`.
@@ -84,6 +125,38 @@ pub fn run(cmd: TopicCommand) -> Result<(), ClientError> {
         TopicCommand::Delete { name, conn } => {
             conn.connect()?.delete_topic(&name)?;
             println!("Deleted topic {name}.");
+            Ok(())
+        }
+        TopicCommand::AlterConfig(args) => {
+            if args.set.is_empty() && args.delete.is_empty() {
+                return Err(ClientError::Other(
+                    "alter-config needs at least one --set or --delete".into(),
+                ));
+            }
+            let mut client = args.conn.connect()?;
+            client.alter_topic_configs(&args.name, &args.set, &args.delete)?;
+            println!("Completed updating config for topic {}.", args.name);
+            Ok(())
+        }
+        TopicCommand::AddPartitions {
+            name,
+            partitions,
+            conn,
+        } => {
+            conn.connect()?.create_partitions(&name, partitions)?;
+            println!("Topic {name} now has {partitions} partitions.");
+            Ok(())
+        }
+        TopicCommand::DeleteRecords {
+            name,
+            partition,
+            before_offset,
+            conn,
+        } => {
+            let low = conn
+                .connect()?
+                .delete_records(&name, partition, before_offset)?;
+            println!("partition: {name}-{partition}\tlow_watermark: {low}");
             Ok(())
         }
     }

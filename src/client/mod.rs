@@ -9,6 +9,7 @@
 //! - [`conn`]: one connection: framing, correlation ids, the ApiVersions handshake.
 //! - [`error`]: [`ClientError`], with Kafka error codes shown by their Kafka names.
 //! - [`admin`]: Metadata, CreateTopics, DeleteTopics, DescribeConfigs.
+//! - [`configs`]: IncrementalAlterConfigs, CreatePartitions, DeleteRecords.
 //! - [`produce`]: Produce (acks 0/1/-1) and Kafka's default key partitioner.
 //! - [`fetch`]: Fetch, ListOffsets and record-batch decoding.
 //!
@@ -16,6 +17,7 @@
 //! a terminal and tests, not throughput (that is `loadgen`'s job).
 
 pub mod admin;
+pub mod configs;
 pub mod conn;
 pub mod error;
 pub mod fetch;

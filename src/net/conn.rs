@@ -25,13 +25,16 @@ pub async fn serve_connection(shard: &Rc<Shard>, mut stream: TcpStream, peer: &s
     let max = shard.config.socket_request_max_bytes;
     // Idle connections hold no buffer: it is allocated by the first read.
     let mut buf = BytesMut::new();
-    let mut client_id = String::new();
+    let mut session = api::Session {
+        client_id: String::new(),
+        client_host: format!("/{}", peer.rsplit_once(':').map_or(peer, |(h, _)| h)),
+    };
     loop {
         let (frame, _inflight) = match read_frame(shard, &mut stream, &mut buf, max).await {
             Ok(Some(f)) => f,
             Ok(None) => break,
             Err(reason) => {
-                warn!(%peer, client_id, "closing connection: {reason}");
+                warn!(%peer, client_id = %session.client_id, "closing connection: {reason}");
                 break;
             }
         };
@@ -41,20 +44,20 @@ pub async fn serve_connection(shard: &Rc<Shard>, mut stream: TcpStream, peer: &s
         shard
             .requests_in_flight
             .set(shard.requests_in_flight.get() + 1);
-        let outcome = api::handle(shard, frame, &mut client_id).await;
+        let outcome = api::handle(shard, frame, &mut session).await;
         shard
             .requests_in_flight
             .set(shard.requests_in_flight.get() - 1);
         match outcome {
             Outcome::Respond(chunks) => {
                 if let Err(e) = super::write_chunks(&mut stream, chunks).await {
-                    debug!(%peer, client_id, "closing connection: write failed: {e}");
+                    debug!(%peer, client_id = %session.client_id, "closing connection: write failed: {e}");
                     break;
                 }
             }
             Outcome::NoResponse => {}
             Outcome::Close(reason) => {
-                warn!(%peer, client_id, "closing connection: {reason}");
+                warn!(%peer, client_id = %session.client_id, "closing connection: {reason}");
                 break;
             }
         }

@@ -7,5 +7,6 @@
 pub mod apis;
 pub mod fetch;
 pub mod frame;
+pub mod recompress;
 pub mod request;
 pub mod response;

@@ -1,0 +1,65 @@
+//! CreatePartitions, including `validate_only`. New partitions land on the shards that
+//! `shard_for` names, opened there when the new metadata image is installed.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use super::{log_client_error, respond, Outcome};
+use crate::admin;
+use crate::error::ErrorCode;
+use crate::protocol::request::{Request, RequestError};
+use crate::shard::Shard;
+
+pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, RequestError> {
+    let body: CreatePartitionsRequest = req.decode_body()?;
+    let node = shard.config.node_id;
+    let mut early = Vec::with_capacity(body.topics.len());
+    let mut counts = Vec::new();
+    for t in &body.topics {
+        // A manual assignment can only name this node, once per new partition.
+        let bad_assignment = t.assignments.as_ref().is_some_and(|a| {
+            a.iter()
+                .any(|p| p.broker_ids.len() != 1 || p.broker_ids[0].0 != node)
+        });
+        early.push(if bad_assignment {
+            Some((
+                ErrorCode::InvalidReplicaAssignment,
+                format!("a single node can only assign replicas to broker {node}"),
+            ))
+        } else {
+            counts.push((t.name.0.to_string(), t.count));
+            None
+        });
+    }
+    let mut done = admin::create_partitions(shard, counts, body.validate_only)
+        .await
+        .into_iter();
+    let results = body
+        .topics
+        .iter()
+        .zip(early)
+        .map(|(t, e)| {
+            let outcome = match e {
+                Some(err) => Err(err),
+                None => done.next().expect("one result per topic"),
+            };
+            let r = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+            match outcome {
+                Ok(()) => r,
+                Err((code, msg)) => {
+                    let what = format!("create partitions of {}", t.name.0.as_str());
+                    log_client_error(req, &what, code, &msg);
+                    r.with_error_code(code.code())
+                        .with_error_message(Some(StrBytes::from_string(msg)))
+                }
+            }
+        })
+        .collect();
+    respond(
+        req,
+        &CreatePartitionsResponse::default().with_results(results),
+    )
+}

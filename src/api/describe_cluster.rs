@@ -1,0 +1,46 @@
+//! DescribeCluster: this node as the whole cluster and its controller.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use super::{log_client_error, respond, Outcome};
+use crate::error::ErrorCode;
+use crate::protocol::request::{Request, RequestError};
+use crate::shard::Shard;
+
+/// DescribeCluster v1 `endpoint_type`: brokers (1) or controllers (2).
+const ENDPOINT_BROKERS: i8 = 1;
+/// Kafka's "authorized operations not requested".
+const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
+
+pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, RequestError> {
+    let body: DescribeClusterRequest = req.decode_body()?;
+    let mut resp = DescribeClusterResponse::default()
+        .with_cluster_id(StrBytes::from_string(shard.metadata().cluster_id.clone()))
+        .with_controller_id(BrokerId(shard.config.node_id))
+        .with_cluster_authorized_operations(OPERATIONS_NOT_REQUESTED);
+    if req.version() >= 1 {
+        resp = resp.with_endpoint_type(body.endpoint_type);
+    }
+    if body.endpoint_type != ENDPOINT_BROKERS {
+        // Kafka serves controller endpoints only to clients that bootstrap from controllers.
+        let code = ErrorCode::UnsupportedEndpointType;
+        let msg = "this node serves broker endpoints only".to_string();
+        log_client_error(req, "describe cluster", code, &msg);
+        return respond(
+            req,
+            &resp
+                .with_error_code(code.code())
+                .with_error_message(Some(StrBytes::from_string(msg))),
+        );
+    }
+    let (host, port) = super::metadata::advertised(shard);
+    let broker = DescribeClusterBroker::default()
+        .with_broker_id(BrokerId(shard.config.node_id))
+        .with_host(StrBytes::from_string(host))
+        .with_port(port);
+    respond(req, &resp.with_brokers(vec![broker]))
+}

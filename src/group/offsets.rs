@@ -1,0 +1,437 @@
+//! Committed offsets and group records: commit, fetch, delete, describe, and the replay of
+//! `__consumer_offsets` at start-up. Runs on the coordinating shard.
+
+use std::os::unix::fs::FileExt;
+use std::rc::Rc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use kafka_protocol::records::RecordBatchDecoder;
+use tracing::{info, warn};
+
+use super::state::{Group, GroupState};
+use super::store::{self, Committed, Entry, GroupRecord, OFFSETS_TOPIC};
+use crate::error::ErrorCode;
+use crate::log::{Durability, Offset};
+use crate::shard::{Shard, LEADER_EPOCH};
+
+/// Kafka's `offset.metadata.max.bytes`.
+pub const OFFSET_METADATA_MAX_BYTES: usize = 4096;
+
+/// An OffsetCommit, as the coordinating shard needs it.
+#[derive(Clone, Debug)]
+pub struct CommitArgs {
+    pub group_id: String,
+    pub generation: i32,
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    /// (topic, partition, offset, leader epoch, metadata), in request order.
+    pub partitions: Vec<(String, i32, i64, i32, Option<String>)>,
+}
+
+/// Appends records to the group's offsets partition and waits for fsync: a commit is
+/// acknowledged only once it would survive a crash.
+async fn append(
+    shard: &Shard,
+    group_id: &str,
+    records: Vec<(Bytes, Option<Bytes>)>,
+) -> Result<(), ErrorCode> {
+    let p = shard
+        .partition(OFFSETS_TOPIC, store::partition_for(group_id))
+        .ok_or(ErrorCode::CoordinatorNotAvailable)?;
+    let batch =
+        store::batch(records, crate::util::now_ms()).map_err(|_| ErrorCode::UnknownServerError)?;
+    p.log
+        .append(&batch, LEADER_EPOCH, Durability::Fsync)
+        .await
+        .map_err(|e| {
+            warn!(group = group_id, "writing to {OFFSETS_TOPIC}: {e}");
+            ErrorCode::CoordinatorNotAvailable
+        })?;
+    p.notify();
+    Ok(())
+}
+
+/// Persists the group's protocol type and generation (its membership is rebuilt by rejoins).
+pub async fn persist_group(shard: &Shard, group_id: &str) {
+    let record = {
+        let groups = shard.groups.groups.borrow();
+        let Some(g) = groups.get(group_id) else {
+            return;
+        };
+        GroupRecord {
+            protocol_type: g.protocol_type.clone().unwrap_or_default(),
+            generation: g.generation,
+        }
+    };
+    let rec = (
+        store::group_key(group_id),
+        Some(store::group_value(&record)),
+    );
+    if let Err(code) = append(shard, group_id, vec![rec]).await {
+        warn!(group = group_id, "group record not persisted: {code:?}");
+    }
+}
+
+/// Checks whether this commit may proceed; `None` means yes.
+fn commit_allowed(g: Option<&mut Group>, a: &CommitArgs) -> Option<ErrorCode> {
+    let standalone = a.generation < 0 && a.member_id.is_empty();
+    let Some(g) = g else {
+        return (!standalone).then_some(ErrorCode::UnknownMemberId);
+    };
+    if standalone {
+        return (!g.members.is_empty()).then_some(ErrorCode::UnknownMemberId);
+    }
+    if let Err(code) = super::check_member(
+        g,
+        &a.member_id,
+        a.instance_id.as_deref(),
+        Some(a.generation),
+    ) {
+        return Some(code);
+    }
+    g.members.get_mut(&a.member_id).expect("checked").last_seen = Instant::now();
+    match g.state {
+        GroupState::PreparingRebalance | GroupState::CompletingRebalance => {
+            Some(ErrorCode::RebalanceInProgress)
+        }
+        _ => None,
+    }
+}
+
+/// OffsetCommit on the coordinating shard: one error (or none) per partition, in order.
+pub async fn commit(shard: Rc<Shard>, a: CommitArgs) -> Vec<Option<ErrorCode>> {
+    let refused = {
+        let mut groups = shard.groups.groups.borrow_mut();
+        commit_allowed(groups.get_mut(&a.group_id), &a)
+    };
+    if let Some(code) = refused {
+        return vec![Some(code); a.partitions.len()];
+    }
+    let image = shard.metadata();
+    let now = crate::util::now_ms();
+    let mut results = Vec::with_capacity(a.partitions.len());
+    let mut records = Vec::new();
+    let mut accepted = Vec::new();
+    for (topic, partition, offset, epoch, metadata) in &a.partitions {
+        let known = image
+            .topic(topic)
+            .is_some_and(|t| (0..t.partitions).contains(partition));
+        let error = if !known {
+            Some(ErrorCode::UnknownTopicOrPartition)
+        } else if metadata
+            .as_ref()
+            .is_some_and(|m| m.len() > OFFSET_METADATA_MAX_BYTES)
+        {
+            Some(ErrorCode::OffsetMetadataTooLarge)
+        } else {
+            None
+        };
+        if error.is_none() {
+            let c = Committed {
+                offset: *offset,
+                leader_epoch: *epoch,
+                metadata: metadata.clone(),
+                commit_timestamp_ms: now,
+            };
+            records.push((
+                store::offset_key(&a.group_id, topic, *partition),
+                Some(store::offset_value(&c)),
+            ));
+            accepted.push(((topic.clone(), *partition), c));
+        }
+        results.push(error);
+    }
+    if records.is_empty() {
+        return results;
+    }
+    if let Err(code) = append(&shard, &a.group_id, records).await {
+        return vec![Some(code); a.partitions.len()];
+    }
+    let mut groups = shard.groups.groups.borrow_mut();
+    let g = groups
+        .entry(a.group_id.clone())
+        .or_insert_with(|| Group::new(&a.group_id));
+    g.offsets.extend(accepted);
+    results
+}
+
+/// OffsetFetch for one group: the committed offset of each asked partition (-1 when none), or
+/// every committed partition when `partitions` is `None`.
+pub fn fetch(
+    shard: &Shard,
+    group_id: &str,
+    partitions: Option<Vec<(String, i32)>>,
+) -> Vec<(String, i32, Option<Committed>)> {
+    let groups = shard.groups.groups.borrow();
+    let g = groups.get(group_id);
+    match partitions {
+        Some(ps) => ps
+            .into_iter()
+            .map(|(t, p)| {
+                let c = g.and_then(|g| g.offsets.get(&(t.clone(), p)).cloned());
+                (t, p, c)
+            })
+            .collect(),
+        None => {
+            let mut all: Vec<_> = g
+                .map(|g| {
+                    g.offsets
+                        .iter()
+                        .map(|((t, p), c)| (t.clone(), *p, Some(c.clone())))
+                        .collect()
+                })
+                .unwrap_or_default();
+            all.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+            all
+        }
+    }
+}
+
+/// One group as ListGroups and DescribeGroups report it.
+#[derive(Clone, Debug)]
+pub struct GroupSummary {
+    pub group_id: String,
+    pub state: &'static str,
+    pub protocol_type: String,
+    pub protocol_name: String,
+    /// (member id, instance id, client id, client host, metadata, assignment)
+    pub members: Vec<(String, Option<String>, String, String, Bytes, Bytes)>,
+}
+
+/// Every group this shard coordinates, or just `only` when given (missing ones omitted).
+pub fn describe(shard: &Shard, only: Option<&[String]>) -> Vec<GroupSummary> {
+    let groups = shard.groups.groups.borrow();
+    let summarize = |g: &Group| {
+        let protocol = g.protocol_name.clone().unwrap_or_default();
+        GroupSummary {
+            group_id: g.id.clone(),
+            state: g.state.name(),
+            protocol_type: g.protocol_type.clone().unwrap_or_default(),
+            protocol_name: protocol.clone(),
+            members: g
+                .members
+                .values()
+                .map(|m| {
+                    let meta = m
+                        .protocols
+                        .iter()
+                        .find(|(n, _)| *n == protocol)
+                        .map(|(_, b)| b.clone())
+                        .unwrap_or_default();
+                    (
+                        m.id.clone(),
+                        m.instance_id.clone(),
+                        m.client_id.clone(),
+                        m.client_host.clone(),
+                        meta,
+                        m.assignment.clone(),
+                    )
+                })
+                .collect(),
+        }
+    };
+    match only {
+        Some(ids) => ids
+            .iter()
+            .filter_map(|id| groups.get(id).map(summarize))
+            .collect(),
+        None => groups
+            .values()
+            .filter(|g| g.state != GroupState::Dead)
+            .map(summarize)
+            .collect(),
+    }
+}
+
+/// DeleteGroups for one group: only an Empty group can go; its offsets go with it.
+pub async fn delete_group(shard: Rc<Shard>, group_id: String) -> Option<ErrorCode> {
+    let keys = {
+        let groups = shard.groups.groups.borrow();
+        let Some(g) = groups
+            .get(&group_id)
+            .filter(|g| g.state != GroupState::Dead)
+        else {
+            return Some(ErrorCode::GroupIdNotFound);
+        };
+        if g.state != GroupState::Empty {
+            return Some(ErrorCode::NonEmptyGroup);
+        }
+        let mut keys: Vec<(Bytes, Option<Bytes>)> = g
+            .offsets
+            .keys()
+            .map(|(t, p)| (store::offset_key(&group_id, t, *p), None))
+            .collect();
+        keys.push((store::group_key(&group_id), None));
+        keys
+    };
+    if let Err(code) = append(&shard, &group_id, keys).await {
+        return Some(code);
+    }
+    shard.groups.groups.borrow_mut().remove(&group_id);
+    info!(group = %group_id, "group deleted");
+    None
+}
+
+/// OffsetDelete: forgets committed offsets of partitions the group is not consuming.
+pub async fn delete_offsets(
+    shard: Rc<Shard>,
+    group_id: String,
+    partitions: Vec<(String, i32)>,
+) -> Result<Vec<Option<ErrorCode>>, ErrorCode> {
+    let (results, keys) = {
+        let groups = shard.groups.groups.borrow();
+        let g = groups
+            .get(&group_id)
+            .filter(|g| g.state != GroupState::Dead)
+            .ok_or(ErrorCode::GroupIdNotFound)?;
+        let subscribed = subscribed_topics(g);
+        let mut results = Vec::new();
+        let mut keys = Vec::new();
+        for (t, p) in &partitions {
+            if subscribed.contains(t) {
+                results.push(Some(ErrorCode::GroupSubscribedToTopic));
+            } else {
+                results.push(None);
+                if g.offsets.contains_key(&(t.clone(), *p)) {
+                    keys.push((store::offset_key(&group_id, t, *p), None));
+                }
+            }
+        }
+        (results, keys)
+    };
+    if !keys.is_empty() {
+        append(&shard, &group_id, keys).await?;
+        let mut groups = shard.groups.groups.borrow_mut();
+        if let Some(g) = groups.get_mut(&group_id) {
+            for ((t, p), r) in partitions.iter().zip(&results) {
+                if r.is_none() {
+                    g.offsets.remove(&(t.clone(), *p));
+                }
+            }
+        }
+    }
+    Ok(results)
+}
+
+/// The topics a consumer group's members subscribe to, from their consumer-protocol metadata.
+fn subscribed_topics(g: &Group) -> Vec<String> {
+    use kafka_protocol::protocol::Decodable;
+    if g.protocol_type.as_deref() != Some("consumer") {
+        return Vec::new();
+    }
+    let protocol = g.protocol_name.clone().unwrap_or_default();
+    let mut topics = Vec::new();
+    for m in g.members.values() {
+        let Some((_, meta)) = m.protocols.iter().find(|(n, _)| *n == protocol) else {
+            continue;
+        };
+        let mut b = meta.clone();
+        if b.len() < 2 {
+            continue;
+        }
+        let version = i16::from_be_bytes([b[0], b[1]]);
+        let _ = bytes::Buf::get_i16(&mut b);
+        if let Ok(sub) = kafka_protocol::messages::ConsumerProtocolSubscription::decode(
+            &mut b,
+            version.clamp(0, 3),
+        ) {
+            topics.extend(sub.topics.iter().map(|t| t.to_string()));
+        }
+    }
+    topics
+}
+
+/// Replays one `__consumer_offsets` partition into this shard's groups, at start-up.
+pub async fn replay(shard: &Shard, partition: i32) {
+    let Some(p) = shard.partition(OFFSETS_TOPIC, partition) else {
+        return;
+    };
+    let mut offset = p.log.log_start_offset();
+    let (mut offsets_n, mut groups_n) = (0usize, 0usize);
+    while offset < p.log.high_watermark() {
+        let slice = match p.log.read(offset, 1 << 20) {
+            Ok(s) if s.len > 0 => s,
+            Ok(_) => break,
+            Err(e) => {
+                warn!("replaying {OFFSETS_TOPIC}-{partition}: {e}");
+                break;
+            }
+        };
+        let mut buf = vec![0u8; slice.len as usize];
+        if let Err(e) = slice.file.read_exact_at(&mut buf, slice.position.0) {
+            warn!("replaying {OFFSETS_TOPIC}-{partition}: {e}");
+            break;
+        }
+        let mut bytes = Bytes::from(buf);
+        while !bytes.is_empty() {
+            let Ok(set) = RecordBatchDecoder::decode(&mut bytes) else {
+                warn!(
+                    "replaying {OFFSETS_TOPIC}-{partition}: undecodable batch at {}",
+                    offset.0
+                );
+                return;
+            };
+            for r in set.records {
+                offset = Offset(offset.0.max(r.offset + 1));
+                let Some(key) = &r.key else { continue };
+                match store::decode(key, r.value.as_ref()) {
+                    Some(e) => {
+                        apply(shard, e, &mut offsets_n, &mut groups_n);
+                    }
+                    None => {
+                        warn!("replaying {OFFSETS_TOPIC}-{partition}: skipping an unknown record")
+                    }
+                }
+            }
+        }
+        glommio::yield_if_needed().await;
+    }
+    if offsets_n + groups_n > 0 {
+        info!(
+            partition,
+            offsets = offsets_n,
+            groups = groups_n,
+            "replayed committed offsets"
+        );
+    }
+}
+
+fn apply(shard: &Shard, e: Entry, offsets_n: &mut usize, groups_n: &mut usize) {
+    let mut groups = shard.groups.groups.borrow_mut();
+    match e {
+        Entry::Offset {
+            group,
+            topic,
+            partition,
+            value,
+        } => {
+            let g = groups
+                .entry(group.clone())
+                .or_insert_with(|| Group::new(&group));
+            match value {
+                Some(c) => {
+                    g.offsets.insert((topic, partition), c);
+                    *offsets_n += 1;
+                }
+                None => {
+                    g.offsets.remove(&(topic, partition));
+                }
+            }
+        }
+        Entry::Group {
+            group,
+            value: Some(rec),
+        } => {
+            let g = groups
+                .entry(group.clone())
+                .or_insert_with(|| Group::new(&group));
+            g.protocol_type = (!rec.protocol_type.is_empty()).then_some(rec.protocol_type);
+            g.generation = rec.generation;
+            *groups_n += 1;
+        }
+        Entry::Group { group, value: None } => {
+            groups.remove(&group);
+        }
+    }
+}

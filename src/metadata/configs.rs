@@ -1,0 +1,687 @@
+//! Topic configs by Kafka's names: their types, broker-level synonyms and defaults, validation,
+//! the edits AlterConfigs and IncrementalAlterConfigs make, and the entries DescribeConfigs
+//! reports for a topic or for the broker.
+//!
+//! A topic stores only its overrides (`TopicMeta::configs`); everything else is derived from the
+//! broker's settings at the moment it is asked, so a topic follows the broker's defaults.
+
+use std::collections::BTreeMap;
+
+use crate::config::{cleanup_policy, BrokerConfig};
+use crate::log::{CleanupPolicy, LogConfig, TimestampType};
+
+/// DescribeConfigs `config_type` (v3+), Kafka's `ConfigDef.Type` numbering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigType {
+    Boolean = 1,
+    String = 2,
+    Int = 3,
+    Long = 5,
+    Double = 6,
+    List = 7,
+}
+
+/// DescribeConfigs `config_source`, Kafka's numbering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigSource {
+    DynamicTopic = 1,
+    StaticBroker = 4,
+    Default = 5,
+}
+
+/// One topic config Kafka defines.
+pub struct TopicConfigDef {
+    pub name: &'static str,
+    /// Broker settings that supply the default, highest precedence first.
+    pub broker_names: &'static [&'static str],
+    /// Kafka's default of the last broker setting, reported as the DEFAULT_CONFIG synonym.
+    pub broker_default: &'static str,
+    pub config_type: ConfigType,
+    pub doc: &'static str,
+}
+
+const fn def(
+    name: &'static str,
+    broker_names: &'static [&'static str],
+    broker_default: &'static str,
+    config_type: ConfigType,
+    doc: &'static str,
+) -> TopicConfigDef {
+    TopicConfigDef {
+        name,
+        broker_names,
+        broker_default,
+        config_type,
+        doc,
+    }
+}
+
+use ConfigType as T;
+
+/// Every topic config the broker accepts, sorted by name.
+pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
+    def(
+        "cleanup.policy",
+        &["log.cleanup.policy"],
+        "delete",
+        T::List,
+        "delete, compact, or both: how old segments are discarded.",
+    ),
+    def(
+        "compression.type",
+        &["compression.type"],
+        "producer",
+        T::String,
+        "Accepted and reported; batches are always stored as the producer sent them.",
+    ),
+    def(
+        "delete.retention.ms",
+        &["log.cleaner.delete.retention.ms"],
+        "86400000",
+        T::Long,
+        "How long tombstones are kept on a compacted topic.",
+    ),
+    def(
+        "flush.messages",
+        &["log.flush.interval.messages"],
+        "9223372036854775807",
+        T::Long,
+        "Force an fsync after this many messages appended without one.",
+    ),
+    def(
+        "flush.ms",
+        &["log.flush.interval.ms"],
+        "9223372036854775807",
+        T::Long,
+        "Force an fsync when the oldest unflushed message is this old.",
+    ),
+    def(
+        "index.interval.bytes",
+        &["log.index.interval.bytes"],
+        "4096",
+        T::Int,
+        "Bytes of log between two offset-index entries.",
+    ),
+    def(
+        "max.message.bytes",
+        &["message.max.bytes"],
+        "1048588",
+        T::Int,
+        "The largest record batch accepted.",
+    ),
+    def(
+        "message.timestamp.type",
+        &["log.message.timestamp.type"],
+        "CreateTime",
+        T::String,
+        "CreateTime keeps the producer's timestamps; LogAppendTime stamps the append time.",
+    ),
+    def(
+        "min.cleanable.dirty.ratio",
+        &["log.cleaner.min.cleanable.ratio"],
+        "0.5",
+        T::Double,
+        "Dirty share of the log above which compaction runs.",
+    ),
+    def(
+        "min.compaction.lag.ms",
+        &["log.cleaner.min.compaction.lag.ms"],
+        "0",
+        T::Long,
+        "Minimum age of a record before compaction may remove it.",
+    ),
+    def(
+        "min.insync.replicas",
+        &["min.insync.replicas"],
+        "1",
+        T::Int,
+        "Replicas that must acknowledge acks=all; always 1 on a single node.",
+    ),
+    def(
+        "retention.bytes",
+        &["log.retention.bytes"],
+        "-1",
+        T::Long,
+        "Partition size above which the oldest segments are deleted; -1 unbounded.",
+    ),
+    def(
+        "retention.ms",
+        &[
+            "log.retention.ms",
+            "log.retention.minutes",
+            "log.retention.hours",
+        ],
+        "168",
+        T::Long,
+        "Age after which closed segments are deleted; -1 keeps forever.",
+    ),
+    def(
+        "segment.bytes",
+        &["log.segment.bytes"],
+        "1073741824",
+        T::Int,
+        "Segment size at which the log rolls to a new segment.",
+    ),
+    def(
+        "segment.ms",
+        &["log.roll.ms", "log.roll.hours"],
+        "168",
+        T::Long,
+        "Segment age at which the log rolls on the next append.",
+    ),
+];
+
+/// The definition of a topic config, or `None` for a name Kafka topics do not have.
+pub fn topic_config_def(name: &str) -> Option<&'static TopicConfigDef> {
+    TOPIC_CONFIGS.iter().find(|d| d.name == name)
+}
+
+/// The value a topic gets for `def` when it does not override it, from the broker's settings.
+fn broker_value(b: &BrokerConfig, def: &TopicConfigDef) -> String {
+    match def.name {
+        "cleanup.policy" => b.log_cleanup_policy.clone(),
+        "compression.type" => b.compression_type.clone(),
+        "delete.retention.ms" => b.log_cleaner_delete_retention_ms.to_string(),
+        // Kafka's "never" is Long.MAX_VALUE.
+        "flush.messages" => b
+            .log_flush_interval_messages
+            .min(i64::MAX as u64)
+            .to_string(),
+        "flush.ms" => b.log_flush_interval_ms.to_string(),
+        "index.interval.bytes" => b.log_index_interval_bytes.to_string(),
+        "max.message.bytes" => b.message_max_bytes.to_string(),
+        "message.timestamp.type" => b.log_message_timestamp_type.clone(),
+        "min.cleanable.dirty.ratio" => b.log_cleaner_min_cleanable_ratio.to_string(),
+        "min.compaction.lag.ms" => b.log_cleaner_min_compaction_lag_ms.to_string(),
+        "min.insync.replicas" => b.min_insync_replicas.to_string(),
+        "retention.bytes" => b.log_retention_bytes.to_string(),
+        "retention.ms" => b.log_retention_ms.to_string(),
+        "segment.bytes" => b.log_segment_bytes.to_string(),
+        "segment.ms" => b.log_roll_ms.to_string(),
+        other => unreachable!("topic config {other} has no broker value"),
+    }
+}
+
+/// The effective log config of a topic: broker defaults overridden by topic configs.
+/// Errors name the offending key, for INVALID_CONFIG.
+pub fn log_config(
+    broker: &BrokerConfig,
+    configs: &BTreeMap<String, String>,
+) -> Result<LogConfig, String> {
+    let mut c = LogConfig {
+        segment_bytes: broker.log_segment_bytes,
+        segment_ms: broker.log_roll_ms,
+        retention_ms: broker.log_retention_ms,
+        retention_bytes: broker.log_retention_bytes,
+        max_message_bytes: broker.message_max_bytes,
+        index_interval_bytes: broker.log_index_interval_bytes,
+        message_timestamp_type: timestamp_type(
+            "log.message.timestamp.type",
+            &broker.log_message_timestamp_type,
+        )?,
+        flush_messages: broker.log_flush_interval_messages,
+        flush_ms: broker.log_flush_interval_ms,
+        cleanup_policy: CleanupPolicy::parse(&broker.log_cleanup_policy)
+            .ok_or("invalid log.cleanup.policy")?,
+        min_compaction_lag_ms: broker.log_cleaner_min_compaction_lag_ms,
+        delete_retention_ms: broker.log_cleaner_delete_retention_ms,
+        min_cleanable_dirty_ratio: broker.log_cleaner_min_cleanable_ratio,
+    };
+    for (key, value) in configs {
+        apply(&mut c, key, value)?;
+    }
+    Ok(c)
+}
+
+/// Parses `value` as a number no smaller than `min`.
+fn number<N: std::str::FromStr + PartialOrd + std::fmt::Display>(
+    key: &str,
+    value: &str,
+    min: N,
+    kind: &str,
+) -> Result<N, String> {
+    let n: N = value.trim().parse().map_err(|_| {
+        format!("invalid value {value:?} for config {key}: not a number of type {kind}")
+    })?;
+    if n < min {
+        return Err(format!(
+            "invalid value {value:?} for config {key}: value must be at least {min}"
+        ));
+    }
+    Ok(n)
+}
+
+/// Validates one topic override and applies what the log obeys to `c`.
+fn apply(c: &mut LogConfig, key: &str, value: &str) -> Result<(), String> {
+    let bad = || format!("invalid value {value:?} for config {key}");
+    match key {
+        "retention.ms" => c.retention_ms = number(key, value, -1, "LONG")?,
+        "retention.bytes" => c.retention_bytes = number(key, value, i64::MIN, "LONG")?,
+        // Kafka's minimum: the overhead of one legacy record.
+        "segment.bytes" => c.segment_bytes = number::<i32>(key, value, 14, "INT")? as u64,
+        "segment.ms" => c.segment_ms = number(key, value, 1, "LONG")?,
+        "max.message.bytes" => c.max_message_bytes = number::<i32>(key, value, 0, "INT")? as u32,
+        "message.timestamp.type" => c.message_timestamp_type = timestamp_type(key, value)?,
+        "flush.messages" => c.flush_messages = number::<i64>(key, value, 1, "LONG")? as u64,
+        "flush.ms" => c.flush_ms = number(key, value, 0, "LONG")?,
+        "index.interval.bytes" => {
+            c.index_interval_bytes = number::<i32>(key, value, 0, "INT")? as u32
+        }
+        "delete.retention.ms" => c.delete_retention_ms = number(key, value, 0, "LONG")?,
+        "min.compaction.lag.ms" => c.min_compaction_lag_ms = number(key, value, 0, "LONG")?,
+        "min.cleanable.dirty.ratio" => {
+            let r = number::<f64>(key, value, 0.0, "DOUBLE")?;
+            if r > 1.0 {
+                return Err(format!("{}: value must be at most 1", bad()));
+            }
+            c.min_cleanable_dirty_ratio = r;
+        }
+        "min.insync.replicas" => {
+            number::<i32>(key, value, 1, "INT")?;
+        }
+        "cleanup.policy" => {
+            let normal = cleanup_policy(value)
+                .ok_or_else(|| format!("{}: expected a list of delete and compact", bad()))?;
+            c.cleanup_policy = CleanupPolicy::parse(&normal).ok_or_else(bad)?;
+        }
+        "compression.type" => {
+            if !matches!(
+                value,
+                "producer" | "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd"
+            ) {
+                return Err(bad());
+            }
+        }
+        _ => return Err(format!("unknown topic config {key}")),
+    }
+    Ok(())
+}
+
+fn timestamp_type(key: &str, value: &str) -> Result<TimestampType, String> {
+    match value {
+        "CreateTime" => Ok(TimestampType::CreateTime),
+        "LogAppendTime" => Ok(TimestampType::LogAppendTime),
+        _ => Err(format!(
+            "invalid value {value:?} for config {key}: expected CreateTime or LogAppendTime"
+        )),
+    }
+}
+
+/// IncrementalAlterConfigs `config_operation`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AlterOp {
+    Set,
+    Delete,
+    Append,
+    Subtract,
+}
+
+impl AlterOp {
+    pub fn from_wire(op: i8) -> Option<AlterOp> {
+        Some(match op {
+            0 => AlterOp::Set,
+            1 => AlterOp::Delete,
+            2 => AlterOp::Append,
+            3 => AlterOp::Subtract,
+            _ => return None,
+        })
+    }
+}
+
+/// A change to a topic's overrides.
+#[derive(Clone, Debug)]
+pub enum ConfigEdit {
+    /// AlterConfigs: the given configs become the whole set of overrides.
+    Replace(BTreeMap<String, String>),
+    /// IncrementalAlterConfigs: each operation in turn.
+    Incremental(Vec<(String, AlterOp, Option<String>)>),
+}
+
+/// The overrides after `edit`, validated. Errors name the key (INVALID_CONFIG).
+pub fn edit_configs(
+    broker: &BrokerConfig,
+    current: &BTreeMap<String, String>,
+    edit: &ConfigEdit,
+) -> Result<BTreeMap<String, String>, String> {
+    let next = match edit {
+        ConfigEdit::Replace(all) => all.clone(),
+        ConfigEdit::Incremental(ops) => {
+            let mut next = current.clone();
+            for (name, op, value) in ops {
+                incremental(broker, &mut next, name, *op, value.as_deref())?;
+            }
+            next
+        }
+    };
+    log_config(broker, &next)?;
+    Ok(next)
+}
+
+fn incremental(
+    broker: &BrokerConfig,
+    configs: &mut BTreeMap<String, String>,
+    name: &str,
+    op: AlterOp,
+    value: Option<&str>,
+) -> Result<(), String> {
+    let def = topic_config_def(name).ok_or_else(|| format!("unknown topic config {name}"))?;
+    match op {
+        AlterOp::Delete => {
+            configs.remove(name);
+        }
+        AlterOp::Set => {
+            let v = value.ok_or_else(|| format!("config {name}: SET needs a value"))?;
+            configs.insert(name.to_string(), v.to_string());
+        }
+        AlterOp::Append | AlterOp::Subtract => {
+            if def.config_type != ConfigType::List {
+                return Err(format!(
+                    "config {name}: APPEND and SUBTRACT apply only to LIST configs"
+                ));
+            }
+            let v = value.ok_or_else(|| format!("config {name}: {op:?} needs a value"))?;
+            let base = configs
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| broker_value(broker, def));
+            let mut items: Vec<&str> = base
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect();
+            for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                if op == AlterOp::Append && !items.contains(&item) {
+                    items.push(item);
+                } else if op == AlterOp::Subtract {
+                    items.retain(|i| *i != item);
+                }
+            }
+            if items.is_empty() {
+                return Err(format!("config {name}: the list may not become empty"));
+            }
+            configs.insert(name.to_string(), items.join(","));
+        }
+    }
+    Ok(())
+}
+
+/// One config as DescribeConfigs reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConfigEntry {
+    pub name: String,
+    pub value: Option<String>,
+    pub source: ConfigSource,
+    pub read_only: bool,
+    pub config_type: ConfigType,
+    pub doc: &'static str,
+    /// Where the value could come from, highest precedence first (`include_synonyms`).
+    pub synonyms: Vec<(String, Option<String>, ConfigSource)>,
+}
+
+/// Every topic config of a topic with `overrides`, as Kafka reports them.
+pub fn describe_topic(b: &BrokerConfig, overrides: &BTreeMap<String, String>) -> Vec<ConfigEntry> {
+    TOPIC_CONFIGS
+        .iter()
+        .map(|def| {
+            let mut synonyms = Vec::new();
+            if let Some(v) = overrides.get(def.name) {
+                synonyms.push((
+                    def.name.to_string(),
+                    Some(v.clone()),
+                    ConfigSource::DynamicTopic,
+                ));
+            }
+            for broker_name in def.broker_names {
+                if let Some(v) = b.explicit_value(broker_name) {
+                    synonyms.push((
+                        broker_name.to_string(),
+                        Some(v.to_string()),
+                        ConfigSource::StaticBroker,
+                    ));
+                }
+            }
+            let default_name = def
+                .broker_names
+                .last()
+                .expect("every topic config has a broker synonym");
+            synonyms.push((
+                default_name.to_string(),
+                Some(def.broker_default.to_string()),
+                ConfigSource::Default,
+            ));
+            let (value, source) = match overrides.get(def.name) {
+                Some(v) => (v.clone(), ConfigSource::DynamicTopic),
+                None if synonyms[0].2 == ConfigSource::StaticBroker => {
+                    (broker_value(b, def), ConfigSource::StaticBroker)
+                }
+                None => (broker_value(b, def), ConfigSource::Default),
+            };
+            ConfigEntry {
+                name: def.name.to_string(),
+                value: Some(value),
+                source,
+                read_only: false,
+                config_type: def.config_type,
+                doc: def.doc,
+                synonyms,
+            }
+        })
+        .collect()
+}
+
+/// Broker settings DescribeConfigs reports: name, Kafka's default (`None`: unset), type.
+pub const BROKER_CONFIGS: &[(&str, Option<&str>, ConfigType)] = &[
+    ("advertised.listeners", None, T::String),
+    ("auto.create.topics.enable", Some("true"), T::Boolean),
+    ("cluster.id", None, T::String),
+    ("compression.type", Some("producer"), T::String),
+    ("group.initial.rebalance.delay.ms", Some("3000"), T::Int),
+    ("listeners", Some("PLAINTEXT://127.0.0.1:9092"), T::String),
+    ("log.cleaner.delete.retention.ms", Some("86400000"), T::Long),
+    ("log.cleaner.min.cleanable.ratio", Some("0.5"), T::Double),
+    ("log.cleaner.min.compaction.lag.ms", Some("0"), T::Long),
+    ("log.cleanup.policy", Some("delete"), T::List),
+    ("log.dirs", Some("./tidelog-data"), T::String),
+    (
+        "log.flush.interval.messages",
+        Some("9223372036854775807"),
+        T::Long,
+    ),
+    ("log.flush.interval.ms", None, T::Long),
+    ("log.index.interval.bytes", Some("4096"), T::Int),
+    ("log.message.timestamp.type", Some("CreateTime"), T::String),
+    ("log.retention.bytes", Some("-1"), T::Long),
+    ("log.retention.check.interval.ms", Some("300000"), T::Long),
+    ("log.retention.hours", Some("168"), T::Int),
+    ("log.retention.minutes", None, T::Int),
+    ("log.retention.ms", None, T::Long),
+    ("log.roll.hours", Some("168"), T::Int),
+    ("log.roll.ms", None, T::Long),
+    ("log.segment.bytes", Some("1073741824"), T::Int),
+    ("max.connections", Some("10000"), T::Int),
+    ("message.max.bytes", Some("1048588"), T::Int),
+    ("min.insync.replicas", Some("1"), T::Int),
+    ("node.id", Some("1"), T::Int),
+    ("num.partitions", Some("1"), T::Int),
+    ("socket.request.max.bytes", Some("104857600"), T::Int),
+];
+
+/// Every broker setting, as Kafka reports a broker resource. None of them can be changed while
+/// the broker runs (there are no dynamic broker configs yet), so all are read-only.
+pub fn describe_broker(b: &BrokerConfig) -> Vec<ConfigEntry> {
+    BROKER_CONFIGS
+        .iter()
+        .map(|(name, default, config_type)| {
+            let default = default.map(str::to_string);
+            let mut synonyms = Vec::new();
+            let (value, source) = match b.explicit_value(name) {
+                Some(v) => {
+                    synonyms.push((
+                        name.to_string(),
+                        Some(v.to_string()),
+                        ConfigSource::StaticBroker,
+                    ));
+                    (Some(v.to_string()), ConfigSource::StaticBroker)
+                }
+                None => (default.clone(), ConfigSource::Default),
+            };
+            synonyms.push((name.to_string(), default, ConfigSource::Default));
+            ConfigEntry {
+                name: name.to_string(),
+                value,
+                source,
+                read_only: true,
+                config_type: *config_type,
+                doc: "",
+                synonyms,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn topic_configs_are_validated_by_name() {
+        let b = BrokerConfig::default();
+        assert_eq!(
+            log_config(&b, &map(&[("retention.ms", "5")]))
+                .unwrap()
+                .retention_ms,
+            5
+        );
+        assert!(log_config(&b, &map(&[("nope", "5")]))
+            .unwrap_err()
+            .contains("nope"));
+        for (k, v) in [
+            ("segment.bytes", "x"),
+            ("segment.bytes", "3"),
+            ("retention.ms", "-2"),
+            ("min.cleanable.dirty.ratio", "1.5"),
+            ("cleanup.policy", "shred"),
+            ("message.timestamp.type", "Now"),
+            ("flush.messages", "0"),
+        ] {
+            assert!(
+                log_config(&b, &map(&[(k, v)])).unwrap_err().contains(k),
+                "{k}={v}"
+            );
+        }
+    }
+
+    #[test]
+    fn broker_defaults_match_the_reported_kafka_defaults() {
+        let b = BrokerConfig::default();
+        for e in describe_topic(&b, &BTreeMap::new()) {
+            assert_eq!(e.source, ConfigSource::Default, "{}", e.name);
+            let def = topic_config_def(&e.name).unwrap();
+            let reported = def.broker_default;
+            let value = e.value.unwrap();
+            if def.broker_names.last().unwrap().ends_with(".hours") {
+                assert_eq!(
+                    value.parse::<i64>().unwrap(),
+                    reported.parse::<i64>().unwrap() * 3_600_000
+                );
+            } else {
+                assert_eq!(value, reported, "{}", e.name);
+            }
+        }
+        // Each reported broker default, set explicitly, changes nothing.
+        // (Kafka's "never" for log.flush.interval.messages is Long.MAX_VALUE, ours u64::MAX.)
+        for (name, default, _) in BROKER_CONFIGS {
+            let Some(v) = default else { continue };
+            if *name == "log.flush.interval.messages" {
+                continue;
+            }
+            let mut c = BrokerConfig::default();
+            c.set(name, v).unwrap();
+            c.explicit.clear();
+            assert_eq!(format!("{c:?}"), format!("{b:?}"), "{name}");
+        }
+    }
+
+    #[test]
+    fn sources_follow_the_broker_settings() {
+        let mut b = BrokerConfig::default();
+        b.set("log.retention.hours", "1").unwrap();
+        let overrides = map(&[("segment.ms", "1000")]);
+        let entries = describe_topic(&b, &overrides);
+        let get = |n: &str| entries.iter().find(|e| e.name == n).unwrap().clone();
+        let r = get("retention.ms");
+        assert_eq!(
+            (r.value.as_deref(), r.source),
+            (Some("3600000"), ConfigSource::StaticBroker)
+        );
+        assert_eq!(r.synonyms[0].0, "log.retention.hours");
+        assert_eq!(r.synonyms.last().unwrap().2, ConfigSource::Default);
+        let s = get("segment.ms");
+        assert_eq!(
+            (s.value.as_deref(), s.source),
+            (Some("1000"), ConfigSource::DynamicTopic)
+        );
+        assert_eq!(get("cleanup.policy").source, ConfigSource::Default);
+    }
+
+    #[test]
+    fn incremental_edits_set_delete_append_subtract() {
+        let b = BrokerConfig::default();
+        let cur = map(&[("retention.ms", "5")]);
+        let ops = |v: Vec<(&str, AlterOp, Option<&str>)>| {
+            ConfigEdit::Incremental(
+                v.into_iter()
+                    .map(|(k, o, v)| (k.to_string(), o, v.map(str::to_string)))
+                    .collect(),
+            )
+        };
+        let next = edit_configs(
+            &b,
+            &cur,
+            &ops(vec![
+                ("retention.ms", AlterOp::Delete, None),
+                ("cleanup.policy", AlterOp::Append, Some("compact")),
+                ("segment.ms", AlterOp::Set, Some("100")),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            next,
+            map(&[("cleanup.policy", "delete,compact"), ("segment.ms", "100")])
+        );
+        let next = edit_configs(
+            &b,
+            &next,
+            &ops(vec![("cleanup.policy", AlterOp::Subtract, Some("delete"))]),
+        )
+        .unwrap();
+        assert_eq!(next["cleanup.policy"], "compact");
+        let err = edit_configs(
+            &b,
+            &next,
+            &ops(vec![("retention.ms", AlterOp::Append, Some("1"))]),
+        )
+        .unwrap_err();
+        assert!(err.contains("retention.ms"), "{err}");
+        let err = edit_configs(
+            &b,
+            &next,
+            &ops(vec![("bogus.key", AlterOp::Set, Some("1"))]),
+        )
+        .unwrap_err();
+        assert!(err.contains("bogus.key"), "{err}");
+        let replaced = edit_configs(
+            &b,
+            &next,
+            &ConfigEdit::Replace(map(&[("retention.ms", "7")])),
+        )
+        .unwrap();
+        assert_eq!(replaced, map(&[("retention.ms", "7")]));
+    }
+}
