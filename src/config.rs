@@ -32,7 +32,28 @@ pub const PRODUCERS_PER_PARTITION_MAX: usize = 10_000;
 /// second when the pages are cached.
 pub const RECOVERY_READ_CHUNK_BYTES: usize = 8 << 20;
 
+/// `log.cleaner.backoff.ms` default: the pause between two cleaner passes of a shard.
+pub const LOG_CLEANER_BACKOFF_MS_DEFAULT: u64 = 15_000;
+/// `log.cleaner.dedupe.buffer.size` default, per shard (Kafka's 128 MiB is shared by all cleaner
+/// threads; each shard is one cleaner here). Bounds the cleaner's key map: 24 bytes a key.
+pub const LOG_CLEANER_DEDUPE_BUFFER_SIZE_DEFAULT: usize = 16 << 20;
+/// Smallest accepted `log.cleaner.dedupe.buffer.size`: room for a few thousand keys.
+pub const LOG_CLEANER_DEDUPE_BUFFER_SIZE_MIN: usize = 64 << 10;
+/// Fraction of the cleaner's key map that may be filled (Kafka's
+/// `log.cleaner.io.buffer.load.factor`): linear probing degrades past it.
+pub const LOG_CLEANER_LOAD_FACTOR: f64 = 0.9;
+/// Bytes the cleaner reads or writes at a time: large enough to amortise io_uring calls, small
+/// enough that its buffers stay bounded (a batch larger than this is read whole).
+pub const CLEANER_IO_CHUNK_BYTES: usize = 1 << 20;
+/// `min.compaction.lag.ms` default, as in Kafka.
+pub const MIN_COMPACTION_LAG_MS_DEFAULT: i64 = 0;
+/// `delete.retention.ms` default (1 day), as in Kafka.
+pub const DELETE_RETENTION_MS_DEFAULT: i64 = 86_400_000;
+/// `min.cleanable.dirty.ratio` default, as in Kafka.
+pub const MIN_CLEANABLE_DIRTY_RATIO_DEFAULT: f64 = 0.5;
+
 const _: () = assert!(SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_MAX);
+const _: () = assert!(LOG_CLEANER_DEDUPE_BUFFER_SIZE_MIN <= LOG_CLEANER_DEDUPE_BUFFER_SIZE_DEFAULT);
 const _: () = assert!((MAX_MESSAGE_BYTES_DEFAULT as u64) < SEGMENT_BYTES_DEFAULT);
 const _: () = assert!(MAX_MESSAGE_BYTES_DEFAULT as usize <= RECOVERY_READ_CHUNK_BYTES);
 
@@ -123,6 +144,10 @@ pub struct BrokerConfig {
     pub log_cleaner_min_compaction_lag_ms: i64,
     /// `log.cleaner.min.cleanable.ratio`.
     pub log_cleaner_min_cleanable_ratio: f64,
+    /// `log.cleaner.backoff.ms`: pause between cleaner passes on each shard.
+    pub log_cleaner_backoff_ms: u64,
+    /// `log.cleaner.dedupe.buffer.size`: bytes of each shard's cleaner key map.
+    pub log_cleaner_dedupe_buffer_size: usize,
     /// `log.index.interval.bytes`.
     pub log_index_interval_bytes: u32,
     /// `min.insync.replicas`.
@@ -160,9 +185,11 @@ impl Default for BrokerConfig {
             group_max_session_timeout_ms: 1_800_000,
             log_cleanup_policy: "delete".into(),
             compression_type: "producer".into(),
-            log_cleaner_delete_retention_ms: 86_400_000,
-            log_cleaner_min_compaction_lag_ms: 0,
-            log_cleaner_min_cleanable_ratio: 0.5,
+            log_cleaner_delete_retention_ms: DELETE_RETENTION_MS_DEFAULT,
+            log_cleaner_min_compaction_lag_ms: MIN_COMPACTION_LAG_MS_DEFAULT,
+            log_cleaner_min_cleanable_ratio: MIN_CLEANABLE_DIRTY_RATIO_DEFAULT,
+            log_cleaner_backoff_ms: LOG_CLEANER_BACKOFF_MS_DEFAULT,
+            log_cleaner_dedupe_buffer_size: LOG_CLEANER_DEDUPE_BUFFER_SIZE_DEFAULT,
             log_index_interval_bytes: INDEX_INTERVAL_BYTES_DEFAULT,
             min_insync_replicas: 1,
             explicit: Vec::new(),
@@ -255,6 +282,16 @@ impl BrokerConfig {
                     return Err(format!("{key} must be between 0 and 1, got {value:?}"));
                 }
                 self.log_cleaner_min_cleanable_ratio = r;
+            }
+            "log.cleaner.backoff.ms" => self.log_cleaner_backoff_ms = parse(key, value)?,
+            "log.cleaner.dedupe.buffer.size" => {
+                let v: usize = parse(key, value)?;
+                if v < LOG_CLEANER_DEDUPE_BUFFER_SIZE_MIN {
+                    return Err(format!(
+                        "{key} must be at least {LOG_CLEANER_DEDUPE_BUFFER_SIZE_MIN}"
+                    ));
+                }
+                self.log_cleaner_dedupe_buffer_size = v;
             }
             "log.index.interval.bytes" => self.log_index_interval_bytes = parse(key, value)?,
             "min.insync.replicas" => self.min_insync_replicas = parse(key, value)?,

@@ -277,4 +277,40 @@ mod tests {
         assert_eq!(again.cluster_id, image.cluster_id);
         assert_eq!(again.topics, image.topics);
     }
+
+    #[test]
+    fn compaction_configs_map_to_the_log_config() {
+        use crate::config::BrokerConfig;
+        use crate::log::CleanupPolicy;
+        let mut b = BrokerConfig::default();
+        let d = log_config(&b, &BTreeMap::new()).unwrap();
+        assert_eq!(d.cleanup_policy, CleanupPolicy::DELETE);
+        assert_eq!(d.delete_retention_ms, 86_400_000);
+        assert_eq!(d.min_cleanable_dirty_ratio, 0.5);
+        b.set("log.cleanup.policy", "compact").unwrap();
+        b.set("log.cleaner.delete.retention.ms", "7").unwrap();
+        b.set("log.cleaner.backoff.ms", "200").unwrap();
+        assert_eq!(b.log_cleaner_backoff_ms, 200);
+        let c = log_config(&b, &BTreeMap::new()).unwrap();
+        assert!(c.cleanup_policy.compact && !c.cleanup_policy.delete);
+        assert_eq!(c.delete_retention_ms, 7);
+        let topic = BTreeMap::from([
+            ("cleanup.policy".to_string(), "compact,delete".to_string()),
+            ("min.compaction.lag.ms".to_string(), "5".to_string()),
+            ("delete.retention.ms".to_string(), "9".to_string()),
+            ("min.cleanable.dirty.ratio".to_string(), "0.01".to_string()),
+        ]);
+        let c = log_config(&b, &topic).unwrap();
+        assert!(c.cleanup_policy.compact && c.cleanup_policy.delete);
+        assert_eq!((c.min_compaction_lag_ms, c.delete_retention_ms), (5, 9));
+        assert_eq!(c.min_cleanable_dirty_ratio, 0.01);
+        for (k, v) in [
+            ("cleanup.policy", "shred"),
+            ("min.cleanable.dirty.ratio", "1.5"),
+            ("delete.retention.ms", "-1"),
+        ] {
+            let bad = BTreeMap::from([(k.to_string(), v.to_string())]);
+            assert!(log_config(&b, &bad).unwrap_err().contains(k), "{k}={v}");
+        }
+    }
 }

@@ -147,6 +147,7 @@ async fn shard_main(
         listener,
     )));
     glommio::spawn_local(retention_loop(shard.clone())).detach();
+    glommio::spawn_local(cleaner_loop(shard.clone())).detach();
     let _ = ready.send(Ok(()));
     while let Ok((phase, ack)) = control.recv_async().await {
         match phase {
@@ -182,6 +183,20 @@ async fn retention_loop(shard: Rc<Shard>) {
             return;
         }
         shard.enforce_retention().await;
+    }
+}
+
+/// Compacts this shard's compacted partitions every `log.cleaner.backoff.ms`. The key map is
+/// owned by this task, so no borrow of it outlives an `.await` elsewhere.
+async fn cleaner_loop(shard: Rc<Shard>) {
+    let every = Duration::from_millis(shard.config.log_cleaner_backoff_ms.max(10));
+    let mut map = None;
+    loop {
+        glommio::timer::sleep(every).await;
+        if shard.shutting_down.get() {
+            return;
+        }
+        shard.compact_partitions(&mut map).await;
     }
 }
 

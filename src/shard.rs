@@ -13,7 +13,7 @@ use std::sync::Arc;
 use tracing::{error, info, warn};
 
 use crate::config::BrokerConfig;
-use crate::log::{LogError, PartitionLog};
+use crate::log::{LogError, OffsetMap, PartitionLog};
 use crate::metadata::{self, MetadataImage, TopicMeta};
 use crate::router::{shard_for, Router};
 
@@ -309,6 +309,31 @@ impl Shard {
                     info!(topic = %t, partition = i, segments = n, "retention deleted segments")
                 }
                 Err(e) => error!(topic = %t, partition = i, "retention: {e}"),
+            }
+            glommio::yield_if_needed().await;
+        }
+    }
+
+    /// One cleaner pass: compacts this shard's `cleanup.policy=compact` partitions that are
+    /// due, one at a time, with the shard's key map (`map`, allocated here at the first
+    /// compacted partition so that shards without any never hold it).
+    pub async fn compact_partitions(&self, map: &mut Option<OffsetMap>) {
+        for ((t, i), p) in self.owned_partitions() {
+            if self.shutting_down.get() {
+                return;
+            }
+            if !p.log.config().cleanup_policy.compact {
+                continue;
+            }
+            let map = map
+                .get_or_insert_with(|| OffsetMap::new(self.config.log_cleaner_dedupe_buffer_size));
+            match p.log.compact(crate::util::now_ms(), map).await {
+                Ok(None) => {}
+                Ok(Some(s)) => info!(topic = %t, partition = i, bytes_cleaned = s.bytes_cleaned,
+                    bytes_written = s.bytes_written, segments_before = s.segments_before,
+                    segments_after = s.segments_after, records_removed = s.records_removed,
+                    first_dirty = s.first_dirty, "compacted"),
+                Err(e) => error!(topic = %t, partition = i, "compaction: {e}"),
             }
             glommio::yield_if_needed().await;
         }

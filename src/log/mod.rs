@@ -24,23 +24,34 @@
 //! - `producer`: idempotent-producer state and its snapshot.
 //! - `epoch`: the leader-epoch cache.
 //! - `partition` (+ `append`, `recovery`, `retention`): [`PartitionLog`] itself.
+//! - `record`: record-level access (keys, tombstones) and the codecs, for compaction.
+//! - `offset_map`: the cleaner's bounded map of key hashes to latest offsets.
+//! - `compact` (+ `swap`): log compaction (`cleanup.policy=compact`) and its crash-safe swap.
 
 mod append;
 pub mod batch;
+mod compact;
 mod epoch;
 mod files;
 mod index;
+pub mod offset_map;
 mod partition;
 mod producer;
+mod record;
 mod recovery;
 mod retention;
 mod segment;
+mod swap;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_compact;
 
 use std::fmt;
 use std::sync::Arc;
 
+pub use compact::CleanStats;
+pub use offset_map::OffsetMap;
 pub use partition::PartitionLog;
 
 use crate::config;
@@ -61,8 +72,40 @@ pub enum TimestampType {
     LogAppendTime,
 }
 
+/// `cleanup.policy`: which of retention (`delete`) and compaction (`compact`) apply; Kafka's
+/// `compact,delete` sets both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CleanupPolicy {
+    pub delete: bool,
+    pub compact: bool,
+}
+
+impl CleanupPolicy {
+    /// Kafka's default, `delete`.
+    pub const DELETE: CleanupPolicy = CleanupPolicy {
+        delete: true,
+        compact: false,
+    };
+
+    /// Parses Kafka's comma-separated list; `None` for an unknown or empty policy.
+    pub fn parse(value: &str) -> Option<CleanupPolicy> {
+        let mut p = CleanupPolicy {
+            delete: false,
+            compact: false,
+        };
+        for part in value.split(',') {
+            match part.trim() {
+                "delete" => p.delete = true,
+                "compact" => p.compact = true,
+                _ => return None,
+            }
+        }
+        Some(p)
+    }
+}
+
 /// The topic configs the log obeys, with Kafka's names and Kafka's defaults.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct LogConfig {
     /// `segment.bytes`
     pub segment_bytes: u64,
@@ -82,6 +125,14 @@ pub struct LogConfig {
     pub flush_messages: u64,
     /// `flush.ms`; `i64::MAX` never forces a flush.
     pub flush_ms: i64,
+    /// `cleanup.policy`
+    pub cleanup_policy: CleanupPolicy,
+    /// `min.compaction.lag.ms`: a segment whose newest record is younger stays uncompacted.
+    pub min_compaction_lag_ms: i64,
+    /// `delete.retention.ms`: how long compaction keeps a tombstone (null value) readable.
+    pub delete_retention_ms: i64,
+    /// `min.cleanable.dirty.ratio`: compact once this share of the cleanable log is dirty.
+    pub min_cleanable_dirty_ratio: f64,
 }
 
 impl Default for LogConfig {
@@ -96,6 +147,10 @@ impl Default for LogConfig {
             message_timestamp_type: TimestampType::CreateTime,
             flush_messages: config::FLUSH_MESSAGES_DEFAULT,
             flush_ms: config::FLUSH_MS_DEFAULT,
+            cleanup_policy: CleanupPolicy::DELETE,
+            min_compaction_lag_ms: config::MIN_COMPACTION_LAG_MS_DEFAULT,
+            delete_retention_ms: config::DELETE_RETENTION_MS_DEFAULT,
+            min_cleanable_dirty_ratio: config::MIN_CLEANABLE_DIRTY_RATIO_DEFAULT,
         }
     }
 }

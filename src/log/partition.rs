@@ -3,7 +3,7 @@
 //! Appends and flushes are in `append.rs`, opening and crash recovery in `recovery.rs`,
 //! retention and DeleteRecords in `retention.rs`; they all work on the same [`State`].
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -106,12 +106,16 @@ pub struct PartitionLog {
     pub(crate) event: Event,
     /// Serialises checkpoint-file writes (they share temporary file names).
     pub(crate) checkpoint_lock: Semaphore,
+    /// The cleaner's progress (compacted topics), from `cleaner-offset-checkpoint`.
+    pub(crate) cleaner: Cell<super::compact::CleanerState>,
 }
 
 impl PartitionLog {
     pub(crate) fn from_parts(dir: PathBuf, config: LogConfig, st: State) -> PartitionLog {
         st.check();
+        let cleaner = super::compact::CleanerState::load(&dir, st.leo);
         PartitionLog {
+            cleaner: Cell::new(cleaner),
             dir,
             config: RefCell::new(config),
             st: RefCell::new(st),

@@ -140,6 +140,15 @@ impl ProducerState {
         }
     }
 
+    /// Base offsets of every batch the state remembers. The cleaner keeps these batches' headers
+    /// (empty if need be) so that a rebuild of this state from the log finds them again.
+    pub(crate) fn remembered_batches(&self) -> std::collections::HashSet<i64> {
+        self.producers
+            .values()
+            .flat_map(|e| e.batches.iter().map(|b| b.base_offset))
+            .collect()
+    }
+
     /// Forgets batches at or past `end` (the log was truncated there by recovery).
     pub(crate) fn truncate(&mut self, end: Offset) {
         for e in self.producers.values_mut() {

@@ -38,6 +38,7 @@ impl PartitionLog {
     /// Opens (creating if needed) the partition directory `dir`, recovering after a crash.
     pub async fn open(dir: PathBuf, config: LogConfig) -> Result<PartitionLog, LogError> {
         std::fs::create_dir_all(&dir)?;
+        super::swap::finish_interrupted_swaps(&dir)?;
         let bases = list_segments(&dir)?;
         let clean = dir.join(CLEAN_SHUTDOWN).exists();
         let recovery_point = read_offset(&dir.join(RECOVERY_POINT)).unwrap_or(Offset(0));
@@ -193,8 +194,8 @@ fn replay_headers(seg: &Segment, rb: &mut Rebuild) -> io::Result<()> {
     Ok(())
 }
 
-/// Scans a segment from its start, CRC-checking every batch and requiring offsets to continue
-/// from the segment's base; rebuilds its indexes. Returns the end of the last valid batch.
+/// Scans a segment from its start, CRC-checking every batch and requiring offsets to grow from
+/// the segment's base; rebuilds its indexes. Returns the end of the last valid batch.
 async fn scan_segment(seg: &Segment, rb: &mut Rebuild) -> io::Result<u64> {
     seg.reset_state();
     let size = seg.reader.metadata()?.len();
@@ -208,7 +209,8 @@ async fn scan_segment(seg: &Segment, rb: &mut Rebuild) -> io::Result<u64> {
         let Some(bytes) = chunk.get(pos, len)? else {
             break;
         };
-        let Some(h) = batch::check_stored(bytes).filter(|h| h.base_offset == expected) else {
+        // Offsets only grow: compaction leaves gaps between batches, as in Kafka.
+        let Some(h) = batch::check_stored(bytes).filter(|h| h.base_offset >= expected) else {
             break;
         };
         // Finding the exact record costs a parse; only batches that raise the max need it.
@@ -231,7 +233,7 @@ async fn scan_segment(seg: &Segment, rb: &mut Rebuild) -> io::Result<u64> {
 }
 
 /// Offset of the record carrying the batch's max timestamp, as appends compute it.
-fn exact_max(h: &BatchHeader, bytes: &[u8]) -> Option<i64> {
+pub(crate) fn exact_max(h: &BatchHeader, bytes: &[u8]) -> Option<i64> {
     if h.is_log_append_time() {
         Some(h.base_offset)
     } else {

@@ -13,19 +13,24 @@ use super::{LogError, Offset};
 
 impl PartitionLog {
     /// Deletes the oldest closed segments that are past `retention.ms`, over `retention.bytes`,
-    /// or wholly below the log start offset. Returns how many were deleted.
+    /// or wholly below the log start offset. Returns how many were deleted. Time and size apply
+    /// only under `cleanup.policy=delete` (alone or with `compact`); a `compact`-only topic loses
+    /// segments only below its log start offset (DeleteRecords), as in Kafka.
     pub async fn enforce_retention(&self, now_ms: i64) -> Result<usize, LogError> {
         let cfg = self.config();
+        let policy_deletes = cfg.cleanup_policy.delete;
         let mut total = self.size_bytes();
         self.delete_oldest(|seg, below_start| {
             let (size, max_ts) = {
                 let s = seg.st.borrow();
                 (s.size, s.max_timestamp)
             };
-            let by_time = cfg.retention_ms >= 0
+            let by_time = policy_deletes
+                && cfg.retention_ms >= 0
                 && max_ts >= 0
                 && now_ms.saturating_sub(max_ts) > cfg.retention_ms;
-            let by_size = cfg.retention_bytes >= 0
+            let by_size = policy_deletes
+                && cfg.retention_bytes >= 0
                 && total.saturating_sub(size) >= cfg.retention_bytes as u64;
             let delete = below_start || by_time || by_size;
             if delete {

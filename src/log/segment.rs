@@ -57,16 +57,15 @@ pub(crate) fn file_name(base: Offset, ext: &str) -> String {
 }
 
 impl Segment {
-    fn open_files(dir: &Path, base: Offset, create: bool) -> io::Result<Segment> {
-        let path = dir.join(file_name(base, "log"));
+    fn open_files(dir: &Path, base: Offset, path: &Path, create: bool) -> io::Result<Segment> {
         let w = OpenOptions::new()
             .read(true)
             .write(true)
             .create(create)
             .truncate(create)
-            .open(&path)?;
+            .open(path)?;
         let size = w.metadata()?.len();
-        let reader = Arc::new(File::open(&path)?);
+        let reader = Arc::new(File::open(path)?);
         Ok(Segment {
             base,
             dir: dir.to_path_buf(),
@@ -89,12 +88,18 @@ impl Segment {
 
     /// Creates an empty segment (truncating a stale file of the same name).
     pub(crate) fn create(dir: &Path, base: Offset) -> io::Result<Segment> {
-        Segment::open_files(dir, base, true)
+        Segment::open_files(dir, base, &dir.join(file_name(base, "log")), true)
+    }
+
+    /// Creates an empty segment for `base` in a file at `path` that is renamed to the
+    /// segment's own name later (compaction's `.cleaned` file): the handles follow the rename.
+    pub(crate) fn create_at(dir: &Path, base: Offset, path: &Path) -> io::Result<Segment> {
+        Segment::open_files(dir, base, path, true)
     }
 
     /// Opens an existing segment; its indexes are empty until loaded or rebuilt.
     pub(crate) fn open(dir: &Path, base: Offset) -> io::Result<Segment> {
-        Segment::open_files(dir, base, false)
+        Segment::open_files(dir, base, &dir.join(file_name(base, "log")), false)
     }
 
     pub(crate) fn path(&self, ext: &str) -> PathBuf {

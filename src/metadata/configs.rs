@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use crate::config::{cleanup_policy, BrokerConfig};
-use crate::log::{LogConfig, TimestampType};
+use crate::log::{CleanupPolicy, LogConfig, TimestampType};
 
 /// DescribeConfigs `config_type` (v3+), Kafka's `ConfigDef.Type` numbering.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,7 +65,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         &["log.cleanup.policy"],
         "delete",
         T::List,
-        "delete, compact, or both: how old segments are discarded. Compaction is not run yet.",
+        "delete, compact, or both: how old segments are discarded.",
     ),
     def(
         "compression.type",
@@ -221,6 +221,11 @@ pub fn log_config(
         )?,
         flush_messages: broker.log_flush_interval_messages,
         flush_ms: broker.log_flush_interval_ms,
+        cleanup_policy: CleanupPolicy::parse(&broker.log_cleanup_policy)
+            .ok_or("invalid log.cleanup.policy")?,
+        min_compaction_lag_ms: broker.log_cleaner_min_compaction_lag_ms,
+        delete_retention_ms: broker.log_cleaner_delete_retention_ms,
+        min_cleanable_dirty_ratio: broker.log_cleaner_min_cleanable_ratio,
     };
     for (key, value) in configs {
         apply(&mut c, key, value)?;
@@ -262,21 +267,22 @@ fn apply(c: &mut LogConfig, key: &str, value: &str) -> Result<(), String> {
         "index.interval.bytes" => {
             c.index_interval_bytes = number::<i32>(key, value, 0, "INT")? as u32
         }
-        "delete.retention.ms" | "min.compaction.lag.ms" => {
-            number::<i64>(key, value, 0, "LONG")?;
-        }
+        "delete.retention.ms" => c.delete_retention_ms = number(key, value, 0, "LONG")?,
+        "min.compaction.lag.ms" => c.min_compaction_lag_ms = number(key, value, 0, "LONG")?,
         "min.cleanable.dirty.ratio" => {
             let r = number::<f64>(key, value, 0.0, "DOUBLE")?;
             if r > 1.0 {
                 return Err(format!("{}: value must be at most 1", bad()));
             }
+            c.min_cleanable_dirty_ratio = r;
         }
         "min.insync.replicas" => {
             number::<i32>(key, value, 1, "INT")?;
         }
         "cleanup.policy" => {
-            cleanup_policy(value)
+            let normal = cleanup_policy(value)
                 .ok_or_else(|| format!("{}: expected a list of delete and compact", bad()))?;
+            c.cleanup_policy = CleanupPolicy::parse(&normal).ok_or_else(bad)?;
         }
         "compression.type" => {
             if !matches!(
