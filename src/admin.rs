@@ -69,18 +69,11 @@ pub async fn create_topics(
     topics: Vec<NewTopic>,
     validate_only: bool,
 ) -> Vec<TopicResult> {
-    shard
-        .router
-        .invoke_on(shard, METADATA_SHARD, move |s| async move {
-            let _guard = s
-                .metadata_lock
-                .acquire_permit(1)
-                .await
-                .expect("lock never closes");
-            let mut image = (*s.metadata()).clone();
-            let mut results = Vec::with_capacity(topics.len());
-            for t in topics {
-                let r = validate(&s, &image, &t).map(|partitions| {
+    change_metadata(shard, "topics created", move |s, image| {
+        let results: Vec<TopicResult> = topics
+            .into_iter()
+            .map(|t| {
+                validate(s, image, &t).map(|partitions| {
                     let name: Arc<str> = t.name.as_str().into();
                     let meta = Arc::new(TopicMeta {
                         name: name.clone(),
@@ -92,22 +85,13 @@ pub async fn create_topics(
                         image.topics.insert(name, meta.clone());
                     }
                     meta
-                });
-                results.push(r);
-            }
-            let created = results.iter().filter(|r| r.is_ok()).count();
-            if !validate_only && created > 0 {
-                if let Err(e) = publish(&s, image).await {
-                    return results
-                        .into_iter()
-                        .map(|r| r.and(Err((ErrorCode::KafkaStorageError, e.clone()))))
-                        .collect();
-                }
-                info!(created, "topics created");
-            }
-            results
-        })
-        .await
+                })
+            })
+            .collect();
+        let changed = !validate_only && results.iter().any(|r| r.is_ok());
+        (results, changed)
+    })
+    .await
 }
 
 /// Deletes topics by name. Unknown names get UNKNOWN_TOPIC_OR_PARTITION.
@@ -115,36 +99,20 @@ pub async fn delete_topics(
     shard: &Rc<Shard>,
     names: Vec<String>,
 ) -> Vec<Result<Arc<TopicMeta>, (ErrorCode, String)>> {
-    shard
-        .router
-        .invoke_on(shard, METADATA_SHARD, move |s| async move {
-            let _guard = s
-                .metadata_lock
-                .acquire_permit(1)
-                .await
-                .expect("lock never closes");
-            let mut image = (*s.metadata()).clone();
-            let results: Vec<_> = names
-                .iter()
-                .map(|n| {
-                    image.topics.remove(n.as_str()).ok_or((
-                        ErrorCode::UnknownTopicOrPartition,
-                        format!("topic '{n}' does not exist"),
-                    ))
-                })
-                .collect();
-            if results.iter().any(|r| r.is_ok()) {
-                if let Err(e) = publish(&s, image).await {
-                    return results
-                        .into_iter()
-                        .map(|r| r.and(Err((ErrorCode::KafkaStorageError, e.clone()))))
-                        .collect();
-                }
-                info!(topics = ?names, "topics deleted");
-            }
-            results
-        })
-        .await
+    change_metadata(shard, "topics deleted", move |_, image| {
+        let results: Vec<_> = names
+            .iter()
+            .map(|n| {
+                image
+                    .topics
+                    .remove(n.as_str())
+                    .ok_or_else(|| unknown_topic(n))
+            })
+            .collect();
+        let changed = results.iter().any(|r| r.is_ok());
+        (results, changed)
+    })
+    .await
 }
 
 /// The outcome of one config change or partition addition: Kafka's error with a message.
@@ -158,46 +126,31 @@ pub async fn alter_topic_configs(
     edits: Vec<(String, ConfigEdit)>,
     validate_only: bool,
 ) -> Vec<ChangeResult> {
-    shard
-        .router
-        .invoke_on(shard, METADATA_SHARD, move |s| async move {
-            let _guard = s
-                .metadata_lock
-                .acquire_permit(1)
-                .await
-                .expect("lock never closes");
-            let mut image = (*s.metadata()).clone();
-            let mut changed = false;
-            let mut results = Vec::with_capacity(edits.len());
-            for (name, edit) in &edits {
-                let r = image
+    change_metadata(shard, "topic configs changed", move |s, image| {
+        let mut changed = false;
+        let results = edits
+            .iter()
+            .map(|(name, edit)| {
+                let meta = image
                     .topic(name)
                     .cloned()
-                    .ok_or_else(|| unknown_topic(name))
-                    .and_then(|meta| {
-                        let next = configs::edit_configs(&s.config, &meta.configs, edit)
-                            .map_err(|m| (ErrorCode::InvalidConfig, m))?;
-                        if !validate_only && next != meta.configs {
-                            let meta = TopicMeta {
-                                configs: next,
-                                ..(*meta).clone()
-                            };
-                            image.topics.insert(meta.name.clone(), Arc::new(meta));
-                            changed = true;
-                        }
-                        Ok(())
-                    });
-                results.push(r);
-            }
-            if changed {
-                if let Err(e) = publish(&s, image).await {
-                    return storage_failed(results, e);
+                    .ok_or_else(|| unknown_topic(name))?;
+                let next = configs::edit_configs(&s.config, &meta.configs, edit)
+                    .map_err(|m| (ErrorCode::InvalidConfig, m))?;
+                if !validate_only && next != meta.configs {
+                    let meta = TopicMeta {
+                        configs: next,
+                        ..(*meta).clone()
+                    };
+                    image.topics.insert(meta.name.clone(), Arc::new(meta));
+                    changed = true;
                 }
-                info!(topics = ?edits.iter().map(|e| &e.0).collect::<Vec<_>>(), "topic configs changed");
-            }
-            results
-        })
-        .await
+                Ok(())
+            })
+            .collect();
+        (results, changed)
+    })
+    .await
 }
 
 /// Raises the partition counts of topics (CreatePartitions), or only validates. New partitions
@@ -207,45 +160,30 @@ pub async fn create_partitions(
     counts: Vec<(String, i32)>,
     validate_only: bool,
 ) -> Vec<ChangeResult> {
-    shard
-        .router
-        .invoke_on(shard, METADATA_SHARD, move |s| async move {
-            let _guard = s
-                .metadata_lock
-                .acquire_permit(1)
-                .await
-                .expect("lock never closes");
-            let mut image = (*s.metadata()).clone();
-            let mut changed = false;
-            let mut results = Vec::with_capacity(counts.len());
-            for (name, count) in &counts {
-                let r = image
+    change_metadata(shard, "partitions added", move |_, image| {
+        let mut changed = false;
+        let results = counts
+            .iter()
+            .map(|(name, count)| {
+                let meta = image
                     .topic(name)
                     .cloned()
-                    .ok_or_else(|| unknown_topic(name))
-                    .and_then(|meta| {
-                        check_partition_count(&meta, *count)?;
-                        if !validate_only {
-                            let meta = TopicMeta {
-                                partitions: *count,
-                                ..(*meta).clone()
-                            };
-                            image.topics.insert(meta.name.clone(), Arc::new(meta));
-                            changed = true;
-                        }
-                        Ok(())
-                    });
-                results.push(r);
-            }
-            if changed {
-                if let Err(e) = publish(&s, image).await {
-                    return storage_failed(results, e);
+                    .ok_or_else(|| unknown_topic(name))?;
+                check_partition_count(&meta, *count)?;
+                if !validate_only {
+                    let meta = TopicMeta {
+                        partitions: *count,
+                        ..(*meta).clone()
+                    };
+                    image.topics.insert(meta.name.clone(), Arc::new(meta));
+                    changed = true;
                 }
-                info!(topics = ?counts, "partitions added");
-            }
-            results
-        })
-        .await
+                Ok(())
+            })
+            .collect();
+        (results, changed)
+    })
+    .await
 }
 
 /// Kafka's rule: partitions can only be added, never removed.
@@ -271,12 +209,46 @@ fn unknown_topic(name: &str) -> (ErrorCode, String) {
     )
 }
 
-/// Every would-be success becomes KAFKA_STORAGE_ERROR when the image could not be persisted.
-fn storage_failed(results: Vec<ChangeResult>, e: String) -> Vec<ChangeResult> {
-    results
-        .into_iter()
-        .map(|r| r.and(Err((ErrorCode::KafkaStorageError, e.clone()))))
-        .collect()
+/// The skeleton every metadata change shares: on the metadata shard, under its lock, `edit`
+/// changes a copy of the current image and says whether anything changed; a changed image is
+/// persisted and installed on every shard before the results are returned. If persisting fails,
+/// every would-be success becomes KAFKA_STORAGE_ERROR.
+async fn change_metadata<T, F>(
+    shard: &Rc<Shard>,
+    what: &'static str,
+    edit: F,
+) -> Vec<Result<T, (ErrorCode, String)>>
+where
+    T: Send + 'static,
+    F: FnOnce(&Shard, &mut MetadataImage) -> (Vec<Result<T, (ErrorCode, String)>>, bool)
+        + Send
+        + 'static,
+{
+    shard
+        .router
+        .invoke_on(shard, METADATA_SHARD, move |s| async move {
+            let _guard = s
+                .metadata_lock
+                .acquire_permit(1)
+                .await
+                .expect("lock never closes");
+            let mut image = (*s.metadata()).clone();
+            let (results, changed) = edit(&s, &mut image);
+            if changed {
+                if let Err(e) = publish(&s, image).await {
+                    return results
+                        .into_iter()
+                        .map(|r| r.and(Err((ErrorCode::KafkaStorageError, e.clone()))))
+                        .collect();
+                }
+                info!(
+                    changes = results.iter().filter(|r| r.is_ok()).count(),
+                    "{what}"
+                );
+            }
+            results
+        })
+        .await
 }
 
 /// Persists `image` and installs it on every shard, the metadata shard last.
