@@ -173,32 +173,49 @@ impl Consumer {
         }
     }
 
-    /// Handles a partition-level fetch error: an offset out of range resets the position,
-    /// a retriable error (leadership moving, topic being created) refreshes metadata, anything
-    /// else ends the command.
+    /// Handles a partition-level fetch error (see [`recover_partition`]).
     fn recover(&mut self, partition: i32, code: i16) -> Result<(), ClientError> {
-        if code == OFFSET_OUT_OF_RANGE {
-            let (_, offset) = self
-                .client
-                .resolve_offsets(&self.topic, &[partition], self.reset)?[0];
-            eprintln!(
-                "tidelog: offset {} of {}-{partition} is out of range; resetting to {offset}",
-                self.positions[&partition], self.topic.name
-            );
-            self.positions.insert(partition, offset);
-            return Ok(());
-        }
-        let retriable =
-            kafka_protocol::ResponseError::try_from_code(code).is_some_and(|e| e.is_retriable());
-        if !retriable {
-            return crate::client::error::check(code, None, || {
-                format!("fetch from {}-{partition}", self.topic.name)
-            });
-        }
-        std::thread::sleep(Duration::from_millis(100));
-        self.topic = self.client.topic(&self.topic.name, false, TOPIC_WAIT)?;
-        Ok(())
+        recover_partition(
+            &mut self.client,
+            &mut self.topic,
+            &mut self.positions,
+            self.reset,
+            partition,
+            code,
+        )
     }
+}
+
+/// Handles a partition-level fetch error, for the plain and the group consumer alike: an offset
+/// out of range resets the position, a retriable error (leadership moving, topic being created)
+/// refreshes metadata, anything else ends the command.
+pub(super) fn recover_partition(
+    client: &mut Client,
+    topic: &mut TopicInfo,
+    positions: &mut BTreeMap<i32, i64>,
+    reset: OffsetSpec,
+    partition: i32,
+    code: i16,
+) -> Result<(), ClientError> {
+    if code == OFFSET_OUT_OF_RANGE {
+        let (_, offset) = client.resolve_offsets(topic, &[partition], reset)?[0];
+        eprintln!(
+            "tidelog: offset {} of {}-{partition} is out of range; resetting to {offset}",
+            positions[&partition], topic.name
+        );
+        positions.insert(partition, offset);
+        return Ok(());
+    }
+    let retriable =
+        kafka_protocol::ResponseError::try_from_code(code).is_some_and(|e| e.is_retriable());
+    if !retriable {
+        return crate::client::error::check(code, None, || {
+            format!("fetch from {}-{partition}", topic.name)
+        });
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    *topic = client.topic(&topic.name, false, TOPIC_WAIT)?;
+    Ok(())
 }
 
 /// A closed stdout is the reader saying "enough" (`| head`): not an error.

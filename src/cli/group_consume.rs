@@ -27,8 +27,6 @@ const TIMEOUTS: MemberTimeouts = MemberTimeouts {
     session_timeout_ms: 45_000,
     rebalance_timeout_ms: 300_000,
 };
-/// Kafka's OFFSET_OUT_OF_RANGE.
-const OFFSET_OUT_OF_RANGE: i16 = 1;
 
 /// Runs `tidelog consume --group` until `--max-messages`, `--timeout-ms` of silence, or a
 /// signal; commits and leaves the group on the way out, also after an error.
@@ -256,30 +254,16 @@ impl GroupConsumer {
         committed
     }
 
-    /// Handles a partition-level fetch error as the plain consumer does: out of range resets,
-    /// retriable refreshes metadata, anything else ends the command.
+    /// Handles a partition-level fetch error as the plain consumer does.
     fn recover(&mut self, partition: i32, code: i16) -> Result<(), ClientError> {
-        if code == OFFSET_OUT_OF_RANGE {
-            let (_, offset) = self
-                .client
-                .resolve_offsets(&self.topic, &[partition], self.reset)?[0];
-            eprintln!(
-                "tidelog: offset {} of {}-{partition} is out of range; resetting to {offset}",
-                self.positions[&partition], self.topic.name
-            );
-            self.positions.insert(partition, offset);
-            return Ok(());
-        }
-        let retriable =
-            kafka_protocol::ResponseError::try_from_code(code).is_some_and(|e| e.is_retriable());
-        if !retriable {
-            return crate::client::error::check(code, None, || {
-                format!("fetch from {}-{partition}", self.topic.name)
-            });
-        }
-        std::thread::sleep(Duration::from_millis(100));
-        self.topic = self.client.topic(&self.topic.name, false, TOPIC_WAIT)?;
-        Ok(())
+        super::consume::recover_partition(
+            &mut self.client,
+            &mut self.topic,
+            &mut self.positions,
+            self.reset,
+            partition,
+            code,
+        )
     }
 }
 
