@@ -153,6 +153,7 @@ async fn shard_main(
         match phase {
             Phase::Drain => {
                 shard.shutting_down.set(true);
+                shard.groups.release_waiters();
                 if let Some(a) = accept.take() {
                     a.cancel().await;
                 }

@@ -309,3 +309,30 @@ fn the_offsets_topic_is_internal_and_closed_to_producers() {
         "INVALID_TOPIC_EXCEPTION"
     );
 }
+
+#[test]
+fn shutdown_answers_waiting_joins_with_not_coordinator_instead_of_stalling() {
+    let mut broker = Broker::start_with(
+        BrokerOptions::default()
+            .shards(2)
+            .set("group.initial.rebalance.delay.ms", "60000"),
+    );
+    let mut c = Raw::connect(&broker.addr());
+    let first = c.call(&join_req("slow", "", None, 10_000), 9);
+    // Parked: a new group waits out its (long) initial delay.
+    c.send(&join_req("slow", &first.member_id, None, 10_000), 9);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let start = std::time::Instant::now();
+    let status = broker.stop();
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(4),
+        "shutdown took {:?}",
+        start.elapsed()
+    );
+    assert_eq!(
+        c.receive::<JoinGroupRequest>(9).error_code,
+        16,
+        "NOT_COORDINATOR"
+    );
+}

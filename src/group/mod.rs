@@ -110,6 +110,22 @@ pub async fn coordinator_shard(shard: &Rc<Shard>, group_id: &str) -> Result<usiz
 }
 
 impl Coordinator {
+    /// At shutdown: answers every JoinGroup and SyncGroup still waiting with NOT_COORDINATOR,
+    /// so they do not hold up the drain and the clients go looking for the coordinator again
+    /// (finding it once the broker is back).
+    pub fn release_waiters(&self) {
+        for g in self.groups.borrow_mut().values_mut() {
+            for m in g.members.values_mut() {
+                if let Some(tx) = m.awaiting_join.take() {
+                    let _ = tx.send(join_error(ErrorCode::NotCoordinator, &m.id));
+                }
+                if let Some(tx) = m.awaiting_sync.take() {
+                    let _ = tx.send(sync_error(ErrorCode::NotCoordinator));
+                }
+            }
+        }
+    }
+
     fn new_member_id(&self, client_id: &str) -> String {
         let n = self.next_member.get() + 1;
         self.next_member.set(n);
