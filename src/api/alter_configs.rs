@@ -18,50 +18,35 @@ use crate::shard::Shard;
 
 pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, RequestError> {
     let body: AlterConfigsRequest = req.decode_body()?;
-    let mut early = Vec::with_capacity(body.resources.len());
-    let mut edits = Vec::new();
-    for r in &body.resources {
-        let name = r.resource_name.to_string();
-        early.push(match r.resource_type {
-            RESOURCE_TOPIC => {
+    let requested = body
+        .resources
+        .iter()
+        .map(|r| {
+            let edit = (r.resource_type == RESOURCE_TOPIC).then(|| {
                 let configs: BTreeMap<String, String> = r
                     .configs
                     .iter()
                     .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
                     .collect();
-                edits.push((name, ConfigEdit::Replace(configs)));
-                None
-            }
-            RESOURCE_BROKER => Some(broker_refusal(shard, &name)),
-            t => Some((
-                ErrorCode::InvalidRequest,
-                format!("resource type {t} is not supported"),
-            )),
-        });
-    }
-    let mut done = admin::alter_topic_configs(shard, edits, body.validate_only)
-        .await
-        .into_iter();
+                Ok(ConfigEdit::Replace(configs))
+            });
+            (r.resource_type, r.resource_name.to_string(), edit)
+        })
+        .collect();
+    let outcomes = apply_edits(shard, req, requested, body.validate_only).await;
     let responses = body
         .resources
         .iter()
-        .zip(early)
-        .map(|(r, e)| {
-            let outcome = match e {
-                Some(err) => Err(err),
-                None => done.next().expect("one result per topic"),
-            };
+        .zip(outcomes)
+        .map(|(r, outcome)| {
             let resp = AlterConfigsResourceResponse::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone());
             match outcome {
                 Ok(()) => resp,
-                Err((code, msg)) => {
-                    let what = format!("alter configs of {}", r.resource_name.as_str());
-                    log_client_error(req, &what, code, &msg);
-                    resp.with_error_code(code.code())
-                        .with_error_message(Some(StrBytes::from_string(msg)))
-                }
+                Err((code, msg)) => resp
+                    .with_error_code(code.code())
+                    .with_error_message(Some(StrBytes::from_string(msg))),
             }
         })
         .collect();
@@ -69,6 +54,54 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, Request
         req,
         &AlterConfigsResponse::default().with_responses(responses),
     )
+}
+
+/// One resource of an AlterConfigs or IncrementalAlterConfigs request: its type, its name, and
+/// for a topic the edit to make (or why the request cannot say what it wants).
+pub type RequestedEdit = (i8, String, Option<Result<ConfigEdit, (ErrorCode, String)>>);
+
+/// What AlterConfigs and IncrementalAlterConfigs share: broker resources are refused (broker
+/// settings are static), topic edits are applied in one metadata change, and every error is
+/// logged. One outcome per resource, in request order.
+pub async fn apply_edits(
+    shard: &Rc<Shard>,
+    req: &Request,
+    requested: Vec<RequestedEdit>,
+    validate_only: bool,
+) -> Vec<admin::ChangeResult> {
+    let mut early = Vec::with_capacity(requested.len());
+    let mut edits = Vec::new();
+    for (resource_type, name, edit) in &requested {
+        early.push(match (*resource_type, edit) {
+            (RESOURCE_TOPIC, Some(Ok(edit))) => {
+                edits.push((name.clone(), edit.clone()));
+                None
+            }
+            (RESOURCE_TOPIC, Some(Err(e))) => Some(e.clone()),
+            (RESOURCE_BROKER, _) => Some(broker_refusal(shard, name)),
+            (t, _) => Some((
+                ErrorCode::InvalidRequest,
+                format!("resource type {t} is not supported"),
+            )),
+        });
+    }
+    let mut done = admin::alter_topic_configs(shard, edits, validate_only)
+        .await
+        .into_iter();
+    requested
+        .iter()
+        .zip(early)
+        .map(|((_, name, _), e)| {
+            let outcome = match e {
+                Some(err) => Err(err),
+                None => done.next().expect("one result per topic"),
+            };
+            if let Err((code, msg)) = &outcome {
+                log_client_error(req, &format!("alter configs of {name}"), *code, msg);
+            }
+            outcome
+        })
+        .collect()
 }
 
 /// Broker settings come from the config file only; Kafka answers a change to a setting that is

@@ -7,10 +7,9 @@ use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsRe
 use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::alter_configs::broker_refusal;
-use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
-use super::{log_client_error, respond, Outcome};
-use crate::admin;
+use super::alter_configs::apply_edits;
+use super::describe_configs::RESOURCE_TOPIC;
+use super::{respond, Outcome};
 use crate::error::ErrorCode;
 use crate::metadata::configs::{AlterOp, ConfigEdit};
 use crate::protocol::request::{Request, RequestError};
@@ -18,48 +17,29 @@ use crate::shard::Shard;
 
 pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, RequestError> {
     let body: IncrementalAlterConfigsRequest = req.decode_body()?;
-    let mut early = Vec::with_capacity(body.resources.len());
-    let mut edits = Vec::new();
-    for r in &body.resources {
-        let name = r.resource_name.to_string();
-        early.push(match r.resource_type {
-            RESOURCE_TOPIC => match topic_ops(r) {
-                Ok(ops) => {
-                    edits.push((name, ConfigEdit::Incremental(ops)));
-                    None
-                }
-                Err(e) => Some(e),
-            },
-            RESOURCE_BROKER => Some(broker_refusal(shard, &name)),
-            t => Some((
-                ErrorCode::InvalidRequest,
-                format!("resource type {t} is not supported"),
-            )),
-        });
-    }
-    let mut done = admin::alter_topic_configs(shard, edits, body.validate_only)
-        .await
-        .into_iter();
+    let requested = body
+        .resources
+        .iter()
+        .map(|r| {
+            let edit = (r.resource_type == RESOURCE_TOPIC)
+                .then(|| topic_ops(r).map(ConfigEdit::Incremental));
+            (r.resource_type, r.resource_name.to_string(), edit)
+        })
+        .collect();
+    let outcomes = apply_edits(shard, req, requested, body.validate_only).await;
     let responses = body
         .resources
         .iter()
-        .zip(early)
-        .map(|(r, e)| {
-            let outcome = match e {
-                Some(err) => Err(err),
-                None => done.next().expect("one result per topic"),
-            };
+        .zip(outcomes)
+        .map(|(r, outcome)| {
             let resp = AlterConfigsResourceResponse::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone());
             match outcome {
                 Ok(()) => resp,
-                Err((code, msg)) => {
-                    let what = format!("alter configs of {}", r.resource_name.as_str());
-                    log_client_error(req, &what, code, &msg);
-                    resp.with_error_code(code.code())
-                        .with_error_message(Some(StrBytes::from_string(msg)))
-                }
+                Err((code, msg)) => resp
+                    .with_error_code(code.code())
+                    .with_error_message(Some(StrBytes::from_string(msg))),
             }
         })
         .collect();
