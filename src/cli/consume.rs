@@ -132,17 +132,9 @@ impl Consumer {
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
         let mut last_record = Instant::now();
         loop {
-            if args.max_messages.is_some_and(|max| self.printed >= max) {
+            let Some(wait) = next_wait(args, self.printed, timeout, last_record) else {
                 return Ok(());
-            }
-            let mut wait = FETCH_WAIT_MAX;
-            if let Some(timeout) = timeout {
-                let silent = last_record.elapsed();
-                if silent >= timeout {
-                    return Ok(());
-                }
-                wait = wait.min(timeout - silent);
-            }
+            };
             let positions: Vec<(i32, i64)> = self.positions.iter().map(|(p, o)| (*p, *o)).collect();
             let fetched = self.client.fetch(&self.topic, &positions, wait)?;
             let mut any = false;
@@ -216,6 +208,26 @@ pub(super) fn recover_partition(
     std::thread::sleep(Duration::from_millis(100));
     *topic = client.topic(&topic.name, false, TOPIC_WAIT)?;
     Ok(())
+}
+
+/// How long the next fetch may wait, or `None` when the command is done: `--max-messages`
+/// printed, or nothing arrived for `--timeout-ms`. Shared by the plain and the group consumer.
+pub(super) fn next_wait(
+    args: &ConsumeArgs,
+    printed: u64,
+    timeout: Option<Duration>,
+    last_record: Instant,
+) -> Option<Duration> {
+    if args.max_messages.is_some_and(|max| printed >= max) {
+        return None;
+    }
+    match timeout {
+        None => Some(FETCH_WAIT_MAX),
+        Some(timeout) => {
+            let silent = last_record.elapsed();
+            (silent < timeout).then(|| FETCH_WAIT_MAX.min(timeout - silent))
+        }
+    }
 }
 
 /// A closed stdout is the reader saying "enough" (`| head`): not an error.

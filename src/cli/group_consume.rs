@@ -16,7 +16,7 @@ use crate::client::groups::Committed;
 use crate::client::membership::{rejoin_needed, MemberTimeouts, Membership, REBALANCE_IN_PROGRESS};
 use crate::client::{Client, ClientError, OffsetSpec};
 
-use super::consume::{format_record, stdout_closed, ConsumeArgs, FETCH_WAIT_MAX, TOPIC_WAIT};
+use super::consume::{format_record, next_wait, stdout_closed, ConsumeArgs, TOPIC_WAIT};
 
 /// Kafka consumer's `heartbeat.interval.ms` default.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(3000);
@@ -84,17 +84,9 @@ impl GroupConsumer {
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
         let mut last_record = Instant::now();
         loop {
-            if args.max_messages.is_some_and(|max| self.printed >= max) {
+            let Some(wait) = next_wait(args, self.printed, timeout, last_record) else {
                 return Ok(());
-            }
-            let mut wait = FETCH_WAIT_MAX;
-            if let Some(timeout) = timeout {
-                let silent = last_record.elapsed();
-                if silent >= timeout {
-                    return Ok(());
-                }
-                wait = wait.min(timeout - silent);
-            }
+            };
             self.maintain()?;
             match self.poll_once(args, &mut out, wait) {
                 Ok(true) => last_record = Instant::now(),
