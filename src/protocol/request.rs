@@ -3,6 +3,7 @@
 use bytes::{Buf, Bytes};
 use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::Decodable;
+use tracing::debug;
 
 use super::apis::{self, ApiSpec};
 
@@ -30,12 +31,18 @@ impl Request {
             reason: e.to_string(),
         })?;
         if body.has_remaining() {
-            return Err(RequestError::Malformed {
-                api_key: self.api_key,
-                version: self.version(),
-                correlation_id: self.header.correlation_id,
-                reason: format!("{} trailing bytes", body.remaining()),
-            });
+            // Kafka parses the fields it knows and ignores whatever follows a fully read body
+            // (`RequestContext::parseRequest` never checks what remains), and clients rely on
+            // it: librdkafka 2.15/2.16 send Metadata v12 with 3 bytes after the body. Refusing
+            // them would cut those clients off, so the bytes are only noted.
+            debug!(
+                api = ?self.api_key,
+                version = self.version(),
+                correlation_id = self.header.correlation_id,
+                client_id = self.header.client_id.as_deref().unwrap_or(""),
+                "ignoring {} bytes after the request body",
+                body.remaining()
+            );
         }
         Ok(value)
     }
@@ -198,6 +205,24 @@ mod tests {
             r.decode_body::<MetadataRequest>(),
             Err(RequestError::Malformed { .. })
         ));
+    }
+
+    fn with_trailing_bytes(frame: Bytes) -> Request {
+        let mut f = BytesMut::from(&frame[..]);
+        f.extend_from_slice(&[0, 0, 0]);
+        decode_request(f.freeze()).unwrap()
+    }
+
+    #[test]
+    fn bytes_after_a_fully_read_body_are_ignored() {
+        let r = with_trailing_bytes(frame(ApiKey::Metadata, 12, &MetadataRequest::default()));
+        r.decode_body::<MetadataRequest>().unwrap();
+        let r = with_trailing_bytes(frame(
+            ApiKey::ApiVersions,
+            3,
+            &ApiVersionsRequest::default(),
+        ));
+        r.decode_body::<ApiVersionsRequest>().unwrap();
     }
 
     proptest::proptest! {
