@@ -17,20 +17,36 @@ use crate::shard::Shard;
 
 /// `key_type` of a consumer group.
 const KEY_TYPE_GROUP: i8 = 0;
+/// `key_type` of a transactional id.
+const KEY_TYPE_TRANSACTION: i8 = 1;
+
+/// Why a key type has no coordinator here, or `None` for a group, which always has one.
+///
+/// There is no transaction coordinator yet. Kafka's retriable COORDINATOR_NOT_AVAILABLE would
+/// make clients retry forever (franz-go until its test times out), so a transactional id gets
+/// the answer Kafka gives a client that may not use it: TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+/// which librdkafka, franz-go and the Java client all treat as fatal, so `init_transactions()`
+/// fails fast. Any other key type gets INVALID_REQUEST, as from a Kafka broker without a share
+/// coordinator (type 2) or for a type it does not know.
+fn no_coordinator(key_type: i8) -> Option<ErrorCode> {
+    match key_type {
+        KEY_TYPE_GROUP => None,
+        KEY_TYPE_TRANSACTION => Some(ErrorCode::TransactionalIdAuthorizationFailed),
+        _ => Some(ErrorCode::InvalidRequest),
+    }
+}
 
 pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, RequestError> {
     let body: FindCoordinatorRequest = req.decode_body()?;
     let (host, port) = super::metadata::advertised(shard);
     let node = BrokerId(shard.config.node_id);
-    // Transactions have no coordinator here yet.
-    let error = (body.key_type != KEY_TYPE_GROUP).then_some(ErrorCode::CoordinatorNotAvailable);
+    let error = no_coordinator(body.key_type);
+    let message = match body.key_type {
+        KEY_TYPE_TRANSACTION => "transactions are not supported by this broker".to_string(),
+        other => format!("no coordinator for key type {other}"),
+    };
     if let Some(code) = error {
-        log_client_error(
-            req,
-            "find coordinator",
-            code,
-            &format!("key type {}", body.key_type),
-        );
+        log_client_error(req, "find coordinator", code, &message);
     }
     let mut response = FindCoordinatorResponse::default();
     if req.version() >= 4 {
@@ -42,6 +58,7 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, Request
                 match error {
                     Some(code) => c
                         .with_error_code(code.code())
+                        .with_error_message(Some(StrBytes::from_string(message.clone())))
                         .with_node_id(BrokerId(-1))
                         .with_port(-1),
                     None => c
@@ -56,6 +73,8 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, Request
         response = match error {
             Some(code) => response
                 .with_error_code(code.code())
+                // v0 has no error message field.
+                .with_error_message((req.version() >= 1).then(|| StrBytes::from_string(message)))
                 .with_node_id(BrokerId(-1))
                 .with_port(-1),
             None => response
