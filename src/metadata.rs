@@ -44,6 +44,20 @@ impl MetadataImage {
     }
 }
 
+/// The topics the broker keeps for itself (Kafka's `Topic.isInternal` plus the KRaft metadata
+/// log): `__consumer_offsets` today, `__transaction_state` and `__cluster_metadata` to come.
+/// Clients may read them but not create, delete, grow, produce to or truncate them.
+pub const INTERNAL_TOPICS: &[&str] = &[
+    crate::group::store::OFFSETS_TOPIC,
+    "__transaction_state",
+    "__cluster_metadata",
+];
+
+/// Whether `name` is one of [`INTERNAL_TOPICS`].
+pub fn is_internal_topic(name: &str) -> bool {
+    INTERNAL_TOPICS.contains(&name)
+}
+
 /// Kafka's topic-name rule: 1..=249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
 pub fn validate_topic_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name == "." || name == ".." {

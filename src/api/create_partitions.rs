@@ -10,6 +10,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::{log_client_error, respond, Outcome};
 use crate::admin;
 use crate::error::ErrorCode;
+use crate::metadata::is_internal_topic;
 use crate::protocol::request::{Request, RequestError};
 use crate::shard::Shard;
 
@@ -24,7 +25,16 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, Request
             a.iter()
                 .any(|p| p.broker_ids.len() != 1 || p.broker_ids[0].0 != node)
         });
-        early.push(if bad_assignment {
+        let name = t.name.0.as_str();
+        early.push(if is_internal_topic(name) {
+            // The group coordinator maps a group to `hash % partition count`: more partitions
+            // would move every group's committed offsets out of reach. Kafka 4's controller
+            // does not check this; the refusal matches DeleteTopics of an internal topic.
+            Some((
+                ErrorCode::InvalidRequest,
+                format!("Adding partitions to internal topic {name} is prohibited."),
+            ))
+        } else if bad_assignment {
             Some((
                 ErrorCode::InvalidReplicaAssignment,
                 format!("a single node can only assign replicas to broker {node}"),

@@ -1,8 +1,9 @@
-//! CreateTopics, including `validate_only`.
+//! CreateTopics, including `validate_only` and manual replica assignments (onto this node).
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use kafka_protocol::protocol::StrBytes;
@@ -10,11 +11,14 @@ use kafka_protocol::protocol::StrBytes;
 use super::{log_client_error, respond, Outcome};
 use crate::admin::{self, NewTopic};
 use crate::error::ErrorCode;
+use crate::metadata::{self, validate_topic_name, MetadataImage};
 use crate::protocol::request::{Request, RequestError};
 use crate::shard::Shard;
 
 pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, RequestError> {
     let body: CreateTopicsRequest = req.decode_body()?;
+    let image = shard.metadata();
+    let node = shard.config.node_id;
     let mut new = Vec::new();
     let mut early: Vec<Option<(ErrorCode, String)>> = Vec::new();
     for t in &body.topics {
@@ -23,18 +27,28 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, Request
             .iter()
             .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
             .collect();
-        early.push((!t.assignments.is_empty()).then(|| {
-            (
-                ErrorCode::InvalidRequest,
-                "manual replica assignment is not supported on a single node".to_string(),
-            )
-        }));
-        new.push(NewTopic {
-            name: t.name.0.to_string(),
+        let name = t.name.0.to_string();
+        let mut topic = NewTopic {
+            name: name.clone(),
             partitions: t.num_partitions,
             replication_factor: t.replication_factor,
             configs,
-        });
+        };
+        let mut refused = internal_topic_refusal(&image, &name);
+        if refused.is_none() && !t.assignments.is_empty() {
+            match check_assignment(t, node) {
+                Ok(partitions) => {
+                    topic.partitions = partitions;
+                    topic.replication_factor = 1;
+                }
+                // Kafka checks the name and whether the topic exists before the assignment;
+                // those answers come from `admin::create_topics`.
+                Err(_) if validate_topic_name(&name).is_err() || image.topic(&name).is_some() => {}
+                Err(e) => refused = Some(e),
+            }
+        }
+        early.push(refused);
+        new.push(topic);
     }
     let to_create: Vec<NewTopic> = new
         .iter()
@@ -72,4 +86,132 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, Request
         })
         .collect();
     respond(req, &CreateTopicsResponse::default().with_topics(topics))
+}
+
+/// Internal topics are made by the broker with the layout its coordinators rely on (partition
+/// count, `cleanup.policy=compact`); a client may not create one by hand. Kafka refuses
+/// `__cluster_metadata` with INVALID_REQUEST ("Creation of internal topic ... is
+/// prohibited"); the other internal names get the same answer here (Kafka would create them
+/// with default settings, which would break their coordinator), unless the topic already
+/// exists, which gets TOPIC_ALREADY_EXISTS as for any other name.
+fn internal_topic_refusal(image: &MetadataImage, name: &str) -> Option<(ErrorCode, String)> {
+    (metadata::is_internal_topic(name) && image.topic(name).is_none()).then(|| {
+        (
+            ErrorCode::InvalidRequest,
+            format!("Creation of internal topic {name} is prohibited."),
+        )
+    })
+}
+
+/// Checks a manual replica assignment the way Kafka's controller does
+/// (`ReplicationControlManager::createTopic`), for a cluster whose only broker is `node`, and
+/// returns the partition count it describes. Kafka requires `num_partitions` and
+/// `replication_factor` to be -1 when an assignment is given (INVALID_REQUEST); every other
+/// fault is INVALID_REPLICA_ASSIGNMENT.
+fn check_assignment(t: &CreatableTopic, node: i32) -> Result<i32, (ErrorCode, String)> {
+    let invalid = |m: String| (ErrorCode::InvalidReplicaAssignment, m);
+    if t.replication_factor != -1 {
+        return Err((
+            ErrorCode::InvalidRequest,
+            "A manual partition assignment was specified, but replication factor was not set to -1."
+                .into(),
+        ));
+    }
+    if t.num_partitions != -1 {
+        return Err((
+            ErrorCode::InvalidRequest,
+            "A manual partition assignment was specified, but numPartitions was not set to -1."
+                .into(),
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for a in &t.assignments {
+        let p = a.partition_index;
+        if !seen.insert(p) {
+            return Err(invalid(format!(
+                "Found multiple manual partition assignments for partition {p}"
+            )));
+        }
+        let mut brokers: Vec<i32> = a.broker_ids.iter().map(|b| b.0).collect();
+        brokers.sort_unstable();
+        if brokers.is_empty() {
+            return Err(invalid(
+                "The manual partition assignment includes an empty replica list.".into(),
+            ));
+        }
+        if let Some(b) = brokers.iter().find(|b| **b != node) {
+            return Err(invalid(format!(
+                "The manual partition assignment includes broker {b}, but no such broker is registered."
+            )));
+        }
+        if brokers.len() > 1 {
+            return Err(invalid(format!(
+                "The manual partition assignment includes the broker {node} more than once."
+            )));
+        }
+        // Every partition now has the one replica [node], so replica counts cannot differ.
+    }
+    // Partition ids must be 0..n-1: the set holds n distinct ids, so its last is n-1 exactly
+    // when its first is 0 and none is missing.
+    let n = seen.len() as i32;
+    if seen.first() != Some(&0) || seen.last() != Some(&(n - 1)) {
+        return Err(invalid(
+            "partitions should be a consecutive 0-based integer sequence".into(),
+        ));
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::create_topics_request::CreatableReplicaAssignment;
+    use kafka_protocol::messages::BrokerId;
+
+    fn topic(assignment: &[(i32, &[i32])], partitions: i32, rf: i16) -> CreatableTopic {
+        CreatableTopic::default()
+            .with_num_partitions(partitions)
+            .with_replication_factor(rf)
+            .with_assignments(
+                assignment
+                    .iter()
+                    .map(|(p, b)| {
+                        CreatableReplicaAssignment::default()
+                            .with_partition_index(*p)
+                            .with_broker_ids(b.iter().map(|b| BrokerId(*b)).collect())
+                    })
+                    .collect(),
+            )
+    }
+
+    #[test]
+    fn a_valid_assignment_on_this_node_gives_its_partition_count() {
+        assert_eq!(
+            check_assignment(&topic(&[(1, &[1]), (0, &[1])], -1, -1), 1),
+            Ok(2)
+        );
+    }
+
+    #[test]
+    fn invalid_assignments_get_kafkas_codes() {
+        let code = |t: CreatableTopic| check_assignment(&t, 1).unwrap_err().0;
+        let bad = ErrorCode::InvalidReplicaAssignment;
+        assert_eq!(code(topic(&[(0, &[1])], 1, -1)), ErrorCode::InvalidRequest);
+        assert_eq!(code(topic(&[(0, &[1])], -1, 1)), ErrorCode::InvalidRequest);
+        assert_eq!(code(topic(&[(0, &[2])], -1, -1)), bad, "unknown broker");
+        assert_eq!(code(topic(&[(0, &[])], -1, -1)), bad, "no replicas");
+        assert_eq!(code(topic(&[(0, &[1, 1])], -1, -1)), bad, "broker twice");
+        assert_eq!(
+            code(topic(&[(0, &[1]), (0, &[1])], -1, -1)),
+            bad,
+            "partition twice"
+        );
+        assert_eq!(code(topic(&[(0, &[1]), (2, &[1])], -1, -1)), bad, "gap");
+        assert_eq!(code(topic(&[(1, &[1])], -1, -1)), bad, "not from 0");
+        assert_eq!(
+            code(topic(&[(-1, &[1]), (0, &[1])], -1, -1)),
+            bad,
+            "negative"
+        );
+    }
 }

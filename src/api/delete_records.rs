@@ -11,6 +11,7 @@ use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 use super::{log_client_error, respond, Outcome};
 use crate::error::ErrorCode;
 use crate::log::Offset;
+use crate::metadata::is_internal_topic;
 use crate::protocol::request::{Request, RequestError};
 use crate::shard::Shard;
 use crate::util::join_all;
@@ -24,6 +25,11 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, Request
         let pieces = t.partitions.iter().map(|p| {
             let (meta, index, offset) = (meta.clone(), p.partition_index, p.offset);
             async move {
+                // Kafka's ReplicaManager refuses to truncate an internal topic, before it
+                // looks for the partition.
+                if meta.as_ref().is_some_and(|m| is_internal_topic(&m.name)) {
+                    return Err(ErrorCode::InvalidTopicException);
+                }
                 let meta = meta
                     .filter(|m| (0..m.partitions).contains(&index))
                     .ok_or(ErrorCode::UnknownTopicOrPartition)?;

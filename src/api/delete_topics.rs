@@ -9,6 +9,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::{log_client_error, respond, Outcome};
 use crate::admin;
 use crate::error::ErrorCode;
+use crate::metadata::is_internal_topic;
 use crate::protocol::request::{Request, RequestError};
 use crate::shard::Shard;
 
@@ -33,12 +34,17 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, Request
             .map(|n| (Some(n.0.to_string()), uuid::Uuid::nil()))
             .collect()
     };
-    let names: Vec<String> = wanted.iter().filter_map(|(n, _)| n.clone()).collect();
+    let names: Vec<String> = wanted
+        .iter()
+        .filter_map(|(n, _)| n.clone())
+        .filter(|n| !is_internal_topic(n))
+        .collect();
     let mut results = admin::delete_topics(shard, names).await.into_iter();
     let responses = wanted
         .into_iter()
         .map(|(name, id)| {
             let outcome = match &name {
+                Some(n) if is_internal_topic(n) => Err(internal_topic_refusal(n)),
                 Some(_) => results.next().expect("one result per name"),
                 None => Err((
                     ErrorCode::UnknownTopicId,
@@ -63,5 +69,18 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, Request
     respond(
         req,
         &DeleteTopicsResponse::default().with_responses(responses),
+    )
+}
+
+/// An internal topic holds the broker's own state (committed offsets in `__consumer_offsets`):
+/// deleting it would silently lose every group's offsets at the next restart. Kafka 4 does
+/// not refuse this (neither its controller nor, since it moved to Java, `kafka-topics.sh`);
+/// this broker refuses it, as Redpanda does, with the code Kafka gives for the one internal
+/// topic its admin APIs do protect (CreateTopics of `__cluster_metadata`): INVALID_REQUEST,
+/// with a message.
+fn internal_topic_refusal(name: &str) -> (ErrorCode, String) {
+    (
+        ErrorCode::InvalidRequest,
+        format!("Deletion of internal topic {name} is prohibited."),
     )
 }

@@ -6,22 +6,26 @@ use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{log_client_error, respond, Outcome};
+use super::{
+    log_client_error, respond, Outcome, CLUSTER_AUTHORIZED_OPERATIONS, OPERATIONS_NOT_REQUESTED,
+};
 use crate::error::ErrorCode;
 use crate::protocol::request::{Request, RequestError};
 use crate::shard::Shard;
 
 /// DescribeCluster v1 `endpoint_type`: brokers (1) or controllers (2).
 const ENDPOINT_BROKERS: i8 = 1;
-/// Kafka's "authorized operations not requested".
-const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
 
 pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, RequestError> {
     let body: DescribeClusterRequest = req.decode_body()?;
     let mut resp = DescribeClusterResponse::default()
         .with_cluster_id(StrBytes::from_string(shard.metadata().cluster_id.clone()))
         .with_controller_id(BrokerId(shard.config.node_id))
-        .with_cluster_authorized_operations(OPERATIONS_NOT_REQUESTED);
+        .with_cluster_authorized_operations(if body.include_cluster_authorized_operations {
+            CLUSTER_AUTHORIZED_OPERATIONS
+        } else {
+            OPERATIONS_NOT_REQUESTED
+        });
     if req.version() >= 1 {
         resp = resp.with_endpoint_type(body.endpoint_type);
     }

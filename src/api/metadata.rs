@@ -8,15 +8,15 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{log_client_error, respond, Outcome};
+use super::{
+    log_client_error, respond, Outcome, CLUSTER_AUTHORIZED_OPERATIONS, OPERATIONS_NOT_REQUESTED,
+    TOPIC_AUTHORIZED_OPERATIONS,
+};
 use crate::admin::{self, NewTopic};
 use crate::error::ErrorCode;
-use crate::metadata::{validate_topic_name, TopicMeta};
+use crate::metadata::{is_internal_topic, validate_topic_name, TopicMeta};
 use crate::protocol::request::{Request, RequestError};
 use crate::shard::{Shard, LEADER_EPOCH};
-
-/// `topic_authorized_operations` when the client did not ask for them.
-const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
 
 pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, RequestError> {
     let body: MetadataRequest = req.decode_body()?;
@@ -65,6 +65,18 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, Request
             }
         }
     }
+    // Kafka fills in the operations of every topic it answers for (known or not) when asked,
+    // and the cluster's only at v8-10, the versions that carry the field.
+    if body.include_topic_authorized_operations {
+        for t in &mut topics {
+            t.topic_authorized_operations = TOPIC_AUTHORIZED_OPERATIONS;
+        }
+    }
+    let cluster_operations = if body.include_cluster_authorized_operations && req.version() <= 10 {
+        CLUSTER_AUTHORIZED_OPERATIONS
+    } else {
+        OPERATIONS_NOT_REQUESTED
+    };
     let (host, port) = advertised(shard);
     let node = shard.config.node_id;
     let response = MetadataResponse::default()
@@ -77,16 +89,20 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, Request
         )))
         .with_controller_id(BrokerId(node))
         .with_topics(topics)
-        .with_cluster_authorized_operations(OPERATIONS_NOT_REQUESTED);
+        .with_cluster_authorized_operations(cluster_operations);
     respond(req, &response)
 }
 
-/// Creates, with the broker's defaults, the valid names that do not exist yet.
+/// Creates, with the broker's defaults, the valid names that do not exist yet. Internal topic
+/// names are left alone: the broker creates those itself, with the layout their coordinator
+/// needs, and a default-configured one would break it.
 pub async fn auto_create_missing(shard: &Rc<Shard>, names: &[String]) {
     let image = shard.metadata();
     let missing: Vec<NewTopic> = names
         .iter()
-        .filter(|n| image.topic(n).is_none() && validate_topic_name(n).is_ok())
+        .filter(|n| {
+            image.topic(n).is_none() && validate_topic_name(n).is_ok() && !is_internal_topic(n)
+        })
         .map(|n| NewTopic {
             name: n.clone(),
             partitions: -1,
@@ -117,7 +133,7 @@ fn topic_entry(shard: &Shard, t: &TopicMeta) -> MetadataResponseTopic {
         .with_topic_id(t.id)
         .with_partitions(partitions)
         .with_topic_authorized_operations(OPERATIONS_NOT_REQUESTED)
-        .with_is_internal(&*t.name == crate::group::store::OFFSETS_TOPIC)
+        .with_is_internal(is_internal_topic(&t.name))
 }
 
 /// The host and port clients should connect to.

@@ -129,3 +129,76 @@ fn log_client_error(req: &Request, what: &str, code: crate::error::ErrorCode, de
         "{what}: {code:?}: {detail}"
     );
 }
+
+/// Kafka's `AclOperation` codes, the bit positions of an authorized-operations field.
+mod acl_operation {
+    pub const READ: u8 = 3;
+    pub const WRITE: u8 = 4;
+    pub const CREATE: u8 = 5;
+    pub const DELETE: u8 = 6;
+    pub const ALTER: u8 = 7;
+    pub const DESCRIBE: u8 = 8;
+    pub const CLUSTER_ACTION: u8 = 9;
+    pub const DESCRIBE_CONFIGS: u8 = 10;
+    pub const ALTER_CONFIGS: u8 = 11;
+    pub const IDEMPOTENT_WRITE: u8 = 12;
+}
+
+/// The bit field Kafka builds from a set of operations (`Utils.to32BitField`).
+const fn operations_bit_field(ops: &[u8]) -> i32 {
+    let mut bits = 0;
+    let mut i = 0;
+    while i < ops.len() {
+        bits |= 1 << ops[i];
+        i += 1;
+    }
+    bits
+}
+
+/// What a client may do to a topic. Without an authorizer Kafka grants every operation that
+/// applies to a topic (`AclEntry.supportedOperations(TOPIC)`), and so does this broker, which
+/// has no ACLs yet.
+pub const TOPIC_AUTHORIZED_OPERATIONS: i32 = {
+    use acl_operation::*;
+    operations_bit_field(&[
+        READ,
+        WRITE,
+        CREATE,
+        DESCRIBE,
+        DELETE,
+        ALTER,
+        DESCRIBE_CONFIGS,
+        ALTER_CONFIGS,
+    ])
+};
+
+/// What a client may do to the cluster: every operation that applies to it
+/// (`AclEntry.supportedOperations(CLUSTER)`), as Kafka answers without an authorizer.
+pub const CLUSTER_AUTHORIZED_OPERATIONS: i32 = {
+    use acl_operation::*;
+    operations_bit_field(&[
+        CREATE,
+        CLUSTER_ACTION,
+        DESCRIBE_CONFIGS,
+        ALTER_CONFIGS,
+        IDEMPOTENT_WRITE,
+        ALTER,
+        DESCRIBE,
+    ])
+};
+
+/// An authorized-operations field the client did not ask for: Kafka's `Integer.MIN_VALUE`.
+pub const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authorized_operations_match_kafkas_bit_fields() {
+        // READ..ALTER_CONFIGS for a topic; CREATE, ALTER, DESCRIBE, CLUSTER_ACTION,
+        // DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE for the cluster.
+        assert_eq!(TOPIC_AUTHORIZED_OPERATIONS, 3576);
+        assert_eq!(CLUSTER_AUTHORIZED_OPERATIONS, 8096);
+    }
+}

@@ -65,9 +65,9 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, Request
                     ErrorCode::UnknownTopicOrPartition,
                     format!("{}-{} does not exist", t.name.0, p.index),
                 )),
-                (Some(m), _) if &*m.name == crate::group::store::OFFSETS_TOPIC => Err((
+                (Some(m), _) if crate::metadata::is_internal_topic(&m.name) => Err((
                     ErrorCode::InvalidTopicException,
-                    "cannot append to an internal topic".into(),
+                    format!("Cannot append to internal topic {}", m.name),
                 )),
                 (Some(_), None) => Err((ErrorCode::InvalidRecord, "null record set".into())),
                 (Some(m), Some(records)) => Ok((m, records.clone())),
