@@ -10,7 +10,7 @@ use kafka_protocol::messages::FetchRequest;
 use kafka_protocol::protocol::StrBytes;
 
 use super::{log_client_error, Outcome};
-use crate::config::{FETCH_MAX_BYTES_DEFAULT, FETCH_MAX_WAIT_MS_MAX};
+use crate::config::{FETCH_CUT_SCAN_BATCHES_MAX, FETCH_MAX_BYTES_DEFAULT, FETCH_MAX_WAIT_MS_MAX};
 use crate::error::ErrorCode;
 use crate::log::Offset;
 use crate::protocol::fetch::{
@@ -262,16 +262,18 @@ async fn park(shard: &Rc<Shard>, slots: &[Slot], reads: &[Read], deadline: Insta
 /// The owners read each partition independently (at most `max_bytes` each), so the ranges
 /// of later partitions are cut here, at batch boundaries, by reading batch length fields from
 /// the segment file (page cache; the bytes are written and stay readable through the open
-/// descriptor even if the segment is deleted meanwhile).
+/// descriptor even if the segment is deleted meanwhile), at most
+/// [`FETCH_CUT_SCAN_BATCHES_MAX`] headers per response.
 fn trim_to_max_bytes(reads: &mut [Read], max_bytes: usize) {
     let mut used = 0usize;
     let mut first = true;
+    let mut scans_left = FETCH_CUT_SCAN_BATCHES_MAX;
     for r in reads.iter_mut() {
         let Some(range) = r.records.as_mut() else {
             continue;
         };
         let budget = max_bytes.saturating_sub(used);
-        match whole_batches_within(range, budget, first) {
+        match whole_batches_within(range, budget, first, &mut scans_left) {
             Ok(0) => r.records = None,
             Ok(len) => {
                 range.len = len;
@@ -288,19 +290,30 @@ fn trim_to_max_bytes(reads: &mut [Read], max_bytes: usize) {
     }
 }
 
-/// The length of the longest prefix of `range` made of whole batches that fits in `budget`;
-/// with `min_one`, at least the first batch whatever its size.
-fn whole_batches_within(range: &FileRange, budget: usize, min_one: bool) -> std::io::Result<u32> {
-    use crate::log::batch::{peek_offset_and_len, LOG_OVERHEAD};
+/// The length of a prefix of `range` made of whole batches that fits in `budget` (the longest
+/// one, unless `scans_left` runs out first); with `min_one`, at least the first batch whatever
+/// its size.
+fn whole_batches_within(
+    range: &FileRange,
+    budget: usize,
+    min_one: bool,
+    scans_left: &mut usize,
+) -> std::io::Result<u32> {
+    use crate::log::batch::{peek_offset_and_len, HEADER_LEN, LOG_OVERHEAD};
     use std::os::unix::fs::FileExt;
 
     let total = range.len as usize;
     if total <= budget {
         return Ok(range.len);
     }
+    if budget < HEADER_LEN && !min_one {
+        // Not even an empty batch fits: no need to look.
+        return Ok(0);
+    }
     let mut taken = 0usize;
     let mut head = [0u8; LOG_OVERHEAD];
-    while taken + LOG_OVERHEAD <= total {
+    while taken + LOG_OVERHEAD <= total && (*scans_left > 0 || (min_one && taken == 0)) {
+        *scans_left = scans_left.saturating_sub(1);
         range
             .file
             .read_exact_at(&mut head, range.position + taken as u64)?;
@@ -385,13 +398,26 @@ mod tests {
     fn a_range_is_cut_at_batch_boundaries() {
         let f = batches(&[100, 200, 300]);
         let r = read(&f, 0, 600).records.unwrap();
-        assert_eq!(whole_batches_within(&r, 600, false).unwrap(), 600);
-        assert_eq!(whole_batches_within(&r, 599, false).unwrap(), 300);
-        assert_eq!(whole_batches_within(&r, 299, false).unwrap(), 100);
-        assert_eq!(whole_batches_within(&r, 99, false).unwrap(), 0);
+        let cut = |budget, min_one| whole_batches_within(&r, budget, min_one, &mut 10).unwrap();
+        assert_eq!(cut(600, false), 600);
+        assert_eq!(cut(599, false), 300);
+        assert_eq!(cut(299, false), 100);
+        assert_eq!(cut(99, false), 0);
         // The first batch of the response goes whole whatever the budget.
-        assert_eq!(whole_batches_within(&r, 99, true).unwrap(), 100);
-        assert_eq!(whole_batches_within(&r, 0, true).unwrap(), 100);
+        assert_eq!(cut(99, true), 100);
+        assert_eq!(cut(0, true), 100);
+        // Out of header reads: a shorter range, but still the first batch when it must go.
+        let mut scans = 1;
+        assert_eq!(
+            whole_batches_within(&r, 599, false, &mut scans).unwrap(),
+            100
+        );
+        assert_eq!(scans, 0);
+        assert_eq!(whole_batches_within(&r, 599, false, &mut scans).unwrap(), 0);
+        assert_eq!(
+            whole_batches_within(&r, 599, true, &mut scans).unwrap(),
+            100
+        );
     }
 
     /// KIP-74: the response stays within `max_bytes` except for the first batch of the first
