@@ -67,6 +67,11 @@ pub const MAX_CONNECTIONS_DEFAULT: u32 = 10_000;
 pub const SHARD_INFLIGHT_BYTES_MAX: usize = 256 << 20;
 /// `fetch.max.bytes` (broker side): the most record bytes one fetch response carries.
 pub const FETCH_MAX_BYTES_DEFAULT: u32 = 55 << 20;
+/// Batch headers one fetch response may read to cut partitions' ranges down to what is left of
+/// its `max_bytes`. Each is a small read from the page cache on the connection's shard; past
+/// this bound a range just ends early (a shorter, still valid response), so partitions of tiny
+/// batches cannot hold up the shard.
+pub const FETCH_CUT_SCAN_BATCHES_MAX: usize = 1024;
 /// How long a fetch may be parked waiting for `min_bytes` at most, whatever the client asks.
 pub const FETCH_MAX_WAIT_MS_MAX: i32 = 30_000;
 /// Partitions in one topic at most (CreateTopics answers INVALID_PARTITIONS above it).

@@ -10,7 +10,7 @@ use kafka_protocol::messages::FetchRequest;
 use kafka_protocol::protocol::StrBytes;
 
 use super::{log_client_error, Outcome};
-use crate::config::{FETCH_MAX_BYTES_DEFAULT, FETCH_MAX_WAIT_MS_MAX};
+use crate::config::{FETCH_CUT_SCAN_BATCHES_MAX, FETCH_MAX_BYTES_DEFAULT, FETCH_MAX_WAIT_MS_MAX};
 use crate::error::ErrorCode;
 use crate::log::Offset;
 use crate::protocol::fetch::{
@@ -80,7 +80,10 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, Request
             &[],
         )));
     }
-    let (topics, slots) = resolve(shard, req, &body);
+    // The response-level limit (KIP-74), also a cap on every partition's read, since no single
+    // partition may carry more than the whole response (except a first batch, see below).
+    let max_bytes = (body.max_bytes.max(0) as u32).min(FETCH_MAX_BYTES_DEFAULT);
+    let (topics, slots) = resolve(shard, req, &body, max_bytes);
     let deadline = Instant::now()
         + Duration::from_millis(body.max_wait_ms.clamp(0, FETCH_MAX_WAIT_MS_MAX) as u64);
     let min_bytes = body.min_bytes.max(0) as usize;
@@ -98,7 +101,6 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, Request
         park(shard, &slots, &reads, deadline).await;
         reads = read_all(shard, &slots).await;
     }
-    let max_bytes = (body.max_bytes.max(0) as u32).min(FETCH_MAX_BYTES_DEFAULT);
     trim_to_max_bytes(&mut reads, max_bytes as usize);
     for (slot, read) in slots.iter().zip(&reads) {
         if let Some(code) = read.error {
@@ -119,7 +121,12 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, Request
 }
 
 /// Resolves names (v<13) or ids (v13+) into slots, keeping request order.
-fn resolve(shard: &Shard, req: &Request, body: &FetchRequest) -> (Vec<RequestedTopic>, Vec<Slot>) {
+fn resolve(
+    shard: &Shard,
+    req: &Request,
+    body: &FetchRequest,
+    max_bytes: u32,
+) -> (Vec<RequestedTopic>, Vec<Slot>) {
     let image = shard.metadata();
     let by_id = req.version() >= 13;
     let mut topics = Vec::new();
@@ -141,7 +148,7 @@ fn resolve(shard: &Shard, req: &Request, body: &FetchRequest) -> (Vec<RequestedT
                 partition: p.partition,
                 owner: 0,
                 offset: p.fetch_offset,
-                max_bytes: p.partition_max_bytes.max(0) as u32,
+                max_bytes: (p.partition_max_bytes.max(0) as u32).min(max_bytes),
                 error: None,
             };
             match meta {
@@ -246,21 +253,83 @@ async fn park(shard: &Rc<Shard>, slots: &[Slot], reads: &[Read], deadline: Insta
     .await;
 }
 
-/// Applies the response-level `max_bytes`: partitions are filled in request order, and the first
-/// one with data is always sent whole (KIP-74), so a consumer can always make progress.
+/// Applies the response-level `max_bytes` as Kafka does (KIP-74): partitions are filled in
+/// request order, each within what the earlier ones left of `max_bytes`, and the limit is
+/// exceeded only by the first batch of the first partition with data, which is sent whole even
+/// when it alone is larger (so a consumer always makes progress). A later partition whose first
+/// batch does not fit in what is left gets no records this time.
+///
+/// The owners read each partition independently (at most `max_bytes` each), so the ranges
+/// of later partitions are cut here, at batch boundaries, by reading batch length fields from
+/// the segment file (page cache; the bytes are written and stay readable through the open
+/// descriptor even if the segment is deleted meanwhile), at most
+/// [`FETCH_CUT_SCAN_BATCHES_MAX`] headers per response.
 fn trim_to_max_bytes(reads: &mut [Read], max_bytes: usize) {
     let mut used = 0usize;
+    let mut first = true;
+    let mut scans_left = FETCH_CUT_SCAN_BATCHES_MAX;
     for r in reads.iter_mut() {
-        let n = r.bytes();
-        if n == 0 {
+        let Some(range) = r.records.as_mut() else {
             continue;
+        };
+        let budget = max_bytes.saturating_sub(used);
+        match whole_batches_within(range, budget, first, &mut scans_left) {
+            Ok(0) => r.records = None,
+            Ok(len) => {
+                range.len = len;
+                used += len as usize;
+                first = false;
+            }
+            Err(e) => {
+                // Not a client error: the partition is simply left out of this response and
+                // the consumer asks again.
+                tracing::warn!("fetch: cannot read batch headers to apply max_bytes: {e}");
+                r.records = None;
+            }
         }
-        if used > 0 && used + n > max_bytes {
-            r.records = None;
-            continue;
-        }
-        used += n;
     }
+}
+
+/// The length of a prefix of `range` made of whole batches that fits in `budget` (the longest
+/// one, unless `scans_left` runs out first); with `min_one`, at least the first batch whatever
+/// its size.
+fn whole_batches_within(
+    range: &FileRange,
+    budget: usize,
+    min_one: bool,
+    scans_left: &mut usize,
+) -> std::io::Result<u32> {
+    use crate::log::batch::{peek_offset_and_len, HEADER_LEN, LOG_OVERHEAD};
+    use std::os::unix::fs::FileExt;
+
+    let total = range.len as usize;
+    if total <= budget {
+        return Ok(range.len);
+    }
+    if budget < HEADER_LEN && !min_one {
+        // Not even an empty batch fits: no need to look.
+        return Ok(0);
+    }
+    let mut taken = 0usize;
+    let mut head = [0u8; LOG_OVERHEAD];
+    while taken + LOG_OVERHEAD <= total && (*scans_left > 0 || (min_one && taken == 0)) {
+        *scans_left = scans_left.saturating_sub(1);
+        range
+            .file
+            .read_exact_at(&mut head, range.position + taken as u64)?;
+        let (_, len) = peek_offset_and_len(&head).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "corrupt batch header inside a fetch range",
+            )
+        })?;
+        let fits = taken + len <= budget || (min_one && taken == 0);
+        if !fits || taken + len > total {
+            break;
+        }
+        taken += len;
+    }
+    Ok(taken as u32)
 }
 
 fn assemble(topics: Vec<RequestedTopic>, slots: &[Slot], reads: Vec<Read>) -> Vec<FetchTopic> {
@@ -292,4 +361,85 @@ fn assemble(topics: Vec<RequestedTopic>, slots: &[Slot], reads: Vec<Read>) -> Ve
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A file of fake batches of the given total sizes: only the length fields are real, which
+    /// is all that `max_bytes` trimming reads.
+    fn batches(sizes: &[usize]) -> Arc<std::fs::File> {
+        let mut f = tempfile::tempfile().unwrap();
+        for (i, &size) in sizes.iter().enumerate() {
+            let mut b = vec![0u8; size];
+            b[..8].copy_from_slice(&(i as i64).to_be_bytes());
+            b[8..12].copy_from_slice(&((size - 12) as i32).to_be_bytes());
+            f.write_all(&b).unwrap();
+        }
+        Arc::new(f)
+    }
+
+    fn read(file: &Arc<std::fs::File>, position: u64, len: u32) -> Read {
+        Read {
+            error: None,
+            high_watermark: 0,
+            log_start_offset: 0,
+            records: Some(FileRange {
+                file: file.clone(),
+                position,
+                len,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_range_is_cut_at_batch_boundaries() {
+        let f = batches(&[100, 200, 300]);
+        let r = read(&f, 0, 600).records.unwrap();
+        let cut = |budget, min_one| whole_batches_within(&r, budget, min_one, &mut 10).unwrap();
+        assert_eq!(cut(600, false), 600);
+        assert_eq!(cut(599, false), 300);
+        assert_eq!(cut(299, false), 100);
+        assert_eq!(cut(99, false), 0);
+        // The first batch of the response goes whole whatever the budget.
+        assert_eq!(cut(99, true), 100);
+        assert_eq!(cut(0, true), 100);
+        // Out of header reads: a shorter range, but still the first batch when it must go.
+        let mut scans = 1;
+        assert_eq!(
+            whole_batches_within(&r, 599, false, &mut scans).unwrap(),
+            100
+        );
+        assert_eq!(scans, 0);
+        assert_eq!(whole_batches_within(&r, 599, false, &mut scans).unwrap(), 0);
+        assert_eq!(
+            whole_batches_within(&r, 599, true, &mut scans).unwrap(),
+            100
+        );
+    }
+
+    /// KIP-74: the response stays within `max_bytes` except for the first batch of the first
+    /// partition with data; later partitions get what is left, in whole batches.
+    #[test]
+    fn max_bytes_caps_the_whole_response() {
+        let f = batches(&[100, 200, 300, 300, 100]);
+        let mut reads = vec![
+            Read::failed(ErrorCode::UnknownTopicOrPartition),
+            read(&f, 0, 600),
+            read(&f, 600, 300),
+            read(&f, 900, 100),
+        ];
+        trim_to_max_bytes(&mut reads, 450);
+        let lens: Vec<usize> = reads.iter().map(Read::bytes).collect();
+        assert_eq!(lens, vec![0, 300, 0, 100]);
+        assert!(reads[2].records.is_none());
+
+        // A first batch larger than max_bytes is sent alone; nothing else fits after it.
+        let mut reads = vec![read(&f, 300, 600), read(&f, 900, 100)];
+        trim_to_max_bytes(&mut reads, 250);
+        let lens: Vec<usize> = reads.iter().map(Read::bytes).collect();
+        assert_eq!(lens, vec![300, 0]);
+    }
 }

@@ -173,14 +173,18 @@ impl Segment {
 
     /// End of the range of whole batches starting at `start` (whose first batch ends at
     /// `first_end`) that fits in `start + max_bytes` (KIP-74: the first batch always counts whole).
+    ///
+    /// Never past `committed`: an append adds its index entry when it reserves its bytes, long
+    /// before they are written, so the limit is clamped to the written prefix *before* the index
+    /// is asked for a batch boundary below it. (Asking first let a fetch range end at the entry
+    /// of a batch still in flight: sendfile then hit the end of the file, issue 10.)
     pub(crate) fn range_end(&self, start: u64, first_end: u64, max_bytes: u32) -> io::Result<u64> {
-        let limit = start.saturating_add(u64::from(max_bytes));
-        let (committed, from_index) = {
+        let (limit, from_index) = {
             let st = self.st.borrow();
+            let limit = start.saturating_add(u64::from(max_bytes)).min(st.committed);
             let floor = st.index.floor_pos(limit.min(u64::from(u32::MAX)) as u32);
-            (st.committed, floor.map(u64::from))
+            (limit, floor.map(u64::from))
         };
-        let limit = limit.min(committed);
         if first_end >= limit {
             return Ok(first_end);
         }
@@ -195,6 +199,7 @@ impl Segment {
             }
             pos += len as u64;
         }
+        debug_assert!(pos <= limit, "a read range ends past the written bytes");
         Ok(pos)
     }
 

@@ -398,3 +398,48 @@ fn flush_messages_and_segment_ms() {
         assert!(!path.exists());
     });
 }
+
+/// Issue 10: a reader never gets bytes that are only reserved or staged. With an index entry at
+/// every batch, a read whose `max_bytes` reaches past the written prefix used to end at the
+/// index entry of a batch still waiting for its write, so sendfile hit the end of the file
+/// ("segment file ended inside a fetch range") or sent records above the high watermark.
+#[test]
+fn read_ends_at_written_bytes_while_appends_are_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    block_on(async move {
+        let log = Rc::new(
+            PartitionLog::open(path, small_config(1 << 20, 1))
+                .await
+                .unwrap(),
+        );
+        let b = make_batch(&[vec![3; 500]], 0, -1, -1, -1);
+        for _ in 0..2 {
+            log.append(&b, 0, Durability::PageCache).await.unwrap();
+        }
+        // Reserve three more appends and stop each at its first await: the first has its write
+        // submitted at most, the other two are staged behind it. None has been completed,
+        // because completions are only reaped when this task yields to the executor.
+        let mut in_flight: Vec<_> = (0..3)
+            .map(|_| {
+                let (log, b) = (log.clone(), b.clone());
+                Box::pin(async move { log.append(&b, 0, Durability::PageCache).await })
+            })
+            .collect();
+        for f in &mut in_flight {
+            assert!(futures_lite::future::poll_once(f).await.is_none());
+        }
+        assert_eq!(log.log_end_offset(), Offset(5));
+        assert_eq!(log.high_watermark(), Offset(2));
+        let s = log.read(Offset(0), 1 << 20).unwrap();
+        let mut written = stored(b.clone(), 0, 0);
+        written.extend_from_slice(&stored(b.clone(), 1, 0));
+        assert_eq!(read_bytes(&s), written);
+        assert_eq!(log.read(Offset(2), 1 << 20).unwrap().len, 0);
+        for f in in_flight {
+            f.await.unwrap();
+        }
+        let s = log.read(Offset(0), 1 << 20).unwrap();
+        assert_eq!(split(&read_bytes(&s)).len(), 5);
+    });
+}
