@@ -43,8 +43,10 @@ pub mod shard;
 pub mod tune;
 pub mod util;
 
-/// Ends the process on an error the broker cannot recover from (a shard gone, a partition that
-/// cannot be opened). Exiting beats panicking one shard and leaving its siblings half alive.
+/// Ends the process on an error the broker cannot recover from (a shard gone or dropping a
+/// call). Exiting beats panicking one shard and leaving its siblings half alive. A partition that
+/// cannot be opened is not fatal: it stays offline (NOT_LEADER_OR_FOLLOWER), the error is
+/// logged, and CreateTopics answers KAFKA_STORAGE_ERROR for its topic.
 pub fn fatal(msg: &str) -> ! {
     tracing::error!("fatal: {msg}");
     eprintln!("tidelog: fatal: {msg}");

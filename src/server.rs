@@ -36,6 +36,9 @@ pub fn run(mut config: BrokerConfig) -> Result<(), String> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
     let _lock = lock_data_dir(&config.data_dir)?;
+    // Before any shard opens a partition: a crash in the middle of DeleteTopics leaves the
+    // partition's directory renamed aside, and nothing else would ever remove it.
+    crate::shard::remove_deleted_dirs(&config.data_dir);
     let image = Arc::new(metadata::load(
         &config.data_dir,
         config.cluster_id.as_deref(),

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
@@ -11,9 +12,10 @@ use kafka_protocol::protocol::StrBytes;
 use super::{log_client_error, respond, Outcome};
 use crate::admin::{self, NewTopic};
 use crate::error::ErrorCode;
-use crate::metadata::{self, validate_topic_name, MetadataImage};
+use crate::metadata::{self, validate_topic_name, MetadataImage, TopicMeta};
 use crate::protocol::request::{Request, RequestError};
 use crate::shard::Shard;
+use crate::util::join_all;
 
 pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, RequestError> {
     let body: CreateTopicsRequest = req.decode_body()?;
@@ -56,9 +58,26 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, Request
         .filter(|(_, e)| e.is_none())
         .map(|(n, _)| n.clone())
         .collect();
-    let mut created = admin::create_topics(shard, to_create, body.validate_only)
-        .await
-        .into_iter();
+    let mut results = admin::create_topics(shard, to_create, body.validate_only).await;
+    if !body.validate_only {
+        for r in &mut results {
+            let Ok(meta) = r.as_ref().map(Arc::clone) else {
+                continue;
+            };
+            let unopened = unopened_partitions(shard, &meta).await;
+            if !unopened.is_empty() {
+                *r = Err((
+                    ErrorCode::KafkaStorageError,
+                    format!(
+                        "topic '{}' was created but partitions {unopened:?} could not be opened \
+                         in the log directory (see the broker log); they stay offline",
+                        meta.name
+                    ),
+                ));
+            }
+        }
+    }
+    let mut created = results.into_iter();
     let topics = new
         .iter()
         .zip(early)
@@ -86,6 +105,37 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, Request
         })
         .collect();
     respond(req, &CreateTopicsResponse::default().with_topics(topics))
+}
+
+/// The partitions of a topic just created that their owner shard could not open (a file where
+/// the partition directory should be, no file descriptors left, a failing disk). The topic
+/// exists in the metadata all the same and those partitions stay offline
+/// (NOT_LEADER_OR_FOLLOWER), but the client must not be told that the creation succeeded.
+/// A partition that is absent because a concurrent DeleteTopics removed its topic (or a
+/// re-creation replaced it) is not a failure.
+async fn unopened_partitions(shard: &Rc<Shard>, meta: &TopicMeta) -> Vec<i32> {
+    let mut by_owner: BTreeMap<usize, Vec<i32>> = BTreeMap::new();
+    for p in 0..meta.partitions {
+        by_owner.entry(shard.owner(meta, p)).or_default().push(p);
+    }
+    let calls = by_owner
+        .into_iter()
+        .map(|(owner, partitions)| {
+            let (name, id) = (meta.name.clone(), meta.id);
+            shard.router.invoke_on(shard, owner, move |s| async move {
+                if s.metadata().topic(&name).is_none_or(|m| m.id != id) {
+                    return Vec::new();
+                }
+                partitions
+                    .into_iter()
+                    .filter(|&p| s.partition(&name, p).is_none_or(|o| o.topic_id != id))
+                    .collect::<Vec<i32>>()
+            })
+        })
+        .collect();
+    let mut unopened: Vec<i32> = join_all(calls).await.into_iter().flatten().collect();
+    unopened.sort_unstable();
+    unopened
 }
 
 /// Internal topics are made by the broker with the layout its coordinators rely on (partition

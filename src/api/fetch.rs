@@ -180,9 +180,11 @@ async fn read_all(shard: &Rc<Shard>, slots: &[Slot]) -> Vec<Read> {
     }
     let calls = by_owner.into_iter().map(|(owner, work)| {
         shard.router.invoke_on(shard, owner, move |s| async move {
-            work.into_iter()
-                .map(|(i, slot)| (i, read_one(&s, &slot)))
-                .collect::<Vec<_>>()
+            let mut reads = Vec::with_capacity(work.len());
+            for (i, slot) in work {
+                reads.push((i, read_one(&s, &slot).await));
+            }
+            reads
         })
     });
     for (i, r) in join_all(calls.collect()).await.into_iter().flatten() {
@@ -191,12 +193,12 @@ async fn read_all(shard: &Rc<Shard>, slots: &[Slot]) -> Vec<Read> {
     reads
 }
 
-/// Runs on the owner shard.
-fn read_one(shard: &Shard, slot: &Slot) -> Read {
+/// Runs on the owner shard. Never waits for the disk on the shard's thread (`read_async`).
+async fn read_one(shard: &Shard, slot: &Slot) -> Read {
     let Some(p) = shard.partition(&slot.topic, slot.partition) else {
         return Read::failed(ErrorCode::NotLeaderOrFollower);
     };
-    match p.log.read(Offset(slot.offset), slot.max_bytes) {
+    match p.log.read_async(Offset(slot.offset), slot.max_bytes).await {
         Ok(r) => Read {
             error: None,
             high_watermark: r.high_watermark.0,

@@ -348,7 +348,7 @@ pub async fn replay(shard: &Shard, partition: i32) {
     let mut offset = p.log.log_start_offset();
     let (mut offsets_n, mut groups_n) = (0usize, 0usize);
     while offset < p.log.high_watermark() {
-        let slice = match p.log.read(offset, 1 << 20) {
+        let slice = match p.log.read_async(offset, 1 << 20).await {
             Ok(s) if s.len > 0 => s,
             Ok(_) => break,
             Err(e) => {

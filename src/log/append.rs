@@ -15,7 +15,7 @@ use std::rc::Rc;
 use glommio::io::BufferedFile;
 
 use super::batch::{self, BatchHeader};
-use super::files::{sync_dir, write_all_at};
+use super::files::{sync_dir_off_shard, write_all_at};
 use super::partition::{
     PartitionLog, Pending, State, CLEAN_SHUTDOWN, LEADER_EPOCH_CHECKPOINT, LOG_START_OFFSET,
     PRODUCER_SNAPSHOT, RECOVERY_POINT,
@@ -363,7 +363,7 @@ impl PartitionLog {
 
     async fn sync_files(&self, files: &[Rc<BufferedFile>], dir: bool) -> io::Result<()> {
         if dir {
-            sync_dir(&self.dir)?;
+            sync_dir_off_shard(&self.dir).await?;
         }
         for f in files {
             f.fdatasync().await?;
@@ -417,6 +417,9 @@ impl PartitionLog {
     /// Clean shutdown: flush, write every index and checkpoint, then the clean-shutdown marker
     /// that lets the next open skip recovery. Appends after this fail.
     pub async fn close(&self) -> Result<(), LogError> {
+        // A compaction swap in flight finishes first, so that the segment list persisted
+        // below is the one on disk (see `compact.rs`, `install`).
+        let _dir = self.dir_lock.acquire_permit(1).await?;
         self.flush().await?;
         {
             let mut st = self.st.borrow_mut();
@@ -437,7 +440,7 @@ impl PartitionLog {
         self.write_checkpoint(LOG_START_OFFSET, start.0.to_string().into_bytes())
             .await?;
         self.write_checkpoint(CLEAN_SHUTDOWN, Vec::new()).await?;
-        sync_dir(self.dir())?;
+        sync_dir_off_shard(self.dir()).await?;
         self.event.notify_all();
         Ok(())
     }

@@ -274,7 +274,7 @@ impl PartitionLog {
                 return Err(e);
             }
         };
-        let installed = changed && self.install(group, cleaned.clone())?;
+        let installed = changed && self.install(group, cleaned.clone()).await?;
         if !installed {
             std::fs::remove_file(&path)?;
             stats.segments_after += group.len();
@@ -345,35 +345,58 @@ impl PartitionLog {
     }
 
     /// Swaps the cleaned segment in for `group`, on disk and in memory, unless the group changed
-    /// meanwhile (retention, DeleteRecords) or the log closed. Synchronous, so no reader sees a
-    /// half-swapped segment list. A failure after the commit point fails the log, like a write
-    /// error: the next open completes the swap.
-    fn install(&self, group: &[Rc<Segment>], new: Rc<Segment>) -> Result<bool, LogError> {
-        let mut st = self.st.borrow_mut();
-        let at = st
-            .segments
-            .iter()
-            .position(|s| Rc::ptr_eq(s, &group[0]))
-            .filter(|&i| {
-                st.segments
-                    .get(i..i + group.len())
-                    .is_some_and(|w| w.iter().zip(group).all(|(a, b)| Rc::ptr_eq(a, b)))
-            });
-        let Some(i) = at.filter(|_| st.failed.is_none() && st.segments.len() > group.len()) else {
-            return Ok(false);
+    /// meanwhile (retention, DeleteRecords) or the log closed. A failure after the commit point
+    /// fails the log, like a write error: the next open completes the swap.
+    ///
+    /// The directory steps run off the shard (`swap::install`), so the partition state is not
+    /// borrowed across them. The directory lock keeps retention, DeleteRecords and close from
+    /// changing the segment set meanwhile; appends only add segments after the group. Readers
+    /// see the old segments until the splice, which is correct data either way: the same
+    /// records, before compaction.
+    async fn install(&self, group: &[Rc<Segment>], new: Rc<Segment>) -> Result<bool, LogError> {
+        let _dir = self.dir_lock.acquire_permit(1).await?;
+        let installable = {
+            let st = self.st.borrow();
+            st.failed.is_none()
+                && st.segments.len() > group.len()
+                && group_position(&st.segments, group).is_some()
         };
+        if !installable {
+            return Ok(false);
+        }
         let bases: Vec<Offset> = group.iter().map(|s| s.base).collect();
-        if let Err(e) = swap::install(&self.dir, &bases) {
+        let result = swap::install(&self.dir, &bases).await.and_then(|()| {
+            let mut st = self.st.borrow_mut();
+            let i = group_position(&st.segments, group).ok_or_else(|| {
+                std::io::Error::other("the segment list changed under a compaction swap")
+            })?;
+            st.segments.splice(i..i + group.len(), [new]);
+            st.check();
+            Ok(())
+        });
+        if let Err(e) = result {
             tracing::error!(dir = %self.dir.display(), "compaction swap failed: {e}");
-            st.failed.get_or_insert_with(|| e.to_string());
-            drop(st);
+            self.st
+                .borrow_mut()
+                .failed
+                .get_or_insert_with(|| e.to_string());
             self.event.notify_all();
             return Err(e.into());
         }
-        st.segments.splice(i..i + group.len(), [new]);
-        st.check();
         Ok(true)
     }
+}
+
+/// Where `group` lies, whole and in order, in `segments`.
+fn group_position(segments: &[Rc<Segment>], group: &[Rc<Segment>]) -> Option<usize> {
+    segments
+        .iter()
+        .position(|s| Rc::ptr_eq(s, &group[0]))
+        .filter(|&i| {
+            segments
+                .get(i..i + group.len())
+                .is_some_and(|w| w.iter().zip(group).all(|(a, b)| Rc::ptr_eq(a, b)))
+        })
 }
 
 /// Splits consecutive segments into groups whose total size fits in `max_bytes` and whose

@@ -61,8 +61,20 @@ pub(crate) async fn replace_durably(path: &Path, data: Vec<u8>) -> io::Result<()
 }
 
 /// fsyncs a directory so that created, renamed and removed entries survive a crash.
+/// Blocking: for start-up and tests; a shard serving requests uses [`sync_dir_off_shard`].
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// [`sync_dir`] on the executor's blocking thread pool. A directory fsync waits for the file
+/// system's journal commit (milliseconds, far more under writeback), and on the reactor thread it
+/// would stall every connection and partition of the shard for that long. The same `fsync` as
+/// [`sync_dir`] rather than io_uring's, so that what is durable when it returns is unchanged.
+pub(crate) async fn sync_dir_off_shard(dir: &Path) -> io::Result<()> {
+    let dir = dir.to_path_buf();
+    glommio::executor()
+        .spawn_blocking(move || sync_dir(&dir))
+        .await
 }
 
 /// Wakes every waiting task of this shard when the log's watermarks move. Waiters re-check

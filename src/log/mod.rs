@@ -46,6 +46,8 @@ mod swap;
 mod tests;
 #[cfg(test)]
 mod tests_compact;
+#[cfg(test)]
+mod tests_offshard;
 
 use std::fmt;
 use std::sync::Arc;

@@ -14,7 +14,7 @@ use super::batch;
 use super::epoch::LeaderEpochCache;
 use super::files::{replace_durably, Event};
 use super::producer::ProducerState;
-use super::segment::Segment;
+use super::segment::{cold_at, Segment};
 use super::{FilePos, LogConfig, LogError, Offset, ReadSlice};
 
 /// File names inside a partition directory.
@@ -23,6 +23,23 @@ pub(crate) const RECOVERY_POINT: &str = "recovery-point";
 pub(crate) const LOG_START_OFFSET: &str = "log-start-offset";
 pub(crate) const PRODUCER_SNAPSHOT: &str = "producer.snapshot";
 pub(crate) const LEADER_EPOCH_CHECKPOINT: &str = "leader-epoch-checkpoint";
+
+/// Warm-and-retry rounds a read may take before giving up. Each round brings in a chunk of the
+/// segment, so a read needs one or two; running out means memory pressure evicts pages as fast
+/// as they arrive, and the client gets a storage error to retry rather than a shard that spins.
+const COLD_ROUNDS_MAX: u32 = 16;
+
+/// What a page-cache-only lookup found: the range, or a cold page to bring in first.
+enum Lookup {
+    Done(ReadSlice),
+    Cold(Rc<Segment>, u64),
+}
+
+fn thrashing() -> LogError {
+    LogError::Io(std::io::Error::other(
+        "segment pages are evicted faster than a read can bring them in",
+    ))
+}
 
 /// An append whose bytes are reserved but not yet known to be written.
 pub(crate) struct Pending {
@@ -106,6 +123,12 @@ pub struct PartitionLog {
     pub(crate) event: Event,
     /// Serialises checkpoint-file writes (they share temporary file names).
     pub(crate) checkpoint_lock: Semaphore,
+    /// Serialises the changes of the segment set whose directory steps await: a compaction
+    /// swap, retention and DeleteRecords dropping segments, and close. Without it retention
+    /// could drop a segment that a swap in flight is replacing (see `compact.rs`, `install`).
+    pub(crate) dir_lock: Semaphore,
+    /// Reads that found batch headers outside the page cache (see `read_async`).
+    cold_reads: Cell<u64>,
     /// The cleaner's progress (compacted topics), from `cleaner-offset-checkpoint`.
     pub(crate) cleaner: Cell<super::compact::CleanerState>,
 }
@@ -121,14 +144,68 @@ impl PartitionLog {
             st: RefCell::new(st),
             event: Event::default(),
             checkpoint_lock: Semaphore::new(1),
+            dir_lock: Semaphore::new(1),
+            cold_reads: Cell::new(0),
         }
     }
 
     /// The byte range of whole batches starting at the batch that contains `offset`, at most
     /// `max_bytes` long except that the first batch is always whole (KIP-74). Ranges never cross
     /// a segment. Synchronous: the in-memory index gives a position near the batch and only
-    /// batch headers are read (from the page cache) to get exact boundaries.
+    /// batch headers are read to get exact boundaries. Those reads wait for the disk when the
+    /// page cache is cold, stalling the shard: request handlers use [`PartitionLog::read_async`].
     pub fn read(&self, offset: Offset, max_bytes: u32) -> Result<ReadSlice, LogError> {
+        match self.read_by(offset, max_bytes, false)? {
+            Lookup::Done(slice) => Ok(slice),
+            Lookup::Cold(..) => unreachable!("a blocking read never reports a cold page"),
+        }
+    }
+
+    /// [`PartitionLog::read`] that never waits for the disk on the shard's thread: batch
+    /// headers are read from the page cache only, and on a miss the pages are brought in
+    /// through io_uring (its workers wait, the shard serves other work) before trying again.
+    pub async fn read_async(&self, offset: Offset, max_bytes: u32) -> Result<ReadSlice, LogError> {
+        for _ in 0..COLD_ROUNDS_MAX {
+            match self.read_by(offset, max_bytes, true)? {
+                Lookup::Done(slice) => return Ok(slice),
+                Lookup::Cold(seg, pos) => self.warm(&seg, pos).await?,
+            }
+        }
+        Err(thrashing())
+    }
+
+    /// Faults in the pages at `pos` of `seg` off the shard and counts it.
+    async fn warm(&self, seg: &Segment, pos: u64) -> Result<(), LogError> {
+        self.cold_reads.set(self.cold_reads.get() + 1);
+        seg.warm(pos).await?;
+        Ok(())
+    }
+
+    /// How many times a read found batch headers outside the page cache and brought them in
+    /// off the shard (for tests and diagnostics).
+    pub fn cold_reads(&self) -> u64 {
+        self.cold_reads.get()
+    }
+
+    /// [`Segment::find_batch_cached`], bringing cold pages in off the shard.
+    async fn find_batch_warm(
+        &self,
+        seg: &Segment,
+        target: Offset,
+    ) -> Result<Option<(u64, batch::BatchHeader)>, LogError> {
+        for _ in 0..COLD_ROUNDS_MAX {
+            match seg.find_batch_cached(target) {
+                Err(e) => match cold_at(&e) {
+                    Some(pos) => self.warm(seg, pos).await?,
+                    None => return Err(e.into()),
+                },
+                Ok(found) => return Ok(found),
+            }
+        }
+        Err(thrashing())
+    }
+
+    fn read_by(&self, offset: Offset, max_bytes: u32, cached: bool) -> Result<Lookup, LogError> {
         let st = self.st.borrow();
         if offset < st.log_start || offset > st.leo {
             return Err(LogError::OffsetOutOfRange {
@@ -146,16 +223,39 @@ impl PartitionLog {
             log_start_offset: st.log_start,
         };
         if offset >= st.hwm {
-            return Ok(slice);
+            return Ok(Lookup::Done(slice));
         }
-        let Some((pos, h)) = seg.find_batch(offset)? else {
-            return Ok(slice);
+        let found = if cached {
+            seg.find_batch_cached(offset)
+        } else {
+            seg.find_batch(offset)
+        };
+        let found = match found {
+            Err(e) => match cold_at(&e) {
+                Some(pos) => return Ok(Lookup::Cold(seg.clone(), pos)),
+                None => return Err(e.into()),
+            },
+            Ok(found) => found,
+        };
+        let Some((pos, h)) = found else {
+            return Ok(Lookup::Done(slice));
         };
         let first_end = pos + h.total_len() as u64;
-        let end = seg.range_end(pos, first_end, max_bytes)?;
+        let end = if cached {
+            seg.range_end_cached(pos, first_end, max_bytes)
+        } else {
+            seg.range_end(pos, first_end, max_bytes)
+        };
+        let end = match end {
+            Err(e) => match cold_at(&e) {
+                Some(pos) => return Ok(Lookup::Cold(seg.clone(), pos)),
+                None => return Err(e.into()),
+            },
+            Ok(end) => end,
+        };
         slice.position = FilePos(pos);
         slice.len = u32::try_from(end - pos).unwrap_or(u32::MAX);
-        Ok(slice)
+        Ok(Lookup::Done(slice))
     }
 
     pub fn high_watermark(&self) -> Offset {
@@ -228,12 +328,25 @@ impl PartitionLog {
     ) -> Result<Option<(Offset, i64)>, LogError> {
         let start_rel = seg.st.borrow().time_index.scan_start(ts);
         let start = Offset(seg.base.0 + i64::from(start_rel)).max(log_start);
-        let Some((mut pos, _)) = seg.find_batch(start)? else {
+        let Some((mut pos, _)) = self.find_batch_warm(seg, start).await? else {
             return Ok(None);
         };
         let mut hdr = [0u8; batch::HEADER_LEN];
+        let mut cold_rounds = 0;
         while pos + batch::HEADER_LEN as u64 <= seg.committed_pos().0 {
-            seg.read_exact_at(pos, &mut hdr)?;
+            if let Err(e) = seg.read_cached_at(pos, &mut hdr) {
+                // A cold header: bring it in off the shard and read it again. Each round
+                // warms a chunk of headers ahead, so the walk goes on from the cache.
+                match cold_at(&e) {
+                    Some(_) if cold_rounds == COLD_ROUNDS_MAX => return Err(thrashing()),
+                    Some(at) => {
+                        cold_rounds += 1;
+                        self.warm(seg, at).await?;
+                        continue;
+                    }
+                    None => return Err(e.into()),
+                }
+            }
             let h = batch::parse_header(&hdr).ok_or_else(|| {
                 LogError::Io(std::io::Error::other("corrupt batch header during search"))
             })?;

@@ -6,7 +6,7 @@
 
 use std::rc::Rc;
 
-use super::files::sync_dir;
+use super::files::sync_dir_off_shard;
 use super::partition::{PartitionLog, LEADER_EPOCH_CHECKPOINT, LOG_START_OFFSET};
 use super::segment::Segment;
 use super::{LogError, Offset};
@@ -73,6 +73,7 @@ impl PartitionLog {
         &self,
         mut pred: impl FnMut(&Segment, bool) -> bool,
     ) -> Result<usize, LogError> {
+        let dir_permit = self.dir_lock.acquire_permit(1).await?;
         let victims: Vec<Rc<Segment>> = {
             let mut st = self.st.borrow_mut();
             let mut n = 0;
@@ -99,7 +100,8 @@ impl PartitionLog {
         for seg in &victims {
             seg.delete_files()?;
         }
-        sync_dir(self.dir())?;
+        sync_dir_off_shard(self.dir()).await?;
+        drop(dir_permit);
         self.write_start_checkpoints().await?;
         Ok(victims.len())
     }

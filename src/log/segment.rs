@@ -9,8 +9,10 @@ use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use glommio::io::BufferedFile;
@@ -148,9 +150,59 @@ impl Segment {
         self.reader.read_exact_at(buf, pos)
     }
 
+    /// Reads header bytes at `pos` from the page cache only (`preadv2` with `RWF_NOWAIT`). When
+    /// the bytes are not cached, it fails with [`io::ErrorKind::WouldBlock`] carrying a
+    /// [`Cold`] position instead of waiting for the disk on the shard's thread; the caller
+    /// faults the pages in ([`Segment::warm`]) and retries.
+    pub(crate) fn read_cached_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<()> {
+        let mut done = 0;
+        while done < buf.len() {
+            match pread_nowait(&self.reader, &mut buf[done..], pos + done as u64) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WouldBlock,
+                        Cold(pos + done as u64),
+                    ))
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Brings the bytes from `pos` on into the page cache through io_uring (whose worker
+    /// threads wait for the disk, not the shard), a chunk at a time so that a walk over the
+    /// following headers finds them cached too.
+    pub(crate) async fn warm(&self, pos: u64) -> io::Result<()> {
+        let start = pos & !(WARM_ALIGN - 1);
+        self.writer.read_at(start, WARM_BYTES).await?;
+        Ok(())
+    }
+
     /// Position and header of the batch containing `target`, within the committed bytes.
     /// Starts at the sparse index entry and skips whole batches by their length fields.
+    /// May wait for the disk: for open, recovery and tests; the request path uses
+    /// [`Segment::find_batch_cached`].
     pub(crate) fn find_batch(&self, target: Offset) -> io::Result<Option<(u64, BatchHeader)>> {
+        self.find_batch_by(target, |pos, buf| self.read_exact_at(pos, buf))
+    }
+
+    /// [`Segment::find_batch`] from the page cache only: a miss is a [`Cold`] error.
+    pub(crate) fn find_batch_cached(
+        &self,
+        target: Offset,
+    ) -> io::Result<Option<(u64, BatchHeader)>> {
+        self.find_batch_by(target, |pos, buf| self.read_cached_at(pos, buf))
+    }
+
+    fn find_batch_by(
+        &self,
+        target: Offset,
+        mut read: impl FnMut(u64, &mut [u8]) -> io::Result<()>,
+    ) -> io::Result<Option<(u64, BatchHeader)>> {
         let (mut pos, committed) = {
             let st = self.st.borrow();
             let rel = self.rel(target.max(self.base));
@@ -158,7 +210,7 @@ impl Segment {
         };
         let mut hdr = [0u8; batch::HEADER_LEN];
         while pos + batch::HEADER_LEN as u64 <= committed {
-            self.read_exact_at(pos, &mut hdr)?;
+            read(pos, &mut hdr)?;
             let h = batch::parse_header(&hdr).ok_or_else(corrupt)?;
             if h.batch_length < (batch::HEADER_LEN - batch::LOG_OVERHEAD) as i32 {
                 return Err(corrupt());
@@ -178,7 +230,33 @@ impl Segment {
     /// before they are written, so the limit is clamped to the written prefix *before* the index
     /// is asked for a batch boundary below it. (Asking first let a fetch range end at the entry
     /// of a batch still in flight: sendfile then hit the end of the file, issue 10.)
+    ///
+    /// May wait for the disk, as [`Segment::find_batch`] may.
     pub(crate) fn range_end(&self, start: u64, first_end: u64, max_bytes: u32) -> io::Result<u64> {
+        self.range_end_by(start, first_end, max_bytes, |pos, buf| {
+            self.read_exact_at(pos, buf)
+        })
+    }
+
+    /// [`Segment::range_end`] from the page cache only: a miss is a [`Cold`] error.
+    pub(crate) fn range_end_cached(
+        &self,
+        start: u64,
+        first_end: u64,
+        max_bytes: u32,
+    ) -> io::Result<u64> {
+        self.range_end_by(start, first_end, max_bytes, |pos, buf| {
+            self.read_cached_at(pos, buf)
+        })
+    }
+
+    fn range_end_by(
+        &self,
+        start: u64,
+        first_end: u64,
+        max_bytes: u32,
+        mut read: impl FnMut(u64, &mut [u8]) -> io::Result<()>,
+    ) -> io::Result<u64> {
         let (limit, from_index) = {
             let st = self.st.borrow();
             let limit = start.saturating_add(u64::from(max_bytes)).min(st.committed);
@@ -192,7 +270,7 @@ impl Segment {
         let mut pos = from_index.filter(|&p| p > first_end).unwrap_or(first_end);
         let mut head = [0u8; batch::LOG_OVERHEAD];
         while pos + batch::LOG_OVERHEAD as u64 <= limit {
-            self.read_exact_at(pos, &mut head)?;
+            read(pos, &mut head)?;
             let (_, len) = batch::peek_offset_and_len(&head).ok_or_else(corrupt)?;
             if pos + len as u64 > limit {
                 break;
@@ -290,6 +368,74 @@ impl Segment {
 
     pub(crate) fn committed_pos(&self) -> FilePos {
         FilePos(self.st.borrow().committed)
+    }
+}
+
+/// Bytes [`Segment::warm`] reads: a few index intervals' worth of batch headers, so a cold walk
+/// costs a few io_uring reads rather than one per header.
+const WARM_BYTES: usize = 256 << 10;
+/// Page alignment of a warming read.
+const WARM_ALIGN: u64 = 4096;
+
+/// Where a page-cache-only read found no cached page (the payload of its `WouldBlock` error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Cold(pub u64);
+
+impl std::fmt::Display for Cold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "segment bytes at {} are not in the page cache", self.0)
+    }
+}
+
+impl std::error::Error for Cold {}
+
+/// The position of a [`Segment::read_cached_at`] miss, if `e` is one.
+pub(crate) fn cold_at(e: &io::Error) -> Option<u64> {
+    if e.kind() != io::ErrorKind::WouldBlock {
+        return None;
+    }
+    e.get_ref()?.downcast_ref::<Cold>().map(|c| c.0)
+}
+
+/// Whether the kernel and file system refuse `RWF_NOWAIT` (before Linux 4.14, or a file system
+/// without support): then reads fall back to plain `pread`, which may wait for the disk.
+static NOWAIT_UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+
+#[cfg(test)]
+thread_local! {
+    /// Page-cache-only reads on this thread that report a miss whatever the cache holds, so
+    /// tests can drive the warm-and-retry path deterministically.
+    pub(crate) static FORCE_COLD: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+fn pread_nowait(file: &File, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+    #[cfg(test)]
+    if FORCE_COLD.with(|c| c.replace(c.get().saturating_sub(1))) > 0 {
+        return Err(io::ErrorKind::WouldBlock.into());
+    }
+    if NOWAIT_UNSUPPORTED.load(Ordering::Relaxed) {
+        return file.read_at(buf, pos);
+    }
+    let iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let offset =
+        libc::off_t::try_from(pos).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `iov` describes `buf`, which outlives the call; the descriptor is open.
+    let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, offset, libc::RWF_NOWAIT) };
+    if n >= 0 {
+        return Ok(n as usize);
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EAGAIN) => Err(io::ErrorKind::WouldBlock.into()),
+        Some(libc::EOPNOTSUPP | libc::EINVAL | libc::ENOSYS) => {
+            NOWAIT_UNSUPPORTED.store(true, Ordering::Relaxed);
+            tracing::warn!("preadv2(RWF_NOWAIT) is not supported here ({e}); segment header reads may block the shard on a cold page cache");
+            file.read_at(buf, pos)
+        }
+        _ => Err(e),
     }
 }
 

@@ -55,32 +55,49 @@ thread_local! {
     pub(crate) static CRASH_AFTER: std::cell::Cell<Option<Step>> = const { std::cell::Cell::new(None) };
 }
 
+/// The simulated crash armed for this `install` (read on the shard's thread, where the test
+/// armed it, because the steps run on the blocking pool).
 #[cfg(test)]
-fn crash_point(step: Step) -> io::Result<()> {
-    if CRASH_AFTER.with(|c| c.get()) == Some(step) {
-        CRASH_AFTER.with(|c| c.set(None));
+fn take_crash_point() -> Option<Step> {
+    CRASH_AFTER.with(|c| c.take())
+}
+
+#[cfg(not(test))]
+fn take_crash_point() -> Option<Step> {
+    None
+}
+
+fn crash_point(armed: Option<Step>, step: Step) -> io::Result<()> {
+    if armed == Some(step) {
         return Err(io::Error::other(format!("simulated crash after {step:?}")));
     }
     Ok(())
 }
 
-#[cfg(not(test))]
-fn crash_point(_: Step) -> io::Result<()> {
-    Ok(())
+/// Steps 2–4 for the group of segments with these base offsets; the first is the new name.
+///
+/// The steps run in order, unchanged, on the executor's blocking thread pool: each of the three
+/// directory fsyncs waits for a journal commit, which on the reactor thread would stall every
+/// connection of the shard. The caller keeps the segment list consistent meanwhile (it holds
+/// the partition's directory lock and splices the list only after this returns), and readers
+/// keep the old segments' open descriptors, which renames and unlinks do not disturb.
+pub(crate) async fn install(dir: &Path, replaced: &[Offset]) -> io::Result<()> {
+    let armed = take_crash_point();
+    let (dir, replaced) = (dir.to_path_buf(), replaced.to_vec());
+    glommio::executor()
+        .spawn_blocking(move || install_steps(&dir, &replaced, armed))
+        .await
 }
 
-/// Steps 2–4 for the group of segments with these base offsets; the first is the new name.
-/// Synchronous: directory operations take microseconds, and the caller holds the partition
-/// state so that no reader sees the segment list mid-swap.
-pub(crate) fn install(dir: &Path, replaced: &[Offset]) -> io::Result<()> {
+fn install_steps(dir: &Path, replaced: &[Offset], armed: Option<Step>) -> io::Result<()> {
     let base = replaced[0];
-    crash_point(Step::Cleaned)?;
+    crash_point(armed, Step::Cleaned)?;
     std::fs::rename(cleaned_path(dir, base), swap_path(dir, base))?;
     sync_dir(dir)?;
-    crash_point(Step::Committed)?;
+    crash_point(armed, Step::Committed)?;
     remove_replaced(dir, base, replaced)?;
     sync_dir(dir)?;
-    crash_point(Step::Removed)?;
+    crash_point(armed, Step::Removed)?;
     std::fs::rename(swap_path(dir, base), dir.join(file_name(base, "log")))?;
     sync_dir(dir)
 }

@@ -442,3 +442,63 @@ fn producer_state_survives_compaction() {
         assert!(log.append(&gap, 0, Durability::PageCache).await.is_err());
     });
 }
+
+/// The swap's directory steps run off the shard, so the shard serves other work meanwhile:
+/// DeleteRecords (and retention) issued while a swap is in flight waits for it (the directory
+/// lock) instead of dropping a segment the swap is replacing. Both succeed, and the log holds
+/// exactly the compacted records from the new log start offset.
+#[test]
+fn delete_records_during_a_compaction_swap_waits_for_it() {
+    let reference = tempfile::tempdir().unwrap();
+    let rpath = reference.path().to_path_buf();
+    let new = block_on(async move {
+        let (log, _) = deterministic(&rpath).await;
+        log.compact(10_500, &mut OffsetMap::new(1 << 16))
+            .await
+            .unwrap()
+            .unwrap();
+        read_all(&log)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    block_on(async move {
+        let (log, _) = deterministic(&path).await;
+        let log = std::rc::Rc::new(log);
+        let start = log.st.borrow().segments[2].base;
+        let done = std::rc::Rc::new(std::cell::Cell::new(false));
+        let compaction = glommio::spawn_local({
+            let (log, done) = (log.clone(), done.clone());
+            async move {
+                let r = log.compact(10_500, &mut OffsetMap::new(1 << 16)).await;
+                done.set(true);
+                r
+            }
+        });
+        // Run the compaction until its swap holds the directory lock (or it has finished).
+        while log.dir_lock.available() == 1 && !done.get() {
+            futures_lite::future::yield_now().await;
+        }
+        let swapping = !done.get();
+        let deleted = log.delete_records(start).await.unwrap();
+        compaction.await.unwrap().unwrap();
+        assert!(swapping, "the delete was issued while a swap was in flight");
+        assert_eq!(deleted, start);
+        assert_eq!(log.log_start_offset(), start);
+        let want: Vec<Rec> = new.iter().filter(|r| r.0 >= start.0).cloned().collect();
+        assert!(
+            read_all(&log) == want,
+            "compacted records from the new start"
+        );
+        assert!(leftovers(&path).is_empty());
+        std::rc::Rc::try_unwrap(log)
+            .ok()
+            .unwrap()
+            .close()
+            .await
+            .unwrap();
+        let log = PartitionLog::open(path.clone(), compacted(1500))
+            .await
+            .unwrap();
+        assert!(read_all(&log) == want, "and so after a restart");
+    });
+}
