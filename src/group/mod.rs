@@ -34,8 +34,6 @@ use store::{OFFSETS_TOPIC, OFFSETS_TOPIC_PARTITIONS, OFFSETS_TOPIC_SEGMENT_BYTES
 pub struct Coordinator {
     pub(crate) groups: RefCell<HashMap<String, Group>>,
     next_member: Cell<u64>,
-    /// The last timer epoch handed out; epochs start at 1 so that 0 means "none armed".
-    next_timer: Cell<u64>,
 }
 
 /// A JoinGroup, as the coordinating shard needs it (`Send`, to cross shards).
@@ -121,12 +119,6 @@ impl Coordinator {
                 }
             }
         }
-    }
-
-    fn new_timer_epoch(&self) -> u64 {
-        let n = self.next_timer.get() + 1;
-        self.next_timer.set(n);
-        n
     }
 
     fn new_member_id(&self, client_id: &str) -> String {
@@ -236,13 +228,13 @@ fn register_join(shard: &Shard, a: &JoinArgs) -> Result<flume::Receiver<JoinResu
             last_seen: now,
             awaiting_join: None,
             awaiting_sync: None,
-            timer: 0,
+            timer: None,
         });
     member.protocols = a.protocols.clone();
     if member.session_timeout_ms != a.session_timeout_ms {
         // A shorter session must not wait for the timer armed for the longer one.
         member.session_timeout_ms = a.session_timeout_ms;
-        member.timer = 0;
+        member.timer = None;
     }
     member.rebalance_timeout_ms = a.rebalance_timeout_ms;
     member.last_seen = now;
@@ -306,7 +298,7 @@ fn resolve_member(
             let expires = now + Duration::from_millis(a.session_timeout_ms.max(0) as u64);
             let pending = Pending {
                 expires,
-                timer_armed: false,
+                timer: None,
             };
             g.pending.insert(id.clone(), pending);
             return Ok(Resolved::Answer(join_error(
@@ -375,7 +367,7 @@ fn rejoin_static(
     m.id = new_id.clone();
     m.last_seen = now;
     // The session timer follows the member id; the new id gets its own.
-    m.timer = 0;
+    m.timer = None;
     if let Some(tx) = m.awaiting_join.take() {
         let _ = tx.send(join_error(ErrorCode::FencedInstanceId, old));
     }

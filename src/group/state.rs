@@ -69,9 +69,9 @@ pub struct Member {
     pub last_seen: Instant,
     pub awaiting_join: Option<flume::Sender<JoinResult>>,
     pub awaiting_sync: Option<flume::Sender<SyncResult>>,
-    /// The epoch of the task that expires this member's session; 0 while none is armed (a new
+    /// Keeps the task that expires this member's session; `None` while none is armed (a new
     /// member, a new id after a static rejoin, a changed session timeout).
-    pub timer: u64,
+    pub timer: Option<TimerGuard>,
 }
 
 impl Member {
@@ -103,8 +103,13 @@ impl Member {
 pub struct Pending {
     /// Kafka drops the reservation after the session timeout the request asked for.
     pub expires: Instant,
-    pub timer_armed: bool,
+    pub timer: Option<TimerGuard>,
 }
+
+/// Held by whatever a timer task guards (a member, a reservation, a join phase): dropping it
+/// wakes the task, which then ends, so no task outlives what it guards however long its
+/// deadline (a rebalance timeout may be days).
+pub type TimerGuard = flume::Sender<()>;
 
 /// One group and its committed offsets. Lives on the shard that owns its offsets partition,
 /// from its first JoinGroup or OffsetCommit (or its replay at start-up) until DeleteGroups.
@@ -126,9 +131,9 @@ pub struct Group {
     pub rebalance_deadline: Option<Instant>,
     /// A new group waits `group.initial.rebalance.delay.ms` for more members.
     pub initial_delay_until: Option<Instant>,
-    /// The epoch of the timer task armed for the current join phase (its initial delay and
-    /// rebalance timeout); `None` outside PreparingRebalance or before it is armed.
-    pub join_timer: Option<u64>,
+    /// Keeps the timer task of the current join phase (its initial delay and rebalance
+    /// timeout); `None` outside PreparingRebalance or before it is armed.
+    pub join_timer: Option<TimerGuard>,
 }
 
 impl Group {
@@ -382,7 +387,7 @@ mod tests {
             last_seen: Instant::now(),
             awaiting_join: Some(tx),
             awaiting_sync: None,
-            timer: 0,
+            timer: None,
         };
         (m, rx)
     }
@@ -470,7 +475,8 @@ mod tests {
         g.remove("b");
         assert!(g.join_phase_can_end(now), "nobody left to wait for");
         g.complete_join(now);
-        assert_eq!((g.state, g.join_timer), (GroupState::Empty, None));
+        assert_eq!(g.state, GroupState::Empty);
+        assert!(g.join_timer.is_none(), "the phase's timer is released");
 
         // A new group (Kafka: previous state Empty) waits out its initial delay for more members.
         let mut fresh = Group::new("f");
