@@ -59,7 +59,8 @@ fn validate(
             ),
         ));
     }
-    metadata::log_config(&shard.config, &t.configs).map_err(|m| (ErrorCode::InvalidConfig, m))?;
+    metadata::log_config(&shard.broker_config(), &t.configs)
+        .map_err(|m| (ErrorCode::InvalidConfig, m))?;
     Ok(partitions)
 }
 
@@ -135,7 +136,7 @@ pub async fn alter_topic_configs(
                     .topic(name)
                     .cloned()
                     .ok_or_else(|| unknown_topic(name))?;
-                let next = configs::edit_configs(&s.config, &meta.configs, edit)
+                let next = configs::edit_configs(&s.broker_config(), &meta.configs, edit)
                     .map_err(|m| (ErrorCode::InvalidConfig, m))?;
                 if !validate_only && next != meta.configs {
                     let meta = TopicMeta {
@@ -143,6 +144,44 @@ pub async fn alter_topic_configs(
                         ..(*meta).clone()
                     };
                     image.topics.insert(meta.name.clone(), Arc::new(meta));
+                    changed = true;
+                }
+                Ok(())
+            })
+            .collect();
+        (results, changed)
+    })
+    .await
+}
+
+/// Changes dynamic broker configs (AlterConfigs and IncrementalAlterConfigs on a broker
+/// resource: `""` for the cluster-wide defaults, or the node id), or only validates. Stored in
+/// the image like topic configs, so they survive a restart and reach every shard, whose topics
+/// without their own override follow them at once.
+pub async fn alter_broker_configs(
+    shard: &Rc<Shard>,
+    edits: Vec<(String, ConfigEdit)>,
+    validate_only: bool,
+) -> Vec<ChangeResult> {
+    use configs::BrokerEditError;
+    change_metadata(shard, "broker configs changed", move |s, image| {
+        let mut changed = false;
+        let results = edits
+            .iter()
+            .map(|(name, edit)| {
+                let current = image.broker_configs.get(name).cloned().unwrap_or_default();
+                let next = configs::edit_broker_configs(&s.config, &current, edit).map_err(
+                    |e| match e {
+                        BrokerEditError::NotDynamic(m) => (ErrorCode::InvalidRequest, m),
+                        BrokerEditError::Invalid(m) => (ErrorCode::InvalidConfig, m),
+                    },
+                )?;
+                if !validate_only && next != current {
+                    if next.is_empty() {
+                        image.broker_configs.remove(name);
+                    } else {
+                        image.broker_configs.insert(name.clone(), next);
+                    }
                     changed = true;
                 }
                 Ok(())

@@ -210,8 +210,20 @@ fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, String> {
 }
 
 impl BrokerConfig {
-    /// Applies one Kafka-named setting. Unknown keys are an error naming the key.
+    /// Applies one Kafka-named setting from the config file or `--set` (STATIC_BROKER_CONFIG).
+    /// Unknown keys are an error naming the key.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        self.set_value(key, value)?;
+        let canonical = canonical_name(key);
+        self.explicit.retain(|(k, _)| k != canonical);
+        self.explicit
+            .push((canonical.to_string(), value.trim().to_string()));
+        Ok(())
+    }
+
+    /// Applies one Kafka-named setting without recording it as given in the config file: how
+    /// dynamic broker configs (AlterConfigs on the broker resource) are layered on top.
+    pub fn set_value(&mut self, key: &str, value: &str) -> Result<(), String> {
         const HOUR_MS: i64 = 60 * 60 * 1000;
         match key {
             "listeners" | "listen" => {
@@ -302,10 +314,6 @@ impl BrokerConfig {
             "min.insync.replicas" => self.min_insync_replicas = parse(key, value)?,
             _ => return Err(format!("unknown config {key:?}")),
         }
-        let canonical = canonical_name(key);
-        self.explicit.retain(|(k, _)| k != canonical);
-        self.explicit
-            .push((canonical.to_string(), value.trim().to_string()));
         Ok(())
     }
 

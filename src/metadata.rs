@@ -32,6 +32,10 @@ pub struct TopicMeta {
 pub struct MetadataImage {
     pub cluster_id: String,
     pub topics: BTreeMap<Arc<str>, Arc<TopicMeta>>,
+    /// Dynamic broker configs by broker resource name: `""` holds the cluster-wide defaults
+    /// (DYNAMIC_DEFAULT_BROKER_CONFIG), a node id that broker's own (DYNAMIC_BROKER_CONFIG).
+    /// Kafka keeps them in the metadata log; so do we, so they survive a restart.
+    pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl MetadataImage {
@@ -129,7 +133,7 @@ pub fn load(data_dir: &Path, cluster_id: Option<&str>) -> Result<MetadataImage, 
                 .unwrap_or_else(|| base64_uuid(random_uuid()));
             let image = MetadataImage {
                 cluster_id: id,
-                topics: BTreeMap::new(),
+                ..MetadataImage::default()
             };
             store(data_dir, &image)?;
             return Ok(image);
@@ -174,6 +178,18 @@ fn encode(image: &MetadataImage) -> String {
         topics.insert(t.name.to_string(), e.into());
     }
     root.insert("topics".into(), topics.into());
+    let brokers: toml::Table = image
+        .broker_configs
+        .iter()
+        .map(|(name, configs)| {
+            let c: toml::Table = configs
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone().into()))
+                .collect();
+            (name.clone(), c.into())
+        })
+        .collect();
+    root.insert("broker_configs".into(), brokers.into());
     root.to_string()
 }
 
@@ -217,7 +233,30 @@ fn decode(text: &str) -> Result<MetadataImage, String> {
             );
         }
     }
-    Ok(MetadataImage { cluster_id, topics })
+    let string_table = |v: &toml::Value| -> BTreeMap<String, String> {
+        v.as_table()
+            .map(|c| {
+                c.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // Absent in files written before dynamic broker configs existed.
+    let broker_configs = root
+        .get("broker_configs")
+        .and_then(|v| v.as_table())
+        .map(|t| {
+            t.iter()
+                .map(|(name, c)| (name.clone(), string_table(c)))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(MetadataImage {
+        cluster_id,
+        topics,
+        broker_configs,
+    })
 }
 
 /// Kafka prints cluster ids as url-safe base64 of a UUID (22 characters).
@@ -286,10 +325,14 @@ mod tests {
                 configs,
             }),
         );
+        let dynamic = BTreeMap::from([("log.retention.ms".to_string(), "5".to_string())]);
+        image.broker_configs.insert(String::new(), dynamic.clone());
+        image.broker_configs.insert("1".to_string(), dynamic);
         store(dir.path(), &image).unwrap();
         let again = load(dir.path(), None).unwrap();
         assert_eq!(again.cluster_id, image.cluster_id);
         assert_eq!(again.topics, image.topics);
+        assert_eq!(again.broker_configs, image.broker_configs);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 
 use crate::config::BrokerConfig;
 use crate::log::{LogError, OffsetMap, PartitionLog};
-use crate::metadata::{self, MetadataImage, TopicMeta};
+use crate::metadata::{self, configs, MetadataImage, TopicMeta};
 use crate::router::{shard_for, Router};
 
 /// The leader epoch of every partition: a single node never changes leader.
@@ -95,7 +95,11 @@ impl Partition {
 
 /// Per-shard state. See the module docs for its lifecycle.
 pub struct Shard {
+    /// The static settings (defaults, config file, `--set`).
     pub config: Arc<BrokerConfig>,
+    /// `config` with the dynamic broker configs of the current image applied; replaced with
+    /// each image (see [`Shard::broker_config`]).
+    broker_config: RefCell<Arc<BrokerConfig>>,
     pub router: Router,
     metadata: RefCell<Arc<MetadataImage>>,
     /// Topic → partition index → partition. Nested so that a lookup by `&str` allocates
@@ -118,8 +122,11 @@ pub struct Shard {
 
 impl Shard {
     pub fn new(config: Arc<BrokerConfig>, router: Router, image: Arc<MetadataImage>) -> Shard {
+        let dynamic = configs::Dynamic::of(&image, config.node_id);
+        let effective = Arc::new(configs::effective_broker_config(&config, dynamic));
         Shard {
             config,
+            broker_config: RefCell::new(effective),
             router,
             metadata: RefCell::new(image),
             partitions: RefCell::new(HashMap::new()),
@@ -141,6 +148,13 @@ impl Shard {
 
     pub fn count(&self) -> usize {
         self.router.shard_count()
+    }
+
+    /// The broker's settings in force now: the static ones with the dynamic broker configs
+    /// (AlterConfigs on the broker resource) on top. Read settings that Kafka lets change at
+    /// run time (`configs::DYNAMIC_BROKER_CONFIGS`) from here, the rest from `config`.
+    pub fn broker_config(&self) -> Arc<BrokerConfig> {
+        self.broker_config.borrow().clone()
     }
 
     /// The current metadata image.
@@ -165,7 +179,12 @@ impl Shard {
     /// Installs a new metadata image: opens the partitions it gives this shard and removes the
     /// ones whose topic is gone (or was re-created under a new id).
     pub async fn apply_metadata(&self, image: Arc<MetadataImage>) {
-        *self.metadata.borrow_mut() = image.clone();
+        let previous = std::mem::replace(&mut *self.metadata.borrow_mut(), image.clone());
+        if previous.broker_configs != image.broker_configs {
+            let dynamic = configs::Dynamic::of(&image, self.config.node_id);
+            let effective = configs::effective_broker_config(&self.config, dynamic);
+            *self.broker_config.borrow_mut() = Arc::new(effective);
+        }
         let stale: Vec<_> = self
             .owned_partitions()
             .into_iter()
@@ -209,7 +228,7 @@ impl Shard {
             let Some(meta) = image.topic(&topic).filter(|m| m.id == p.topic_id) else {
                 continue;
             };
-            let Ok(cfg) = metadata::log_config(&self.config, &meta.configs) else {
+            let Ok(cfg) = metadata::log_config(&self.broker_config(), &meta.configs) else {
                 warn!(%topic, "ignoring invalid topic config");
                 continue;
             };
@@ -246,10 +265,10 @@ impl Shard {
 
     async fn open_partition(&self, topic: &TopicMeta, partition: i32) -> Result<(), LogError> {
         let dir = metadata::partition_dir(&self.config.data_dir, &topic.name, partition);
-        let cfg = metadata::log_config(&self.config, &topic.configs).unwrap_or_else(|e| {
+        let broker = self.broker_config();
+        let cfg = metadata::log_config(&broker, &topic.configs).unwrap_or_else(|e| {
             warn!(topic = %topic.name, "ignoring invalid stored config: {e}");
-            metadata::log_config(&self.config, &Default::default())
-                .expect("broker defaults are valid")
+            metadata::log_config(&broker, &Default::default()).expect("broker defaults are valid")
         });
         let log = PartitionLog::open(dir, cfg).await?;
         let p = Rc::new(Partition {

@@ -241,11 +241,13 @@ fn describe_configs_reports_values_sources_synonyms_at_every_version() {
         }
         let b = describe(&mut c, BROKER, "1", v);
         assert_eq!(b.results[0].error_code, 0);
+        // A dynamic broker config (tests/broker_dynamic_configs.rs): writable.
         let h = config(&b, "log.retention.hours");
         assert_eq!(
             (h.value.as_deref(), h.config_source, h.read_only),
-            (Some("1"), SOURCE_STATIC, true)
+            (Some("1"), SOURCE_STATIC, false)
         );
+        assert!(config(&b, "num.partitions").read_only);
         let n = config(&b, "num.partitions");
         assert_eq!(
             (n.value.as_deref(), n.config_source),

@@ -1,5 +1,5 @@
-//! AlterConfigs: replaces the whole set of a topic's overrides (configs left out return to the
-//! broker's defaults), including `validate_only`. Dynamic broker configs are not supported.
+//! AlterConfigs: replaces the whole set of a topic's overrides, or of a broker resource's
+//! dynamic configs (configs left out return to the level below), including `validate_only`.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -22,7 +22,7 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, Request
         .resources
         .iter()
         .map(|r| {
-            let edit = (r.resource_type == RESOURCE_TOPIC).then(|| {
+            let edit = matches!(r.resource_type, RESOURCE_TOPIC | RESOURCE_BROKER).then(|| {
                 let configs: BTreeMap<String, String> = r
                     .configs
                     .iter()
@@ -57,11 +57,11 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, Request
 }
 
 /// One resource of an AlterConfigs or IncrementalAlterConfigs request: its type, its name, and
-/// for a topic the edit to make (or why the request cannot say what it wants).
+/// for a topic or broker the edit to make (or why the request cannot say what it wants).
 pub type RequestedEdit = (i8, String, Option<Result<ConfigEdit, (ErrorCode, String)>>);
 
-/// What AlterConfigs and IncrementalAlterConfigs share: broker resources are refused (broker
-/// settings are static), topic edits are applied in one metadata change, and every error is
+/// What AlterConfigs and IncrementalAlterConfigs share: topic edits are applied in one
+/// metadata change, broker edits (dynamic broker configs) in another, and every error is
 /// logged. One outcome per resource, in request order.
 pub async fn apply_edits(
     shard: &Rc<Shard>,
@@ -71,14 +71,21 @@ pub async fn apply_edits(
 ) -> Vec<admin::ChangeResult> {
     let mut early = Vec::with_capacity(requested.len());
     let mut edits = Vec::new();
+    let mut broker_edits = Vec::new();
     for (resource_type, name, edit) in &requested {
         early.push(match (*resource_type, edit) {
             (RESOURCE_TOPIC, Some(Ok(edit))) => {
                 edits.push((name.clone(), edit.clone()));
                 None
             }
-            (RESOURCE_TOPIC, Some(Err(e))) => Some(e.clone()),
-            (RESOURCE_BROKER, _) => Some(broker_refusal(shard, name)),
+            (RESOURCE_BROKER, Some(Ok(edit))) => match check_broker_name(shard, name) {
+                Ok(()) => {
+                    broker_edits.push((name.clone(), edit.clone()));
+                    None
+                }
+                Err(e) => Some(e),
+            },
+            (RESOURCE_TOPIC | RESOURCE_BROKER, Some(Err(e))) => Some(e.clone()),
             (t, _) => Some((
                 ErrorCode::InvalidRequest,
                 format!("resource type {t} is not supported"),
@@ -88,12 +95,22 @@ pub async fn apply_edits(
     let mut done = admin::alter_topic_configs(shard, edits, validate_only)
         .await
         .into_iter();
+    let mut broker_done = if broker_edits.is_empty() {
+        Vec::new().into_iter()
+    } else {
+        admin::alter_broker_configs(shard, broker_edits, validate_only)
+            .await
+            .into_iter()
+    };
     requested
         .iter()
         .zip(early)
-        .map(|((_, name, _), e)| {
+        .map(|((resource_type, name, _), e)| {
             let outcome = match e {
                 Some(err) => Err(err),
+                None if *resource_type == RESOURCE_BROKER => {
+                    broker_done.next().expect("one result per broker resource")
+                }
                 None => done.next().expect("one result per topic"),
             };
             if let Err((code, msg)) = &outcome {
@@ -102,13 +119,4 @@ pub async fn apply_edits(
             outcome
         })
         .collect()
-}
-
-/// Broker settings come from the config file only; Kafka answers a change to a setting that is
-/// not dynamically updatable with INVALID_REQUEST.
-pub fn broker_refusal(shard: &Shard, name: &str) -> (ErrorCode, String) {
-    check_broker_name(shard, name).err().unwrap_or((
-        ErrorCode::InvalidRequest,
-        "broker configs cannot be updated dynamically: set them in the config file".into(),
-    ))
 }

@@ -197,7 +197,7 @@ pub async fn leave_group(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, Re
             shard
                 .router
                 .invoke_on(shard, owner, move |s| async move {
-                    group::leave(&s, &gid, members)
+                    group::leave(&s, &gid, members).await
                 })
                 .await
         }

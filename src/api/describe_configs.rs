@@ -22,22 +22,23 @@ pub const RESOURCE_BROKER: i8 = 4;
 pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, RequestError> {
     let body: DescribeConfigsRequest = req.decode_body()?;
     let image = shard.metadata();
+    let broker = shard.broker_config();
+    let dynamic = configs::Dynamic::of(&image, shard.config.node_id);
     let mut results = Vec::with_capacity(body.resources.len());
     for r in &body.resources {
         let name = r.resource_name.as_str();
         let entries = match r.resource_type {
             RESOURCE_TOPIC => image
                 .topic(name)
-                .map(|t| configs::describe_topic(&shard.config, &t.configs))
+                .map(|t| configs::describe_topic(&broker, dynamic, &t.configs))
                 .ok_or_else(|| {
                     (
                         ErrorCode::UnknownTopicOrPartition,
                         format!("topic '{name}' does not exist"),
                     )
                 }),
-            RESOURCE_BROKER => {
-                check_broker_name(shard, name).map(|()| configs::describe_broker(&shard.config))
-            }
+            RESOURCE_BROKER => check_broker_name(shard, name)
+                .map(|()| configs::describe_broker(&broker, dynamic, name)),
             t => Err((
                 ErrorCode::InvalidRequest,
                 format!("resource type {t} is not supported"),
@@ -75,7 +76,7 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, Request
 }
 
 /// A broker resource is named by this broker's id; the empty name means the cluster-wide
-/// dynamic defaults, of which there are none yet.
+/// dynamic defaults.
 pub fn check_broker_name(shard: &Shard, name: &str) -> Result<(), (ErrorCode, String)> {
     if name.is_empty() || name == shard.config.node_id.to_string() {
         return Ok(());

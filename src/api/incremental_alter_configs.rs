@@ -1,5 +1,5 @@
-//! IncrementalAlterConfigs: SET, DELETE, APPEND and SUBTRACT on a topic's overrides, including
-//! `validate_only`. Dynamic broker configs are not supported.
+//! IncrementalAlterConfigs: SET, DELETE, APPEND and SUBTRACT on a topic's overrides or on a
+//! broker resource's dynamic configs, including `validate_only`.
 
 use std::rc::Rc;
 
@@ -8,7 +8,7 @@ use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterC
 use kafka_protocol::protocol::StrBytes;
 
 use super::alter_configs::apply_edits;
-use super::describe_configs::RESOURCE_TOPIC;
+use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use super::{respond, Outcome};
 use crate::error::ErrorCode;
 use crate::metadata::configs::{AlterOp, ConfigEdit};
@@ -21,8 +21,8 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, Request
         .resources
         .iter()
         .map(|r| {
-            let edit = (r.resource_type == RESOURCE_TOPIC)
-                .then(|| topic_ops(r).map(ConfigEdit::Incremental));
+            let edit = matches!(r.resource_type, RESOURCE_TOPIC | RESOURCE_BROKER)
+                .then(|| resource_ops(r).map(ConfigEdit::Incremental));
             (r.resource_type, r.resource_name.to_string(), edit)
         })
         .collect();
@@ -53,7 +53,7 @@ type Ops = Vec<(String, AlterOp, Option<String>)>;
 
 /// The operations of one resource; a duplicate key or unknown operation is INVALID_REQUEST, as
 /// in Kafka.
-fn topic_ops(
+fn resource_ops(
     r: &kafka_protocol::messages::incremental_alter_configs_request::AlterConfigsResource,
 ) -> Result<Ops, (ErrorCode, String)> {
     let mut ops: Ops = Vec::with_capacity(r.configs.len());

@@ -148,9 +148,8 @@ fn with_topic_codec(shard: &Shard, piece: &Piece) -> Result<Bytes, (ErrorCode, S
     let configured = image
         .topic(&piece.topic)
         .and_then(|t| t.configs.get("compression.type").cloned());
-    let codec = configured
-        .as_deref()
-        .unwrap_or(&shard.config.compression_type);
+    let broker = shard.broker_config();
+    let codec = configured.as_deref().unwrap_or(&broker.compression_type);
     let Some(target) = crate::protocol::recompress::target_codec(codec) else {
         return Ok(piece.records.clone());
     };

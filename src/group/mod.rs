@@ -5,12 +5,15 @@
 //! and survives a change of shard count. Handlers on other shards forward with `invoke_on`.
 //! All state changes are synchronous under one `RefCell` borrow; waiting (a JoinGroup held until
 //! the join phase ends, a follower's SyncGroup held until the leader's assignment) happens on
-//! one-shot channels after the borrow is released. Two timer tasks per shard drive time: one per
-//! group in PreparingRebalance, and one sweeping expired sessions.
+//! one-shot channels after the borrow is released. Groups move on events: every request that
+//! changes a group ends its join phase the moment the condition holds ([`settle`]), and time
+//! is driven by per-event timers ([`timers`]): one per member session, one per join phase, one
+//! per reserved member id, each sleeping until its own deadline, never a periodic sweep.
 
 pub mod offsets;
 pub mod state;
 pub mod store;
+pub mod timers;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -23,21 +26,13 @@ use tracing::info;
 use crate::admin::{self, NewTopic};
 use crate::error::ErrorCode;
 use crate::shard::Shard;
-use state::{Group, GroupState, JoinResult, Member, SyncResult};
+use state::{Group, GroupState, JoinResult, Member, Pending, SyncResult};
 use store::{OFFSETS_TOPIC, OFFSETS_TOPIC_PARTITIONS, OFFSETS_TOPIC_SEGMENT_BYTES};
-
-/// How often a rebalancing group checks whether its join phase can end.
-const REBALANCE_POLL: Duration = Duration::from_millis(20);
-/// How often a shard sweeps its groups for expired sessions.
-const EXPIRY_SWEEP: Duration = Duration::from_millis(200);
-/// How long an id handed out with MEMBER_ID_REQUIRED stays reserved without its JoinGroup.
-const PENDING_MEMBER_TTL: Duration = Duration::from_secs(60);
 
 /// The groups one shard coordinates. Lives on its shard for the life of the process.
 #[derive(Default)]
 pub struct Coordinator {
     pub(crate) groups: RefCell<HashMap<String, Group>>,
-    expiry_running: Cell<bool>,
     next_member: Cell<u64>,
 }
 
@@ -136,15 +131,47 @@ impl Coordinator {
 
 /// JoinGroup on the coordinating shard: registers the member and waits for the join phase to end.
 pub async fn join(shard: Rc<Shard>, args: JoinArgs) -> JoinResult {
-    let rx = match register_join(&shard, &args) {
-        Ok(rx) => rx,
-        Err(result) => return result,
+    let registered = register_join(&shard, &args);
+    // This join may be the one the phase waited for, and may have created a member, a new id
+    // or a reservation that needs its timer.
+    settle_and_persist(&shard, &args.group_id).await;
+    match registered {
+        Ok(rx) => rx
+            .recv_async()
+            .await
+            .unwrap_or_else(|_| join_error(ErrorCode::UnknownMemberId, &args.member_id)),
+        Err(result) => result,
+    }
+}
+
+/// After any change to a group: ends its join phase if the condition now holds, then arms
+/// the timers the group now needs. Returns whether the group just became Empty, which the
+/// caller must persist.
+fn settle(shard: &Rc<Shard>, group_id: &str) -> bool {
+    let (emptied, armed) = {
+        let mut groups = shard.groups.groups.borrow_mut();
+        let Some(g) = groups.get_mut(group_id) else {
+            return false;
+        };
+        let now = Instant::now();
+        let mut emptied = false;
+        if g.join_phase_can_end(now) {
+            g.complete_join(now);
+            info!(group = %g.id, generation = g.generation, members = g.members.len(), state = g.state.name(), "join phase complete");
+            emptied = g.state == GroupState::Empty;
+        }
+        (emptied, timers::arm(shard, g))
     };
-    ensure_rebalance_task(&shard, &args.group_id);
-    ensure_expiry_task(&shard);
-    rx.recv_async()
-        .await
-        .unwrap_or_else(|_| join_error(ErrorCode::UnknownMemberId, &args.member_id))
+    timers::spawn(armed);
+    emptied
+}
+
+/// [`settle`], then writes the group record when the group became Empty (before the caller
+/// answers, so a client that saw its LeaveGroup answered finds the group Empty and deletable).
+async fn settle_and_persist(shard: &Rc<Shard>, group_id: &str) {
+    if settle(shard, group_id) {
+        offsets::persist_group(shard, group_id).await;
+    }
 }
 
 fn register_join(shard: &Shard, a: &JoinArgs) -> Result<flume::Receiver<JoinResult>, JoinResult> {
@@ -201,12 +228,21 @@ fn register_join(shard: &Shard, a: &JoinArgs) -> Result<flume::Receiver<JoinResu
             last_seen: now,
             awaiting_join: None,
             awaiting_sync: None,
+            timer: None,
         });
     member.protocols = a.protocols.clone();
-    member.session_timeout_ms = a.session_timeout_ms;
+    if member.session_timeout_ms != a.session_timeout_ms {
+        // A shorter session must not wait for the timer armed for the longer one.
+        member.session_timeout_ms = a.session_timeout_ms;
+        member.timer = None;
+    }
     member.rebalance_timeout_ms = a.rebalance_timeout_ms;
     member.last_seen = now;
-    member.awaiting_join = Some(tx);
+    if let Some(old) = member.awaiting_join.replace(tx) {
+        // The same member joined again while its first JoinGroup waits: as Kafka, the
+        // newer request is the one answered; the older connection is told to rejoin.
+        let _ = old.send(join_error(ErrorCode::RebalanceInProgress, &member_id));
+    }
     if let Some(iid) = &a.instance_id {
         g.static_members.insert(iid.clone(), member_id.clone());
     }
@@ -239,16 +275,19 @@ fn resolve_member(
     let max = crate::config::GROUP_MAX_SIZE;
     let full = g.members.len() + g.pending.len() >= max;
     if let Some(iid) = &a.instance_id {
-        if let Some(old) = g.static_members.get(iid).cloned() {
-            if !a.member_id.is_empty() && a.member_id != old {
-                return Err(join_error(ErrorCode::FencedInstanceId, &a.member_id));
-            }
-            return Ok(rejoin_static(coord, g, a, &old, now));
-        }
-        if full {
-            return Err(join_error(ErrorCode::GroupMaxSizeReached, &a.member_id));
-        }
-        return Ok(Resolved::Id(coord.new_member_id(&a.client_id)));
+        let current = g.static_members.get(iid).cloned();
+        return match (current, a.member_id.is_empty()) {
+            // A restarted static member (no member id yet) takes over its old entry.
+            (Some(old), true) => Ok(rejoin_static(coord, g, a, &old, now)),
+            // The member as the group knows it, joining again (a retried JoinGroup whose
+            // answer was lost, a changed subscription): an ordinary rejoin that keeps its id.
+            (Some(old), false) if old == a.member_id => Ok(rejoin_existing(g, a, now)),
+            (Some(_), false) => Err(join_error(ErrorCode::FencedInstanceId, &a.member_id)),
+            (None, true) if full => Err(join_error(ErrorCode::GroupMaxSizeReached, "")),
+            (None, true) => Ok(Resolved::Id(coord.new_member_id(&a.client_id))),
+            // A member id for an instance the group does not know (Kafka's validateMember).
+            (None, false) => Err(join_error(ErrorCode::UnknownMemberId, &a.member_id)),
+        };
     }
     if a.member_id.is_empty() {
         if full {
@@ -256,7 +295,12 @@ fn resolve_member(
         }
         let id = coord.new_member_id(&a.client_id);
         if a.version >= 4 {
-            g.pending.insert(id.clone(), now);
+            let expires = now + Duration::from_millis(a.session_timeout_ms.max(0) as u64);
+            let pending = Pending {
+                expires,
+                timer: None,
+            };
+            g.pending.insert(id.clone(), pending);
             return Ok(Resolved::Answer(join_error(
                 ErrorCode::MemberIdRequired,
                 &id,
@@ -264,10 +308,45 @@ fn resolve_member(
         }
         return Ok(Resolved::Id(id));
     }
-    if g.members.contains_key(&a.member_id) || g.pending.remove(&a.member_id).is_some() {
+    if g.pending.remove(&a.member_id).is_some() {
         return Ok(Resolved::Id(a.member_id.clone()));
     }
+    if g.members.contains_key(&a.member_id) {
+        return Ok(rejoin_existing(g, a, now));
+    }
     Err(join_error(ErrorCode::UnknownMemberId, &a.member_id))
+}
+
+/// A known member joining again with its own id, as Kafka's `classicGroupJoinExistingMember`:
+/// while the group prepares a rebalance it simply joins it; otherwise, unless it is the
+/// leader or its protocols changed, it is told the current generation again (its earlier
+/// answer may have been lost) without a rebalance of the others.
+fn rejoin_existing(g: &mut Group, a: &JoinArgs, now: Instant) -> Resolved {
+    let id = a.member_id.clone();
+    let is_leader = g.leader.as_deref() == Some(id.as_str());
+    let Some(m) = g.members.get_mut(&id) else {
+        return Resolved::Id(id);
+    };
+    let unchanged = m.protocols == a.protocols;
+    let answer_again = match g.state {
+        GroupState::CompletingRebalance => unchanged,
+        GroupState::Stable => unchanged && !is_leader,
+        GroupState::PreparingRebalance | GroupState::Empty | GroupState::Dead => false,
+    };
+    if !answer_again {
+        return Resolved::Id(id);
+    }
+    m.last_seen = now;
+    let members = if is_leader { g.roster() } else { Vec::new() };
+    info!(group = %g.id, member = %id, state = g.state.name(), "member rejoined with unchanged metadata; current generation answered again");
+    Resolved::Answer(JoinResult {
+        error: 0,
+        generation: g.generation,
+        protocol_name: g.protocol_name.clone(),
+        leader: g.leader.clone().unwrap_or_default(),
+        member_id: id,
+        members,
+    })
 }
 
 /// A static member rejoining: it takes over its old entry under a fresh member id (fencing the
@@ -287,6 +366,8 @@ fn rejoin_static(
     let new_id = coord.new_member_id(&a.client_id);
     m.id = new_id.clone();
     m.last_seen = now;
+    // The session timer follows the member id; the new id gets its own.
+    m.timer = None;
     if let Some(tx) = m.awaiting_join.take() {
         let _ = tx.send(join_error(ErrorCode::FencedInstanceId, old));
     }
@@ -302,24 +383,8 @@ fn rejoin_static(
     if g.state != GroupState::Stable || !unchanged {
         return Resolved::Id(new_id);
     }
-    let protocol = g.protocol_name.clone().unwrap_or_default();
     let is_leader = g.leader.as_deref() == Some(new_id.as_str());
-    let members = if is_leader {
-        g.members
-            .values()
-            .map(|m| {
-                let meta = m
-                    .protocols
-                    .iter()
-                    .find(|(n, _)| *n == protocol)
-                    .map(|(_, b)| b.clone())
-                    .unwrap_or_default();
-                (m.id.clone(), m.instance_id.clone(), meta)
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let members = if is_leader { g.roster() } else { Vec::new() };
     info!(group = %g.id, member = %new_id, "static member rejoined without a rebalance");
     Resolved::Answer(JoinResult {
         error: 0,
@@ -329,112 +394,6 @@ fn rejoin_static(
         member_id: new_id,
         members,
     })
-}
-
-/// Starts the task that ends the group's join phase, unless one runs already.
-fn ensure_rebalance_task(shard: &Rc<Shard>, group_id: &str) {
-    {
-        let mut groups = shard.groups.groups.borrow_mut();
-        let Some(g) = groups.get_mut(group_id) else {
-            return;
-        };
-        if g.state != GroupState::PreparingRebalance || g.rebalance_task {
-            return;
-        }
-        g.rebalance_task = true;
-    }
-    let (shard, group_id) = (shard.clone(), group_id.to_string());
-    glommio::spawn_local(async move {
-        loop {
-            if !rebalance_step(&shard, &group_id).await {
-                return;
-            }
-            glommio::timer::sleep(REBALANCE_POLL).await;
-        }
-    })
-    .detach();
-}
-
-/// Ends the join phase when every member rejoined (after a new group's initial delay) or the
-/// rebalance timeout passed. Returns whether the phase is still open.
-async fn rebalance_step(shard: &Rc<Shard>, group_id: &str) -> bool {
-    let persist = {
-        let mut groups = shard.groups.groups.borrow_mut();
-        let Some(g) = groups.get_mut(group_id) else {
-            return false;
-        };
-        if g.state != GroupState::PreparingRebalance {
-            g.rebalance_task = false;
-            return false;
-        }
-        let now = Instant::now();
-        let delay_over = g.initial_delay_until.is_none_or(|t| now >= t);
-        let timed_out = g.rebalance_deadline.is_some_and(|d| now >= d);
-        if !(timed_out || (delay_over && g.all_joined())) {
-            return true;
-        }
-        g.complete_join();
-        g.rebalance_task = false;
-        info!(group = %g.id, generation = g.generation, members = g.members.len(), state = g.state.name(), "join phase complete");
-        g.state == GroupState::Empty
-    };
-    if persist {
-        offsets::persist_group(shard, group_id).await;
-    }
-    false
-}
-
-/// Starts this shard's session-expiry sweep, once.
-fn ensure_expiry_task(shard: &Rc<Shard>) {
-    if shard.groups.expiry_running.replace(true) {
-        return;
-    }
-    let shard = shard.clone();
-    glommio::spawn_local(async move {
-        loop {
-            glommio::timer::sleep(EXPIRY_SWEEP).await;
-            if shard.shutting_down.get() {
-                return;
-            }
-            for group_id in expire_sessions(&shard) {
-                ensure_rebalance_task(&shard, &group_id);
-            }
-        }
-    })
-    .detach();
-}
-
-/// Removes members whose session expired (those waiting in JoinGroup are alive by definition)
-/// and stale MEMBER_ID_REQUIRED reservations. Returns the groups that must rebalance.
-fn expire_sessions(shard: &Shard) -> Vec<String> {
-    let now = Instant::now();
-    let mut rebalance = Vec::new();
-    for g in shard.groups.groups.borrow_mut().values_mut() {
-        g.pending
-            .retain(|_, at| now.duration_since(*at) < PENDING_MEMBER_TTL);
-        let expired: Vec<String> = g
-            .members
-            .values()
-            .filter(|m| m.awaiting_join.is_none())
-            .filter(|m| {
-                now.duration_since(m.last_seen)
-                    > Duration::from_millis(m.session_timeout_ms.max(0) as u64)
-            })
-            .map(|m| m.id.clone())
-            .collect();
-        if expired.is_empty() {
-            continue;
-        }
-        for id in &expired {
-            info!(group = %g.id, member = %id, "session expired");
-            g.remove(id);
-        }
-        g.after_departure(now);
-        if g.state == GroupState::PreparingRebalance {
-            rebalance.push(g.id.clone());
-        }
-    }
-    rebalance
 }
 
 /// The checks Heartbeat, SyncGroup, OffsetCommit and LeaveGroup share: the member exists, its
@@ -534,7 +493,7 @@ pub fn heartbeat(
 }
 
 /// LeaveGroup on the coordinating shard: one result per member, in order.
-pub fn leave(
+pub async fn leave(
     shard: &Rc<Shard>,
     group_id: &str,
     members: Vec<(String, Option<String>)>,
@@ -565,6 +524,8 @@ pub fn leave(
         g.after_departure(Instant::now());
         results
     };
-    ensure_rebalance_task(shard, group_id);
+    // The last member out ends the join phase here and now (the group becomes Empty and can
+    // be deleted as soon as this answer arrives).
+    settle_and_persist(shard, group_id).await;
     results
 }

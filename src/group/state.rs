@@ -7,7 +7,7 @@
 //! module only decides.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -69,6 +69,9 @@ pub struct Member {
     pub last_seen: Instant,
     pub awaiting_join: Option<flume::Sender<JoinResult>>,
     pub awaiting_sync: Option<flume::Sender<SyncResult>>,
+    /// Keeps the task that expires this member's session; `None` while none is armed (a new
+    /// member, a new id after a static rejoin, a changed session timeout).
+    pub timer: Option<TimerGuard>,
 }
 
 impl Member {
@@ -83,7 +86,30 @@ impl Member {
     pub fn supports(&self, protocol: &str) -> bool {
         self.protocols.iter().any(|(n, _)| n == protocol)
     }
+
+    /// When the session ends unless the member is heard from again. A member waiting in
+    /// JoinGroup is alive by definition (Kafka's "satisfied heartbeat"): `None`.
+    pub fn session_deadline(&self) -> Option<Instant> {
+        if self.awaiting_join.is_some() {
+            return None;
+        }
+        let timeout = Duration::from_millis(self.session_timeout_ms.max(0) as u64);
+        Some(self.last_seen + timeout)
+    }
 }
+
+/// A member id handed out with MEMBER_ID_REQUIRED and not yet used in a JoinGroup.
+#[derive(Debug)]
+pub struct Pending {
+    /// Kafka drops the reservation after the session timeout the request asked for.
+    pub expires: Instant,
+    pub timer: Option<TimerGuard>,
+}
+
+/// Held by whatever a timer task guards (a member, a reservation, a join phase): dropping it
+/// wakes the task, which then ends, so no task outlives what it guards however long its
+/// deadline (a rebalance timeout may be days).
+pub type TimerGuard = flume::Sender<()>;
 
 /// One group and its committed offsets. Lives on the shard that owns its offsets partition,
 /// from its first JoinGroup or OffsetCommit (or its replay at start-up) until DeleteGroups.
@@ -96,8 +122,8 @@ pub struct Group {
     pub protocol_name: Option<String>,
     pub leader: Option<String>,
     pub members: BTreeMap<String, Member>,
-    /// Member ids handed out with MEMBER_ID_REQUIRED and not yet used, with when.
-    pub pending: HashMap<String, Instant>,
+    /// Member ids handed out with MEMBER_ID_REQUIRED and not yet used.
+    pub pending: HashMap<String, Pending>,
     /// `group.instance.id` → the member id that currently holds it (static membership).
     pub static_members: HashMap<String, String>,
     pub offsets: HashMap<(String, i32), Committed>,
@@ -105,8 +131,9 @@ pub struct Group {
     pub rebalance_deadline: Option<Instant>,
     /// A new group waits `group.initial.rebalance.delay.ms` for more members.
     pub initial_delay_until: Option<Instant>,
-    /// Whether a task is driving the current join phase.
-    pub rebalance_task: bool,
+    /// Keeps the timer task of the current join phase (its initial delay and rebalance
+    /// timeout); `None` outside PreparingRebalance or before it is armed.
+    pub join_timer: Option<TimerGuard>,
 }
 
 impl Group {
@@ -124,13 +151,38 @@ impl Group {
             offsets: HashMap::new(),
             rebalance_deadline: None,
             initial_delay_until: None,
-            rebalance_task: false,
+            join_timer: None,
         }
     }
 
     /// Whether every known member has a JoinGroup waiting.
     pub fn all_joined(&self) -> bool {
         self.members.values().all(|m| m.awaiting_join.is_some())
+    }
+
+    /// Whether the join phase may end now: the rebalance timeout passed, or every known member
+    /// rejoined (vacuously so when the last one left) once a new group's initial delay is over.
+    /// Kafka's `maybeCompleteJoinPhase` plus its DelayedJoin expiry.
+    pub fn join_phase_can_end(&self, now: Instant) -> bool {
+        if self.state != GroupState::PreparingRebalance {
+            return false;
+        }
+        let delay_over = self.initial_delay_until.is_none_or(|t| now >= t);
+        let timed_out = self.rebalance_deadline.is_some_and(|d| now >= d);
+        timed_out || (delay_over && self.all_joined())
+    }
+
+    /// The next instant at which [`Group::join_phase_can_end`] can turn true without any
+    /// request arriving: the end of the initial delay, or the rebalance timeout.
+    pub fn join_phase_wake_at(&self, now: Instant) -> Option<Instant> {
+        if self.state != GroupState::PreparingRebalance {
+            return None;
+        }
+        let deadline = self.rebalance_deadline?;
+        Some(match self.initial_delay_until {
+            Some(t) if t > now => t.min(deadline),
+            _ => deadline,
+        })
     }
 
     /// Enters PreparingRebalance: members must rejoin within the longest rebalance timeout.
@@ -187,7 +239,7 @@ impl Group {
 
     /// Ends the join phase: members that did not rejoin are dropped, the generation moves on,
     /// and every waiting JoinGroup is answered (the leader with the member list).
-    pub fn complete_join(&mut self) {
+    pub fn complete_join(&mut self, now: Instant) {
         let gone: Vec<String> = self
             .members
             .values()
@@ -200,6 +252,7 @@ impl Group {
         self.generation += 1;
         self.rebalance_deadline = None;
         self.initial_delay_until = None;
+        self.join_timer = None;
         if self.members.is_empty() {
             self.state = GroupState::Empty;
             self.protocol_name = None;
@@ -215,21 +268,14 @@ impl Group {
             self.leader = self.members.keys().next().cloned();
         }
         self.state = GroupState::CompletingRebalance;
-        let protocol = self.protocol_name.clone().unwrap_or_default();
-        let roster: Vec<(String, Option<String>, Bytes)> = self
-            .members
-            .values()
-            .map(|m| {
-                (
-                    m.id.clone(),
-                    m.instance_id.clone(),
-                    m.metadata_for(&protocol),
-                )
-            })
-            .collect();
+        let roster = self.roster();
         let leader = self.leader.clone().unwrap_or_default();
         for m in self.members.values_mut() {
             m.assignment = Bytes::new();
+            // The JoinGroup answer counts as hearing from the member: its session restarts
+            // now, not from the request it sent before a long join phase (Kafka reschedules
+            // every member's heartbeat here too).
+            m.last_seen = now;
             if let Some(tx) = m.awaiting_join.take() {
                 let _ = tx.send(JoinResult {
                     error: 0,
@@ -245,6 +291,21 @@ impl Group {
                 });
             }
         }
+    }
+
+    /// Every member with its metadata for the chosen protocol: what the leader is given.
+    pub fn roster(&self) -> Vec<(String, Option<String>, Bytes)> {
+        let protocol = self.protocol_name.clone().unwrap_or_default();
+        self.members
+            .values()
+            .map(|m| {
+                (
+                    m.id.clone(),
+                    m.instance_id.clone(),
+                    m.metadata_for(&protocol),
+                )
+            })
+            .collect()
     }
 
     /// The leader's SyncGroup: store every assignment, become Stable, answer waiting members.
@@ -326,6 +387,7 @@ mod tests {
             last_seen: Instant::now(),
             awaiting_join: Some(tx),
             awaiting_sync: None,
+            timer: None,
         };
         (m, rx)
     }
@@ -341,7 +403,7 @@ mod tests {
         }
         g.prepare_rebalance(Instant::now());
         assert!(g.all_joined());
-        g.complete_join();
+        g.complete_join(Instant::now());
         assert_eq!(g.state, GroupState::CompletingRebalance);
         assert_eq!(g.generation, 1);
         assert_eq!(g.protocol_name.as_deref(), Some("range"));
@@ -361,7 +423,7 @@ mod tests {
         g.members.insert("a".into(), a);
         g.members.insert("b".into(), b);
         g.prepare_rebalance(Instant::now());
-        g.complete_join();
+        g.complete_join(Instant::now());
         assert_eq!(g.members.len(), 1);
         let (tx, rx) = flume::bounded(1);
         g.members.get_mut("a").unwrap().awaiting_sync = Some(tx);
@@ -384,7 +446,7 @@ mod tests {
             g.members.insert(id.into(), m);
         }
         g.prepare_rebalance(Instant::now());
-        g.complete_join();
+        g.complete_join(Instant::now());
         g.complete_sync(HashMap::new());
         let (tx, rx) = flume::bounded(1);
         g.members.get_mut("b").unwrap().awaiting_sync = Some(tx);
@@ -392,5 +454,37 @@ mod tests {
         g.after_departure(Instant::now());
         assert_eq!(g.state, GroupState::PreparingRebalance);
         assert_eq!(rx.recv().unwrap().error, REBALANCE_IN_PROGRESS);
+    }
+
+    #[test]
+    fn the_join_phase_ends_when_the_last_member_leaves_but_waits_out_a_new_groups_delay() {
+        let now = Instant::now();
+        let mut g = Group::new("g");
+        for id in ["a", "b"] {
+            let (mut m, _) = member(id, &["range"]);
+            m.awaiting_join = None;
+            g.members.insert(id.into(), m);
+        }
+        g.state = GroupState::Stable;
+        g.remove("a");
+        g.after_departure(now);
+        assert_eq!(g.state, GroupState::PreparingRebalance);
+        assert!(!g.join_phase_can_end(now), "b has not rejoined");
+        let deadline = g.join_phase_wake_at(now).unwrap();
+        assert!(deadline > now && g.join_phase_can_end(deadline));
+        g.remove("b");
+        assert!(g.join_phase_can_end(now), "nobody left to wait for");
+        g.complete_join(now);
+        assert_eq!(g.state, GroupState::Empty);
+        assert!(g.join_timer.is_none(), "the phase's timer is released");
+
+        // A new group (Kafka: previous state Empty) waits out its initial delay for more members.
+        let mut fresh = Group::new("f");
+        let (first, _rx) = member("first", &["range"]);
+        fresh.members.insert("first".into(), first);
+        fresh.prepare_rebalance(now);
+        fresh.initial_delay_until = Some(now + std::time::Duration::from_millis(100));
+        assert!(!fresh.join_phase_can_end(now));
+        assert_eq!(fresh.join_phase_wake_at(now), fresh.initial_delay_until);
     }
 }

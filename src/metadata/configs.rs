@@ -25,6 +25,8 @@ pub enum ConfigType {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConfigSource {
     DynamicTopic = 1,
+    DynamicBroker = 2,
+    DynamicDefaultBroker = 3,
     StaticBroker = 4,
     Default = 5,
 }
@@ -384,25 +386,30 @@ fn incremental(
                 .get(name)
                 .cloned()
                 .unwrap_or_else(|| broker_value(broker, def));
-            let mut items: Vec<&str> = base
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .collect();
-            for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                if op == AlterOp::Append && !items.contains(&item) {
-                    items.push(item);
-                } else if op == AlterOp::Subtract {
-                    items.retain(|i| *i != item);
-                }
-            }
-            if items.is_empty() {
-                return Err(format!("config {name}: the list may not become empty"));
-            }
-            configs.insert(name.to_string(), items.join(","));
+            configs.insert(name.to_string(), edit_list(name, &base, op, v)?);
         }
     }
     Ok(())
+}
+
+/// APPEND or SUBTRACT the comma-separated items of `v` to or from the list `base`.
+fn edit_list(name: &str, base: &str, op: AlterOp, v: &str) -> Result<String, String> {
+    let mut items: Vec<&str> = base
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if op == AlterOp::Append && !items.contains(&item) {
+            items.push(item);
+        } else if op == AlterOp::Subtract {
+            items.retain(|i| *i != item);
+        }
+    }
+    if items.is_empty() {
+        return Err(format!("config {name}: the list may not become empty"));
+    }
+    Ok(items.join(","))
 }
 
 /// One config as DescribeConfigs reports it.
@@ -418,8 +425,13 @@ pub struct ConfigEntry {
     pub synonyms: Vec<(String, Option<String>, ConfigSource)>,
 }
 
-/// Every topic config of a topic with `overrides`, as Kafka reports them.
-pub fn describe_topic(b: &BrokerConfig, overrides: &BTreeMap<String, String>) -> Vec<ConfigEntry> {
+/// Every topic config of a topic with `overrides`, as Kafka reports them. `b` is the broker's
+/// effective config (static settings with `dynamic` applied).
+pub fn describe_topic(
+    b: &BrokerConfig,
+    dynamic: Dynamic,
+    overrides: &BTreeMap<String, String>,
+) -> Vec<ConfigEntry> {
     TOPIC_CONFIGS
         .iter()
         .map(|def| {
@@ -430,6 +442,15 @@ pub fn describe_topic(b: &BrokerConfig, overrides: &BTreeMap<String, String>) ->
                     Some(v.clone()),
                     ConfigSource::DynamicTopic,
                 ));
+            }
+            // Kafka's order: each layer (dynamic broker, dynamic default, static), and within
+            // a layer the most precise name first (`log.retention.ms` before `.hours`).
+            for (layer, source) in dynamic.layers() {
+                for broker_name in def.broker_names {
+                    if let Some(v) = layer.get(*broker_name) {
+                        synonyms.push((broker_name.to_string(), Some(v.clone()), source));
+                    }
+                }
             }
             for broker_name in def.broker_names {
                 if let Some(v) = b.explicit_value(broker_name) {
@@ -451,10 +472,7 @@ pub fn describe_topic(b: &BrokerConfig, overrides: &BTreeMap<String, String>) ->
             ));
             let (value, source) = match overrides.get(def.name) {
                 Some(v) => (v.clone(), ConfigSource::DynamicTopic),
-                None if synonyms[0].2 == ConfigSource::StaticBroker => {
-                    (broker_value(b, def), ConfigSource::StaticBroker)
-                }
-                None => (broker_value(b, def), ConfigSource::Default),
+                None => (broker_value(b, def), synonyms[0].2),
             };
             ConfigEntry {
                 name: def.name.to_string(),
@@ -506,31 +524,220 @@ pub const BROKER_CONFIGS: &[(&str, Option<&str>, ConfigType)] = &[
     ("socket.request.max.bytes", Some("104857600"), T::Int),
 ];
 
-/// Every broker setting, as Kafka reports a broker resource. None of them can be changed while
-/// the broker runs (there are no dynamic broker configs yet), so all are read-only.
-pub fn describe_broker(b: &BrokerConfig) -> Vec<ConfigEntry> {
+/// The broker settings that AlterConfigs and IncrementalAlterConfigs may change while the
+/// broker runs (Kafka's dynamic broker configs that tidelog applies at run time): the log
+/// defaults topics inherit, `message.max.bytes`, `compression.type` and `max.connections`.
+/// Every other setting is read-only: Kafka answers a change to one with INVALID_REQUEST.
+pub const DYNAMIC_BROKER_CONFIGS: &[&str] = &[
+    "compression.type",
+    "log.cleaner.delete.retention.ms",
+    "log.cleaner.min.cleanable.ratio",
+    "log.cleaner.min.compaction.lag.ms",
+    "log.cleanup.policy",
+    "log.flush.interval.messages",
+    "log.flush.interval.ms",
+    "log.index.interval.bytes",
+    "log.message.timestamp.type",
+    "log.retention.bytes",
+    "log.retention.hours",
+    "log.retention.minutes",
+    "log.retention.ms",
+    "log.roll.hours",
+    "log.roll.ms",
+    "log.segment.bytes",
+    "max.connections",
+    "message.max.bytes",
+    "min.insync.replicas",
+];
+
+/// The dynamic broker configs that apply to one broker: its own (resource named by its node
+/// id) over the cluster-wide defaults (resource `""`).
+#[derive(Clone, Copy, Default)]
+pub struct Dynamic<'a> {
+    pub broker: Option<&'a BTreeMap<String, String>>,
+    pub default: Option<&'a BTreeMap<String, String>>,
+}
+
+impl<'a> Dynamic<'a> {
+    /// The layers of `image` that apply to broker `node_id`.
+    pub fn of(image: &'a super::MetadataImage, node_id: i32) -> Dynamic<'a> {
+        Dynamic {
+            broker: image.broker_configs.get(&node_id.to_string()),
+            default: image.broker_configs.get(""),
+        }
+    }
+
+    /// The present layers, highest precedence first, with the source each reports.
+    fn layers(self) -> impl Iterator<Item = (&'a BTreeMap<String, String>, ConfigSource)> {
+        [
+            (self.broker, ConfigSource::DynamicBroker),
+            (self.default, ConfigSource::DynamicDefaultBroker),
+        ]
+        .into_iter()
+        .filter_map(|(l, s)| Some((l?, s)))
+    }
+}
+
+/// The broker's effective settings: the static ones with the dynamic defaults, then the
+/// broker's own dynamic configs, applied on top. Values were validated when stored; one that
+/// no longer parses (a hand-edited metadata file) is skipped with a warning.
+pub fn effective_broker_config(static_cfg: &BrokerConfig, dynamic: Dynamic) -> BrokerConfig {
+    let mut b = static_cfg.clone();
+    let layers: Vec<_> = dynamic.layers().collect();
+    // Lowest precedence first, so that the broker's own values win.
+    for (layer, _) in layers.into_iter().rev() {
+        // Alphabetical order applies `.hours`, then `.minutes`, then `.ms`: the most precise
+        // name wins within a layer, as in Kafka.
+        for (k, v) in layer {
+            if let Err(e) = b.set_value(k, v) {
+                tracing::warn!("ignoring stored dynamic broker config: {e}");
+            }
+        }
+    }
+    b
+}
+
+/// Why a broker config change was refused.
+#[derive(Debug, PartialEq)]
+pub enum BrokerEditError {
+    /// A setting that cannot change at run time (Kafka: INVALID_REQUEST).
+    NotDynamic(String),
+    /// A value the setting does not accept (INVALID_CONFIG).
+    Invalid(String),
+}
+
+/// The dynamic configs of one broker resource after `edit`, validated against the static
+/// settings.
+pub fn edit_broker_configs(
+    static_cfg: &BrokerConfig,
+    current: &BTreeMap<String, String>,
+    edit: &ConfigEdit,
+) -> Result<BTreeMap<String, String>, BrokerEditError> {
+    let (touched, next): (Vec<&str>, BTreeMap<String, String>) = match edit {
+        ConfigEdit::Replace(all) => (all.keys().map(String::as_str).collect(), all.clone()),
+        ConfigEdit::Incremental(ops) => {
+            let mut next = current.clone();
+            for (name, op, value) in ops {
+                broker_op(static_cfg, &mut next, name, *op, value.as_deref())
+                    .map_err(BrokerEditError::Invalid)?;
+            }
+            (ops.iter().map(|(n, _, _)| n.as_str()).collect(), next)
+        }
+    };
+    let fixed: Vec<&str> = touched
+        .into_iter()
+        .filter(|k| !DYNAMIC_BROKER_CONFIGS.contains(k))
+        .collect();
+    if !fixed.is_empty() {
+        return Err(BrokerEditError::NotDynamic(format!(
+            "Cannot update these configs dynamically: Set({})",
+            fixed.join(", ")
+        )));
+    }
+    let mut check = static_cfg.clone();
+    for (k, v) in &next {
+        check.set_value(k, v).map_err(BrokerEditError::Invalid)?;
+        // A log default must also be a valid value of the topic config it supplies.
+        let topic_def = TOPIC_CONFIGS
+            .iter()
+            .find(|d| d.broker_names.first() == Some(&k.as_str()));
+        if let Some(def) = topic_def {
+            let mut scratch =
+                log_config(static_cfg, &BTreeMap::new()).map_err(BrokerEditError::Invalid)?;
+            apply(&mut scratch, def.name, v)
+                .map_err(|e| BrokerEditError::Invalid(e.replace(def.name, k)))?;
+        }
+    }
+    log_config(&check, &BTreeMap::new()).map_err(BrokerEditError::Invalid)?;
+    Ok(next)
+}
+
+fn broker_op(
+    static_cfg: &BrokerConfig,
+    configs: &mut BTreeMap<String, String>,
+    name: &str,
+    op: AlterOp,
+    value: Option<&str>,
+) -> Result<(), String> {
+    match op {
+        AlterOp::Delete => {
+            configs.remove(name);
+        }
+        AlterOp::Set => {
+            let v = value.ok_or_else(|| format!("config {name}: SET needs a value"))?;
+            configs.insert(name.to_string(), v.to_string());
+        }
+        AlterOp::Append | AlterOp::Subtract => {
+            let v = value.ok_or_else(|| format!("config {name}: {op:?} needs a value"))?;
+            let is_list = BROKER_CONFIGS
+                .iter()
+                .any(|(n, _, t)| *n == name && *t == ConfigType::List);
+            if !is_list {
+                return Err(format!(
+                    "config {name}: APPEND and SUBTRACT apply only to LIST configs"
+                ));
+            }
+            let base = configs
+                .get(name)
+                .cloned()
+                .or_else(|| static_cfg.explicit_value(name).map(str::to_string))
+                .unwrap_or_else(|| static_cfg.log_cleanup_policy.clone());
+            configs.insert(name.to_string(), edit_list(name, &base, op, v)?);
+        }
+    }
+    Ok(())
+}
+
+/// Every broker setting, as Kafka reports the broker resource `resource` (this broker's id,
+/// or `""` for the cluster-wide dynamic defaults, which lists only those). The dynamic ones
+/// are writable; the rest are read-only.
+pub fn describe_broker(b: &BrokerConfig, dynamic: Dynamic, resource: &str) -> Vec<ConfigEntry> {
+    if resource.is_empty() {
+        let defaults = dynamic.default.cloned().unwrap_or_default();
+        return defaults
+            .into_iter()
+            .map(|(name, v)| {
+                let config_type = BROKER_CONFIGS
+                    .iter()
+                    .find(|(n, _, _)| *n == name)
+                    .map_or(ConfigType::String, |(_, _, t)| *t);
+                let source = ConfigSource::DynamicDefaultBroker;
+                ConfigEntry {
+                    synonyms: vec![(name.clone(), Some(v.clone()), source)],
+                    name,
+                    value: Some(v),
+                    source,
+                    read_only: false,
+                    config_type,
+                    doc: "",
+                }
+            })
+            .collect();
+    }
     BROKER_CONFIGS
         .iter()
         .map(|(name, default, config_type)| {
-            let default = default.map(str::to_string);
             let mut synonyms = Vec::new();
-            let (value, source) = match b.explicit_value(name) {
-                Some(v) => {
-                    synonyms.push((
-                        name.to_string(),
-                        Some(v.to_string()),
-                        ConfigSource::StaticBroker,
-                    ));
-                    (Some(v.to_string()), ConfigSource::StaticBroker)
+            for (layer, source) in dynamic.layers() {
+                if let Some(v) = layer.get(*name) {
+                    synonyms.push((name.to_string(), Some(v.clone()), source));
                 }
-                None => (default.clone(), ConfigSource::Default),
-            };
+            }
+            if let Some(v) = b.explicit_value(name) {
+                synonyms.push((
+                    name.to_string(),
+                    Some(v.to_string()),
+                    ConfigSource::StaticBroker,
+                ));
+            }
+            let default = default.map(str::to_string);
             synonyms.push((name.to_string(), default, ConfigSource::Default));
+            let (value, source) = (synonyms[0].1.clone(), synonyms[0].2);
             ConfigEntry {
                 name: name.to_string(),
                 value,
                 source,
-                read_only: true,
+                read_only: !DYNAMIC_BROKER_CONFIGS.contains(name),
                 config_type: *config_type,
                 doc: "",
                 synonyms,
@@ -580,7 +787,7 @@ mod tests {
     #[test]
     fn broker_defaults_match_the_reported_kafka_defaults() {
         let b = BrokerConfig::default();
-        for e in describe_topic(&b, &BTreeMap::new()) {
+        for e in describe_topic(&b, Dynamic::default(), &BTreeMap::new()) {
             assert_eq!(e.source, ConfigSource::Default, "{}", e.name);
             let def = topic_config_def(&e.name).unwrap();
             let reported = def.broker_default;
@@ -613,7 +820,7 @@ mod tests {
         let mut b = BrokerConfig::default();
         b.set("log.retention.hours", "1").unwrap();
         let overrides = map(&[("segment.ms", "1000")]);
-        let entries = describe_topic(&b, &overrides);
+        let entries = describe_topic(&b, Dynamic::default(), &overrides);
         let get = |n: &str| entries.iter().find(|e| e.name == n).unwrap().clone();
         let r = get("retention.ms");
         assert_eq!(
@@ -683,5 +890,92 @@ mod tests {
         )
         .unwrap();
         assert_eq!(replaced, map(&[("retention.ms", "7")]));
+    }
+
+    #[test]
+    fn dynamic_broker_configs_layer_over_static_ones_and_refuse_read_only_keys() {
+        let mut stat = BrokerConfig::default();
+        stat.set("log.retention.hours", "1").unwrap();
+        let set = |k: &str, v: &str| {
+            ConfigEdit::Incremental(vec![(k.to_string(), AlterOp::Set, Some(v.to_string()))])
+        };
+        let default_layer =
+            edit_broker_configs(&stat, &BTreeMap::new(), &set("log.retention.ms", "60000"))
+                .unwrap();
+        let broker_layer =
+            edit_broker_configs(&stat, &BTreeMap::new(), &set("log.retention.minutes", "3"))
+                .unwrap();
+        let dynamic = Dynamic {
+            broker: Some(&broker_layer),
+            default: Some(&default_layer),
+        };
+        let b = effective_broker_config(&stat, dynamic);
+        assert_eq!(b.log_retention_ms, 180_000, "the broker's own layer wins");
+        let entries = describe_topic(&b, dynamic, &BTreeMap::new());
+        let r = entries.iter().find(|e| e.name == "retention.ms").unwrap();
+        assert_eq!(
+            (r.value.as_deref(), r.source),
+            (Some("180000"), ConfigSource::DynamicBroker)
+        );
+        let sources: Vec<_> = r
+            .synonyms
+            .iter()
+            .map(|(n, _, s)| (n.as_str(), *s))
+            .collect();
+        assert_eq!(
+            sources,
+            [
+                ("log.retention.minutes", ConfigSource::DynamicBroker),
+                ("log.retention.ms", ConfigSource::DynamicDefaultBroker),
+                ("log.retention.hours", ConfigSource::StaticBroker),
+                ("log.retention.hours", ConfigSource::Default),
+            ]
+        );
+        let broker = describe_broker(&b, dynamic, "1");
+        let get = |n: &str| broker.iter().find(|e| e.name == n).unwrap();
+        assert_eq!(
+            (
+                get("log.retention.ms").source,
+                get("log.retention.ms").read_only
+            ),
+            (ConfigSource::DynamicDefaultBroker, false)
+        );
+        assert!(get("num.partitions").read_only);
+        let defaults = describe_broker(&b, dynamic, "");
+        assert_eq!(defaults.len(), 1);
+        assert_eq!(defaults[0].source, ConfigSource::DynamicDefaultBroker);
+
+        // Read-only settings, bad values, and a replace that clears the layer.
+        let err = edit_broker_configs(&stat, &BTreeMap::new(), &set("num.partitions", "3"));
+        assert!(
+            matches!(&err, Err(BrokerEditError::NotDynamic(m)) if m.contains("num.partitions")),
+            "{err:?}"
+        );
+        for (k, v) in [
+            ("log.segment.bytes", "3"),
+            ("log.retention.ms", "-7"),
+            ("log.cleanup.policy", "shred"),
+            ("message.max.bytes", "x"),
+        ] {
+            let err = edit_broker_configs(&stat, &BTreeMap::new(), &set(k, v));
+            assert!(
+                matches!(&err, Err(BrokerEditError::Invalid(m)) if m.contains(k)),
+                "{k}={v}: {err:?}"
+            );
+        }
+        let cleared =
+            edit_broker_configs(&stat, &broker_layer, &ConfigEdit::Replace(BTreeMap::new()));
+        assert_eq!(cleared, Ok(BTreeMap::new()));
+        let appended = edit_broker_configs(
+            &stat,
+            &BTreeMap::new(),
+            &ConfigEdit::Incremental(vec![(
+                "log.cleanup.policy".into(),
+                AlterOp::Append,
+                Some("compact".into()),
+            )]),
+        )
+        .unwrap();
+        assert_eq!(appended["log.cleanup.policy"], "delete,compact");
     }
 }

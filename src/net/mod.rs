@@ -17,13 +17,9 @@ use tracing::{info, warn};
 
 use crate::shard::Shard;
 
-/// Accepts connections until shutdown, enforcing this shard's share of `max.connections`.
+/// Accepts connections until shutdown, enforcing this shard's share of `max.connections`
+/// (a dynamic broker config: read at each accept).
 pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
-    let limit = shard
-        .config
-        .max_connections
-        .div_ceil(shard.count() as u32)
-        .max(1);
     loop {
         let stream = match listener.accept().await {
             Ok(s) => s,
@@ -40,6 +36,11 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
             .peer_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
+        let limit = shard
+            .broker_config()
+            .max_connections
+            .div_ceil(shard.count() as u32)
+            .max(1);
         if shard.connections.get() >= limit {
             warn!(shard = shard.id(), %peer, limit, "closing connection: max.connections reached");
             continue;
