@@ -33,6 +33,7 @@ pub fn run(mut config: BrokerConfig) -> Result<(), String> {
     let shards = config.shard_count().max(1);
     let memlock = raise_memlock_limit(shards, IO_MEMORY_BYTES_DEFAULT)?;
     let nofile = crate::runtime::raise_nofile_limit();
+    restrict_file_modes();
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
     let _lock = lock_data_dir(&config.data_dir)?;
@@ -40,8 +41,10 @@ pub fn run(mut config: BrokerConfig) -> Result<(), String> {
         &config.data_dir,
         config.cluster_id.as_deref(),
     )?);
+    // Held until the process exits: while it is held no other tidelog can claim the address.
+    let (listen, _port_guard) = claim_listen_address(config.listen)?;
+    config.listen = listen;
     let first = bind_reuseport(config.listen)?;
-    config.listen = first.local_addr().map_err(|e| e.to_string())?;
     let config = Arc::new(config);
     block_termination_signals();
 
@@ -201,7 +204,83 @@ async fn cleaner_loop(shard: Rc<Shard>) {
     }
 }
 
-/// Binds the first listener here, so that port 0 resolves to one port all shards then share.
+/// Makes sure this broker alone listens on `addr`, and resolves port 0 to a free port.
+///
+/// Every shard binds with SO_REUSEPORT so that the kernel spreads connections over them, but
+/// SO_REUSEPORT would equally let a second broker (or any process of the same user) join the
+/// group and receive a share of new connections. Kafka fails with "Address already in use";
+/// so do we, with two checks:
+///
+/// - An abstract unix socket named after the address is bound and held for the life of the
+///   process. The name is exclusive in this network namespace (the scope of the TCP port too)
+///   and the kernel releases it when the process dies, even by SIGKILL. It keeps two tidelogs
+///   from racing each other through the window between the probe and the shard sockets.
+/// - A probe socket *without* SO_REUSEPORT binds `addr`. The kernel refuses it while any
+///   socket holds the port, reuseport or not (a plain listener, another program). SO_REUSEADDR
+///   is set only so that TIME_WAIT connections of a previous run do not count. For port 0 the
+///   probe's port is the one this broker then uses (and the guard is named after it).
+///
+/// A broker killed a moment ago leaves its listening sockets alive for a short while: they are
+/// referenced by its io_uring rings, which the kernel tears down asynchronously. So once the
+/// guard is ours (no live tidelog holds the address), a refused probe is retried for up to
+/// [`PORT_RELEASE_WAIT_MS_MAX`] before the start fails.
+///
+/// What remains open: a process that is not tidelog, runs as the same user and binds with
+/// SO_REUSEPORT after the probe is dropped can still join the group; only the kernel's
+/// reuseport BPF hooks could prevent that, and such a process means to share the port.
+fn claim_listen_address(
+    addr: std::net::SocketAddr,
+) -> Result<(std::net::SocketAddr, std::os::unix::net::UnixListener), String> {
+    if addr.port() == 0 {
+        let probe = probe_bind(addr)?;
+        let resolved = probe
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .ok_or_else(|| format!("cannot listen on {addr}: the bound address is unknown"))?;
+        return Ok((resolved, address_guard(resolved)?));
+    }
+    let guard = address_guard(addr)?;
+    let deadline = std::time::Instant::now() + Duration::from_millis(PORT_RELEASE_WAIT_MS_MAX);
+    loop {
+        match probe_bind(addr) {
+            Ok(_probe) => return Ok((addr, guard)),
+            Err(e) if std::time::Instant::now() >= deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// How long a start waits for a port still held by a dead broker's io_uring rings.
+const PORT_RELEASE_WAIT_MS_MAX: u64 = 3_000;
+
+/// Binds `addr` without SO_REUSEPORT (see [`claim_listen_address`]); never listens.
+fn probe_bind(addr: std::net::SocketAddr) -> Result<socket2::Socket, String> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let err = |e: std::io::Error| format!("cannot listen on {addr}: {e}");
+    let probe =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
+    probe.set_reuse_address(true).map_err(err)?;
+    probe.bind(&addr.into()).map_err(err)?;
+    Ok(probe)
+}
+
+/// Binds the abstract unix socket that marks `addr` as this tidelog's.
+fn address_guard(addr: std::net::SocketAddr) -> Result<std::os::unix::net::UnixListener, String> {
+    use std::os::linux::net::SocketAddrExt;
+    let err = |e: std::io::Error| format!("cannot listen on {addr}: {e}");
+    let name = std::os::unix::net::SocketAddr::from_abstract_name(format!("tidelog-listen-{addr}"))
+        .map_err(err)?;
+    std::os::unix::net::UnixListener::bind_addr(&name).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            format!("cannot listen on {addr}: {e} (by another tidelog broker)")
+        } else {
+            err(e)
+        }
+    })
+}
+
+/// Binds the first listener here; the other shards bind the same (already resolved) address.
 fn bind_reuseport(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, String> {
     use socket2::{Domain, Protocol, Socket, Type};
     let err = |e: std::io::Error| format!("cannot listen on {addr}: {e}");
@@ -212,6 +291,15 @@ fn bind_reuseport(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, S
     s.bind(&addr.into()).map_err(err)?;
     s.listen(1024).map_err(err)?;
     Ok(s.into())
+}
+
+/// Data files are created 0640 and directories 0750: records are the clients' data, readable
+/// by the broker's user and the operator's group, not by every local user. A process-wide
+/// umask covers every file the broker creates (segments, indexes, snapshots, metadata) without
+/// each creation site having to remember a mode; `tidelog serve` creates nothing else.
+fn restrict_file_modes() {
+    // SAFETY: umask only changes this process's file-creation mask.
+    unsafe { libc::umask(0o027) };
 }
 
 /// Refuses to share a data directory with another running broker.
