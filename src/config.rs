@@ -76,6 +76,17 @@ pub const TOPIC_NAME_LEN_MAX: usize = 249;
 /// `group.max.size`: members (and reserved member ids) per consumer group. Kafka's default is
 /// unbounded; a bound keeps one client's thousands of joins from growing a group without limit.
 pub const GROUP_MAX_SIZE: usize = 1000;
+/// Interval of the client-error log summaries (`net::client_errors`): per client, one WARN line
+/// at its first error and one summary of the rest per interval; every error at debug level.
+pub const CLIENT_ERROR_LOG_INTERVAL_MS: u64 = 10_000;
+/// Clients per shard and interval that get their own WARN lines; the errors of further clients
+/// are counted in one summary line, so that the log stays bounded whatever ids clients send.
+pub const CLIENT_ERROR_LOG_CLIENTS_MAX: usize = 32;
+/// Back-off after a failed accept (EMFILE: out of descriptors), doubling up to the max.
+pub const ACCEPT_BACKOFF_MS_MIN: u64 = 10;
+pub const ACCEPT_BACKOFF_MS_MAX: u64 = 1_000;
+/// A shard logs failed accepts at most once per this interval, with the count since the last.
+pub const ACCEPT_FAILURE_LOG_INTERVAL_MS: u64 = 10_000;
 /// Capacity of each cross-shard channel, in messages. A full channel makes the sender wait.
 pub const SHARD_CHANNEL_CAPACITY: usize = 1024;
 

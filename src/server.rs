@@ -151,6 +151,7 @@ async fn shard_main(
     )));
     glommio::spawn_local(retention_loop(shard.clone())).detach();
     glommio::spawn_local(cleaner_loop(shard.clone())).detach();
+    glommio::spawn_local(client_error_log_loop(shard.clone())).detach();
     let _ = ready.send(Ok(()));
     while let Ok((phase, ack)) = control.recv_async().await {
         match phase {
@@ -187,6 +188,18 @@ async fn retention_loop(shard: Rc<Shard>) {
             return;
         }
         shard.enforce_retention().await;
+    }
+}
+
+/// Writes the per-client summaries of client-caused errors once their interval has ended.
+async fn client_error_log_loop(shard: Rc<Shard>) {
+    let every = Duration::from_millis(crate::config::CLIENT_ERROR_LOG_INTERVAL_MS);
+    loop {
+        glommio::timer::sleep(every).await;
+        if shard.shutting_down.get() {
+            return;
+        }
+        crate::net::client_errors::flush_due();
     }
 }
 

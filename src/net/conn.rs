@@ -37,7 +37,7 @@ pub async fn serve_connection(shard: &Rc<Shard>, mut stream: TcpStream, peer: &s
             Ok(Some(f)) => f,
             Ok(None) => break,
             Err(reason) => {
-                warn!(%peer, client_id = %session.client_id, "closing connection: {reason}");
+                report_close(peer, &session, &reason);
                 break;
             }
         };
@@ -60,7 +60,7 @@ pub async fn serve_connection(shard: &Rc<Shard>, mut stream: TcpStream, peer: &s
             }
             Outcome::NoResponse => {}
             Outcome::Close(reason) => {
-                warn!(%peer, client_id = %session.client_id, "closing connection: {reason}");
+                report_close(peer, &session, &reason);
                 break;
             }
         }
@@ -68,6 +68,20 @@ pub async fn serve_connection(shard: &Rc<Shard>, mut stream: TcpStream, peer: &s
             break;
         }
     }
+}
+
+/// A connection closed for what its client sent (a malformed or oversized request, a frame cut
+/// short) is a client error: debug level, summarised per client (`client_errors`).
+fn report_close(peer: &str, session: &api::Session, reason: &str) {
+    let client = if session.client_id.is_empty() {
+        &session.client_host
+    } else {
+        &session.client_id
+    };
+    super::client_errors::report(
+        client,
+        format_args!("closing connection from {peer}: {reason}"),
+    );
 }
 
 /// Non-blocking mode lets `sendfile(2)` return EAGAIN instead of stalling the shard; glommio's

@@ -4,6 +4,7 @@
 //! its whole life. Requests on one connection are handled one at a time and answered in order,
 //! as Kafka does, which also bounds what one client can make the broker hold.
 
+pub mod client_errors;
 mod conn;
 mod send;
 
@@ -13,9 +14,58 @@ pub use send::write_chunks;
 use std::rc::Rc;
 
 use glommio::net::TcpListener;
+use std::time::{Duration, Instant};
+
 use tracing::{info, warn};
 
+use crate::config::{ACCEPT_BACKOFF_MS_MAX, ACCEPT_BACKOFF_MS_MIN, ACCEPT_FAILURE_LOG_INTERVAL_MS};
 use crate::shard::Shard;
+
+/// Failed accepts: an exponential back-off and a log line at most once per interval.
+struct AcceptBackoff {
+    wait: Duration,
+    failures: u64,
+    last_logged: Option<Instant>,
+}
+
+impl Default for AcceptBackoff {
+    fn default() -> Self {
+        AcceptBackoff {
+            wait: Duration::from_millis(ACCEPT_BACKOFF_MS_MIN),
+            failures: 0,
+            last_logged: None,
+        }
+    }
+}
+
+impl AcceptBackoff {
+    /// Counts a failure and returns how long to wait before the next accept.
+    fn failed(&mut self, shard: usize, e: &dyn std::fmt::Display) -> Duration {
+        self.failures += 1;
+        let due = self
+            .last_logged
+            .is_none_or(|t| t.elapsed() >= Duration::from_millis(ACCEPT_FAILURE_LOG_INTERVAL_MS));
+        if due {
+            warn!(
+                shard,
+                failures = self.failures,
+                backoff_ms = self.wait.as_millis() as u64,
+                "accept failed: {e} ({} failures since the last report; logged at most every {} s)",
+                self.failures,
+                ACCEPT_FAILURE_LOG_INTERVAL_MS / 1000
+            );
+            self.failures = 0;
+            self.last_logged = Some(Instant::now());
+        }
+        let wait = self.wait;
+        self.wait = (self.wait * 2).min(Duration::from_millis(ACCEPT_BACKOFF_MS_MAX));
+        wait
+    }
+
+    fn succeeded(&mut self) {
+        self.wait = Duration::from_millis(ACCEPT_BACKOFF_MS_MIN);
+    }
+}
 
 /// Accepts connections until shutdown, enforcing this shard's share of `max.connections`.
 pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
@@ -24,15 +74,20 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
         .max_connections
         .div_ceil(shard.count() as u32)
         .max(1);
+    let mut backoff = AcceptBackoff::default();
     loop {
         let stream = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
-                warn!(shard = shard.id(), "accept failed: {e}");
-                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+                // Out of descriptors (EMFILE) an accept fails at once for as long as the
+                // connection waits in the backlog: back off, and log once per interval rather
+                // than once per failure (17,600 lines in 45 s before).
+                let wait = backoff.failed(shard.id(), &e);
+                glommio::timer::sleep(wait).await;
                 continue;
             }
         };
+        backoff.succeeded();
         if shard.shutting_down.get() {
             break;
         }
@@ -41,7 +96,11 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
             .map(|a| a.to_string())
             .unwrap_or_default();
         if shard.connections.get() >= limit {
-            warn!(shard = shard.id(), %peer, limit, "closing connection: max.connections reached");
+            let host = peer.rsplit_once(':').map_or(peer.as_str(), |(h, _)| h);
+            client_errors::report(
+                host,
+                format_args!("closing connection from {peer}: max.connections reached ({limit} on this shard)"),
+            );
             continue;
         }
         shard.connections.set(shard.connections.get() + 1);
