@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::config::{BrokerConfig, SHARD_CHANNEL_CAPACITY};
 use crate::metadata::{self, MetadataImage};
@@ -44,6 +44,20 @@ pub fn run(mut config: BrokerConfig) -> Result<(), String> {
     // Held until the process exits: while it is held no other tidelog can claim the address.
     let (listen, _port_guard) = claim_listen_address(config.listen)?;
     config.listen = listen;
+    config.fd_budget = crate::config::FdBudget::new(nofile, shards, config.max_connections);
+    let partitions = crate::admin::partition_count(&image).max(0) as u64;
+    if let Some(why) = config.fd_budget.refuse(partitions) {
+        return Err(format!("cannot open the data dir's partitions: {why}"));
+    }
+    if config.fd_budget.connections_max < u64::from(config.max_connections) {
+        warn!(
+            max_connections = config.max_connections,
+            connections_max = config.fd_budget.connections_max,
+            open_files_limit = nofile,
+            "max.connections is more than RLIMIT_NOFILE leaves for connections; \
+             accepting at most connections_max"
+        );
+    }
     let first = bind_reuseport(config.listen)?;
     let config = Arc::new(config);
     block_termination_signals();
@@ -92,6 +106,8 @@ pub fn run(mut config: BrokerConfig) -> Result<(), String> {
         memlock_limit_kib = memlock.limit / 1024,
         cap_ipc_lock = memlock.cap_ipc_lock,
         open_files_limit = nofile,
+        partitions_max = config.fd_budget.partitions_max,
+        connections_max = config.fd_budget.connections_max,
         data_dir = %config.data_dir.display(),
         "broker started; each shard reserved its io_uring memory"
     );

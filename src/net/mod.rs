@@ -69,11 +69,11 @@ impl AcceptBackoff {
 
 /// Accepts connections until shutdown, enforcing this shard's share of `max.connections`.
 pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
-    let limit = shard
-        .config
-        .max_connections
-        .div_ceil(shard.count() as u32)
-        .max(1);
+    let budget = shard.config.fd_budget.connections_max;
+    let limit = u64::from(shard.config.max_connections)
+        .min(budget)
+        .div_ceil(shard.count() as u64)
+        .max(1) as u32;
     let mut backoff = AcceptBackoff::default();
     loop {
         let stream = match listener.accept().await {
