@@ -157,6 +157,12 @@ impl FdBudget {
     }
 }
 
+/// How often a shard looks for partitions whose log failed on a write error (a full disk) and
+/// reopens them once there is room again (`Shard::heal_failed_partitions`).
+pub const LOG_HEAL_INTERVAL_MS: u64 = 1_000;
+/// Available bytes below which a failed partition is not reopened yet (the larger of this and
+/// two `message.max.bytes`).
+pub const LOG_HEAL_FREE_BYTES_MIN: u64 = 1 << 20;
 /// Capacity of each cross-shard channel, in messages. A full channel makes the sender wait.
 pub const SHARD_CHANNEL_CAPACITY: usize = 1024;
 

@@ -168,6 +168,7 @@ async fn shard_main(
     glommio::spawn_local(retention_loop(shard.clone())).detach();
     glommio::spawn_local(cleaner_loop(shard.clone())).detach();
     glommio::spawn_local(client_error_log_loop(shard.clone())).detach();
+    glommio::spawn_local(heal_loop(shard.clone())).detach();
     let _ = ready.send(Ok(()));
     while let Ok((phase, ack)) = control.recv_async().await {
         match phase {
@@ -204,6 +205,18 @@ async fn retention_loop(shard: Rc<Shard>) {
             return;
         }
         shard.enforce_retention().await;
+    }
+}
+
+/// Reopens partitions that failed on a write error once their disk has room again.
+async fn heal_loop(shard: Rc<Shard>) {
+    let every = Duration::from_millis(crate::config::LOG_HEAL_INTERVAL_MS);
+    loop {
+        glommio::timer::sleep(every).await;
+        if shard.shutting_down.get() {
+            return;
+        }
+        shard.heal_failed_partitions().await;
     }
 }
 
