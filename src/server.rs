@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 use crate::config::{BrokerConfig, SHARD_CHANNEL_CAPACITY};
 use crate::metadata::{self, MetadataImage};
@@ -50,7 +50,7 @@ pub fn run(mut config: BrokerConfig) -> Result<(), String> {
         return Err(format!("cannot open the data dir's partitions: {why}"));
     }
     if config.fd_budget.connections_max < u64::from(config.max_connections) {
-        warn!(
+        info!(
             max_connections = config.max_connections,
             connections_max = config.fd_budget.connections_max,
             open_files_limit = nofile,
@@ -153,10 +153,14 @@ async fn shard_main(
     let listener = match listener_fd {
         // SAFETY: the descriptor was bound by `run` and handed to this shard alone.
         Some(fd) => unsafe { TcpListener::from_raw_fd(fd) },
-        None => match TcpListener::bind(config.listen) {
-            Ok(l) => l,
+        // Bound like the first one, with SO_REUSEADDR as well as SO_REUSEPORT: the connections
+        // it accepts inherit both, and the next start's probe (`claim_listen_address`) can only
+        // bind past their TIME_WAIT remains when they carry SO_REUSEADDR.
+        None => match bind_reuseport(config.listen) {
+            // SAFETY: a descriptor just bound here and owned by nothing else.
+            Ok(l) => unsafe { TcpListener::from_raw_fd(l.into_raw_fd()) },
             Err(e) => {
-                let _ = ready.send(Err(format!("cannot listen on {}: {e}", config.listen)));
+                let _ = ready.send(Err(e));
                 return;
             }
         },

@@ -113,3 +113,29 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     }
     info!(shard = shard.id(), "stopped accepting connections");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// EMFILE makes every accept fail at once: the waits double up to the cap, the failures
+    /// are counted between reports (one per interval), and a success resets the wait.
+    #[test]
+    fn failed_accepts_back_off_and_report_once_per_interval() {
+        let mut b = AcceptBackoff::default();
+        let err = "Too many open files (os error 24)";
+        let waits: Vec<u64> = (0..9)
+            .map(|_| b.failed(0, &err).as_millis() as u64)
+            .collect();
+        assert_eq!(waits, [10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+        // The first failure was reported (and reset the count); the other 8 wait for the
+        // next interval.
+        assert_eq!(b.failures, 8);
+        assert!(b.last_logged.is_some());
+        b.succeeded();
+        assert_eq!(
+            b.failed(0, &err),
+            Duration::from_millis(ACCEPT_BACKOFF_MS_MIN)
+        );
+    }
+}
