@@ -362,6 +362,11 @@ impl Shard {
             if self.shutting_down.get() {
                 return;
             }
+            if p.log.st.borrow().failed.is_some() {
+                // Offline until `heal_failed_partitions` reopens it; its files are the reopened
+                // log's then, so the failed one must not delete any.
+                continue;
+            }
             match p.log.enforce_retention(now).await {
                 Ok(0) => {}
                 Ok(n) => {
@@ -381,7 +386,7 @@ impl Shard {
             if self.shutting_down.get() {
                 return;
             }
-            if !p.log.config().cleanup_policy.compact {
+            if !p.log.config().cleanup_policy.compact || p.log.st.borrow().failed.is_some() {
                 continue;
             }
             let map = map
