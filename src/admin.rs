@@ -71,10 +71,13 @@ pub async fn create_topics(
     validate_only: bool,
 ) -> Vec<TopicResult> {
     change_metadata(shard, "topics created", move |s, image| {
+        let mut total = partition_count(image);
         let results: Vec<TopicResult> = topics
             .into_iter()
             .map(|t| {
-                validate(s, image, &t).map(|partitions| {
+                let partitions = validate(s, image, &t)?;
+                check_fd_budget(s, &mut total, partitions.into())?;
+                Ok(partitions).map(|partitions| {
                     let name: Arc<str> = t.name.as_str().into();
                     let meta = Arc::new(TopicMeta {
                         name: name.clone(),
@@ -199,8 +202,9 @@ pub async fn create_partitions(
     counts: Vec<(String, i32)>,
     validate_only: bool,
 ) -> Vec<ChangeResult> {
-    change_metadata(shard, "partitions added", move |_, image| {
+    change_metadata(shard, "partitions added", move |s, image| {
         let mut changed = false;
+        let mut total = partition_count(image);
         let results = counts
             .iter()
             .map(|(name, count)| {
@@ -209,6 +213,7 @@ pub async fn create_partitions(
                     .cloned()
                     .ok_or_else(|| unknown_topic(name))?;
                 check_partition_count(&meta, *count)?;
+                check_fd_budget(s, &mut total, i64::from(*count - meta.partitions))?;
                 if !validate_only {
                     let meta = TopicMeta {
                         partitions: *count,
@@ -223,6 +228,23 @@ pub async fn create_partitions(
         (results, changed)
     })
     .await
+}
+
+/// Partitions in `image`, every topic (internal ones too) counted.
+pub fn partition_count(image: &MetadataImage) -> i64 {
+    image.topics.values().map(|t| i64::from(t.partitions)).sum()
+}
+
+/// Adds `added` partitions to the running `total` of one request if the descriptor budget
+/// (`config::FdBudget`) holds them. Kafka has no such limit; POLICY_VIOLATION is the code Kafka
+/// gives a create that a broker-side policy refuses, and the message names the limit.
+fn check_fd_budget(s: &Shard, total: &mut i64, added: i64) -> Result<(), (ErrorCode, String)> {
+    let after = *total + added;
+    if let Some(why) = s.config.fd_budget.refuse(after.max(0) as u64) {
+        return Err((ErrorCode::PolicyViolation, why));
+    }
+    *total = after;
+    Ok(())
 }
 
 /// Kafka's rule: partitions can only be added, never removed.

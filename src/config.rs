@@ -81,6 +81,93 @@ pub const TOPIC_NAME_LEN_MAX: usize = 249;
 /// `group.max.size`: members (and reserved member ids) per consumer group. Kafka's default is
 /// unbounded; a bound keeps one client's thousands of joins from growing a group without limit.
 pub const GROUP_MAX_SIZE: usize = 1000;
+/// Interval of the client-error log summaries (`net::client_errors`): per client, one WARN line
+/// at its first error and one summary of the rest per interval; every error at debug level.
+pub const CLIENT_ERROR_LOG_INTERVAL_MS: u64 = 10_000;
+/// Clients per shard and interval that get their own WARN lines; the errors of further clients
+/// are counted in one summary line, so that the log stays bounded whatever ids clients send.
+pub const CLIENT_ERROR_LOG_CLIENTS_MAX: usize = 32;
+/// Back-off after a failed accept (EMFILE: out of descriptors), doubling up to the max.
+pub const ACCEPT_BACKOFF_MS_MIN: u64 = 10;
+pub const ACCEPT_BACKOFF_MS_MAX: u64 = 1_000;
+/// A shard logs failed accepts at most once per this interval, with the count since the last.
+pub const ACCEPT_FAILURE_LOG_INTERVAL_MS: u64 = 10_000;
+/// Descriptors an open partition holds: its active segment's io_uring writer and the read-only
+/// handle given to fetches (indexes are read into memory and written whole at close). Closed
+/// segments hold the same two each until retention removes them; the budget counts partitions,
+/// so a partition of many segments costs more than it is charged (see README, "Limits").
+pub const FDS_PER_PARTITION: u64 = 2;
+/// Descriptors reserved for the broker's own files, whatever the shard count: stdio, the data
+/// dir lock, the port guard, metadata writes, and the temporaries of recovery.
+pub const FD_RESERVE_BASE: u64 = 64;
+/// Descriptors reserved per shard: its io_uring rings and eventfds, its listener, compaction's
+/// source and `.cleaned` files, replacements written by `replace_durably`.
+pub const FD_RESERVE_PER_SHARD: u64 = 16;
+
+/// How RLIMIT_NOFILE is shared out, decided once at start. Connections get a descriptor each,
+/// up to `max.connections` but never more than half of what the broker's own reserve leaves;
+/// partitions get the rest, [`FDS_PER_PARTITION`] each. CreateTopics and CreatePartitions that
+/// would pass `partitions_max` are refused (POLICY_VIOLATION), and a start whose partitions do
+/// not fit fails, so that the broker never runs out of descriptors half-way and stops accepting
+/// connections (issue 9.5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FdBudget {
+    /// RLIMIT_NOFILE (soft, after raising it to the hard limit); `u64::MAX`: unlimited.
+    pub nofile: u64,
+    /// Descriptors kept for the broker's own files.
+    pub reserved_broker: u64,
+    /// Descriptors kept for client connections: at most `max.connections`.
+    pub connections_max: u64,
+    /// Partitions the rest of the limit can hold.
+    pub partitions_max: u64,
+}
+
+impl FdBudget {
+    pub fn unlimited() -> FdBudget {
+        FdBudget {
+            nofile: u64::MAX,
+            reserved_broker: 0,
+            connections_max: u64::MAX,
+            partitions_max: u64::MAX,
+        }
+    }
+
+    pub fn new(nofile: u64, shards: usize, max_connections: u32) -> FdBudget {
+        if nofile == u64::MAX || nofile == libc::RLIM_INFINITY {
+            return FdBudget::unlimited();
+        }
+        let reserved_broker = FD_RESERVE_BASE + FD_RESERVE_PER_SHARD * shards as u64;
+        let left = nofile.saturating_sub(reserved_broker);
+        let connections_max = u64::from(max_connections).min(left / 2);
+        FdBudget {
+            nofile,
+            reserved_broker,
+            connections_max,
+            partitions_max: (left - connections_max) / FDS_PER_PARTITION,
+        }
+    }
+
+    /// Why `partitions` do not fit, in one line naming the limit; `None` when they do.
+    pub fn refuse(&self, partitions: u64) -> Option<String> {
+        (partitions > self.partitions_max).then(|| {
+            format!(
+                "{partitions} partitions exceed this broker's limit of {} partitions: \
+                 RLIMIT_NOFILE is {}, {} descriptors are reserved for connections \
+                 (max.connections) and {} for the broker's own files, and each partition holds \
+                 {FDS_PER_PARTITION}; raise RLIMIT_NOFILE (ulimit -n, systemd LimitNOFILE) or \
+                 lower max.connections",
+                self.partitions_max, self.nofile, self.connections_max, self.reserved_broker
+            )
+        })
+    }
+}
+
+/// How often a shard looks for partitions whose log failed on a write error (a full disk) and
+/// reopens them once there is room again (`Shard::heal_failed_partitions`).
+pub const LOG_HEAL_INTERVAL_MS: u64 = 1_000;
+/// Available bytes below which a failed partition is not reopened yet (the larger of this and
+/// two `message.max.bytes`).
+pub const LOG_HEAL_FREE_BYTES_MIN: u64 = 1 << 20;
 /// Capacity of each cross-shard channel, in messages. A full channel makes the sender wait.
 pub const SHARD_CHANNEL_CAPACITY: usize = 1024;
 
@@ -131,6 +218,9 @@ pub struct BrokerConfig {
     pub socket_request_max_bytes: u32,
     /// `max.connections`.
     pub max_connections: u32,
+    /// The file-descriptor budget, derived from RLIMIT_NOFILE at start (not a setting):
+    /// unlimited until `server::run` computes it.
+    pub fd_budget: FdBudget,
     /// `log.message.timestamp.type`: `CreateTime` or `LogAppendTime`.
     pub log_message_timestamp_type: String,
     /// `group.initial.rebalance.delay.ms`.
@@ -184,6 +274,7 @@ impl Default for BrokerConfig {
             message_max_bytes: MAX_MESSAGE_BYTES_DEFAULT,
             socket_request_max_bytes: SOCKET_REQUEST_MAX_BYTES_DEFAULT,
             max_connections: MAX_CONNECTIONS_DEFAULT,
+            fd_budget: FdBudget::unlimited(),
             log_message_timestamp_type: "CreateTime".into(),
             group_initial_rebalance_delay_ms: 3000,
             group_min_session_timeout_ms: 6000,
@@ -394,6 +485,30 @@ fn flatten_toml(prefix: &str, value: &toml::Value, out: &mut Vec<(String, String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fd_budget_reserves_connections_and_the_broker_before_partitions() {
+        // 20,000 descriptors, 2 shards, default max.connections: 96 for the broker, half of
+        // the rest (9,952 < 10,000) for connections, 2 per partition of what remains.
+        let b = FdBudget::new(20_000, 2, 10_000);
+        assert_eq!(b.reserved_broker, 96);
+        assert_eq!(b.connections_max, 9_952);
+        assert_eq!(b.partitions_max, 4_976);
+        assert!(b.refuse(4_976).is_none());
+        let why = b.refuse(4_977).unwrap();
+        assert!(why.contains("RLIMIT_NOFILE is 20000"), "{why}");
+        // A low limit: connections get at most half of what the broker's reserve leaves.
+        let b = FdBudget::new(1_024, 1, 10_000);
+        assert_eq!(b.connections_max, (1_024 - 80) / 2);
+        assert_eq!(b.partitions_max, (1_024 - 80 - 472) / 2);
+        // A small max.connections leaves the rest to partitions.
+        assert_eq!(
+            FdBudget::new(20_000, 2, 1_000).partitions_max,
+            (19_904 - 1_000) / 2
+        );
+        assert_eq!(FdBudget::new(u64::MAX, 4, 10), FdBudget::unlimited());
+        assert_eq!(FdBudget::new(10, 4, 10).partitions_max, 0);
+    }
 
     #[test]
     fn toml_dotted_and_quoted_keys_flatten_to_kafka_names() {

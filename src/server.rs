@@ -33,6 +33,7 @@ pub fn run(mut config: BrokerConfig) -> Result<(), String> {
     let shards = config.shard_count().max(1);
     let memlock = raise_memlock_limit(shards, IO_MEMORY_BYTES_DEFAULT)?;
     let nofile = crate::runtime::raise_nofile_limit();
+    restrict_file_modes();
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
     let _lock = lock_data_dir(&config.data_dir)?;
@@ -43,8 +44,24 @@ pub fn run(mut config: BrokerConfig) -> Result<(), String> {
         &config.data_dir,
         config.cluster_id.as_deref(),
     )?);
+    // Held until the process exits: while it is held no other tidelog can claim the address.
+    let (listen, _port_guard) = claim_listen_address(config.listen)?;
+    config.listen = listen;
+    config.fd_budget = crate::config::FdBudget::new(nofile, shards, config.max_connections);
+    let partitions = crate::admin::partition_count(&image).max(0) as u64;
+    if let Some(why) = config.fd_budget.refuse(partitions) {
+        return Err(format!("cannot open the data dir's partitions: {why}"));
+    }
+    if config.fd_budget.connections_max < u64::from(config.max_connections) {
+        info!(
+            max_connections = config.max_connections,
+            connections_max = config.fd_budget.connections_max,
+            open_files_limit = nofile,
+            "max.connections is more than RLIMIT_NOFILE leaves for connections; \
+             accepting at most connections_max"
+        );
+    }
     let first = bind_reuseport(config.listen)?;
-    config.listen = first.local_addr().map_err(|e| e.to_string())?;
     let config = Arc::new(config);
     block_termination_signals();
 
@@ -92,6 +109,8 @@ pub fn run(mut config: BrokerConfig) -> Result<(), String> {
         memlock_limit_kib = memlock.limit / 1024,
         cap_ipc_lock = memlock.cap_ipc_lock,
         open_files_limit = nofile,
+        partitions_max = config.fd_budget.partitions_max,
+        connections_max = config.fd_budget.connections_max,
         data_dir = %config.data_dir.display(),
         "broker started; each shard reserved its io_uring memory"
     );
@@ -137,10 +156,14 @@ async fn shard_main(
     let listener = match listener_fd {
         // SAFETY: the descriptor was bound by `run` and handed to this shard alone.
         Some(fd) => unsafe { TcpListener::from_raw_fd(fd) },
-        None => match TcpListener::bind(config.listen) {
-            Ok(l) => l,
+        // Bound like the first one, with SO_REUSEADDR as well as SO_REUSEPORT: the connections
+        // it accepts inherit both, and the next start's probe (`claim_listen_address`) can only
+        // bind past their TIME_WAIT remains when they carry SO_REUSEADDR.
+        None => match bind_reuseport(config.listen) {
+            // SAFETY: a descriptor just bound here and owned by nothing else.
+            Ok(l) => unsafe { TcpListener::from_raw_fd(l.into_raw_fd()) },
             Err(e) => {
-                let _ = ready.send(Err(format!("cannot listen on {}: {e}", config.listen)));
+                let _ = ready.send(Err(e));
                 return;
             }
         },
@@ -151,6 +174,8 @@ async fn shard_main(
     )));
     glommio::spawn_local(retention_loop(shard.clone())).detach();
     glommio::spawn_local(cleaner_loop(shard.clone())).detach();
+    glommio::spawn_local(client_error_log_loop(shard.clone())).detach();
+    glommio::spawn_local(heal_loop(shard.clone())).detach();
     let _ = ready.send(Ok(()));
     while let Ok((phase, ack)) = control.recv_async().await {
         match phase {
@@ -190,6 +215,30 @@ async fn retention_loop(shard: Rc<Shard>) {
     }
 }
 
+/// Reopens partitions that failed on a write error once their disk has room again.
+async fn heal_loop(shard: Rc<Shard>) {
+    let every = Duration::from_millis(crate::config::LOG_HEAL_INTERVAL_MS);
+    loop {
+        glommio::timer::sleep(every).await;
+        if shard.shutting_down.get() {
+            return;
+        }
+        shard.heal_failed_partitions().await;
+    }
+}
+
+/// Writes the per-client summaries of client-caused errors once their interval has ended.
+async fn client_error_log_loop(shard: Rc<Shard>) {
+    let every = Duration::from_millis(crate::config::CLIENT_ERROR_LOG_INTERVAL_MS);
+    loop {
+        glommio::timer::sleep(every).await;
+        if shard.shutting_down.get() {
+            return;
+        }
+        crate::net::client_errors::flush_due();
+    }
+}
+
 /// Compacts this shard's compacted partitions every `log.cleaner.backoff.ms`. The key map is
 /// owned by this task, so no borrow of it outlives an `.await` elsewhere.
 async fn cleaner_loop(shard: Rc<Shard>) {
@@ -204,7 +253,83 @@ async fn cleaner_loop(shard: Rc<Shard>) {
     }
 }
 
-/// Binds the first listener here, so that port 0 resolves to one port all shards then share.
+/// Makes sure this broker alone listens on `addr`, and resolves port 0 to a free port.
+///
+/// Every shard binds with SO_REUSEPORT so that the kernel spreads connections over them, but
+/// SO_REUSEPORT would equally let a second broker (or any process of the same user) join the
+/// group and receive a share of new connections. Kafka fails with "Address already in use";
+/// so do we, with two checks:
+///
+/// - An abstract unix socket named after the address is bound and held for the life of the
+///   process. The name is exclusive in this network namespace (the scope of the TCP port too)
+///   and the kernel releases it when the process dies, even by SIGKILL. It keeps two tidelogs
+///   from racing each other through the window between the probe and the shard sockets.
+/// - A probe socket *without* SO_REUSEPORT binds `addr`. The kernel refuses it while any
+///   socket holds the port, reuseport or not (a plain listener, another program). SO_REUSEADDR
+///   is set only so that TIME_WAIT connections of a previous run do not count. For port 0 the
+///   probe's port is the one this broker then uses (and the guard is named after it).
+///
+/// A broker killed a moment ago leaves its listening sockets alive for a short while: they are
+/// referenced by its io_uring rings, which the kernel tears down asynchronously. So once the
+/// guard is ours (no live tidelog holds the address), a refused probe is retried for up to
+/// [`PORT_RELEASE_WAIT_MS_MAX`] before the start fails.
+///
+/// What remains open: a process that is not tidelog, runs as the same user and binds with
+/// SO_REUSEPORT after the probe is dropped can still join the group; only the kernel's
+/// reuseport BPF hooks could prevent that, and such a process means to share the port.
+fn claim_listen_address(
+    addr: std::net::SocketAddr,
+) -> Result<(std::net::SocketAddr, std::os::unix::net::UnixListener), String> {
+    if addr.port() == 0 {
+        let probe = probe_bind(addr)?;
+        let resolved = probe
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .ok_or_else(|| format!("cannot listen on {addr}: the bound address is unknown"))?;
+        return Ok((resolved, address_guard(resolved)?));
+    }
+    let guard = address_guard(addr)?;
+    let deadline = std::time::Instant::now() + Duration::from_millis(PORT_RELEASE_WAIT_MS_MAX);
+    loop {
+        match probe_bind(addr) {
+            Ok(_probe) => return Ok((addr, guard)),
+            Err(e) if std::time::Instant::now() >= deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// How long a start waits for a port still held by a dead broker's io_uring rings.
+const PORT_RELEASE_WAIT_MS_MAX: u64 = 3_000;
+
+/// Binds `addr` without SO_REUSEPORT (see [`claim_listen_address`]); never listens.
+fn probe_bind(addr: std::net::SocketAddr) -> Result<socket2::Socket, String> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let err = |e: std::io::Error| format!("cannot listen on {addr}: {e}");
+    let probe =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
+    probe.set_reuse_address(true).map_err(err)?;
+    probe.bind(&addr.into()).map_err(err)?;
+    Ok(probe)
+}
+
+/// Binds the abstract unix socket that marks `addr` as this tidelog's.
+fn address_guard(addr: std::net::SocketAddr) -> Result<std::os::unix::net::UnixListener, String> {
+    use std::os::linux::net::SocketAddrExt;
+    let err = |e: std::io::Error| format!("cannot listen on {addr}: {e}");
+    let name = std::os::unix::net::SocketAddr::from_abstract_name(format!("tidelog-listen-{addr}"))
+        .map_err(err)?;
+    std::os::unix::net::UnixListener::bind_addr(&name).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            format!("cannot listen on {addr}: {e} (by another tidelog broker)")
+        } else {
+            err(e)
+        }
+    })
+}
+
+/// Binds the first listener here; the other shards bind the same (already resolved) address.
 fn bind_reuseport(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, String> {
     use socket2::{Domain, Protocol, Socket, Type};
     let err = |e: std::io::Error| format!("cannot listen on {addr}: {e}");
@@ -215,6 +340,15 @@ fn bind_reuseport(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, S
     s.bind(&addr.into()).map_err(err)?;
     s.listen(1024).map_err(err)?;
     Ok(s.into())
+}
+
+/// Data files are created 0640 and directories 0750: records are the clients' data, readable
+/// by the broker's user and the operator's group, not by every local user. A process-wide
+/// umask covers every file the broker creates (segments, indexes, snapshots, metadata) without
+/// each creation site having to remember a mode; `tidelog serve` creates nothing else.
+fn restrict_file_modes() {
+    // SAFETY: umask only changes this process's file-creation mask.
+    unsafe { libc::umask(0o027) };
 }
 
 /// Refuses to share a data directory with another running broker.

@@ -118,6 +118,8 @@ pub struct Shard {
     pub groups: crate::group::Coordinator,
     /// The next producer id to hand out and the end of the persisted block; metadata shard only.
     pub producer_ids: Cell<(i64, i64)>,
+    /// When a failed partition's reopen was last logged as failing (ms), to log it once a minute.
+    heal_warned_ms: Cell<i64>,
 }
 
 impl Shard {
@@ -138,6 +140,7 @@ impl Shard {
             ),
             metadata_lock: glommio::sync::Semaphore::new(1),
             producer_ids: Cell::new((0, 0)),
+            heal_warned_ms: Cell::new(0),
             groups: crate::group::Coordinator::default(),
         }
     }
@@ -311,6 +314,62 @@ impl Shard {
         }
     }
 
+    /// Reopens the partitions whose log failed on a write error, once the data dir has room
+    /// again, so that a full disk heals without a restart (issue 9.6).
+    ///
+    /// A failed log refuses every append (KAFKA_STORAGE_ERROR, which clients retry) and writes
+    /// nothing more. Reopening it runs the same recovery as a start after a crash: the tail past
+    /// the recovery point is scanned and cut at the torn batch the failed write left, and the
+    /// indexes and producer state are rebuilt from the log; every acknowledged batch is below
+    /// the high watermark and therefore whole on disk. The new log replaces the old one in the
+    /// partition map only once it is open; requests that still hold the old one get its error.
+    /// Nothing is tried while the file system has less than [`heal_free_bytes_min`] available,
+    /// so a disk that is still full costs one `statvfs` per interval.
+    pub async fn heal_failed_partitions(&self) {
+        if self.shutting_down.get() {
+            return;
+        }
+        let failed: Vec<_> = self
+            .owned_partitions()
+            .into_iter()
+            .filter(|(_, p)| p.log.st.borrow().failed.is_some())
+            .collect();
+        if failed.is_empty() {
+            return;
+        }
+        let free = free_bytes(&self.config.data_dir);
+        let need = heal_free_bytes_min(&self.config);
+        if free < need {
+            return;
+        }
+        let image = self.metadata();
+        for ((t, i), old) in failed {
+            if self.shutting_down.get() {
+                return;
+            }
+            let Some(meta) = image.topic(&t).filter(|m| m.id == old.topic_id).cloned() else {
+                continue;
+            };
+            let reason = old.log.st.borrow().failed.clone().unwrap_or_default();
+            match self.open_partition(&meta, i).await {
+                Ok(()) => {
+                    old.notify_gone();
+                    info!(topic = %t, partition = i, free_bytes = free, failure = %reason,
+                        "partition reopened after a write failure; appends resume");
+                }
+                Err(e) => {
+                    let now = crate::util::now_ms();
+                    if now - self.heal_warned_ms.get() >= 60_000 {
+                        self.heal_warned_ms.set(now);
+                        warn!(topic = %t, partition = i, failure = %reason,
+                            "partition still offline: reopening it failed: {e} (retried every {} ms, logged once a minute)",
+                            crate::config::LOG_HEAL_INTERVAL_MS);
+                    }
+                }
+            }
+        }
+    }
+
     /// Applies retention to every partition this shard owns.
     ///
     /// Budgeted: it yields to request handling between partitions (`yield_if_needed`), works on
@@ -321,6 +380,11 @@ impl Shard {
         for ((t, i), p) in self.owned_partitions() {
             if self.shutting_down.get() {
                 return;
+            }
+            if p.log.st.borrow().failed.is_some() {
+                // Offline until `heal_failed_partitions` reopens it; its files are the reopened
+                // log's then, so the failed one must not delete any.
+                continue;
             }
             match p.log.enforce_retention(now).await {
                 Ok(0) => {}
@@ -341,7 +405,7 @@ impl Shard {
             if self.shutting_down.get() {
                 return;
             }
-            if !p.log.config().cleanup_policy.compact {
+            if !p.log.config().cleanup_policy.compact || p.log.st.borrow().failed.is_some() {
                 continue;
             }
             let map = map
@@ -356,6 +420,28 @@ impl Shard {
             }
             glommio::yield_if_needed().await;
         }
+    }
+}
+
+/// Bytes the data dir's file system must have available before a failed partition is
+/// reopened: room for two of the largest batches, so that the first retried appends fit.
+fn heal_free_bytes_min(config: &BrokerConfig) -> u64 {
+    (2 * u64::from(config.message_max_bytes)).max(crate::config::LOG_HEAL_FREE_BYTES_MIN)
+}
+
+/// Bytes available to the broker on the file system that holds `dir` (0 when unknown).
+fn free_bytes(dir: &std::path::Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return 0;
+    };
+    // SAFETY: statvfs fills the zeroed struct we own from a NUL-terminated path.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(path.as_ptr(), &mut st) != 0 {
+            return 0;
+        }
+        st.f_bavail as u64 * st.f_frsize as u64
     }
 }
 

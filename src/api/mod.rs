@@ -27,7 +27,6 @@ use std::rc::Rc;
 use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::Encodable;
-use tracing::warn;
 
 use crate::protocol::fetch::Chunk;
 use crate::protocol::request::{decode_request, Request, RequestError};
@@ -121,12 +120,12 @@ fn respond<T: Encodable>(req: &Request, body: &T) -> Result<Outcome, RequestErro
     }
 }
 
-/// Logs one client-visible error, as every handler does for each error code it returns.
+/// Logs one client-visible error, as every handler does for each error code it returns: at
+/// debug level, summarised per client at WARN (`net::client_errors`).
 fn log_client_error(req: &Request, what: &str, code: crate::error::ErrorCode, detail: &str) {
-    warn!(
-        client_id = req.header.client_id.as_deref().unwrap_or(""),
-        api = ?req.api_key,
-        "{what}: {code:?}: {detail}"
+    crate::net::client_errors::report(
+        req.header.client_id.as_deref().unwrap_or(""),
+        format_args!("{:?}: {what}: {code:?}: {detail}", req.api_key),
     );
 }
 

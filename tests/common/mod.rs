@@ -326,3 +326,6 @@ mod tests {
         );
     }
 }
+
+/// `tidelog serve` as a plain child process (exit status, stderr, RLIMIT_NOFILE).
+pub mod serve;
