@@ -13,7 +13,7 @@ BIN=$(cargo test --test cross_shard_calls --no-run --message-format=json 2>/dev/
 [ -x "$BIN" ] || { echo "cannot build tests/cross_shard_calls.rs" >&2; exit 1; }
 failed=0
 for i in $(seq "$RUNS"); do
-    out=$("$BIN" --test-threads 2 --nocapture 2>&1)
+    out=$("$BIN" --include-ignored --test-threads 2 --nocapture 2>&1)
     rc=$?
     found=$(echo "$out" | sed -n 's/.*found by re-check so far: \([0-9]*\).*/\1/p' | tail -1)
     echo "run $i: rc=$rc, replies found by re-check: ${found:-?}"
