@@ -7,6 +7,8 @@
 
 use std::future::Future;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use uuid::Uuid;
 
@@ -31,34 +33,55 @@ pub fn shard_for(topic_id: Uuid, partition: i32, shard_count: usize) -> usize {
 /// The shard that coordinates metadata changes (topic creation and deletion, producer ids).
 pub const METADATA_SHARD: usize = 0;
 
-/// How long a wait on a cross-shard channel sleeps before looking again by itself.
+/// Receives from a cross-shard channel; `None` once every sender is gone and nothing is left in
+/// the channel. No timer: the wait is woken by the send (flume fires the receiving task's
+/// glommio waker from the sending shard's thread; glommio queues it to this executor and writes
+/// its eventfd if it sleeps), so a shard waiting here with nothing else to do sleeps.
 ///
-/// Why: under heavy load we saw glommio's channel mesh lose the wake-up of an executor parked
-/// in io_uring (two shards idle forever at start-up, one having joined the mesh and one still
-/// waiting). The channels are now flume's (already in the tree through glommio), created before
-/// the executors start, so there is no join handshake; and every wait is also bounded by this
-/// local timer, so a lost cross-thread wake-up costs at most this delay instead of a hang.
-const CROSS_SHARD_RECHECK: std::time::Duration = std::time::Duration::from_millis(5);
-
-/// Receives from a cross-shard channel; `None` once every sender is gone.
+/// The second look after `Disconnected` is what makes a reply never read as a dropped call:
+/// flume 0.10's `RecvFut`, when polled again after its first wait, looks at the queue and then
+/// at the disconnected flag without holding the channel lock in between, so a reply sent and its
+/// sender dropped in that gap comes back as `Disconnected` with the reply still queued. The
+/// sender pushes under the channel lock before its drop sets the flag, so once the flag is seen,
+/// `try_recv` (which takes that lock) finds any such reply.
 pub async fn recv_cross_shard<T>(rx: &flume::Receiver<T>) -> Option<T> {
+    match rx.recv_async().await {
+        Ok(v) => Some(v),
+        Err(flume::RecvError::Disconnected) => rx.try_recv().ok(),
+    }
+}
+
+/// How long a wait for a cross-shard reply sleeps before looking again by itself.
+///
+/// Why it still exists: with no re-check at all, `tests/cross_shard_calls.rs` hangs about once
+/// in seven runs with every executor parked in io_uring, every eventfd counter at 0 and no
+/// completion pending: a cross-thread wake-up lost inside glommio 0.9's park path (see
+/// docs/design-notes.md, "Cross-shard calls"). The re-check is armed only while a call or a
+/// parked fetch is waiting, so an idle shard (nothing in flight) arms no timer and sleeps.
+pub const CROSS_SHARD_RECHECK: Duration = Duration::from_millis(5);
+
+/// Replies found by a re-check rather than by their wake-up, process-wide: each one is a
+/// cross-thread wake-up that was lost or late. Tests and diagnosis read it.
+pub static CROSS_SHARD_REPLIES_FOUND_BY_RECHECK: AtomicU64 = AtomicU64::new(0);
+
+/// [`recv_cross_shard`] for a wait that must not hang on a lost wake-up: every
+/// [`CROSS_SHARD_RECHECK`] it looks again and calls `nudge` (which wakes the other side again,
+/// in case it is the one whose wake-up was lost).
+pub async fn recv_reply<T>(rx: &flume::Receiver<T>, nudge: impl Fn()) -> Option<T> {
     loop {
-        let next = futures_lite::future::or(async { Some(rx.recv_async().await.ok()) }, async {
+        let next = futures_lite::future::or(async { Some(recv_cross_shard(rx).await) }, async {
             glommio::timer::sleep(CROSS_SHARD_RECHECK).await;
             None
         })
         .await;
-        match next {
-            Some(v) => return v,
-            None => {
-                if let Ok(v) = rx.try_recv() {
-                    return Some(v);
-                }
-                if rx.is_disconnected() {
-                    return None;
-                }
-            }
+        if let Some(v) = next {
+            return v;
         }
+        if let Ok(v) = rx.try_recv() {
+            CROSS_SHARD_REPLIES_FOUND_BY_RECHECK.fetch_add(1, Ordering::Relaxed);
+            return Some(v);
+        }
+        nudge();
     }
 }
 
@@ -102,7 +125,11 @@ impl Router {
         if self.senders[target].send_async(job).await.is_err() {
             crate::fatal(&format!("shard {target} is gone"));
         }
-        match recv_cross_shard(&rx).await {
+        // A no-op job makes the owner's job loop run (and its executor wake) once more.
+        let nudge = || {
+            let _ = self.senders[target].try_send(Box::new(|_| {}));
+        };
+        match recv_reply(&rx, nudge).await {
             Some(r) => r,
             None => crate::fatal(&format!("shard {target} dropped a call")),
         }

@@ -248,7 +248,8 @@ async fn park(shard: &Rc<Shard>, slots: &[Slot], reads: &[Read], deadline: Insta
     let timeout = deadline.saturating_duration_since(Instant::now());
     futures_lite::future::or(
         async {
-            let _ = crate::router::recv_cross_shard(&rx).await;
+            // Re-checked while parked, so a lost wake-up costs a few ms, not the whole wait.
+            let _ = crate::router::recv_reply(&rx, || {}).await;
         },
         glommio::timer::sleep(timeout),
     )
