@@ -57,11 +57,27 @@ kafka_fetch() {
     fi
 }
 
+KAFKA_JAVA_COMMON=(-cp "$KAFKA_LIB/*" -Dlog4j2.configurationFile="$KAFKA_HOME_DIR/log4j2.properties")
 kjava() { # cpus, jvm-args-array-name, main class, args...
     local cpus=$1 opts="$2[@]"; shift 2
-    taskset -c "$cpus" java "${!opts}" -cp "$KAFKA_LIB/*" \
-        -Dlog4j2.configurationFile="$KAFKA_HOME_DIR/log4j2.properties" \
-        -Dkafka.logs.dir="$OUT/kafka" "$@"
+    taskset -c "$cpus" java "${!opts}" "${KAFKA_JAVA_COMMON[@]}" -Dkafka.logs.dir="$OUT/kafka" "$@"
+}
+
+# Creates a topic and waits until the broker serves all its partitions: Kafka answers
+# NOT_LEADER_OR_FOLLOWER for a moment after CreateTopics returns (until the broker has applied
+# the new partitions' metadata), and loadgen, unlike Kafka's clients, does not retry that.
+# The probe is loadgen's own start-up (ListOffsets on every partition, nothing to consume).
+peer_topic() { # name, partitions, tidelog topic create args...
+    local name=$1 parts=$2; shift 2
+    "$BIN/tidelog" topic create "$name" --partitions "$parts" "$@" \
+        --bootstrap-server "$ADDR" >/dev/null
+    for _ in $(seq 60); do
+        "$BIN/tidelog-loadgen" --bootstrap-server "$ADDR" --topic "$name" --producers 0 \
+            --consumers 1 --consume-from earliest --quiet > /dev/null 2>&1 && return 0
+        sleep 0.5
+    done
+    echo "run.sh: topic $name is not served by $ADDR after 30 s" >&2
+    return 1
 }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -105,7 +121,10 @@ EOF
     cluster_id=$(kjava "$CLIENT_CPUS" KAFKA_TOOL_JVM kafka.tools.StorageTool random-uuid) || return 1
     kjava "$BROKER_CPUS" KAFKA_TOOL_JVM kafka.tools.StorageTool format -t "$cluster_id" \
         -c "$props" > "$OUT/kafka/format.log" 2>&1 || return 1
-    kjava "$BROKER_CPUS" KAFKA_SERVER_JVM \
+    # Started directly, not through kjava: $! must be the JVM itself (taskset execs it), not a
+    # subshell whose death would leave Kafka running over a data directory being deleted.
+    taskset -c "$BROKER_CPUS" java "${KAFKA_SERVER_JVM[@]}" "${KAFKA_JAVA_COMMON[@]}" \
+        -Dkafka.logs.dir="$OUT/kafka" \
         "-Xlog:gc*:file=$OUT/kafka/kafkaServer-gc.log:time,tags:filecount=10,filesize=100M" \
         kafka.Kafka "$props" > "$OUT/kafka/kafka.out" 2>&1 &
     KAFKA_PID=$!
@@ -178,8 +197,9 @@ EOF
 peer_workloads() { # side
     local side=$1
     log "peer ($side): loadgen burst produce, $PEER_RECORDS x $RECORD B, acks=1, 16 partitions"
-    lg "peer-$side-burst" --topic pburst --create-topic --partitions 16 --acks 1 \
-        --records "$PEER_RECORDS"
+    # Topics are created up front (peer_topic says why), as loadgen's --create-topic would.
+    peer_topic pburst 16
+    lg "peer-$side-burst" --topic pburst --partitions 16 --acks 1 --records "$PEER_RECORDS"
     sync; sleep 1
     log "peer ($side): loadgen consume of that topic from the start"
     lg "peer-$side-consume" --topic pburst --producers 0 --consumers 1 \
@@ -187,15 +207,15 @@ peer_workloads() { # side
     for rate in $PEER_RATES; do
         settle
         log "peer ($side): loadgen produce + consume at $rate msg/s"
-        lg "peer-$side-lat$rate" --topic "plat$rate" --create-topic --partitions 16 --acks 1 \
+        peer_topic "plat$rate" 16 --config segment.bytes=67108864 --config retention.bytes=268435456
+        lg "peer-$side-lat$rate" --topic "plat$rate" --partitions 16 --acks 1 \
             --rate "$rate" --consumers 1 --linger-ms 0.2 --warmup "${WARM_S}s" \
-            --duration "${LAT_S}s" --fetch-max-wait-ms 100 "${BOUNDED[@]}" \
+            --duration "${LAT_S}s" --fetch-max-wait-ms 100 \
             --plot "$OUT/peer-$side-lat$rate.svg"
     done
     settle
     log "peer ($side): Kafka's ProducerPerformance, unthrottled, then at ${PEER_RATES%% *} msg/s"
-    "$BIN/tidelog" topic create pperf --partitions 16 --config segment.bytes=67108864 \
-        --bootstrap-server "$ADDR" >/dev/null
+    peer_topic pperf 16 --config segment.bytes=67108864
     perf_produce "$side" perf-produce "$PEER_RECORDS" -1
     settle
     # As long as one loadgen latency run, so the two latency figures cover the same span.
