@@ -20,6 +20,7 @@
 #
 # It installs what it needs (iperf3, fio), builds the release binaries, stops the broker it
 # started and deletes its data, whatever happens. Results: $OUT/results.json, $OUT/summary.md.
+# BENCH_PROFILE=dev runs it on debug binaries, only to smoke-test the script itself.
 set -euo pipefail
 
 MODE=full
@@ -32,7 +33,7 @@ while [[ $# -gt 0 ]]; do
         --out) OUT="$2"; shift ;;
         --peer) PEER="$2"; shift ;;
         --only) ONLY="$2"; shift ;;
-        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
