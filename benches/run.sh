@@ -2,10 +2,17 @@
 # The benchmark suite: the machine's physical limits, then tidelog driven by tidelog-loadgen,
 # then librdkafka on the same workloads, every figure printed with its ratio to its limit.
 #
-#   benches/run.sh [--quick] [--out DIR]
+#   benches/run.sh [--quick] [--out DIR] [--peer kafka [--only peer]]
 #
 # --quick runs each step for seconds with small sizes (a smoke test of the suite); the default
 # full mode uses the sizes tuning.md's goals are stated for (2 GiB bursts, 60 s sustained).
+#
+# --peer kafka adds Apache Kafka 4.1 side by side (benches/kafka/peer.sh says how): its jars from
+# Maven Central, a KRaft single node pinned to BROKER_CPUS with Kafka's own JVM settings, driven
+# by the same loadgen workloads (burst produce, consume, e2e latency at PEER_RATES msg/s) and by
+# Kafka's ProducerPerformance/ConsumerPerformance, which also run against tidelog; each figure is
+# printed with its ratio tidelog/Kafka. Without a JDK or Maven it prints "SKIP: peer kafka: ...".
+# --only peer runs just that step (no physical limits, no tidelog-only scenarios).
 #
 # Layout on a 2-core machine: the broker is pinned to CPU 0 (--shards 1) and every client
 # (loadgen, librdkafka, iperf3 client) to CPU 1, so each goal is a ratio measured in one run on
@@ -13,19 +20,27 @@
 #
 # It installs what it needs (iperf3, fio), builds the release binaries, stops the broker it
 # started and deletes its data, whatever happens. Results: $OUT/results.json, $OUT/summary.md.
+# BENCH_PROFILE=dev runs it on debug binaries, only to smoke-test the script itself.
 set -euo pipefail
 
 MODE=full
 OUT=""
+PEER=""
+ONLY=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --quick) MODE=quick ;;
         --out) OUT="$2"; shift ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        --peer) PEER="$2"; shift ;;
+        --only) ONLY="$2"; shift ;;
+        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
 done
+[[ -z $PEER || $PEER == kafka ]] || { echo "run.sh: unknown peer $PEER (only kafka)" >&2; exit 2; }
+[[ -z $ONLY || $ONLY == peer ]] || { echo "run.sh: --only takes peer" >&2; exit 2; }
+[[ $ONLY != peer || -n $PEER ]] || { echo "run.sh: --only peer needs --peer kafka" >&2; exit 2; }
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$ROOT/target/bench-results/$(date +%Y%m%d-%H%M%S)-$MODE}
@@ -38,17 +53,23 @@ if [[ $(nproc) -lt 2 ]]; then CLIENT_CPUS=0; fi
 if [[ $MODE == quick ]]; then
     BURST_MIB=256; SUSTAIN_S=5; FSYNC_S=4; LAT_S=5; WARM_S=1; IPERF_S=2; FIO_MIB=256; FIO_S=3; FIO_BUF_MIB=512
     SCALE_S=3; TOPICS=10; PARTS_PER_TOPIC=100; RDK_LINGERS="100"
+    PEER_RECORDS=65536; PEER_RATES_DEFAULT="20000"
 else
     BURST_MIB=2048; SUSTAIN_S=60; FSYNC_S=20; LAT_S=30; WARM_S=3; IPERF_S=10; FIO_MIB=4096; FIO_S=20; FIO_BUF_MIB=12288
     SCALE_S=10; TOPICS=10; PARTS_PER_TOPIC=1000; RDK_LINGERS="5 20 100"
+    # 20 and 100 MB/s of 1 KiB records: rates issue 15 quotes; step 4's half load is added.
+    PEER_RECORDS=$((BURST_MIB * 1024)); PEER_RATES_DEFAULT="20000 100000"
 fi
 RECORD=1024
 BURST_RECORDS=$((BURST_MIB * 1024 * 1024 / RECORD))
 
-BIN=$ROOT/target/release
+# BENCH_PROFILE=dev only smoke-tests the script itself (a debug build's figures mean nothing).
+PROFILE=${BENCH_PROFILE:-release}
+if [[ $PROFILE == dev ]]; then BIN=$ROOT/target/debug; else BIN=$ROOT/target/$PROFILE; fi
 BROKER_PID=""
 IPERF_PID=""
 cleanup() {
+    declare -F kafka_stop >/dev/null && kafka_stop
     [[ -n $BROKER_PID ]] && kill "$BROKER_PID" 2>/dev/null && wait "$BROKER_PID" 2>/dev/null
     [[ -n $IPERF_PID ]] && kill "$IPERF_PID" 2>/dev/null
     rm -rf "$WORK"
@@ -73,9 +94,10 @@ FIGURES=$OUT/figures.tsv
 figure() { printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >> "$FIGURES"; }
 jget() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval('d'+sys.argv[2]))" "$@"; }
 
-need iperf3 fio python3
-log "building release binaries"
-(cd "$ROOT" && cargo build --release --workspace -q)
+if [[ $ONLY == peer ]]; then need python3; else need iperf3 fio python3; fi
+[[ -n $PEER ]] && source "$ROOT/benches/kafka/peer.sh"
+log "building $PROFILE binaries"
+(cd "$ROOT" && cargo build --profile "$PROFILE" --workspace -q)
 
 machine() {
     echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
@@ -86,6 +108,8 @@ machine() {
     echo "mode: $MODE; broker CPUs $BROKER_CPUS, client CPUs $CLIENT_CPUS"
 }
 machine | tee "$OUT/machine.txt" >&2
+
+if [[ $ONLY != peer ]]; then
 
 # ---------------------------------------------------------------- physical limits
 log "loopback TCP: iperf3 single stream, then -Z (sendfile)"
@@ -120,6 +144,8 @@ figure "fio O_DIRECT 1 MiB" "$FIO_DIRECT" B/s - - -
 figure "fio buffered + fdatasync=1, 1 MiB" "$FIO_SYNC" B/s - - -
 figure "fio buffered + fdatasync=1, 64 KiB" "$FIO_SYNC64" B/s - - -
 figure "fio buffered (end_fsync), ${FIO_BUF_MIB} MiB" "$FIO_BUF" B/s - - -
+
+fi # ONLY != peer
 
 # ---------------------------------------------------------------- tidelog + loadgen
 start_broker() { # shards, cpus
@@ -157,6 +183,8 @@ rdk() { # output name, rdkafka-perf args...
 # Topics that a sustained run fills are bounded so the disk never fills: 64 MiB segments,
 # 256 MiB per partition (4 GiB for 16 partitions), checked every second.
 BOUNDED=(--topic-config segment.bytes=67108864 --topic-config retention.bytes=268435456)
+
+if [[ $ONLY != peer ]]; then
 
 start_broker 1 "$BROKER_CPUS"
 settle
@@ -272,6 +300,14 @@ done
 S6_1=$(jget "$OUT/s6-shards1.json" "['produce_bytes_per_sec']")
 S6_2=$(jget "$OUT/s6-shards2.json" "['produce_bytes_per_sec']")
 figure "6 produce with 2 shards (sharing the client's core)" "$S6_2" B/s "1 shard" "$S6_1" -
+fi # ONLY != peer
+
+if [[ -n $PEER ]]; then
+    # The full suite's half load (step 4) joins the fixed rates, so Kafka is measured there too.
+    [[ -n ${RATE:-} ]] && PEER_RATES_DEFAULT="$PEER_RATES_DEFAULT $RATE"
+    log "peer: Apache Kafka side by side"
+    peer_kafka
+fi
 
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$OUT/machine.txt"
 
