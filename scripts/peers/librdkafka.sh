@@ -24,6 +24,7 @@ SKIPS=(
     "0098|consumer transactions through Kafka's Java tools (KAFKA_PATH)"
     "0103|transactions are not built"
     "0129|aborted transactions (read_committed) are not built"
+    "0052|creates its topics with Kafka's kafka-topics.sh (KAFKA_PATH)"
     "0101|fetch from follower needs several brokers with racks"
     "0115|ACLs are not built (producer authorization errors)"
     "0119|ACLs are not built (consumer authorization errors)"
@@ -60,8 +61,12 @@ for s in "${SKIPS[@]}"; do
 done
 
 start=$SECONDS
-start_broker librdkafka || exit 1
+# librdkafka's tests assume its default scenario's broker (tests/scenarios/default.json):
+# auto-created topics with 4 partitions.
+start_broker librdkafka --set num.partitions=4 --set auto.create.topics.enable=true || exit 1
 cd "$RDK/tests"
+# test-runner links the freshly built shared libraries, as tests/Makefile runs it.
+export LD_LIBRARY_PATH=$RDK/src:$RDK/src-cpp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 conf=$PEERS_WORK/librdkafka-test.conf
 printf 'bootstrap.servers=%s\n' "$BROKER_ADDR" >"$conf"
 log=$PEERS_LOGS/peers-librdkafka-$MODE.log
@@ -74,11 +79,24 @@ esac
 rc=$?
 brc=0
 stop_broker || brc=$?
-# test-runner ends with a table: one row per test, "| 0001_multiobj | PASSED | 1.234s |".
-grep -E '^\| [0-9]{4}' "$log" | grep -v PASSED | sed 's/^/  /' | head -60
-npass=$(grep -E '^\| [0-9]{4}' "$log" | grep -c PASSED); nfail=$(grep -E '^\| [0-9]{4}' "$log" | grep -c FAILED)
-nskip=$(grep -E '^\| [0-9]{4}' "$log" | grep -c SKIPPED)
-echo "librdkafka ($MODE): $npass passed, $nfail failed, $nskip skipped; runner exit $rc, broker exit $brc"
-ok=$([ "$rc" = 0 ] && [ "$brc" = 0 ] && echo 1 || echo 0)
+# test-runner colours its output and aborts (no summary table) when a test failed, so the
+# outcome is read from its per-test lines.
+plain=$PEERS_LOGS/peers-librdkafka-$MODE.txt
+sed 's/\x1b\[[0-9;]*m//g' "$log" >"$plain"
+passed=$(grep -oE 'Test [0-9]{4}[A-Za-z0-9_-]* PASSED' "$plain" | awk '{print $2}' | sort -u)
+failed=$(grep -oE '^### Test "[0-9]{4}[A-Za-z0-9_-]*' "$plain" | cut -d'"' -f2 | sort -u)
+skipped=$(grep -E 'SKIPPING TEST' "$plain" | grep -oE '^\[[0-9]{4}[A-Za-z0-9_-]*' | tr -d '[' | sort -u)
+for t in $failed; do
+    why=$(grep -m1 -A1 "^### Test \"$t" "$plain" | tail -1 | cut -c1-150)
+    # Issue 10 item 5: the broker closes the connection on bytes after a request body.
+    if grep -q "trailing bytes.*client_id=${t%%_*}" <(sed 's/\x1b\[[0-9;]*m//g' "$BROKER_LOG"); then
+        why="$why [broker closed a connection: trailing bytes after the request body, issue 10 item 5]"
+    fi
+    echo "  FAILED $t: $why"
+done
+npass=$(printf '%s\n' $passed | grep -c .); nfail=$(printf '%s\n' $failed | grep -c .)
+nskip=$(printf '%s\n' $skipped | grep -c .)
+echo "librdkafka ($MODE): $npass passed, $nfail failed, $nskip skipped (by the runner's flags); runner exit $rc, broker exit $brc"
+ok=$([ "$rc" = 0 ] && [ "$nfail" = 0 ] && [ "$brc" = 0 ] && echo 1 || echo 0)
 echo "librdkafka: $([ "$ok" = 1 ] && echo PASSED || echo FAILED) in $((SECONDS - start)) s"
 [ "$ok" = 1 ]
