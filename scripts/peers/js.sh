@@ -8,7 +8,7 @@ command -v npm >/dev/null || peers_skip $SUITE "no node/npm (apt-get install nod
 cd "$PEERS_ROOT/tests/js"
 if [ ! -d node_modules/@confluentinc/kafka-javascript ]; then
     npm install --no-audit --no-fund >"$PEERS_LOGS/peers-js-install.log" 2>&1 ||
-        peers_skip $SUITE "npm install @confluentinc/kafka-javascript failed (registry or prebuilt binary unreachable): $(tail -1 "$PEERS_LOGS/peers-js-install.log")"
+        peers_skip $SUITE "npm install @confluentinc/kafka-javascript failed (its prebuilt binary comes from GitHub releases, its fallback build downloads zlib/OpenSSL): $(grep -m1 -E 'Download of|ENOTFOUND|ETIMEDOUT|ECONNREFUSED|E40[34]' "$PEERS_LOGS/peers-js-install.log" | cut -c1-160)"
 fi
 start=$SECONDS
 start_broker js || exit 1
