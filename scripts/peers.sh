@@ -3,7 +3,7 @@
 # (kafka-clients 4.1.x and 3.9.x), librdkafka's own tests (CI subset) and kafka-javascript.
 # Each suite installs what it needs from its registry (Go proxy, Maven Central, npm) or prints
 # one loud `SKIP: <suite>: <reason>` line. Ends with one closing line per suite; exits non-zero
-# if any suite failed. Long runs: scripts/peers/franz-go.sh --long, scripts/peers/librdkafka.sh --all.
+# if any suite failed. `scripts/peers.sh java js` runs only the named suites. Long runs: scripts/peers/franz-go.sh --long, scripts/peers/librdkafka.sh --all.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export TIDELOG_BIN=${TIDELOG_BIN:-$(pwd)/target/debug/tidelog}
@@ -11,7 +11,10 @@ LOGS=target/test-logs
 mkdir -p "$LOGS"
 CLOSING=()
 FAILED=0
-for suite in franz-go java librdkafka js; do
+SUITES=("$@")
+[ ${#SUITES[@]} -gt 0 ] || SUITES=(franz-go java librdkafka js)
+for suite in "${SUITES[@]}"; do
+    [ -x "scripts/peers/$suite.sh" ] || { echo "no suite $suite"; exit 2; }
     echo "==> peers: $suite"
     start=$SECONDS
     scripts/peers/$suite.sh 2>&1 | tee "$LOGS/peers-$suite.out"
