@@ -24,6 +24,7 @@ SKIPS=(
     "0098|consumer transactions through Kafka's Java tools (KAFKA_PATH)"
     "0103|transactions are not built"
     "0129|aborted transactions (read_committed) are not built"
+    "0077|creates its topics with Kafka's kafka-topics.sh (KAFKA_PATH)"
     "0052|creates its topics with Kafka's kafka-topics.sh (KAFKA_PATH)"
     "0101|fetch from follower needs several brokers with racks"
     "0115|ACLs are not built (producer authorization errors)"
