@@ -317,10 +317,30 @@ fn offset_deltas_out_of_order_are_invalid_record() {
     );
 }
 
+/// Kafka refuses transactional records in a request without a transactional_id before
+/// looking at them (TRANSACTIONAL_ID_AUTHORIZATION_FAILED); with one, a transactional batch that
+/// has no producer id is INVALID_RECORD here (there is no producer whose transaction it is).
 #[test]
-fn transactional_batch_without_producer_id_is_invalid_record() {
+fn transactional_batch_without_producer_id_is_refused() {
     let r = record(0, None, b"v", None);
-    refused(batch(&r, 1, 0, 0x10, -1), ErrorCode::InvalidRecord);
+    refused(
+        batch(&r, 1, 0, 0x10, -1),
+        ErrorCode::TransactionalIdAuthorizationFailed,
+    );
+    let (_broker, mut c) = start(&[]);
+    let req = ProduceRequest::default()
+        .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str("tx"))))
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(topic(TOPIC))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(batch(&r, 1, 0, 0x10, -1)))])]);
+    let resp = c.call(&req, 9);
+    let p = &resp.responses[0].partition_responses[0];
+    assert_eq!(p.error_code, ErrorCode::InvalidRecord.code());
+    assert_eq!(latest(&mut c), 0);
 }
 
 /// KIP-467: the whole batch is refused, as in Kafka, and the response names the keyless record

@@ -78,6 +78,14 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, Request
             super::metadata::auto_create_missing(shard, &missing).await;
         }
     }
+    // Kafka's KafkaApis.handleProduceRequest: transactional records need the request's
+    // transactional_id (and the right to write to it); without one the whole request fails.
+    let transactional_without_id = body.transactional_id.is_none()
+        && body.topic_data.iter().any(|t| {
+            t.partition_data
+                .iter()
+                .any(|p| p.records.as_deref().is_some_and(is_transactional))
+        });
     let image = shard.metadata();
     let mut results: Vec<AppendResult> = Vec::new();
     let mut by_owner: BTreeMap<usize, Vec<Piece>> = BTreeMap::new();
@@ -94,6 +102,10 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, Request
                 _ if !matches!(acks, -1..=1) => {
                     Err((ErrorCode::InvalidRequiredAcks, format!("acks={acks}")))
                 }
+                _ if transactional_without_id => Err((
+                    ErrorCode::TransactionalIdAuthorizationFailed,
+                    "transactional records in a produce request without a transactional_id".into(),
+                )),
                 (None, _) => Err((
                     ErrorCode::UnknownTopicOrPartition,
                     format!("topic {} does not exist", t.name.0),
@@ -148,6 +160,14 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, Request
         return Ok(Outcome::NoResponse);
     }
     respond(req, &response(req, &body, results))
+}
+
+/// Whether a partition's (first) batch has the transactional attribute bit.
+fn is_transactional(records: &[u8]) -> bool {
+    use crate::log::batch::{ATTRIBUTES, ATTR_TRANSACTIONAL};
+    records
+        .get(ATTRIBUTES..ATTRIBUTES + 2)
+        .is_some_and(|a| i16::from_be_bytes([a[0], a[1]]) & ATTR_TRANSACTIONAL != 0)
 }
 
 /// Runs on the owner shard: appends every piece concurrently.
