@@ -100,7 +100,9 @@ impl<'a> SnappyReader<'a> {
             std::mem::take(&mut self.input)
         };
         let n = snap::raw::decompress_len(raw).map_err(io::Error::other)?;
-        if n > self.block_bytes_max {
+        // A snappy element expands at most ~21x (a 3-byte copy of 64 bytes): a longer claim is
+        // a lie, refused before its buffer is allocated.
+        if n > self.block_bytes_max || n > raw.len().saturating_mul(32) {
             return Err(corrupt("snappy block expands past the batch bound"));
         }
         self.block.clear();

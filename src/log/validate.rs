@@ -92,7 +92,7 @@ pub async fn validate_yielding(b: &[u8], opts: &ValidateOptions) -> Result<Valid
 }
 
 /// Uncompressed record bytes walked between two chances to pause.
-pub const PAUSE_BYTES: u64 = 64 * 1024;
+pub const PAUSE_BYTES: u64 = 16 * 1024;
 
 /// What the walk does at its pause points: nothing, or yield to a runtime. The walk is written
 /// once, as an async fn, so that a long field (one 2 GiB value) can pause in its middle.
@@ -766,7 +766,7 @@ pub(crate) mod tests {
                 let opts = ValidateOptions::new(8 << 20);
                 let v = futures_lite::future::block_on(validate_with(&b, &opts, &mut p));
                 assert_eq!(v.unwrap().header.record_count, count);
-                // 3 MB or 4 MiB walked: a pause point about every 64 KiB.
+                // 3 MB or 4 MiB walked: a pause point about every 16 KiB.
                 assert!(p.0 >= 10, "{} pauses, codec {codec}", p.0);
             }
         }
