@@ -1,5 +1,5 @@
-//! Record-level access to a RecordBatch v2 for the two readers that need more than the header:
-//! the key check on appends to compacted topics, and the cleaner.
+//! Record-level access to a RecordBatch v2 for the cleaner. (Produced batches are checked record
+//! by record, compacted-topic keys included, by [`super::validate`].)
 //!
 //! Sans-io like [`super::batch`]: it works on byte slices and never panics on any input.
 //! Decompression and recompression use kafka-protocol's codecs with the batch's own codec; the
