@@ -4,6 +4,10 @@
 //!   bytes/s, to compare with the loopback bandwidth the request arrives at;
 //! - batch header validation + CRC32C of a 64 KiB batch, next to the crate's raw
 //!   `crc32c::crc32c` over the same bytes (validation should cost the CRC and nothing more);
+//! - per codec, a 64-record batch of 1 KiB text values: the header + CRC check alone (what
+//!   produce did before record validation) against the full record walk (`validate_batch`,
+//!   streaming through the codec) and a topic `compression.type` rewrite to zstd, in
+//!   uncompressed bytes/s;
 //! - fetch response assembly (`encode_fetch_response`) for 16 and 1,000 partitions;
 //! - shard routing (`router::shard_for`).
 //!
@@ -131,6 +135,88 @@ fn batch_validation(c: &mut Criterion) {
     g.finish();
 }
 
+/// A batch of 64 records of 1 KiB of JSON-like text (compresses 3-6x, like real payloads).
+fn text_batch(compression: Compression) -> (Bytes, u64) {
+    let mut raw = 0u64;
+    let records: Vec<Record> = (0..64i64)
+        .map(|i| {
+            let value: String = (0..)
+                .map(|j| {
+                    format!(
+                        "{{\"id\":{},\"user\":\"u{}\",\"n\":{}}},",
+                        i * 1000 + j,
+                        j % 97,
+                        j * 31
+                    )
+                })
+                .take_while({
+                    let mut len = 0;
+                    move |s: &String| {
+                        len += s.len();
+                        len <= RECORD_BYTES
+                    }
+                })
+                .collect();
+            raw += value.len() as u64 + 8;
+            Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i,
+                sequence: i as i32 - 1,
+                timestamp: 1_700_000_000_000 + i,
+                key: Some(Bytes::from(format!("key-{i}"))),
+                value: Some(Bytes::from(value)),
+                headers: IndexMap::new(),
+            }
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    let opts = RecordEncodeOptions {
+        version: 2,
+        compression,
+    };
+    RecordBatchEncoder::encode(&mut buf, &records, &opts).expect("encode batch");
+    (buf.freeze(), raw)
+}
+
+fn record_validation(c: &mut Criterion) {
+    use tidelog::log::batch::{validate_batch, validate_produce, ValidateOptions};
+    let mut g = c.benchmark_group("validate_64x1KiB");
+    for (name, codec) in [
+        ("none", Compression::None),
+        ("gzip", Compression::Gzip),
+        ("snappy", Compression::Snappy),
+        ("lz4", Compression::Lz4),
+        ("zstd", Compression::Zstd),
+    ] {
+        let (b, raw) = text_batch(codec);
+        g.throughput(Throughput::Bytes(raw));
+        g.bench_function(format!("{name}: header + CRC only (before)"), |bench| {
+            bench.iter(|| validate_produce(black_box(&b), 1 << 20).unwrap())
+        });
+        let opts = ValidateOptions::new(1 << 20);
+        g.bench_function(format!("{name}: validate_batch (after)"), |bench| {
+            bench.iter(|| validate_batch(black_box(&b), &opts).unwrap())
+        });
+        if codec != Compression::Zstd {
+            let to_zstd = ValidateOptions {
+                target_codec: Some(Compression::Zstd as i16),
+                ..opts
+            };
+            g.bench_function(
+                format!("{name}: validate_batch + rewrite to zstd"),
+                |bench| bench.iter(|| validate_batch(black_box(&b), &to_zstd).unwrap()),
+            );
+        }
+    }
+    g.finish();
+}
+
 fn fetch_assembly(c: &mut Criterion) {
     let file = Arc::new(File::open("/dev/null").expect("open /dev/null"));
     let mut g = c.benchmark_group("encode_fetch_response");
@@ -183,6 +269,7 @@ criterion_group!(
     benches,
     framing_and_produce_parsing,
     batch_validation,
+    record_validation,
     fetch_assembly,
     routing
 );

@@ -52,6 +52,16 @@ pub const DELETE_RETENTION_MS_DEFAULT: i64 = 86_400_000;
 /// `min.cleanable.dirty.ratio` default, as in Kafka.
 pub const MIN_CLEANABLE_DIRTY_RATIO_DEFAULT: f64 = 0.5;
 
+/// How far one produced batch may expand when decompressed for validation, as a multiple of
+/// its topic's `max.message.bytes` (counted as at least [`BATCH_DECOMPRESSED_BYTES_MIN`]): past
+/// it the batch is refused with MESSAGE_TOO_LARGE. Kafka has no such bound; records are walked as
+/// a stream, so it bounds the CPU one small batch can cost (a 67 KB zstd batch of 2 GiB of
+/// zeros), not memory. 32 leaves real producers' ratios (text, JSON: 5-20x) far inside it.
+pub const BATCH_DECOMPRESSED_BYTES_FACTOR: u64 = 32;
+/// Floor of the `max.message.bytes` that [`BATCH_DECOMPRESSED_BYTES_FACTOR`] multiplies, so a
+/// topic with a small `max.message.bytes` still takes well-compressed batches.
+pub const BATCH_DECOMPRESSED_BYTES_MIN: u64 = 1 << 20;
+
 const _: () = assert!(SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_MAX);
 const _: () = assert!(LOG_CLEANER_DEDUPE_BUFFER_SIZE_MIN <= LOG_CLEANER_DEDUPE_BUFFER_SIZE_DEFAULT);
 const _: () = assert!((MAX_MESSAGE_BYTES_DEFAULT as u64) < SEGMENT_BYTES_DEFAULT);

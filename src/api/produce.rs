@@ -5,13 +5,16 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::{log_client_error, respond, Outcome};
 use crate::error::ErrorCode;
-use crate::log::{AppendInfo, Durability};
+use crate::log::validate::{RecordError, ValidateOptions};
+use crate::log::{AppendInfo, Durability, LogError};
 use crate::protocol::request::{Request, RequestError};
 use crate::shard::{Shard, LEADER_EPOCH};
 use crate::util::join_all;
@@ -24,7 +27,40 @@ struct Piece {
     records: Bytes,
 }
 
-type AppendResult = Result<AppendInfo, (ErrorCode, String)>;
+/// A partition's failure: Kafka's code, the message, and KIP-467's per-record errors.
+struct Failure {
+    code: ErrorCode,
+    message: String,
+    record_errors: Vec<RecordError>,
+}
+
+impl From<(ErrorCode, String)> for Failure {
+    fn from((code, message): (ErrorCode, String)) -> Self {
+        Failure {
+            code,
+            message,
+            record_errors: Vec::new(),
+        }
+    }
+}
+
+impl From<LogError> for Failure {
+    fn from(e: LogError) -> Self {
+        let code = e.error_code();
+        let message = e.to_string();
+        let record_errors = match e {
+            LogError::RecordErrors(errors) => errors,
+            _ => Vec::new(),
+        };
+        Failure {
+            code,
+            message,
+            record_errors,
+        }
+    }
+}
+
+type AppendResult = Result<AppendInfo, Failure>;
 
 pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, RequestError> {
     let body: ProduceRequest = req.decode_body()?;
@@ -42,6 +78,14 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, Request
             super::metadata::auto_create_missing(shard, &missing).await;
         }
     }
+    // Kafka's KafkaApis.handleProduceRequest: transactional records need the request's
+    // transactional_id (and the right to write to it); without one the whole request fails.
+    let transactional_without_id = body.transactional_id.is_none()
+        && body.topic_data.iter().any(|t| {
+            t.partition_data
+                .iter()
+                .any(|p| p.records.as_deref().is_some_and(is_transactional))
+        });
     let image = shard.metadata();
     let mut results: Vec<AppendResult> = Vec::new();
     let mut by_owner: BTreeMap<usize, Vec<Piece>> = BTreeMap::new();
@@ -51,12 +95,17 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, Request
             let slot = results.len();
             results.push(Err((
                 ErrorCode::UnknownTopicOrPartition,
-                "not handled".into(),
-            )));
+                "not handled".to_string(),
+            )
+                .into()));
             let checked = match (meta, &p.records) {
                 _ if !matches!(acks, -1..=1) => {
                     Err((ErrorCode::InvalidRequiredAcks, format!("acks={acks}")))
                 }
+                _ if transactional_without_id => Err((
+                    ErrorCode::TransactionalIdAuthorizationFailed,
+                    "transactional records in a produce request without a transactional_id".into(),
+                )),
                 (None, _) => Err((
                     ErrorCode::UnknownTopicOrPartition,
                     format!("topic {} does not exist", t.name.0),
@@ -84,7 +133,7 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, Request
                             records,
                         })
                 }
-                Err(e) => results[slot] = Err(e),
+                Err(e) => results[slot] = Err(e.into()),
             }
         }
     }
@@ -102,14 +151,23 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, Request
         results[slot] = r;
     }
     if acks == 0 {
-        if let Some(Err((code, msg))) = results.iter().find(|r| r.is_err()) {
+        if let Some(Err(f)) = results.iter().find(|r| r.is_err()) {
             return Ok(Outcome::Close(format!(
-                "acks=0 produce failed: {code:?}: {msg}"
+                "acks=0 produce failed: {:?}: {}",
+                f.code, f.message
             )));
         }
         return Ok(Outcome::NoResponse);
     }
     respond(req, &response(req, &body, results))
+}
+
+/// Whether a partition's (first) batch has the transactional attribute bit.
+fn is_transactional(records: &[u8]) -> bool {
+    use crate::log::batch::{ATTRIBUTES, ATTR_TRANSACTIONAL};
+    records
+        .get(ATTRIBUTES..ATTRIBUTES + 2)
+        .is_some_and(|a| i16::from_be_bytes([a[0], a[1]]) & ATTR_TRANSACTIONAL != 0)
 }
 
 /// Runs on the owner shard: appends every piece concurrently.
@@ -126,24 +184,33 @@ async fn append_all(
                     piece.slot,
                     Err((
                         ErrorCode::NotLeaderOrFollower,
-                        "partition is not open".into(),
-                    )),
+                        "partition is not open".to_string(),
+                    )
+                        .into()),
                 );
             };
-            let records = match with_topic_codec(&shard, &piece) {
+            let max_message_bytes = p.log.config.borrow().max_message_bytes;
+            let records = match with_topic_codec(&shard, &piece, max_message_bytes).await {
                 Ok(r) => r,
-                Err(e) => return (piece.slot, Err(e)),
+                Err(e) => return (piece.slot, Err(e.into())),
             };
             let r = p.log.append(&records, LEADER_EPOCH, durability).await;
             p.notify();
-            (piece.slot, r.map_err(|e| (e.error_code(), e.to_string())))
+            (piece.slot, r.map_err(Failure::from))
         }
     });
     join_all(appends.collect()).await
 }
 
-/// The piece's batch, rewritten when the topic's `compression.type` names another codec.
-fn with_topic_codec(shard: &Shard, piece: &Piece) -> Result<Bytes, (ErrorCode, String)> {
+/// The piece's batch, rewritten when the topic's `compression.type` names another codec. The
+/// rewrite is the validator's record walk with a compressing writer attached: it checks the
+/// producer's CRC and records first (re-encoding would otherwise give a corrupt batch a fresh,
+/// valid checksum), streams, and yields like the append path's validation.
+async fn with_topic_codec(
+    shard: &Shard,
+    piece: &Piece,
+    max_message_bytes: u32,
+) -> Result<Bytes, LogError> {
     let image = shard.metadata();
     let configured = image
         .topic(&piece.topic)
@@ -153,15 +220,13 @@ fn with_topic_codec(shard: &Shard, piece: &Piece) -> Result<Bytes, (ErrorCode, S
     let Some(target) = crate::protocol::recompress::target_codec(codec) else {
         return Ok(piece.records.clone());
     };
-    // Check the producer's CRC before decoding: re-encoding would otherwise give a corrupt
-    // batch a fresh, valid checksum.
-    crate::log::batch::validate_produce(&piece.records, u32::MAX)
-        .map_err(|e| (e.error_code(), e.to_string()))?;
-    match crate::protocol::recompress::recompress(&piece.records, target) {
-        Ok(Some(b)) => Ok(b),
-        Ok(None) => Ok(piece.records.clone()),
-        Err(msg) => Err((ErrorCode::CorruptMessage, msg)),
-    }
+    let opts = ValidateOptions {
+        target_codec: Some(target as i16),
+        ..ValidateOptions::new(max_message_bytes)
+    };
+    let v = crate::log::validate::validate_yielding(&piece.records, &opts).await?;
+    Ok(v.rewritten
+        .map_or_else(|| piece.records.clone(), Bytes::from))
 }
 
 fn response(req: &Request, body: &ProduceRequest, results: Vec<AppendResult>) -> ProduceResponse {
@@ -180,18 +245,31 @@ fn response(req: &Request, body: &ProduceRequest, results: Vec<AppendResult>) ->
                             .with_base_offset(info.base_offset.0)
                             .with_log_append_time_ms(info.log_append_time_ms)
                             .with_log_start_offset(info.log_start_offset.0),
-                        Err((code, msg)) => {
+                        Err(f) => {
                             log_client_error(
                                 req,
                                 &format!("produce to {}-{}", t.name.0, p.index),
-                                code,
-                                &msg,
+                                f.code,
+                                &f.message,
                             );
-                            r.with_error_code(code.code())
+                            // KIP-467 (Produce v8+; older versions do not encode the field).
+                            let record_errors = f
+                                .record_errors
+                                .into_iter()
+                                .map(|e| {
+                                    BatchIndexAndErrorMessage::default()
+                                        .with_batch_index(e.batch_index)
+                                        .with_batch_index_error_message(Some(
+                                            StrBytes::from_string(e.message),
+                                        ))
+                                })
+                                .collect();
+                            r.with_error_code(f.code.code())
                                 .with_base_offset(-1)
                                 .with_log_append_time_ms(-1)
                                 .with_log_start_offset(-1)
-                                .with_error_message(Some(StrBytes::from_string(msg)))
+                                .with_record_errors(record_errors)
+                                .with_error_message(Some(StrBytes::from_string(f.message)))
                         }
                     }
                 })

@@ -81,9 +81,9 @@ enum Reserved {
 
 impl PartitionLog {
     /// Appends one RecordBatch v2 exactly as the producer sent it (see the module docs for the
-    /// concurrency rules). Nothing of a rejected batch is written. On a compacted topic every
-    /// record needs a key (INVALID_RECORD otherwise), which for a compressed batch costs a
-    /// decompression; no other topic ever decompresses here.
+    /// concurrency rules). Nothing of a rejected batch is written. Every record is validated
+    /// first (`validate`), streaming through the codec of a compressed batch; on a compacted
+    /// topic every record needs a key (INVALID_RECORD with per-record errors otherwise).
     pub async fn append(
         &self,
         batch: &[u8],
@@ -91,16 +91,19 @@ impl PartitionLog {
         durability: Durability,
     ) -> Result<AppendInfo, LogError> {
         let cfg = self.config.borrow().clone();
-        let h = batch::validate_produce(batch, cfg.max_message_bytes)?;
+        let opts = super::validate::ValidateOptions {
+            compacted: cfg.cleanup_policy.compact,
+            ..super::validate::ValidateOptions::new(cfg.max_message_bytes)
+        };
+        let h = super::validate::validate_yielding(batch, &opts)
+            .await?
+            .header;
         let segment_bytes = cfg.segment_bytes_effective();
         if h.total_len() as u64 > segment_bytes {
             return Err(LogError::MessageTooLarge {
                 size: h.total_len(),
                 max: segment_bytes as u32,
             });
-        }
-        if cfg.cleanup_policy.compact {
-            super::record::check_keys(batch, &h)?;
         }
         let now = now_ms();
         let w = match self.reserve(batch, &h, leader_epoch, now, &cfg)? {

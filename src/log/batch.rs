@@ -17,6 +17,9 @@
 
 use super::LogError;
 
+/// The full check of a produced batch, records included: the entry point fuzz targets call.
+pub use super::validate::{validate_batch, ValidateOptions, Validated};
+
 /// Byte position of `baseOffset`.
 pub const BASE_OFFSET: usize = 0;
 /// Byte position of `batchLength` (bytes after this field and itself: total length - 12).
@@ -173,11 +176,11 @@ pub fn check_stored(b: &[u8]) -> Option<BatchHeader> {
     (compute_crc(data) == h.crc).then_some(h)
 }
 
-/// Validates one batch as a producer sent it, before anything is written.
+/// Validates the header of one batch as a producer sent it, before anything is written; the
+/// records are checked by [`validate_batch`], which calls this first.
 ///
 /// Structure and CRC problems are CORRUPT_MESSAGE; well-formed batches the broker refuses are
-/// INVALID_RECORD; a batch above `max_message_bytes` is MESSAGE_TOO_LARGE. Records are never
-/// decompressed.
+/// INVALID_RECORD; a batch above `max_message_bytes` is MESSAGE_TOO_LARGE.
 pub fn validate_produce(b: &[u8], max_message_bytes: u32) -> Result<BatchHeader, LogError> {
     let h = parse_header(b).ok_or_else(|| {
         LogError::CorruptMessage(format!(
@@ -220,6 +223,20 @@ pub fn validate_produce(b: &[u8], max_message_bytes: u32) -> Result<BatchHeader,
     if h.is_control() {
         return Err(LogError::InvalidRecord(
             "clients may not produce control batches".into(),
+        ));
+    }
+    if h.producer_id >= 0 && h.base_sequence < 0 {
+        // Kafka's LogValidator.validateBatch: an idempotent batch must number its records.
+        return Err(LogError::InvalidRecord(format!(
+            "invalid sequence number {} in a batch with producerId {}",
+            h.base_sequence, h.producer_id
+        )));
+    }
+    if h.attributes & ATTR_TRANSACTIONAL != 0 && h.producer_id < 0 {
+        // A transaction is a producer's: without a producer id there is no producer state to
+        // fence, no transaction to end, and read_committed consumers would wait on it forever.
+        return Err(LogError::InvalidRecord(
+            "transactional record batch without a producer id".into(),
         ));
     }
     if h.compression() > COMPRESSION_MAX {
@@ -435,6 +452,7 @@ pub(crate) mod tests {
         #[test]
         fn random_bytes_never_panic(b in proptest::collection::vec(any::<u8>(), 0..300), max in any::<u32>()) {
             let _ = validate_produce(&b, max);
+            let _ = validate_batch(&b, &ValidateOptions::new(max));
             let _ = check_stored(&b);
             let _ = first_record_at_or_after(&b, 0, 0);
             let _ = peek_offset_and_len(&b);
@@ -449,6 +467,7 @@ pub(crate) mod tests {
             let i = at % b.len();
             b[i] = byte;
             let _ = validate_produce(&b, u32::MAX);
+            let _ = validate_batch(&b, &ValidateOptions { compacted: true, ..ValidateOptions::new(u32::MAX) });
             let _ = first_record_at_or_after(&b, 0, 0);
         }
     }

@@ -25,11 +25,14 @@
 //! - `epoch`: the leader-epoch cache.
 //! - `partition` (+ `append`, `recovery`, `retention`): [`PartitionLog`] itself.
 //! - `record`: record-level access (keys, tombstones) and the codecs, for compaction.
+//! - [`validate`] (+ `codec`): every record of a produced batch checked as Kafka's
+//!   LogValidator does, streaming through the codecs; topic recompression on the same walk.
 //! - `offset_map`: the cleaner's bounded map of key hashes to latest offsets.
 //! - `compact` (+ `swap`): log compaction (`cleanup.policy=compact`) and its crash-safe swap.
 
 mod append;
 pub mod batch;
+mod codec;
 mod compact;
 mod epoch;
 mod files;
@@ -48,6 +51,7 @@ mod tests;
 mod tests_compact;
 #[cfg(test)]
 mod tests_offshard;
+pub mod validate;
 
 use std::fmt;
 use std::sync::Arc;
@@ -218,6 +222,12 @@ pub enum LogError {
     OutOfOrderSequence(String),
     InvalidProducerEpoch(String),
     Io(std::io::Error),
+    /// Well-formed records the topic refuses (a keyless record on a compacted topic): Kafka's
+    /// INVALID_RECORD with one KIP-467 `record_errors` entry per record.
+    RecordErrors(Vec<validate::RecordError>),
+    /// A batch that is too large in a way `max.message.bytes` alone does not say (it expands
+    /// past the decompression bound, or its recompressed form does not fit).
+    BatchTooLarge(String),
 }
 
 impl LogError {
@@ -231,6 +241,8 @@ impl LogError {
             LogError::OutOfOrderSequence(_) => ErrorCode::OutOfOrderSequenceNumber,
             LogError::InvalidProducerEpoch(_) => ErrorCode::InvalidProducerEpoch,
             LogError::Io(_) => ErrorCode::KafkaStorageError,
+            LogError::RecordErrors(_) => ErrorCode::InvalidRecord,
+            LogError::BatchTooLarge(_) => ErrorCode::MessageTooLarge,
         }
     }
 }
@@ -255,6 +267,25 @@ impl fmt::Display for LogError {
             LogError::OutOfOrderSequence(m) => write!(f, "out of order sequence: {m}"),
             LogError::InvalidProducerEpoch(m) => write!(f, "invalid producer epoch: {m}"),
             LogError::Io(e) => write!(f, "log I/O error: {e}"),
+            // Kafka's wording (LogValidator.processRecordErrors), which clients show as is.
+            LogError::RecordErrors(errors) => {
+                write!(
+                    f,
+                    "One or more records have been rejected due to {} record errors in total, \
+                     and only showing the first three errors at most: [",
+                    errors.len()
+                )?;
+                for (i, e) in errors.iter().take(3).enumerate() {
+                    let sep = if i > 0 { ", " } else { "" };
+                    write!(
+                        f,
+                        "{sep}RecordError(batchIndex={}, message='{}')",
+                        e.batch_index, e.message
+                    )?;
+                }
+                write!(f, "]")
+            }
+            LogError::BatchTooLarge(m) => write!(f, "batch too large: {m}"),
         }
     }
 }

@@ -1,5 +1,5 @@
-//! Record-level access to a RecordBatch v2 for the two readers that need more than the header:
-//! the key check on appends to compacted topics, and the cleaner.
+//! Record-level access to a RecordBatch v2 for the cleaner. (Produced batches are checked record
+//! by record, compacted-topic keys included, by [`super::validate`].)
 //!
 //! Sans-io like [`super::batch`]: it works on byte slices and never panics on any input.
 //! Decompression and recompression use kafka-protocol's codecs with the batch's own codec; the
@@ -13,7 +13,6 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::compression::{Compressor, Decompressor, Gzip, Lz4, Snappy, Zstd};
 
 use super::batch::{self, BatchHeader};
-use super::LogError;
 
 /// One record of a batch, as the cleaner sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,21 +123,6 @@ fn compress(codec: i16, raw: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
         c => return Err(format!("unknown compression codec {c}")),
     };
     r.map_err(|e| e.to_string())
-}
-
-/// For appends to a compacted topic: every record must have a key (Kafka's INVALID_RECORD).
-/// A compressed batch is decompressed to check, as Kafka does; topics that are not compacted
-/// never get here, so their produce path still never decompresses.
-pub(crate) fn check_keys(b: &[u8], h: &BatchHeader) -> Result<(), LogError> {
-    let records = records_of(b, h).map_err(LogError::CorruptMessage)?;
-    let parsed = parse_records(&records, h.record_count)
-        .ok_or_else(|| LogError::CorruptMessage("malformed records in batch".into()))?;
-    if parsed.iter().any(|r| r.key.is_none()) {
-        return Err(LogError::InvalidRecord(
-            "compacted topic accepts only records with a key".into(),
-        ));
-    }
-    Ok(())
 }
 
 /// What the cleaner does with one batch.
@@ -264,7 +248,6 @@ pub(crate) mod tests {
                 c,
             );
             let h = batch::check_stored(&b).unwrap();
-            check_keys(&b, &h).unwrap();
             let out = filter_batch(&b, &h, false, |o, r| o != 100 && r.key != Some(b"c"));
             let Rewrite::Changed(nb) = out.unwrap() else {
                 panic!("{c:?}")
@@ -297,22 +280,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn keyless_records_are_invalid_and_garbage_is_corrupt() {
-        let b = keyed_batch(
-            &[(Some(b"a"), Some(b"1")), (None, Some(b"2"))],
-            0,
-            0,
-            Compression::Lz4,
-        );
-        let h = batch::check_stored(&b).unwrap();
-        assert!(matches!(
-            check_keys(&b, &h),
-            Err(LogError::InvalidRecord(_))
-        ));
-        let mut bad = b.clone();
-        let n = bad.len();
-        bad[n - 3] ^= 0xff;
-        assert!(check_keys(&bad, &h).is_err());
+    fn malformed_record_streams_do_not_parse() {
         assert!(parse_records(&[0x80; 7], 1).is_none());
     }
 }

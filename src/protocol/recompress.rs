@@ -1,16 +1,10 @@
 //! Topic-level `compression.type`: a batch arriving with another codec is rewritten with the
-//! topic's, as Kafka does. `producer` (the default) keeps every batch exactly as sent, and only
-//! then is the produce path free of decompression.
+//! topic's, as Kafka does; `producer` (the default) keeps every batch exactly as sent. The
+//! rewrite itself streams records through the codecs during validation
+//! (`log::validate`, `ValidateOptions::target_codec`), so its memory is bounded by
+//! `max.message.bytes`, never by the batch's compression ratio.
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-};
-
-/// Byte offset of the attributes in a RecordBatch v2 header.
-const ATTRIBUTES: usize = 21;
-const ATTR_COMPRESSION_MASK: u8 = 0x07;
-const ATTR_CONTROL: u8 = 0x20;
+use kafka_protocol::records::Compression;
 
 /// The codec a topic's `compression.type` demands; `None` for `producer` (keep as sent).
 pub fn target_codec(compression_type: &str) -> Option<Compression> {
@@ -24,33 +18,18 @@ pub fn target_codec(compression_type: &str) -> Option<Compression> {
     }
 }
 
-/// The batch re-encoded with `target`, or `None` when it already uses it (or is a control
-/// batch, which Kafka never rewrites). Offsets deltas, timestamps, keys, values, headers and the
-/// producer id, epoch and sequences are kept.
-pub fn recompress(batch: &Bytes, target: Compression) -> Result<Option<Bytes>, String> {
-    let Some(&attributes) = batch.get(ATTRIBUTES + 1) else {
-        return Err("record batch shorter than its header".into());
-    };
-    if attributes & ATTR_CONTROL != 0 || attributes & ATTR_COMPRESSION_MASK == target as u8 {
-        return Ok(None);
-    }
-    let mut input = batch.clone();
-    let set = RecordBatchDecoder::decode(&mut input)
-        .map_err(|e| format!("cannot decompress the batch: {e}"))?;
-    let mut out = BytesMut::with_capacity(batch.len());
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: target,
-    };
-    RecordBatchEncoder::encode(&mut out, &set.records, &options)
-        .map_err(|e| format!("cannot compress the batch: {e}"))?;
-    Ok(Some(out.freeze()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kafka_protocol::records::{Record, TimestampType};
+    use crate::log::batch::{validate_batch, ValidateOptions};
+    use bytes::{Bytes, BytesMut};
+    use kafka_protocol::records::{
+        Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+
+    /// Byte offset of the attributes in a RecordBatch v2 header.
+    const ATTRIBUTES: usize = 21;
+    const ATTR_COMPRESSION_MASK: u8 = 0x07;
 
     fn batch(codec: Compression, producer: Option<(i64, i16, i32)>) -> Bytes {
         let (pid, epoch, seq) = producer.unwrap_or((-1, -1, -1));
@@ -72,7 +51,9 @@ mod tests {
                 timestamp: 1000 + i,
                 key: Some(Bytes::from(format!("k{i}"))),
                 value: Some(Bytes::from("v".repeat(200))),
-                headers: Default::default(),
+                headers: [("h".into(), Some(Bytes::from(format!("x{i}"))))]
+                    .into_iter()
+                    .collect(),
             })
             .collect();
         let mut buf = BytesMut::new();
@@ -88,30 +69,51 @@ mod tests {
         buf.freeze()
     }
 
+    fn recompress(b: &[u8], target: Compression) -> Option<Vec<u8>> {
+        let opts = ValidateOptions {
+            target_codec: Some(target as i16),
+            ..ValidateOptions::new(1 << 20)
+        };
+        validate_batch(b, &opts).unwrap().rewritten
+    }
+
     #[test]
     fn batches_take_the_topic_codec_and_keep_their_records() {
-        for (from, to) in [
-            (Compression::None, Compression::Gzip),
-            (Compression::Lz4, Compression::Zstd),
-            (Compression::Snappy, Compression::None),
-        ] {
-            for producer in [None, Some((7, 1, 40))] {
-                let original = batch(from, producer);
-                let rewritten = recompress(&original, to).unwrap().expect("rewritten");
-                assert_eq!(rewritten[ATTRIBUTES + 1] & ATTR_COMPRESSION_MASK, to as u8);
-                let a = RecordBatchDecoder::decode(&mut original.clone()).unwrap();
-                let b = RecordBatchDecoder::decode(&mut rewritten.clone()).unwrap();
-                assert_eq!(a.records, b.records, "{from:?} -> {to:?}");
-                // Exactly one batch, as the log requires.
-                let len = i32::from_be_bytes(rewritten[8..12].try_into().unwrap()) as usize;
-                assert_eq!(len + 12, rewritten.len());
+        let codecs = [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ];
+        for from in codecs {
+            for to in codecs.into_iter().filter(|&c| c != from) {
+                for producer in [None, Some((7, 1, 40))] {
+                    let original = batch(from, producer);
+                    let rewritten = recompress(&original, to).expect("rewritten");
+                    assert_eq!(rewritten[ATTRIBUTES + 1] & ATTR_COMPRESSION_MASK, to as u8);
+                    let a = RecordBatchDecoder::decode(&mut original.clone()).unwrap();
+                    let b =
+                        RecordBatchDecoder::decode(&mut Bytes::from(rewritten.clone())).unwrap();
+                    assert_eq!(a.records, b.records, "{from:?} -> {to:?}");
+                    // Exactly one valid batch, as the log requires.
+                    let len = i32::from_be_bytes(rewritten[8..12].try_into().unwrap()) as usize;
+                    assert_eq!(len + 12, rewritten.len());
+                    validate_batch(&rewritten, &ValidateOptions::new(1 << 20)).unwrap();
+                }
             }
         }
-        assert!(
-            recompress(&batch(Compression::Gzip, None), Compression::Gzip)
-                .unwrap()
-                .is_none()
-        );
-        assert!(recompress(&Bytes::from_static(b"short"), Compression::Gzip).is_err());
+        assert!(recompress(&batch(Compression::Gzip, None), Compression::Gzip).is_none());
+    }
+
+    #[test]
+    fn recompressed_output_past_max_message_bytes_is_too_large() {
+        let b = batch(Compression::Zstd, None);
+        let opts = ValidateOptions {
+            target_codec: Some(Compression::None as i16),
+            ..ValidateOptions::new(b.len() as u32 + 10)
+        };
+        let e = validate_batch(&b, &opts).unwrap_err();
+        assert_eq!(e.error_code(), crate::error::ErrorCode::MessageTooLarge);
     }
 }
