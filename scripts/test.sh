@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The one test command (see README; .ci/run execs it). On a fresh Debian machine with Rust and
 # Python 3 it installs what the tests need (kcat, Python virtualenvs under target/py-venvs/),
-# then runs: cargo fmt --check, cargo clippy -D warnings, cargo test --all-targets, and the
-# Python suites (tests/python) once with kafka-python 2.0.2 and once with kafka-python 3.x.
+# then runs: cargo fmt --check, cargo clippy -D warnings, cargo test --all-targets, the
+# Python suites (tests/python) once with kafka-python 2.0.2 and once with kafka-python 3.x, and
+# the peers' own suites (scripts/peers.sh: franz-go, the Java client, librdkafka's tests/).
 #
 # Every step runs even when an earlier one failed, so one run shows everything that is wrong;
 # the script ends with one summary line and exits non-zero if any step failed.
@@ -39,6 +40,8 @@ install_system_packages() {
     { command -v cc && command -v make; } >/dev/null || apt_install build-essential || rc=1
     # Debian's own python3 ships venv separately.
     "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv || rc=1
+    # librdkafka's own test suite (scripts/peers/librdkafka.sh) builds librdkafka from source.
+    dpkg -s libssl-dev zlib1g-dev libzstd-dev >/dev/null 2>&1 || apt_install libssl-dev zlib1g-dev libzstd-dev || rc=1
     return $rc
 }
 
@@ -94,6 +97,13 @@ KP2=$(cat "$ROOT/target/py-venvs/kafka-python-2/requirements.txt" 2>/dev/null | 
 KP3=$(cat "$ROOT/target/py-venvs/kafka-python-3/requirements.txt" 2>/dev/null | grep -o 'kafka-python==[^ ]*' || echo kafka-python-3)
 run_pytest kafka-python-2 "$KP2"
 run_pytest kafka-python-3 "$KP3" TIDELOG_KCAT=1
+
+# The Kafka ecosystem's own suites against the broker (tests/PEERS.md): franz-go's kgo suite,
+# the Java client's flows, a bounded subset of librdkafka's tests/, kafka-javascript. Each
+# installs what it needs or prints a loud SKIP line.
+echo "==> peers' suites"
+TIDELOG_BIN="$ROOT/target/debug/tidelog" scripts/peers.sh 2>&1 | tee "$LOGS/peers.log"
+record "peers" "${PIPESTATUS[0]}" "$(grep -E '^(peers |SKIP: )' "$LOGS/peers.log" | paste -sd';')"
 
 echo
 for line in "${SUMMARY[@]}"; do echo "  $line"; done

@@ -93,6 +93,11 @@ fn main() -> ExitCode {
                         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
                 )
                 .with_writer(std::io::stderr)
+                // Colour codes only on a terminal, not in log files and pipes.
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                // A closed stderr (the operator's pipe went away) must not end the broker:
+                // tracing-subscriber reports a failed write with eprintln!, which panics then.
+                .log_internal_errors(false)
                 .init();
             match build_config(&args).and_then(tidelog::server::run) {
                 Ok(()) => ExitCode::SUCCESS,

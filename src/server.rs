@@ -114,7 +114,12 @@ pub fn run(mut config: BrokerConfig) -> Result<(), String> {
         data_dir = %config.data_dir.display(),
         "broker started; each shard reserved its io_uring memory"
     );
-    println!("listening on {}", config.listen);
+    // The readiness line; a closed stdout (the starter stopped reading) must not end the broker.
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "listening on {}", config.listen).and_then(|()| out.flush());
+    }
     use std::io::Write;
     let _ = std::io::stdout().flush();
 

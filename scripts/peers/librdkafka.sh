@@ -30,6 +30,7 @@ SKIPS=(
     "0115|ACLs are not built (producer authorization errors)"
     "0119|ACLs are not built (consumer authorization errors)"
     "0142|SASL reauthentication: SASL is not built"
+    "0081|its ACL sub-tests need the ACL admin APIs (KIP-140), which are not built (security issue)"
 )
 # The CI subset: produce/consume, codecs, offsets, groups, admin, idempotence, fetch sizes.
 CI_TESTS=0001,0002,0005,0008,0011,0012,0013,0017,0022,0029,0030,0031,0040,0052,0081,0082,0090,0121
