@@ -1,15 +1,21 @@
 //! The broker's global allocator: the system allocator, except that very large allocations are
 //! reserved with `mmap(MAP_NORESERVE)`.
 //!
-//! Why: `kafka-protocol` decodes an array by calling `Vec::with_capacity(count)` with the count a
-//! client sent, before it has checked that the bytes for that many elements exist. Thirteen bytes
-//! announcing 2^31 topics ask for ~150 GB; `malloc` refuses, and Rust aborts the whole process on
-//! a failed allocation. Reserved with `MAP_NORESERVE`, such a block costs address space only: the
-//! decoder fails on the next element ("not enough bytes"), the block is unmapped untouched, and
-//! the connection is closed with a logged reason. Nothing the broker itself does allocates
-//! anywhere near [`HUGE_ALLOCATION_BYTES`] (every buffer is bounded in `config`), so ordinary
-//! allocations never take this path. Under `vm.overcommit_memory=2` the kernel refuses even these
-//! reservations; tuning.md says so.
+//! Why, originally: `kafka-protocol` as released decodes an array by calling
+//! `Vec::with_capacity(count)` with the count a client sent, before it has checked that the
+//! bytes for that many elements exist. Thirteen bytes announcing 2^31 topics asked for ~150 GB;
+//! `malloc` refuses, and Rust aborts the whole process on a failed allocation.
+//!
+//! That hole is now closed where it is opened: the vendored, patched `kafka-protocol`
+//! (vendor/kafka-protocol/NOTE-tidelog.md) checks every count and length against the bytes
+//! remaining before it allocates, whatever `vm.overcommit_memory` says
+//! (tests/hostile_counts_allocate_nothing.rs runs the decoders on the plain system allocator).
+//! This allocator stays as a second line for any other decoder that might trust a count: a
+//! block reserved with `MAP_NORESERVE` costs address space only, and is unmapped untouched
+//! when the decode fails. Nothing the broker itself does allocates anywhere near
+//! [`HUGE_ALLOCATION_BYTES`] (every buffer is bounded in `config`), so ordinary allocations
+//! never take this path. Under `vm.overcommit_memory=2` the kernel refuses even these
+//! reservations, and only the first line holds.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 

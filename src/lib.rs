@@ -21,7 +21,8 @@
 //! - [`error`]: the wire error codes (Kafka's) and their mapping.
 //! - [`runtime`]: locked memory for io_uring and executor construction.
 //! - [`cli`]: the Kafka-console-style client commands (`tidelog topic|produce|consume`).
-//! - [`alloc`]: the global allocator that keeps hostile array counts from aborting the broker.
+//! - [`alloc`]: the global allocator; a second line behind the count checks of the vendored
+//!   `kafka-protocol` against hostile array counts.
 //! - [`util`]: small async helpers.
 //! - [`tune`]: `tidelog tune --check`, the host's OS settings against tuning.md.
 pub mod admin;

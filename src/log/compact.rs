@@ -80,7 +80,7 @@ impl CleanerState {
         let first_dirty = parts.next().flatten().unwrap_or(0);
         let tombstones_due_ms = parts.next().flatten().unwrap_or(i64::MAX);
         CleanerState {
-            first_dirty: Offset(first_dirty.clamp(0, leo.0)),
+            first_dirty: Offset(first_dirty.clamp(0, leo.0.max(0))),
             tombstones_due_ms,
         }
     }

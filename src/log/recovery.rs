@@ -209,8 +209,12 @@ async fn scan_segment(seg: &Segment, rb: &mut Rebuild) -> io::Result<u64> {
         let Some(bytes) = chunk.get(pos, len)? else {
             break;
         };
-        // Offsets only grow: compaction leaves gaps between batches, as in Kafka.
-        let Some(h) = batch::check_stored(bytes).filter(|h| h.base_offset >= expected) else {
+        // Offsets only grow: compaction leaves gaps between batches, as in Kafka. A negative
+        // lastOffsetDelta, or a last offset with no successor, is corruption (found by the
+        // segment_recovery fuzz target: it made the log end offset negative).
+        let Some(h) = batch::check_stored(bytes).filter(|h| {
+            h.base_offset >= expected && h.last_offset_delta >= 0 && h.last_offset() < i64::MAX
+        }) else {
             break;
         };
         // Finding the exact record costs a parse; only batches that raise the max need it.

@@ -5,6 +5,7 @@
 //! on bytes alone. Message bodies come from the `kafka-protocol` crate.
 
 pub mod apis;
+pub mod bodies;
 pub mod fetch;
 pub mod frame;
 pub mod recompress;
