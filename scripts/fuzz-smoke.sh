@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 SECS=${1:-${FUZZ_SECONDS:-20}}
 TARGETS=${FUZZ_TARGETS:-"request_decoder batch_validator segment_recovery"}
-export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-1}
+# Builds use every core unless CARGO_BUILD_JOBS says otherwise; the runs use one.
 
 skip() {
     echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!" >&2

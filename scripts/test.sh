@@ -105,6 +105,11 @@ echo "==> peers' suites"
 TIDELOG_BIN="$ROOT/target/debug/tidelog" scripts/peers.sh 2>&1 | tee "$LOGS/peers.log"
 record "peers" "${PIPESTATUS[0]}" "$(grep -E '^(peers |SKIP: )' "$LOGS/peers.log" | paste -sd';')"
 
+# libFuzzer smoke run of each fuzz target (fuzz/README.md): seconds each, on its seed corpus.
+echo "==> fuzz smoke"
+scripts/fuzz-smoke.sh 2>&1 | tee "$LOGS/fuzz-smoke.log"
+record "fuzz smoke" "${PIPESTATUS[0]}" "$(tail -1 "$LOGS/fuzz-smoke.log")"
+
 echo
 for line in "${SUMMARY[@]}"; do echo "  $line"; done
 if [ "$FAILED" = 0 ]; then

@@ -21,7 +21,7 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use tidelog::config::{MAX_MESSAGE_BYTES_DEFAULT, SOCKET_REQUEST_MAX_BYTES_DEFAULT};
-use tidelog::log::batch;
+use tidelog::log::batch::{self, ValidateOptions};
 use tidelog::log::{LogConfig, PartitionLog};
 use tidelog::protocol::apis::APIS;
 use tidelog::protocol::bodies::decode_any;
@@ -344,7 +344,7 @@ fn request_seeds_decode_in_full() {
                     .records
                     .as_ref()
                     .unwrap();
-                batch::validate_produce(records, MAX_MESSAGE_BYTES_DEFAULT)
+                batch::validate_batch(records, &ValidateOptions::new(MAX_MESSAGE_BYTES_DEFAULT))
                     .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             }
             frames += 1;
@@ -356,8 +356,11 @@ fn request_seeds_decode_in_full() {
 #[test]
 fn batch_seeds_validate() {
     for (path, bytes) in write_or_read("batch_validator", batch_seeds()) {
-        batch::validate_produce(&bytes[1..], MAX_MESSAGE_BYTES_DEFAULT)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        batch::validate_batch(
+            &bytes[1..],
+            &ValidateOptions::new(MAX_MESSAGE_BYTES_DEFAULT),
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     }
 }
 

@@ -1,11 +1,14 @@
-//! The produce-side record-batch validator (`log::batch::validate_produce`) and what the append
+//! The produce-side record-batch validator (`log::batch::validate_batch`: header, CRC, then
+//! every record, decompressing as a bounded stream and, when asked, rewriting with the
+//! topic's codec) and what the append
 //! path does with a batch it accepts: assign the offset and leader epoch (and LogAppendTime),
 //! then read it back as recovery and fetch do.
 //!
 //! Input: one mode byte, then the batch. Mode bit 0 repairs `batchLength` and the CRC before
 //! validation, so that the fuzzer spends its time past those two checks (random bytes almost
 //! never carry a matching CRC32C); bit 1 validates against a small `max.message.bytes`; bit 2
-//! assigns LogAppendTime.
+//! assigns LogAppendTime; bit 3 applies the compacted-topic key rule; bit 4 rewrites with zstd
+//! (a topic `compression.type`).
 //!
 //! Properties: never a panic; an accepted batch is exactly the buffer, and once assigned it
 //! passes the stored-batch check with the assigned fields.
@@ -13,7 +16,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use tidelog::config::MAX_MESSAGE_BYTES_DEFAULT;
-use tidelog::log::batch::{self, LOG_OVERHEAD};
+use tidelog::log::batch::{self, ValidateOptions, LOG_OVERHEAD};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, bytes)) = data.split_first() else {
@@ -28,9 +31,21 @@ fuzz_target!(|data: &[u8]| {
     } else {
         MAX_MESSAGE_BYTES_DEFAULT
     };
-    let Ok(h) = batch::validate_produce(&b, max) else {
+    let mut opts = ValidateOptions::new(max);
+    opts.compacted = mode & 8 != 0;
+    if mode & 16 != 0 {
+        opts.target_codec = Some(4);
+    }
+    let Ok(validated) = batch::validate_batch(&b, &opts) else {
         return;
     };
+    if let Some(rewritten) = &validated.rewritten {
+        // The rewrite is bounded by max.message.bytes and is itself a valid batch.
+        assert!(rewritten.len() <= max as usize);
+        batch::validate_batch(rewritten, &ValidateOptions::new(max))
+            .expect("a rewritten batch validates");
+    }
+    let h = validated.header;
     assert_eq!(
         h.total_len(),
         b.len(),
