@@ -18,20 +18,25 @@ const CONCURRENCY: u64 = 32;
 
 /// A valid uncompressed batch of exactly `total` bytes holding one record.
 fn make_batch(total: usize) -> Vec<u8> {
-    // One record: length varint (2-3 bytes), attributes, ts delta, offset delta, null key,
-    // value length varint (2-3 bytes), value, header count; zero padding makes up the rest.
-    let value_len = total - batch::HEADER_LEN - 12;
-    let mut rec = vec![0u8, 0, 0, 1];
-    put_varint(&mut rec, value_len as i64);
-    rec.extend(std::iter::repeat_n(0xab, value_len));
-    rec.push(0);
-    let mut recs = Vec::new();
-    put_varint(&mut recs, rec.len() as i64);
-    recs.extend_from_slice(&rec);
+    // One record: length varint, attributes, ts delta, offset delta, null key, value length
+    // varint, value, header count. The value is sized so the batch is exactly `total` bytes:
+    // the produce path refuses bytes after the last record, as Kafka does.
+    let record = |value_len: usize| {
+        let mut rec = vec![0u8, 0, 0, 1];
+        put_varint(&mut rec, value_len as i64);
+        rec.extend(std::iter::repeat_n(0xab, value_len));
+        rec.push(0);
+        let mut recs = Vec::new();
+        put_varint(&mut recs, rec.len() as i64);
+        recs.extend_from_slice(&rec);
+        recs
+    };
+    let recs = (5..=16)
+        .map(|overhead| record(total - batch::HEADER_LEN - overhead))
+        .find(|recs| batch::HEADER_LEN + recs.len() == total)
+        .expect("a value length that makes the batch exactly `total` bytes");
     let mut b = vec![0u8; batch::HEADER_LEN];
     b.extend_from_slice(&recs);
-    assert!(b.len() <= total);
-    b.resize(total, 0);
     let len = (b.len() - batch::LOG_OVERHEAD) as i32;
     b[batch::BATCH_LENGTH..][..4].copy_from_slice(&len.to_be_bytes());
     b[batch::MAGIC] = 2;
