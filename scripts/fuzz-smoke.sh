@@ -13,8 +13,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 SECS=${1:-${FUZZ_SECONDS:-20}}
-# batch_validator is left out of the smoke run until the crash kept in fuzz/regressions/batch_validator/ is fixed (closing note of 2026-12-01).
-TARGETS=${FUZZ_TARGETS:-"request_decoder segment_recovery"}
+TARGETS=${FUZZ_TARGETS:-"request_decoder batch_validator segment_recovery"}
 # Builds use every core unless CARGO_BUILD_JOBS says otherwise; the runs use one.
 
 skip() {
