@@ -13,6 +13,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::{log_client_error, respond, Outcome};
 use crate::error::ErrorCode;
+use crate::log::batch;
 use crate::log::validate::{RecordError, ValidateOptions};
 use crate::log::{AppendInfo, Durability, LogError};
 use crate::protocol::request::{Request, RequestError};
@@ -220,6 +221,14 @@ async fn with_topic_codec(
     let Some(target) = crate::protocol::recompress::target_codec(codec) else {
         return Ok(piece.records.clone());
     };
+    // A batch already in the topic's codec needs no rewrite, and the append validates it:
+    // walking it here too would decompress every such batch twice.
+    let attributes = piece.records.get(batch::ATTRIBUTES..batch::ATTRIBUTES + 2);
+    if attributes.is_some_and(|a| {
+        i16::from_be_bytes([a[0], a[1]]) & batch::ATTR_COMPRESSION_MASK == target as i16
+    }) {
+        return Ok(piece.records.clone());
+    }
     let opts = ValidateOptions {
         target_codec: Some(target as i16),
         ..ValidateOptions::new(max_message_bytes)
