@@ -52,6 +52,13 @@ pub const DELETE_RETENTION_MS_DEFAULT: i64 = 86_400_000;
 /// `min.cleanable.dirty.ratio` default, as in Kafka.
 pub const MIN_CLEANABLE_DIRTY_RATIO_DEFAULT: f64 = 0.5;
 
+/// `message.timestamp.before.max.ms` (`log.message.timestamp.before.max.ms`): Kafka's default,
+/// no bound on how old a CreateTime timestamp may be.
+pub const MESSAGE_TIMESTAMP_BEFORE_MAX_MS_DEFAULT: i64 = i64::MAX;
+/// `message.timestamp.after.max.ms`: Kafka 4's default (KIP-1030), one hour into the future.
+pub const MESSAGE_TIMESTAMP_AFTER_MAX_MS_DEFAULT: i64 = 3_600_000;
+const _: () = assert!(MESSAGE_TIMESTAMP_AFTER_MAX_MS_DEFAULT >= 0);
+
 /// How far one produced batch may expand when decompressed for validation, as a multiple of
 /// its topic's `max.message.bytes` (counted as at least [`BATCH_DECOMPRESSED_BYTES_MIN`]): past
 /// it the batch is refused with MESSAGE_TOO_LARGE. Kafka has no such bound; records are walked as
@@ -233,6 +240,10 @@ pub struct BrokerConfig {
     pub fd_budget: FdBudget,
     /// `log.message.timestamp.type`: `CreateTime` or `LogAppendTime`.
     pub log_message_timestamp_type: String,
+    /// `log.message.timestamp.before.max.ms`: how far in the past a CreateTime record may be.
+    pub log_message_timestamp_before_max_ms: i64,
+    /// `log.message.timestamp.after.max.ms`: how far in the future a CreateTime record may be.
+    pub log_message_timestamp_after_max_ms: i64,
     /// `group.initial.rebalance.delay.ms`.
     pub group_initial_rebalance_delay_ms: u64,
     /// `group.min.session.timeout.ms`.
@@ -286,6 +297,8 @@ impl Default for BrokerConfig {
             max_connections: MAX_CONNECTIONS_DEFAULT,
             fd_budget: FdBudget::unlimited(),
             log_message_timestamp_type: "CreateTime".into(),
+            log_message_timestamp_before_max_ms: MESSAGE_TIMESTAMP_BEFORE_MAX_MS_DEFAULT,
+            log_message_timestamp_after_max_ms: MESSAGE_TIMESTAMP_AFTER_MAX_MS_DEFAULT,
             group_initial_rebalance_delay_ms: 3000,
             group_min_session_timeout_ms: 6000,
             group_max_session_timeout_ms: 1_800_000,
@@ -308,6 +321,15 @@ fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, String> {
         .trim()
         .parse()
         .map_err(|_| format!("invalid value {value:?} for {key}"))
+}
+
+/// A LONG that Kafka's validator bounds below at 0 (`atLeast(0)`).
+fn non_negative(key: &str, value: &str) -> Result<i64, String> {
+    let v: i64 = parse(key, value)?;
+    if v < 0 {
+        return Err(format!("{key} must be at least 0, got {value:?}"));
+    }
+    Ok(v)
 }
 
 impl BrokerConfig {
@@ -369,6 +391,12 @@ impl BrokerConfig {
                 "CreateTime" | "LogAppendTime" => self.log_message_timestamp_type = value.into(),
                 _ => return Err(format!("invalid value {value:?} for {key}")),
             },
+            "log.message.timestamp.before.max.ms" => {
+                self.log_message_timestamp_before_max_ms = non_negative(key, value)?
+            }
+            "log.message.timestamp.after.max.ms" => {
+                self.log_message_timestamp_after_max_ms = non_negative(key, value)?
+            }
             "group.min.session.timeout.ms" => {
                 self.group_min_session_timeout_ms = parse(key, value)?
             }

@@ -377,6 +377,51 @@ fn keyless_record_on_compacted_topic_is_named_in_record_errors() {
     assert_eq!(r.record_errors.len(), 1);
 }
 
+/// Kafka 4's `message.timestamp.after.max.ms` default is one hour: a CreateTime record stamped
+/// two hours ahead (a producer with a broken clock) is INVALID_TIMESTAMP, named per record, and
+/// nothing is written; a record without a timestamp (-1) is never range-checked.
+#[test]
+fn record_stamped_two_hours_in_the_future_is_invalid_timestamp() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let stamped = |base: i64| {
+        let records = [
+            record(0, Some(b"a"), b"1", None),
+            record(1, Some(b"b"), b"2", None),
+        ]
+        .concat();
+        let mut b = plain(&records, 2).to_vec();
+        b[27..35].copy_from_slice(&base.to_be_bytes());
+        b[35..43].copy_from_slice(&(base + 1).to_be_bytes());
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        Bytes::from(b)
+    };
+    let r = refused(stamped(now + 2 * 3_600_000), ErrorCode::InvalidTimestamp);
+    let errors: Vec<i32> = r.record_errors.iter().map(|e| e.batch_index).collect();
+    assert_eq!(errors, [0, 1]);
+    let message = r.record_errors[0].batch_index_error_message.as_deref();
+    assert!(
+        message.is_some_and(|m| m.contains("out of range")),
+        "{message:?}"
+    );
+    // Within the hour, and without a timestamp, the batch is taken.
+    let (_broker, mut c) = start(&[]);
+    assert_eq!(produce(&mut c, stamped(now + 60_000)).error_code, 0);
+    assert_eq!(produce(&mut c, stamped(-1)).error_code, 0);
+    // The window is the topic's: a wider `message.timestamp.after.max.ms` takes the batch,
+    // a `message.timestamp.before.max.ms` of one hour refuses one stamped a day ago.
+    let (_broker, mut c) = start(&[("message.timestamp.after.max.ms", "86400000")]);
+    assert_eq!(produce(&mut c, stamped(now + 2 * 3_600_000)).error_code, 0);
+    let (_broker, mut c) = start(&[("message.timestamp.before.max.ms", "3600000")]);
+    let day_old = produce(&mut c, stamped(now - 86_400_000));
+    assert_eq!(day_old.error_code, ErrorCode::InvalidTimestamp.code());
+    assert_eq!(latest(&mut c), 0, "a refused batch wrote records");
+    assert_eq!(produce(&mut c, stamped(now)).error_code, 0);
+}
+
 // ---- decompression bombs ------------------------------------------------------------------
 
 fn vm_hwm_kib(pid: u32) -> u64 {
@@ -391,6 +436,10 @@ fn vm_hwm_kib(pid: u32) -> u64 {
 /// Sends `bomb` while a second client times ApiVersions round trips on the same shard; checks
 /// the refusal, the broker's peak memory and the other client's worst round trip.
 fn bomb(configs: &[(&str, &str)], bomb: Bytes) {
+    // One bomb at a time: two brokers grinding through bombs at once on a 2-core machine
+    // would measure the machine's contention, not whether the shard yields.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let (broker, mut c) = start(configs);
     let pid = broker.pid().expect("broker pid");
     assert_eq!(produce(&mut c, good("before")).error_code, 0);
@@ -436,13 +485,12 @@ fn bomb(configs: &[(&str, &str)], bomb: Bytes) {
     assert_eq!(latest(&mut c), before);
     // The bound walks at most 32 MiB of records as a stream; nothing near that is held.
     assert!(grown_kib < 64 * 1024, "peak RSS grew by {grown_kib} KiB");
-    // The goal is 100 ms; a shard that does not yield stalls the other client for the whole
-    // walk (2.4 s for the zstd bomb before the walk paused inside its values). On the shared
-    // 2-core machine at load 17 the worst round trip was 4-100 ms in most runs and up to 156 ms
-    // in a few, while the broker thread, busy with the bomb, competed for a core with 17
-    // runnable threads (an idle broker's wake-up is favoured by the OS; a busy one is not). The
-    // assertion allows that noise on top of the 100 ms; the printed figures show the margin.
-    let bound = Duration::from_millis(250) + quiet;
+    // The bound: 100 ms. A shard that does not yield stalls the other client for the
+    // whole walk (2.4 s for the zstd bomb before the walk paused inside its values). The idle
+    // broker's worst round trip measured just before (`quiet`) is the machine's own noise and
+    // is allowed on top; the bombs run one at a time so they do not load the machine for
+    // each other.
+    let bound = Duration::from_millis(100) + quiet;
     assert!(
         worst < bound,
         "ApiVersions took {worst:?} (bound {bound:?})"

@@ -8,7 +8,8 @@
 //! validation, so that the fuzzer spends its time past those two checks (random bytes almost
 //! never carry a matching CRC32C); bit 1 validates against a small `max.message.bytes`; bit 2
 //! assigns LogAppendTime; bit 3 applies the compacted-topic key rule; bit 4 rewrites with zstd
-//! (a topic `compression.type`).
+//! (a topic `compression.type`); bit 5 checks timestamps (bit 6: a CreateTime topic; bit 7: a
+//! clock near `i64::MAX`, so the window arithmetic is pushed to overflow).
 //!
 //! Properties: never a panic; an accepted batch is exactly the buffer, and once assigned it
 //! passes the stored-batch check with the assigned fields.
@@ -16,7 +17,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use tidelog::config::MAX_MESSAGE_BYTES_DEFAULT;
-use tidelog::log::batch::{self, ValidateOptions, LOG_OVERHEAD};
+use tidelog::log::batch::{self, TimestampRules, ValidateOptions, LOG_OVERHEAD};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, bytes)) = data.split_first() else {
@@ -35,6 +36,15 @@ fuzz_target!(|data: &[u8]| {
     opts.compacted = mode & 8 != 0;
     if mode & 16 != 0 {
         opts.target_codec = Some(4);
+    }
+    if mode & 32 != 0 {
+        // Timestamp rules with extreme bounds, so the window arithmetic meets overflow.
+        opts.timestamps = Some(TimestampRules {
+            create_time: mode & 64 != 0,
+            now_ms: if mode & 128 != 0 { i64::MAX - 1 } else { 1_700_000_000_000 },
+            before_max_ms: i64::MAX,
+            after_max_ms: 3_600_000,
+        });
     }
     let Ok(validated) = batch::validate_batch(&b, &opts) else {
         return;

@@ -50,7 +50,7 @@ impl From<LogError> for Failure {
         let code = e.error_code();
         let message = e.to_string();
         let record_errors = match e {
-            LogError::RecordErrors(errors) => errors,
+            LogError::RecordErrors(errors) | LogError::TimestampErrors(errors) => errors,
             _ => Vec::new(),
         };
         Failure {

@@ -91,8 +91,16 @@ impl PartitionLog {
         durability: Durability,
     ) -> Result<AppendInfo, LogError> {
         let cfg = self.config.borrow().clone();
+        // Taken before the walk: the window is the one at the moment the batch arrived.
+        let now = now_ms();
         let opts = super::validate::ValidateOptions {
             compacted: cfg.cleanup_policy.compact,
+            timestamps: Some(super::validate::TimestampRules {
+                create_time: cfg.message_timestamp_type == TimestampType::CreateTime,
+                now_ms: now,
+                before_max_ms: cfg.message_timestamp_before_max_ms,
+                after_max_ms: cfg.message_timestamp_after_max_ms,
+            }),
             ..super::validate::ValidateOptions::new(cfg.max_message_bytes)
         };
         let h = super::validate::validate_yielding(batch, &opts)
@@ -105,7 +113,6 @@ impl PartitionLog {
                 max: segment_bytes as u32,
             });
         }
-        let now = now_ms();
         let w = match self.reserve(batch, &h, leader_epoch, now, &cfg)? {
             Reserved::Duplicate(info) => return Ok(info),
             Reserved::Write(w) => w,

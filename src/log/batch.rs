@@ -18,7 +18,7 @@
 use super::LogError;
 
 /// The full check of a produced batch, records included: the entry point fuzz targets call.
-pub use super::validate::{validate_batch, ValidateOptions, Validated};
+pub use super::validate::{validate_batch, TimestampRules, ValidateOptions, Validated};
 
 /// Byte position of `baseOffset`.
 pub const BASE_OFFSET: usize = 0;

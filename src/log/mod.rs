@@ -127,6 +127,11 @@ pub struct LogConfig {
     pub index_interval_bytes: u32,
     /// `message.timestamp.type`
     pub message_timestamp_type: TimestampType,
+    /// `message.timestamp.before.max.ms`: under CreateTime, how far in the past a record's
+    /// timestamp may lie (INVALID_TIMESTAMP beyond).
+    pub message_timestamp_before_max_ms: i64,
+    /// `message.timestamp.after.max.ms`: under CreateTime, how far in the future.
+    pub message_timestamp_after_max_ms: i64,
     /// `flush.messages`; `u64::MAX` never forces a flush.
     pub flush_messages: u64,
     /// `flush.ms`; `i64::MAX` never forces a flush.
@@ -151,6 +156,8 @@ impl Default for LogConfig {
             max_message_bytes: config::MAX_MESSAGE_BYTES_DEFAULT,
             index_interval_bytes: config::INDEX_INTERVAL_BYTES_DEFAULT,
             message_timestamp_type: TimestampType::CreateTime,
+            message_timestamp_before_max_ms: config::MESSAGE_TIMESTAMP_BEFORE_MAX_MS_DEFAULT,
+            message_timestamp_after_max_ms: config::MESSAGE_TIMESTAMP_AFTER_MAX_MS_DEFAULT,
             flush_messages: config::FLUSH_MESSAGES_DEFAULT,
             flush_ms: config::FLUSH_MS_DEFAULT,
             cleanup_policy: CleanupPolicy::DELETE,
@@ -225,6 +232,10 @@ pub enum LogError {
     /// Well-formed records the topic refuses (a keyless record on a compacted topic): Kafka's
     /// INVALID_RECORD with one KIP-467 `record_errors` entry per record.
     RecordErrors(Vec<validate::RecordError>),
+    /// Records whose timestamps the topic refuses (outside `message.timestamp.before/after.max.ms`
+    /// under CreateTime, or a producer-set LogAppendTime flag): Kafka's INVALID_TIMESTAMP with
+    /// per-record errors; the list may also hold other records' key errors.
+    TimestampErrors(Vec<validate::RecordError>),
     /// A batch that is too large in a way `max.message.bytes` alone does not say (it expands
     /// past the decompression bound, or its recompressed form does not fit).
     BatchTooLarge(String),
@@ -242,6 +253,7 @@ impl LogError {
             LogError::InvalidProducerEpoch(_) => ErrorCode::InvalidProducerEpoch,
             LogError::Io(_) => ErrorCode::KafkaStorageError,
             LogError::RecordErrors(_) => ErrorCode::InvalidRecord,
+            LogError::TimestampErrors(_) => ErrorCode::InvalidTimestamp,
             LogError::BatchTooLarge(_) => ErrorCode::MessageTooLarge,
         }
     }
@@ -285,6 +297,11 @@ impl fmt::Display for LogError {
                 }
                 write!(f, "]")
             }
+            // Kafka's wording (LogValidator.processRecordErrors).
+            LogError::TimestampErrors(_) => write!(
+                f,
+                "One or more records have been rejected due to invalid timestamp"
+            ),
             LogError::BatchTooLarge(m) => write!(f, "batch too large: {m}"),
         }
     }

@@ -46,15 +46,33 @@ pub struct ValidateOptions {
     /// The topic's `compression.type` codec when it is not `producer`: a batch with another
     /// codec is rewritten with this one.
     pub target_codec: Option<i16>,
+    /// The topic's timestamp rules; `None` checks no timestamp (fuzzing, benches, and the
+    /// rewrite walk, whose output the append validates again with the rules).
+    pub timestamps: Option<TimestampRules>,
+}
+
+/// What Kafka's `LogValidator.validateTimestamp` checks of every record.
+#[derive(Clone, Copy, Debug)]
+pub struct TimestampRules {
+    /// `message.timestamp.type` is CreateTime: the producer's timestamps are kept, so each
+    /// must lie within [`now_ms - before_max_ms`, `now_ms + after_max_ms`] (a record without a
+    /// timestamp, -1, is exempt). Under LogAppendTime the broker stamps the batch instead.
+    pub create_time: bool,
+    pub now_ms: i64,
+    /// `message.timestamp.before.max.ms`: how far in the past a timestamp may lie.
+    pub before_max_ms: i64,
+    /// `message.timestamp.after.max.ms`: how far in the future (Kafka 4's default: one hour).
+    pub after_max_ms: i64,
 }
 
 impl ValidateOptions {
-    /// Plain validation against `max_message_bytes`: no key rule, no rewrite.
+    /// Plain validation against `max_message_bytes`: no key rule, no rewrite, no timestamps.
     pub fn new(max_message_bytes: u32) -> Self {
         ValidateOptions {
             max_message_bytes,
             compacted: false,
             target_codec: None,
+            timestamps: None,
         }
     }
 
@@ -137,6 +155,9 @@ enum Source<'a> {
     Slice { b: &'a [u8], at: usize },
     Stream(Box<dyn BufRead + 'a>),
 }
+
+/// A record timestamp that says "none" (Kafka's `RecordBatch.NO_TIMESTAMP`): never range-checked.
+const NO_TIMESTAMP: i64 = -1;
 
 /// Bytes forwarded to the encoder are gathered here first, so a codec sees few, large writes.
 const STAGE_BYTES: usize = 16 * 1024;
@@ -299,8 +320,8 @@ impl Walker<'_> {
         self.skip(len, p).await
     }
 
-    /// Walks record `index`; returns whether it has a key.
-    async fn record<P: Pause>(&mut self, index: i32, p: &mut P) -> Result<bool, Fail> {
+    /// Walks record `index`; returns whether it has a key, and its timestamp delta.
+    async fn record<P: Pause>(&mut self, index: i32, p: &mut P) -> Result<(bool, i64), Fail> {
         let size = self.varint()?;
         if size < 0 {
             return Err(Fail::Invalid(format!("record size {size} is negative")));
@@ -317,7 +338,7 @@ impl Walker<'_> {
         let start = self.consumed;
         let end = start + size as u64;
         let _attributes = self.byte()?;
-        let _timestamp_delta = self.varlong()?;
+        let timestamp_delta = self.varlong()?;
         let offset_delta = self.varint()?;
         if offset_delta != index {
             return Err(Fail::Invalid(format!(
@@ -356,7 +377,7 @@ impl Walker<'_> {
                 self.consumed - start
             )));
         }
-        Ok(key >= 0)
+        Ok((key >= 0, timestamp_delta))
     }
 }
 
@@ -366,6 +387,8 @@ pub struct BatchValidator<'a> {
     opts: ValidateOptions,
     walker: Walker<'a>,
     errors: Vec<RecordError>,
+    /// Some of `errors` are timestamp errors: the batch then fails with INVALID_TIMESTAMP.
+    timestamp_errors: bool,
 }
 
 impl<'a> BatchValidator<'a> {
@@ -405,20 +428,55 @@ impl<'a> BatchValidator<'a> {
                 stage: Vec::new(),
             },
             errors: Vec::new(),
+            timestamp_errors: false,
         })
+    }
+
+    /// Kafka's `validateTimestamp` for record `index`: under CreateTime a timestamp outside the
+    /// topic's window; otherwise a producer that set the LogAppendTime flag itself. The
+    /// arithmetic wraps as Java's `long` does, so a hostile delta cannot overflow.
+    fn timestamp_error(&self, index: i32, timestamp_delta: i64) -> Option<String> {
+        let rules = self.opts.timestamps?;
+        let timestamp = self.h.base_timestamp.wrapping_add(timestamp_delta);
+        if rules.create_time && timestamp != NO_TIMESTAMP {
+            let diff = rules.now_ms.wrapping_sub(timestamp);
+            if diff > rules.before_max_ms || diff.wrapping_neg() > rules.after_max_ms {
+                return Some(format!(
+                    "Timestamp {timestamp} of message with offset {} is out of range. The \
+                     timestamp should be within [{}, {}]",
+                    self.h.base_offset.wrapping_add(i64::from(index)),
+                    rules.now_ms.wrapping_sub(rules.before_max_ms),
+                    rules.now_ms.wrapping_add(rules.after_max_ms)
+                ));
+            }
+        } else if self.h.is_log_append_time() {
+            return Some(
+                "Invalid timestamp type in message. Producer should not set timestamp type to \
+                 LogAppendTime."
+                    .into(),
+            );
+        }
+        None
     }
 
     /// Walks every record, pausing at `p`'s points.
     pub async fn walk<P: Pause>(&mut self, p: &mut P) -> Result<(), LogError> {
         for index in 0..self.h.record_count {
-            let has_key = match self.walker.record(index, p).await {
-                Ok(k) => k,
+            let (has_key, timestamp_delta) = match self.walker.record(index, p).await {
+                Ok(r) => r,
                 Err(f) => return Err(self.error(f, index)),
             };
+            // One error per record, the key rule first, as Kafka's `validateRecord`.
             if self.opts.compacted && !has_key {
                 self.errors.push(RecordError {
                     batch_index: index,
                     message: "Compacted topic cannot accept message without key".into(),
+                });
+            } else if let Some(message) = self.timestamp_error(index, timestamp_delta) {
+                self.timestamp_errors = true;
+                self.errors.push(RecordError {
+                    batch_index: index,
+                    message,
                 });
             }
             self.walker.checkpoint(p).await;
@@ -436,6 +494,9 @@ impl<'a> BatchValidator<'a> {
 
     /// The result once [`Self::walk`] succeeded.
     pub fn finish(self) -> Result<Validated, LogError> {
+        if self.timestamp_errors {
+            return Err(LogError::TimestampErrors(self.errors));
+        }
         if !self.errors.is_empty() {
             return Err(LogError::RecordErrors(self.errors));
         }
@@ -579,6 +640,121 @@ pub(crate) mod tests {
         validate_batch(b, &ValidateOptions::new(1 << 20))
             .map(|_| ())
             .map_err(|e| e.error_code())
+    }
+
+    /// Three records stamped `base`, `base + 1`, `base + 2` (the helper's timestamp delta is
+    /// the offset delta), the second keyless, with `extra_attributes` set.
+    fn stamped(base: i64, codec: i16, extra_attributes: i16) -> Vec<u8> {
+        let records = [
+            record(0, Some(b"a"), b"1", None),
+            record(1, None, b"2", None),
+            record(2, Some(b"c"), b"3", None),
+        ]
+        .concat();
+        let mut b = assemble(&records, 3, codec, -1);
+        b[batch::BASE_TIMESTAMP..][..8].copy_from_slice(&base.to_be_bytes());
+        b[batch::ATTRIBUTES..][..2].copy_from_slice(&(codec | extra_attributes).to_be_bytes());
+        fix_crc(&mut b);
+        b
+    }
+
+    fn rules(create_time: bool, now_ms: i64) -> ValidateOptions {
+        ValidateOptions {
+            timestamps: Some(TimestampRules {
+                create_time,
+                now_ms,
+                before_max_ms: 1_000,
+                after_max_ms: 3_600_000,
+            }),
+            ..ValidateOptions::new(1 << 20)
+        }
+    }
+
+    #[test]
+    fn create_time_timestamps_outside_the_window_are_invalid_timestamp_per_record() {
+        let now = 1_700_000_000_000;
+        for codec in 0..=4 {
+            // Inside the window: [now - 1 s, now + 1 h].
+            assert!(validate_batch(&stamped(now - 1_000, codec, 0), &rules(true, now)).is_ok());
+            assert!(validate_batch(&stamped(now + 3_599_998, codec, 0), &rules(true, now)).is_ok());
+            // The last record lies 1 ms past the future bound: only it is refused.
+            let e =
+                validate_batch(&stamped(now + 3_599_999, codec, 0), &rules(true, now)).unwrap_err();
+            assert_eq!(e.error_code(), ErrorCode::InvalidTimestamp, "{codec}");
+            let LogError::TimestampErrors(errors) = e else {
+                unreachable!()
+            };
+            assert_eq!(
+                errors.iter().map(|e| e.batch_index).collect::<Vec<_>>(),
+                [2]
+            );
+            assert!(
+                errors[0].message.contains("is out of range"),
+                "{}",
+                errors[0].message
+            );
+            // Too old: every record.
+            let e = validate_batch(&stamped(now - 5_000, codec, 0), &rules(true, now)).unwrap_err();
+            let LogError::TimestampErrors(errors) = e else {
+                unreachable!()
+            };
+            assert_eq!(errors.len(), 3);
+            // Without rules nothing is checked.
+            assert!(validate_batch(
+                &stamped(now - 5_000, codec, 0),
+                &ValidateOptions::new(1 << 20)
+            )
+            .is_ok());
+        }
+    }
+
+    #[test]
+    fn a_record_without_timestamp_is_exempt_and_hostile_deltas_do_not_overflow() {
+        let now = 1_700_000_000_000;
+        let one = assemble(&record(0, Some(b"k"), b"v", None), 1, 0, -1);
+        let mut b = one.clone();
+        b[batch::BASE_TIMESTAMP..][..8].copy_from_slice(&(-1i64).to_be_bytes());
+        fix_crc(&mut b);
+        assert!(validate_batch(&b, &rules(true, now)).is_ok());
+        for base in [i64::MIN, i64::MAX, i64::MIN + 1] {
+            let mut b = one.clone();
+            b[batch::BASE_TIMESTAMP..][..8].copy_from_slice(&base.to_be_bytes());
+            fix_crc(&mut b);
+            let e = validate_batch(&b, &rules(true, now)).unwrap_err();
+            assert_eq!(e.error_code(), ErrorCode::InvalidTimestamp, "{base}");
+        }
+    }
+
+    #[test]
+    fn a_producer_set_log_append_time_flag_is_invalid_timestamp_under_log_append_time() {
+        let now = 1_700_000_000_000;
+        let b = stamped(now, 0, batch::ATTR_LOG_APPEND_TIME);
+        let e = validate_batch(&b, &rules(false, now)).unwrap_err();
+        assert_eq!(e.error_code(), ErrorCode::InvalidTimestamp);
+        // Under CreateTime with real timestamps Kafka checks only the window.
+        assert!(validate_batch(&b, &rules(true, now)).is_ok());
+        // A LogAppendTime topic takes any producer timestamp (the broker stamps the batch).
+        assert!(validate_batch(&stamped(0, 0, 0), &rules(false, now)).is_ok());
+    }
+
+    #[test]
+    fn key_errors_come_first_and_a_timestamp_error_makes_the_batch_invalid_timestamp() {
+        let now = 1_700_000_000_000;
+        let opts = ValidateOptions {
+            compacted: true,
+            ..rules(true, now)
+        };
+        // In the window: the keyless record alone, INVALID_RECORD.
+        let e = validate_batch(&stamped(now, 0, 0), &opts).unwrap_err();
+        assert_eq!(e.error_code(), ErrorCode::InvalidRecord);
+        // All too old: record 1 reports its key, 0 and 2 their timestamps; INVALID_TIMESTAMP.
+        let e = validate_batch(&stamped(now - 5_000, 0, 0), &opts).unwrap_err();
+        assert_eq!(e.error_code(), ErrorCode::InvalidTimestamp);
+        let LogError::TimestampErrors(errors) = e else {
+            unreachable!()
+        };
+        assert_eq!(errors.len(), 3);
+        assert!(errors[1].message.contains("without key"));
     }
 
     #[test]

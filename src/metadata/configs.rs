@@ -112,6 +112,20 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         "The largest record batch accepted.",
     ),
     def(
+        "message.timestamp.after.max.ms",
+        &["log.message.timestamp.after.max.ms"],
+        "3600000",
+        T::Long,
+        "How far ahead of the broker's clock a CreateTime record may be stamped.",
+    ),
+    def(
+        "message.timestamp.before.max.ms",
+        &["log.message.timestamp.before.max.ms"],
+        "9223372036854775807",
+        T::Long,
+        "How far behind the broker's clock a CreateTime record may be stamped.",
+    ),
+    def(
         "message.timestamp.type",
         &["log.message.timestamp.type"],
         "CreateTime",
@@ -192,6 +206,8 @@ fn broker_value(b: &BrokerConfig, def: &TopicConfigDef) -> String {
         "flush.ms" => b.log_flush_interval_ms.to_string(),
         "index.interval.bytes" => b.log_index_interval_bytes.to_string(),
         "max.message.bytes" => b.message_max_bytes.to_string(),
+        "message.timestamp.after.max.ms" => b.log_message_timestamp_after_max_ms.to_string(),
+        "message.timestamp.before.max.ms" => b.log_message_timestamp_before_max_ms.to_string(),
         "message.timestamp.type" => b.log_message_timestamp_type.clone(),
         "min.cleanable.dirty.ratio" => b.log_cleaner_min_cleanable_ratio.to_string(),
         "min.compaction.lag.ms" => b.log_cleaner_min_compaction_lag_ms.to_string(),
@@ -221,6 +237,8 @@ pub fn log_config(
             "log.message.timestamp.type",
             &broker.log_message_timestamp_type,
         )?,
+        message_timestamp_before_max_ms: broker.log_message_timestamp_before_max_ms,
+        message_timestamp_after_max_ms: broker.log_message_timestamp_after_max_ms,
         flush_messages: broker.log_flush_interval_messages,
         flush_ms: broker.log_flush_interval_ms,
         cleanup_policy: CleanupPolicy::parse(&broker.log_cleanup_policy)
@@ -264,6 +282,12 @@ fn apply(c: &mut LogConfig, key: &str, value: &str) -> Result<(), String> {
         "segment.ms" => c.segment_ms = number(key, value, 1, "LONG")?,
         "max.message.bytes" => c.max_message_bytes = number::<i32>(key, value, 0, "INT")? as u32,
         "message.timestamp.type" => c.message_timestamp_type = timestamp_type(key, value)?,
+        "message.timestamp.before.max.ms" => {
+            c.message_timestamp_before_max_ms = number(key, value, 0, "LONG")?
+        }
+        "message.timestamp.after.max.ms" => {
+            c.message_timestamp_after_max_ms = number(key, value, 0, "LONG")?
+        }
         "flush.messages" => c.flush_messages = number::<i64>(key, value, 1, "LONG")? as u64,
         "flush.ms" => c.flush_ms = number(key, value, 0, "LONG")?,
         "index.interval.bytes" => {
@@ -507,6 +531,16 @@ pub const BROKER_CONFIGS: &[(&str, Option<&str>, ConfigType)] = &[
     ),
     ("log.flush.interval.ms", None, T::Long),
     ("log.index.interval.bytes", Some("4096"), T::Int),
+    (
+        "log.message.timestamp.after.max.ms",
+        Some("3600000"),
+        T::Long,
+    ),
+    (
+        "log.message.timestamp.before.max.ms",
+        Some("9223372036854775807"),
+        T::Long,
+    ),
     ("log.message.timestamp.type", Some("CreateTime"), T::String),
     ("log.retention.bytes", Some("-1"), T::Long),
     ("log.retention.check.interval.ms", Some("300000"), T::Long),
@@ -537,6 +571,8 @@ pub const DYNAMIC_BROKER_CONFIGS: &[&str] = &[
     "log.flush.interval.messages",
     "log.flush.interval.ms",
     "log.index.interval.bytes",
+    "log.message.timestamp.after.max.ms",
+    "log.message.timestamp.before.max.ms",
     "log.message.timestamp.type",
     "log.retention.bytes",
     "log.retention.hours",
