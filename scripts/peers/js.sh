@@ -7,8 +7,19 @@ SUITE=kafka-javascript
 command -v npm >/dev/null || peers_skip $SUITE "no node/npm (apt-get install nodejs npm)"
 cd "$PEERS_ROOT/tests/js"
 if [ ! -d node_modules/@confluentinc/kafka-javascript ]; then
-    npm install --no-audit --no-fund >"$PEERS_LOGS/peers-js-install.log" 2>&1 ||
-        peers_skip $SUITE "npm install @confluentinc/kafka-javascript failed (its prebuilt binary comes from GitHub releases, its fallback build downloads zlib/OpenSSL): $(grep -m1 -E 'Download of|ENOTFOUND|ETIMEDOUT|ECONNREFUSED|E40[34]' "$PEERS_LOGS/peers-js-install.log" | cut -c1-160)"
+    # The package's prebuilt binary comes from GitHub releases and its default source build
+    # downloads zlib and OpenSSL sources; neither host is reachable from a registry-only
+    # machine. So build from source, linking the librdkafka it carries (2.15.1) dynamically
+    # against the system's OpenSSL and zlib (CKJS_LINKING=dynamic: no downloads), with the
+    # system Node's own headers (nodedir) instead of node-gyp's download of them.
+    nodedir=$(dirname "$(dirname "$(readlink -f "$(command -v node)")")")
+    [ -f "$nodedir/include/node/node.h" ] ||
+        peers_skip $SUITE "no Node headers under $nodedir/include/node (node-gyp would download them)"
+    CKJS_LINKING=dynamic npm_config_build_from_source=true npm_config_nodedir="$nodedir" \
+        npm install --no-audit --no-fund >"$PEERS_LOGS/peers-js-install.log" 2>&1 ||
+        peers_skip $SUITE "npm install @confluentinc/kafka-javascript failed: $(grep -m1 -E 'error|ENOTFOUND|ETIMEDOUT|ECONNREFUSED|E40[34]' "$PEERS_LOGS/peers-js-install.log" | cut -c1-160)"
+    [ -f node_modules/@confluentinc/kafka-javascript/build/Release/confluent-kafka-javascript.node ] ||
+        peers_skip $SUITE "npm install did not build the native module (see $PEERS_LOGS/peers-js-install.log)"
 fi
 start=$SECONDS
 start_broker js || exit 1
