@@ -7,7 +7,7 @@
 //!
 //! - the version check: [`route`] refuses an unknown key, or a version outside the entry, before
 //!   anything past the first eight bytes of the frame is decoded;
-//! - dispatch: the entry [`route`] finds carries its handler, and [`ApiSpec::handle`] calls it;
+//! - dispatch: the entry [`route`] finds carries its handler, and `ApiSpec::handle` calls it;
 //! - ApiVersions: [`advertised`] lists the entries in the order written here.
 //!
 //! The `registry!` macro expands the list into the table, [`APIS`], and a private `Handler`
