@@ -67,6 +67,10 @@ impl ApiSpec {
 /// advertises lower than the broker serves. `Key` is the `ApiKey` variant, `handler` the module
 /// under `src/api/`. Doc comments on an entry document its `Handler` variant.
 macro_rules! registry {
+    // The advertised minimum: `advertised from N` where given, else the served minimum.
+    (@advertised $first:literal $($rest:literal)?) => {
+        $first
+    };
     ($(
         $(#[$attr:meta])*
         $key:ident $min:literal ..= $max:literal $(advertised from $advertised:literal)?
@@ -104,9 +108,6 @@ macro_rules! registry {
                 },
             )*
         ];
-    };
-    (@advertised $first:literal $($rest:literal)?) => {
-        $first
     };
 }
 
