@@ -26,10 +26,11 @@ use kafka_protocol::protocol::{Encodable, StrBytes};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
+use tidelog::api::decode_request;
 use tidelog::protocol::fetch::{
     encode_fetch_response, FetchHeader, FetchPartition, FetchTopic, FileRange,
 };
-use tidelog::protocol::{frame, request};
+use tidelog::protocol::frame;
 use uuid::Uuid;
 
 const PARTITIONS: i32 = 16;
@@ -113,7 +114,7 @@ fn framing_and_produce_parsing(c: &mut Criterion) {
             || frame_bytes.clone(),
             |mut buf| {
                 let f = frame::take_frame(&mut buf, 100 << 20).unwrap().unwrap();
-                let r = request::decode_request(f).unwrap();
+                let r = decode_request(f).unwrap();
                 r.decode_body::<ProduceRequest>().unwrap()
             },
             BatchSize::SmallInput,

@@ -7,8 +7,9 @@
 //!   and metadata copy; `router::shard_for` decides ownership; `Router::invoke_on` runs work on
 //!   another shard over glommio's channel mesh.
 //! - [`net`]: the accept loop, the per-connection request loop, `sendfile` for record bytes.
-//! - [`api`]: one handler per Kafka API, dispatched from the table in [`protocol::apis`].
-//! - [`protocol`]: the Kafka wire protocol without I/O: frames, headers, the API table, the
+//! - [`api`]: one handler per Kafka API, a file each; [`api::registry`] lists every API with
+//!   its versions and handler and drives the version check, dispatch and ApiVersions.
+//! - [`protocol`]: the Kafka wire protocol without I/O: frames, headers, request bodies, the
 //!   zero-copy Fetch response layout. Message bodies come from `kafka-protocol`.
 //! - [`admin`], [`metadata`]: topics, ids and configs; changes applied on the metadata shard,
 //!   persisted, and broadcast as immutable images.

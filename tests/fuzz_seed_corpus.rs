@@ -20,13 +20,12 @@ use kafka_protocol::protocol::{Encodable, HeaderVersion, StrBytes};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
+use tidelog::api::{decode_request, APIS};
 use tidelog::config::{MAX_MESSAGE_BYTES_DEFAULT, SOCKET_REQUEST_MAX_BYTES_DEFAULT};
 use tidelog::log::batch::{self, ValidateOptions};
 use tidelog::log::{LogConfig, PartitionLog};
-use tidelog::protocol::apis::APIS;
 use tidelog::protocol::bodies::decode_any;
 use tidelog::protocol::frame::take_frame;
-use tidelog::protocol::request::decode_request;
 
 fn corpus_dir(target: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -10,9 +10,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use bytes::Bytes;
-use tidelog::protocol::apis::APIS;
+use tidelog::api::{decode_request, APIS};
 use tidelog::protocol::bodies::decode_any;
-use tidelog::protocol::request::decode_request;
 
 struct Recording;
 

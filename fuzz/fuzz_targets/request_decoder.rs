@@ -1,5 +1,5 @@
 //! Request decoding as a connection does it: size-prefixed frames off a byte stream, the request
-//! header against the API table, then the body as its handler decodes it
+//! header against the API registry, then the body as its handler decodes it
 //! (`protocol::bodies::decode_any`, the same `kafka-protocol` types). Produce bodies go on to
 //! the broker's batch validation, as the produce handler does.
 //!
@@ -11,11 +11,11 @@
 use bytes::BytesMut;
 use kafka_protocol::messages::{ApiKey, ProduceRequest};
 use libfuzzer_sys::fuzz_target;
+use tidelog::api::decode_request;
 use tidelog::config::{MAX_MESSAGE_BYTES_DEFAULT, SOCKET_REQUEST_MAX_BYTES_DEFAULT};
 use tidelog::log::batch::validate_produce;
 use tidelog::protocol::bodies::decode_any;
 use tidelog::protocol::frame::take_frame;
-use tidelog::protocol::request::decode_request;
 
 fuzz_target!(|data: &[u8]| {
     // One input is one connection's bytes: it may hold several pipelined frames.

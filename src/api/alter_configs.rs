@@ -9,14 +9,18 @@ use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::describe_configs::{check_broker_name, RESOURCE_BROKER, RESOURCE_TOPIC};
-use super::{log_client_error, respond, Outcome};
+use super::{log_client_error, respond, Outcome, Session};
 use crate::admin;
 use crate::error::ErrorCode;
 use crate::metadata::configs::ConfigEdit;
 use crate::protocol::request::{Request, RequestError};
 use crate::shard::Shard;
 
-pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, RequestError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    req: &Request,
+    _session: &Session,
+) -> Result<Outcome, RequestError> {
     let body: AlterConfigsRequest = req.decode_body()?;
     let requested = body
         .resources

@@ -1,16 +1,24 @@
-//! ApiVersions: the API table, as is.
+//! ApiVersions: the API registry, as is.
+
+use std::rc::Rc;
 
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
 
-use super::{respond, Outcome};
+use super::{registry, respond, Outcome, Session};
 use crate::error::ErrorCode;
-use crate::protocol::apis;
 use crate::protocol::fetch::Chunk;
 use crate::protocol::request::{Request, RequestError};
 use crate::protocol::response::encode_response;
+use crate::shard::Shard;
 
-pub fn handle(req: &Request) -> Result<Outcome, RequestError> {
-    let body = ApiVersionsResponse::default().with_api_keys(apis::advertised());
+/// Answered from the registry alone: no shard state, and the body (client software name and
+/// version, v3+) is not read.
+pub async fn handle(
+    _shard: &Rc<Shard>,
+    req: &Request,
+    _session: &Session,
+) -> Result<Outcome, RequestError> {
+    let body = ApiVersionsResponse::default().with_api_keys(registry::advertised());
     respond(req, &body)
 }
 
@@ -19,7 +27,7 @@ pub fn handle(req: &Request) -> Result<Outcome, RequestError> {
 pub fn unsupported_version(correlation_id: i32) -> Outcome {
     let body = ApiVersionsResponse::default()
         .with_error_code(ErrorCode::UnsupportedVersion.code())
-        .with_api_keys(apis::advertised());
+        .with_api_keys(registry::advertised());
     match encode_response(ApiKey::ApiVersions, 0, correlation_id, &body) {
         Ok(b) => Outcome::Respond(vec![Chunk::Mem(b)]),
         Err(e) => Outcome::Close(format!("ApiVersions v0 does not encode: {e}")),

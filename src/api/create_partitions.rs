@@ -7,14 +7,18 @@ use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicR
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{log_client_error, respond, Outcome};
+use super::{log_client_error, respond, Outcome, Session};
 use crate::admin;
 use crate::error::ErrorCode;
 use crate::metadata::is_internal_topic;
 use crate::protocol::request::{Request, RequestError};
 use crate::shard::Shard;
 
-pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, RequestError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    req: &Request,
+    _session: &Session,
+) -> Result<Outcome, RequestError> {
     let body: CreatePartitionsRequest = req.decode_body()?;
     let node = shard.config.node_id;
     let mut early = Vec::with_capacity(body.topics.len());

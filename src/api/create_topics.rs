@@ -9,7 +9,7 @@ use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{log_client_error, respond, Outcome};
+use super::{log_client_error, respond, Outcome, Session};
 use crate::admin::{self, NewTopic};
 use crate::error::ErrorCode;
 use crate::metadata::{self, validate_topic_name, MetadataImage, TopicMeta};
@@ -17,7 +17,11 @@ use crate::protocol::request::{Request, RequestError};
 use crate::shard::Shard;
 use crate::util::join_all;
 
-pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, RequestError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    req: &Request,
+    _session: &Session,
+) -> Result<Outcome, RequestError> {
     let body: CreateTopicsRequest = req.decode_body()?;
     let image = shard.metadata();
     let node = shard.config.node_id;

@@ -8,7 +8,7 @@ use kafka_protocol::messages::delete_records_response::{
 };
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
-use super::{log_client_error, respond, Outcome};
+use super::{log_client_error, respond, Outcome, Session};
 use crate::error::ErrorCode;
 use crate::log::Offset;
 use crate::metadata::is_internal_topic;
@@ -16,7 +16,11 @@ use crate::protocol::request::{Request, RequestError};
 use crate::shard::Shard;
 use crate::util::join_all;
 
-pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, RequestError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    req: &Request,
+    _session: &Session,
+) -> Result<Outcome, RequestError> {
     let body: DeleteRecordsRequest = req.decode_body()?;
     let image = shard.metadata();
     let mut topics = Vec::with_capacity(body.topics.len());

@@ -6,14 +6,18 @@ use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{log_client_error, respond, Outcome};
+use super::{log_client_error, respond, Outcome, Session};
 use crate::admin;
 use crate::error::ErrorCode;
 use crate::metadata::is_internal_topic;
 use crate::protocol::request::{Request, RequestError};
 use crate::shard::Shard;
 
-pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, RequestError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    req: &Request,
+    _session: &Session,
+) -> Result<Outcome, RequestError> {
     let body: DeleteTopicsRequest = req.decode_body()?;
     let image = shard.metadata();
     // Each entry: the name to delete, or the error for an id we do not know.

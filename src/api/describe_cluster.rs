@@ -7,7 +7,8 @@ use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeCluster
 use kafka_protocol::protocol::StrBytes;
 
 use super::{
-    log_client_error, respond, Outcome, CLUSTER_AUTHORIZED_OPERATIONS, OPERATIONS_NOT_REQUESTED,
+    log_client_error, respond, Outcome, Session, CLUSTER_AUTHORIZED_OPERATIONS,
+    OPERATIONS_NOT_REQUESTED,
 };
 use crate::error::ErrorCode;
 use crate::protocol::request::{Request, RequestError};
@@ -16,7 +17,11 @@ use crate::shard::Shard;
 /// DescribeCluster v1 `endpoint_type`: brokers (1) or controllers (2).
 const ENDPOINT_BROKERS: i8 = 1;
 
-pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, RequestError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    req: &Request,
+    _session: &Session,
+) -> Result<Outcome, RequestError> {
     let body: DescribeClusterRequest = req.decode_body()?;
     let mut resp = DescribeClusterResponse::default()
         .with_cluster_id(StrBytes::from_string(shard.metadata().cluster_id.clone()))

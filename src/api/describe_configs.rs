@@ -9,7 +9,7 @@ use kafka_protocol::messages::describe_configs_response::{
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{log_client_error, respond, Outcome};
+use super::{log_client_error, respond, Outcome, Session};
 use crate::error::ErrorCode;
 use crate::metadata::configs::{self, ConfigEntry};
 use crate::protocol::request::{Request, RequestError};
@@ -19,7 +19,11 @@ use crate::shard::Shard;
 pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
 
-pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, RequestError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    req: &Request,
+    _session: &Session,
+) -> Result<Outcome, RequestError> {
     let body: DescribeConfigsRequest = req.decode_body()?;
     let image = shard.metadata();
     let broker = shard.broker_config();

@@ -11,7 +11,7 @@ use kafka_protocol::messages::describe_log_dirs_response::{
 use kafka_protocol::messages::{DescribeLogDirsRequest, DescribeLogDirsResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{respond, Outcome};
+use super::{respond, Outcome, Session};
 use crate::protocol::request::{Request, RequestError};
 use crate::shard::Shard;
 use crate::util::join_all;
@@ -19,7 +19,11 @@ use crate::util::join_all;
 /// Partition sizes by topic, then partition.
 type Sizes = BTreeMap<Arc<str>, BTreeMap<i32, u64>>;
 
-pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, RequestError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    req: &Request,
+    _session: &Session,
+) -> Result<Outcome, RequestError> {
     let body: DescribeLogDirsRequest = req.decode_body()?;
     let calls = (0..shard.count()).map(|target| {
         shard.router.invoke_on(shard, target, |s| async move {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use kafka_protocol::messages::FetchRequest;
 use kafka_protocol::protocol::StrBytes;
 
-use super::{log_client_error, Outcome};
+use super::{log_client_error, Outcome, Session};
 use crate::config::{FETCH_CUT_SCAN_BATCHES_MAX, FETCH_MAX_BYTES_DEFAULT, FETCH_MAX_WAIT_MS_MAX};
 use crate::error::ErrorCode;
 use crate::log::Offset;
@@ -63,7 +63,11 @@ impl Read {
     }
 }
 
-pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, RequestError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    req: &Request,
+    _session: &Session,
+) -> Result<Outcome, RequestError> {
     let body: FetchRequest = req.decode_body()?;
     let version = req.version();
     let mut header = FetchHeader {

@@ -10,7 +10,7 @@ use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{log_client_error, respond, Outcome};
+use super::{log_client_error, respond, Outcome, Session};
 use crate::error::ErrorCode;
 use crate::protocol::request::{Request, RequestError};
 use crate::shard::Shard;
@@ -36,7 +36,11 @@ fn no_coordinator(key_type: i8) -> Option<ErrorCode> {
     }
 }
 
-pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, RequestError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    req: &Request,
+    _session: &Session,
+) -> Result<Outcome, RequestError> {
     let body: FindCoordinatorRequest = req.decode_body()?;
     let (host, port) = super::metadata::advertised(shard);
     let node = BrokerId(shard.config.node_id);

@@ -9,13 +9,17 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::alter_configs::apply_edits;
 use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
-use super::{respond, Outcome};
+use super::{respond, Outcome, Session};
 use crate::error::ErrorCode;
 use crate::metadata::configs::{AlterOp, ConfigEdit};
 use crate::protocol::request::{Request, RequestError};
 use crate::shard::Shard;
 
-pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, RequestError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    req: &Request,
+    _session: &Session,
+) -> Result<Outcome, RequestError> {
     let body: IncrementalAlterConfigsRequest = req.decode_body()?;
     let requested = body
         .resources

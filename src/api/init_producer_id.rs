@@ -4,13 +4,17 @@ use std::rc::Rc;
 
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
-use super::{log_client_error, respond, Outcome};
+use super::{log_client_error, respond, Outcome, Session};
 use crate::admin;
 use crate::error::ErrorCode;
 use crate::protocol::request::{Request, RequestError};
 use crate::shard::Shard;
 
-pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, RequestError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    req: &Request,
+    _session: &Session,
+) -> Result<Outcome, RequestError> {
     let body: InitProducerIdRequest = req.decode_body()?;
     let mut response = InitProducerIdResponse::default();
     if body

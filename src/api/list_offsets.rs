@@ -8,7 +8,7 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
-use super::{log_client_error, respond, Outcome};
+use super::{log_client_error, respond, Outcome, Session};
 use crate::error::ErrorCode;
 use crate::protocol::request::{Request, RequestError};
 use crate::shard::{check_leader_epoch, Shard, LEADER_EPOCH};
@@ -20,7 +20,11 @@ const MAX_TIMESTAMP: i64 = -3;
 /// (offset, timestamp) or Kafka's error.
 type Answer = Result<(i64, i64), ErrorCode>;
 
-pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, RequestError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    req: &Request,
+    _session: &Session,
+) -> Result<Outcome, RequestError> {
     let body: ListOffsetsRequest = req.decode_body()?;
     let image = shard.metadata();
     let mut topics = Vec::new();

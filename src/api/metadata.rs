@@ -9,8 +9,8 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use kafka_protocol::protocol::StrBytes;
 
 use super::{
-    log_client_error, respond, Outcome, CLUSTER_AUTHORIZED_OPERATIONS, OPERATIONS_NOT_REQUESTED,
-    TOPIC_AUTHORIZED_OPERATIONS,
+    log_client_error, respond, Outcome, Session, CLUSTER_AUTHORIZED_OPERATIONS,
+    OPERATIONS_NOT_REQUESTED, TOPIC_AUTHORIZED_OPERATIONS,
 };
 use crate::admin::{self, NewTopic};
 use crate::error::ErrorCode;
@@ -18,7 +18,11 @@ use crate::metadata::{is_internal_topic, validate_topic_name, TopicMeta};
 use crate::protocol::request::{Request, RequestError};
 use crate::shard::{Shard, LEADER_EPOCH};
 
-pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, RequestError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    req: &Request,
+    _session: &Session,
+) -> Result<Outcome, RequestError> {
     let body: MetadataRequest = req.decode_body()?;
     // v0 asks for every topic with an empty list; v1+ with null.
     let requested: Option<Vec<String>> = match &body.topics {

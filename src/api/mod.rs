@@ -1,37 +1,49 @@
-//! One handler per Kafka API. [`handle`] checks a frame against the API table
-//! (`protocol::apis`), decodes its header, and dispatches on the API key.
+//! One handler per Kafka API, a file each (`src/api/<api>.rs`), and the registry that ties them
+//! to the wire: [`registry`] lists every API with the versions served and its handler, and
+//! drives the version check, dispatch and the ApiVersions response. [`handle`] routes a frame
+//! through it.
 
 mod alter_configs;
 mod api_versions;
-mod consumer_groups;
 mod create_partitions;
 mod create_topics;
+mod delete_groups;
 mod delete_records;
 mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
+mod describe_groups;
 mod describe_log_dirs;
 mod fetch;
 mod find_coordinator;
-mod group_admin;
-mod group_offsets;
+mod heartbeat;
 mod incremental_alter_configs;
 mod init_producer_id;
+mod join_group;
+mod leave_group;
+mod list_groups;
 mod list_offsets;
 mod metadata;
+mod offset_commit;
+mod offset_delete;
+mod offset_fetch;
 mod offset_for_leader_epoch;
 mod produce;
+pub mod registry;
+mod sync_group;
 
 use std::rc::Rc;
 
 use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
-use kafka_protocol::protocol::Encodable;
+use kafka_protocol::protocol::{Encodable, StrBytes};
 
 use crate::protocol::fetch::Chunk;
-use crate::protocol::request::{decode_request, Request, RequestError};
+use crate::protocol::request::{Request, RequestError};
 use crate::protocol::response::encode_response;
 use crate::shard::Shard;
+
+pub use registry::{decode_request, ApiSpec, APIS};
 
 /// What a handler may know of the connection a request came on.
 #[derive(Clone, Debug, Default)]
@@ -53,7 +65,7 @@ pub enum Outcome {
 /// Handles one request frame. Never panics on client bytes: anything that does not decode
 /// closes the connection with a logged reason.
 pub async fn handle(shard: &Rc<Shard>, frame: Bytes, session: &mut Session) -> Outcome {
-    let req = match decode_request(frame) {
+    let (api, req) = match registry::route(frame) {
         Ok(r) => r,
         Err(RequestError::UnsupportedVersion {
             api_key: ApiKey::ApiVersions,
@@ -69,42 +81,9 @@ pub async fn handle(shard: &Rc<Shard>, frame: Bytes, session: &mut Session) -> O
             session.client_id = id.to_string();
         }
     }
-    let result = match req.api_key {
-        ApiKey::ApiVersions => api_versions::handle(&req),
-        ApiKey::Metadata => metadata::handle(shard, &req).await,
-        ApiKey::Produce => produce::handle(shard, &req).await,
-        ApiKey::Fetch => fetch::handle(shard, &req).await,
-        ApiKey::FindCoordinator => find_coordinator::handle(shard, &req).await,
-        ApiKey::JoinGroup => consumer_groups::join_group(shard, &req, session).await,
-        ApiKey::SyncGroup => consumer_groups::sync_group(shard, &req).await,
-        ApiKey::Heartbeat => consumer_groups::heartbeat(shard, &req).await,
-        ApiKey::LeaveGroup => consumer_groups::leave_group(shard, &req).await,
-        ApiKey::OffsetCommit => group_offsets::offset_commit(shard, &req).await,
-        ApiKey::OffsetFetch => group_offsets::offset_fetch(shard, &req).await,
-        ApiKey::OffsetDelete => group_offsets::offset_delete(shard, &req).await,
-        ApiKey::ListGroups => group_admin::list_groups(shard, &req).await,
-        ApiKey::DescribeGroups => group_admin::describe_groups(shard, &req).await,
-        ApiKey::DeleteGroups => group_admin::delete_groups(shard, &req).await,
-        ApiKey::ListOffsets => list_offsets::handle(shard, &req).await,
-        ApiKey::CreateTopics => create_topics::handle(shard, &req).await,
-        ApiKey::DeleteTopics => delete_topics::handle(shard, &req).await,
-        ApiKey::InitProducerId => init_producer_id::handle(shard, &req).await,
-        ApiKey::OffsetForLeaderEpoch => offset_for_leader_epoch::handle(shard, &req).await,
-        ApiKey::DescribeConfigs => describe_configs::handle(shard, &req).await,
-        ApiKey::AlterConfigs => alter_configs::handle(shard, &req).await,
-        ApiKey::IncrementalAlterConfigs => incremental_alter_configs::handle(shard, &req).await,
-        ApiKey::CreatePartitions => create_partitions::handle(shard, &req).await,
-        ApiKey::DeleteRecords => delete_records::handle(shard, &req).await,
-        ApiKey::DescribeCluster => describe_cluster::handle(shard, &req).await,
-        ApiKey::DescribeLogDirs => describe_log_dirs::handle(shard, &req).await,
-        other => Err(RequestError::Malformed {
-            api_key: other,
-            version: req.version(),
-            correlation_id: req.header.correlation_id,
-            reason: "in the API table but without a handler".into(),
-        }),
-    };
-    result.unwrap_or_else(|e| Outcome::Close(e.to_string()))
+    api.handle(shard, &req, session)
+        .await
+        .unwrap_or_else(|e| Outcome::Close(e.to_string()))
 }
 
 /// Encodes `body` as the response to `req`.
@@ -118,6 +97,16 @@ fn respond<T: Encodable>(req: &Request, body: &T) -> Result<Outcome, RequestErro
             reason: format!("response does not encode: {reason}"),
         }),
     }
+}
+
+/// A response string field.
+fn str_bytes(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+/// A nullable request string field, owned.
+fn opt_string(v: &Option<StrBytes>) -> Option<String> {
+    v.as_ref().map(|x| x.to_string())
 }
 
 /// Logs one client-visible error, as every handler does for each error code it returns: at

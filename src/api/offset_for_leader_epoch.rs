@@ -7,12 +7,16 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 };
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
-use super::{log_client_error, respond, Outcome};
+use super::{log_client_error, respond, Outcome, Session};
 use crate::error::ErrorCode;
 use crate::protocol::request::{Request, RequestError};
 use crate::shard::{check_leader_epoch, Shard};
 
-pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, RequestError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    req: &Request,
+    _session: &Session,
+) -> Result<Outcome, RequestError> {
     let body: OffsetForLeaderEpochRequest = req.decode_body()?;
     let image = shard.metadata();
     let mut topics = Vec::new();

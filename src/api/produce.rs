@@ -11,7 +11,7 @@ use kafka_protocol::messages::produce_response::{
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{log_client_error, respond, Outcome};
+use super::{log_client_error, respond, Outcome, Session};
 use crate::error::ErrorCode;
 use crate::log::batch;
 use crate::log::validate::{RecordError, ValidateOptions};
@@ -63,7 +63,11 @@ impl From<LogError> for Failure {
 
 type AppendResult = Result<AppendInfo, Failure>;
 
-pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, RequestError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    req: &Request,
+    _session: &Session,
+) -> Result<Outcome, RequestError> {
     let body: ProduceRequest = req.decode_body()?;
     let acks = body.acks;
     if shard.config.auto_create_topics_enable && matches!(acks, -1..=1) {

@@ -7,7 +7,8 @@ use kafka_protocol::messages::*;
 use super::request::{Request, RequestError};
 
 /// Decodes `req`'s body as its handler would and drops it. `None` when the key has no entry
-/// here, which the unit test below forbids for every key in the API table.
+/// here, which the unit test below forbids for every key in the API registry
+/// (`api::registry`).
 pub fn decode_any(req: &Request) -> Option<Result<(), RequestError>> {
     fn ok<T>(r: Result<T, RequestError>) -> Option<Result<(), RequestError>> {
         Some(r.map(drop))
@@ -49,9 +50,8 @@ pub fn decode_any(req: &Request) -> Option<Result<(), RequestError>> {
 mod tests {
     use bytes::Bytes;
 
-    use super::super::apis::APIS;
-    use super::super::request::decode_request;
     use super::*;
+    use crate::api::registry::{decode_request, APIS};
 
     #[test]
     fn every_api_in_the_table_has_its_body_type() {

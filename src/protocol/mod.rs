@@ -1,10 +1,10 @@
-//! The Kafka wire protocol, sans I/O: framing, request headers, the table of supported APIs,
-//! response encoding, and the zero-copy Fetch response layout.
+//! The Kafka wire protocol, sans I/O: framing, request headers, request body types, response
+//! encoding, and the zero-copy Fetch response layout. Which APIs and versions are served is the
+//! API registry's (`api::registry`).
 //!
 //! Nothing here touches a socket or an executor, so every function can be tested (and fuzzed)
 //! on bytes alone. Message bodies come from the `kafka-protocol` crate.
 
-pub mod apis;
 pub mod bodies;
 pub mod fetch;
 pub mod frame;

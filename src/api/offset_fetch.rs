@@ -1,27 +1,18 @@
-//! OffsetCommit, OffsetFetch and OffsetDelete: committed offsets, kept by each group's
-//! coordinating shard in `__consumer_offsets`.
+//! OffsetFetch: a group's committed offsets, read from its coordinating shard (v0-7 one group,
+//! v8+ a batch of groups).
 
 use std::rc::Rc;
 
-use kafka_protocol::messages::offset_commit_response::{
-    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
-};
-use kafka_protocol::messages::offset_delete_response::{
-    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
-};
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
-use kafka_protocol::messages::{
-    GroupId, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse,
-    OffsetFetchRequest, OffsetFetchResponse, TopicName,
-};
+use kafka_protocol::messages::{GroupId, OffsetFetchRequest, OffsetFetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{log_client_error, respond, Outcome};
-use crate::error::{self, ErrorCode};
-use crate::group::offsets::{self, CommitArgs};
+use super::{log_client_error, respond, Outcome, Session};
+use crate::error::ErrorCode;
+use crate::group::offsets;
 use crate::group::store::Committed;
 use crate::group::{self as coordinator};
 use crate::protocol::request::{Request, RequestError};
@@ -29,67 +20,6 @@ use crate::shard::Shard;
 
 fn topic_name(t: &str) -> TopicName {
     TopicName(StrBytes::from_string(t.to_string()))
-}
-
-pub async fn offset_commit(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, RequestError> {
-    let body: OffsetCommitRequest = req.decode_body()?;
-    let gid = body.group_id.0.to_string();
-    let partitions: Vec<(String, i32, i64, i32, Option<String>)> = body
-        .topics
-        .iter()
-        .flat_map(|t| {
-            t.partitions.iter().map(move |p| {
-                let metadata = p.committed_metadata.as_ref().map(|m| m.to_string());
-                (
-                    t.name.0.to_string(),
-                    p.partition_index,
-                    p.committed_offset,
-                    p.committed_leader_epoch,
-                    metadata,
-                )
-            })
-        })
-        .collect();
-    let n = partitions.len();
-    let args = CommitArgs {
-        group_id: gid.clone(),
-        generation: body.generation_id_or_member_epoch,
-        member_id: body.member_id.to_string(),
-        instance_id: body.group_instance_id.as_ref().map(|i| i.to_string()),
-        partitions,
-    };
-    let results = match coordinator::coordinator_shard(shard, &gid).await {
-        Ok(owner) => {
-            shard
-                .router
-                .invoke_on(shard, owner, move |s| offsets::commit(s, args))
-                .await
-        }
-        Err(code) => vec![Some(code); n],
-    };
-    if let Some(code) = results.iter().flatten().next() {
-        log_client_error(req, &format!("offset commit {gid}"), *code, &body.member_id);
-    }
-    let mut results = results.into_iter();
-    let topics = body
-        .topics
-        .iter()
-        .map(|t| {
-            let partitions = t
-                .partitions
-                .iter()
-                .map(|p| {
-                    OffsetCommitResponsePartition::default()
-                        .with_partition_index(p.partition_index)
-                        .with_error_code(error::code(results.next().flatten()))
-                })
-                .collect();
-            OffsetCommitResponseTopic::default()
-                .with_name(t.name.clone())
-                .with_partitions(partitions)
-        })
-        .collect();
-    respond(req, &OffsetCommitResponse::default().with_topics(topics))
 }
 
 /// One group's part of an OffsetFetch: the partitions asked (None: all committed ones).
@@ -137,7 +67,11 @@ fn by_topic(rows: Vec<(String, i32, Option<Committed>)>) -> Vec<TopicRows> {
     out
 }
 
-pub async fn offset_fetch(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, RequestError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    req: &Request,
+    _session: &Session,
+) -> Result<Outcome, RequestError> {
     let body: OffsetFetchRequest = req.decode_body()?;
     if req.version() >= 8 {
         let mut groups = Vec::new();
@@ -231,60 +165,4 @@ fn group_entry(
                 .collect(),
         ),
     }
-}
-
-pub async fn offset_delete(shard: &Rc<Shard>, req: &Request) -> Result<Outcome, RequestError> {
-    let body: OffsetDeleteRequest = req.decode_body()?;
-    let gid = body.group_id.0.to_string();
-    let asked: Vec<(String, i32)> = body
-        .topics
-        .iter()
-        .flat_map(|t| {
-            t.partitions
-                .iter()
-                .map(move |p| (t.name.0.to_string(), p.partition_index))
-        })
-        .collect();
-    let result = match coordinator::coordinator_shard(shard, &gid).await {
-        Ok(owner) => {
-            let gid = gid.clone();
-            shard
-                .router
-                .invoke_on(shard, owner, move |s| {
-                    offsets::delete_offsets(s, gid, asked)
-                })
-                .await
-        }
-        Err(code) => Err(code),
-    };
-    let mut response = OffsetDeleteResponse::default();
-    match result {
-        Err(code) => {
-            log_client_error(req, &format!("offset delete {gid}"), code, "");
-            response = response.with_error_code(code.code());
-        }
-        Ok(results) => {
-            let mut results = results.into_iter();
-            let topics = body
-                .topics
-                .iter()
-                .map(|t| {
-                    let partitions = t
-                        .partitions
-                        .iter()
-                        .map(|p| {
-                            OffsetDeleteResponsePartition::default()
-                                .with_partition_index(p.partition_index)
-                                .with_error_code(error::code(results.next().flatten()))
-                        })
-                        .collect();
-                    OffsetDeleteResponseTopic::default()
-                        .with_name(t.name.clone())
-                        .with_partitions(partitions)
-                })
-                .collect();
-            response = response.with_topics(topics);
-        }
-    }
-    respond(req, &response)
 }
