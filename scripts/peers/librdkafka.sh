@@ -31,6 +31,10 @@ SKIPS=(
     "0119|ACLs are not built (consumer authorization errors)"
     "0142|SASL reauthentication: SASL is not built"
     "0081|its ACL sub-tests need the ACL admin APIs (KIP-140), which are not built (security issue)"
+    "0109|its second half creates topics with Kafka's kafka-topics.sh (KAFKA_PATH)"
+    "0055|its transactional sub-test needs transactions (issue 14); the other latency sub-tests passed before it"
+    "0061|consumer lag with transactions: transactions are not built (issue 14)"
+    "0137|its control-message sub-test needs transactions (issue 14)"
 )
 # The CI subset: produce/consume, codecs, offsets, groups, admin, idempotence, fetch sizes.
 CI_TESTS=0001,0002,0005,0008,0011,0012,0013,0017,0022,0029,0030,0031,0040,0052,0081,0082,0090,0121
