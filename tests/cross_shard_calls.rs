@@ -15,7 +15,7 @@
 //! for longer than its preempt timer at the wrong moment. Four executors and a spinning thread
 //! sharing a core, with a 1 ms preempt timer, make that happen within a few thousand calls on
 //! any machine, where unpinned executors on a large CI host would rarely contend. With the
-//! unpatched glommio these tests failed 4 runs in 5 at their CI size.
+//! unpatched glommio these tests hung in 8 runs of 8 at their CI size.
 //!
 //! The watchdog deadline is a hang detector, not a timing bound: it is generous because CI runs
 //! on two contended cores. `TIDELOG_XSHARD_ROUNDS` scales both tests for long soak runs
@@ -42,8 +42,8 @@ const HANG_DEADLINE: Duration = Duration::from_secs(120);
 
 /// The executors' preempt timer. `tidelog serve` uses 5 ms; 1 ms makes it far likelier that
 /// the timer expires while an executor's thread is descheduled, which is the condition of the
-/// lost wake-up these tests guard against (with 5 ms the unpatched glommio hung in about 1 run
-/// in 5 here, with 1 ms in 4 runs in 5).
+/// lost wake-up these tests guard against (at half today's rounds, the unpatched glommio hung
+/// in 1 run of 5 with 5 ms and in 4 of 5 with 1 ms).
 const PREEMPT_TIMER: Duration = Duration::from_millis(1);
 
 /// Rounds of each workload: `TIDELOG_XSHARD_ROUNDS`, or `default`.
