@@ -7,8 +7,6 @@
 
 use std::future::Future;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use uuid::Uuid;
 
@@ -34,9 +32,13 @@ pub fn shard_for(topic_id: Uuid, partition: i32, shard_count: usize) -> usize {
 pub const METADATA_SHARD: usize = 0;
 
 /// Receives from a cross-shard channel; `None` once every sender is gone and nothing is left in
-/// the channel. No timer: the wait is woken by the send (flume fires the receiving task's
+/// the channel. No timer: the wait is woken by the send alone (flume fires the receiving task's
 /// glommio waker from the sending shard's thread; glommio queues it to this executor and writes
 /// its eventfd if it sleeps), so a shard waiting here with nothing else to do sleeps.
+///
+/// That wake-up is reliable only with the patched glommio in vendor/glommio: glommio 0.9 could
+/// park an executor with woken tasks still queued when its preempt timer fired while the thread
+/// was descheduled (vendor/glommio/NOTE-tidelog.md, docs/design-notes.md "Cross-shard calls").
 ///
 /// The second look after `Disconnected` is what makes a reply never read as a dropped call:
 /// flume 0.10's `RecvFut`, when polled again after its first wait, looks at the queue and then
@@ -48,40 +50,6 @@ pub async fn recv_cross_shard<T>(rx: &flume::Receiver<T>) -> Option<T> {
     match rx.recv_async().await {
         Ok(v) => Some(v),
         Err(flume::RecvError::Disconnected) => rx.try_recv().ok(),
-    }
-}
-
-/// How long a wait for a cross-shard reply sleeps before looking again by itself.
-///
-/// Why it still exists: with no re-check at all, `tests/cross_shard_calls.rs` hangs about once
-/// in seven runs with every executor parked in io_uring, every eventfd counter at 0 and no
-/// completion pending: a cross-thread wake-up lost inside glommio 0.9's park path (see
-/// docs/design-notes.md, "Cross-shard calls"). The re-check is armed only while a call or a
-/// parked fetch is waiting, so an idle shard (nothing in flight) arms no timer and sleeps.
-pub const CROSS_SHARD_RECHECK: Duration = Duration::from_millis(5);
-
-/// Replies found by a re-check rather than by their wake-up, process-wide: each one is a
-/// cross-thread wake-up that was lost or late. Tests and diagnosis read it.
-pub static CROSS_SHARD_REPLIES_FOUND_BY_RECHECK: AtomicU64 = AtomicU64::new(0);
-
-/// [`recv_cross_shard`] for a wait that must not hang on a lost wake-up: every
-/// [`CROSS_SHARD_RECHECK`] it looks again and calls `nudge` (which wakes the other side again,
-/// in case it is the one whose wake-up was lost).
-pub async fn recv_reply<T>(rx: &flume::Receiver<T>, nudge: impl Fn()) -> Option<T> {
-    loop {
-        let next = futures_lite::future::or(async { Some(recv_cross_shard(rx).await) }, async {
-            glommio::timer::sleep(CROSS_SHARD_RECHECK).await;
-            None
-        })
-        .await;
-        if let Some(v) = next {
-            return v;
-        }
-        if let Ok(v) = rx.try_recv() {
-            CROSS_SHARD_REPLIES_FOUND_BY_RECHECK.fetch_add(1, Ordering::Relaxed);
-            return Some(v);
-        }
-        nudge();
     }
 }
 
@@ -125,49 +93,20 @@ impl Router {
         if self.senders[target].send_async(job).await.is_err() {
             crate::fatal(&format!("shard {target} is gone"));
         }
-        // A no-op job makes the owner's job loop run (and its executor wake) once more.
-        let nudge = || {
-            let _ = self.senders[target].try_send(Box::new(|_| {}));
-        };
-        match recv_reply(&rx, nudge).await {
+        match recv_cross_shard(&rx).await {
             Some(r) => r,
             None => crate::fatal(&format!("shard {target} dropped a call")),
         }
     }
 }
 
-/// Runs every job that other shards send to this one, until every sender is gone.
+/// Runs every job that other shards send to this one, until every sender is gone. The loop arms
+/// no timer: an idle shard sleeps until a job arrives.
 pub async fn serve_jobs(shard: Rc<Shard>, jobs: flume::Receiver<Job>) {
-    loop {
-        let next = futures_lite::future::or(async { Some(recv_cross_shard(&jobs).await) }, async {
-            glommio::timer::sleep(JOB_QUEUE_IDLE_RECHECK).await;
-            None
-        })
-        .await;
-        let job = match next {
-            Some(Some(job)) => job,
-            Some(None) => return,
-            None => match jobs.try_recv() {
-                Ok(job) => {
-                    CROSS_SHARD_REPLIES_FOUND_BY_RECHECK.fetch_add(1, Ordering::Relaxed);
-                    job
-                }
-                Err(flume::TryRecvError::Empty) => continue,
-                Err(flume::TryRecvError::Disconnected) => return,
-            },
-        };
+    while let Some(job) = recv_cross_shard(&jobs).await {
         job(shard.clone());
     }
 }
-
-/// How often an idle job loop looks at its queue by itself.
-///
-/// Defence in depth, not the wake-up path: jobs wake the loop through flume's waker. The
-/// stress soak (docs/design-notes.md, "Cross-shard calls") still shows rare lost cross-thread
-/// wake-ups whose cause is not found; the caller's 5 ms re-check and nudge cover a lost reply,
-/// and this bounds a lost job wake-up on an otherwise idle shard to a delay instead of a hang.
-/// Four wake-ups a second cost an idle shard well under 0.1% of a core (tuning.md, "Idle CPU").
-pub const JOB_QUEUE_IDLE_RECHECK: Duration = Duration::from_millis(250);
 
 #[cfg(test)]
 mod tests {

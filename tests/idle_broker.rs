@@ -1,11 +1,15 @@
-//! An idle broker sleeps (issue 10 item 1, issue 15 item 5): no shard wakes up more than its
-//! job loop's idle re-check (`router::JOB_QUEUE_IDLE_RECHECK`, 4 times a second) when nothing
-//! is in flight. Before the cross-shard wait stopped polling, every shard woke 200
-//! times a second (about 166 wake-ups/s and 3.5% of a core each, measured on the debug build).
+//! An idle broker sleeps (issue 10 item 1, issue 15 item 5): with nothing in flight a shard
+//! wakes only for its own periodic housekeeping, of which the most frequent is the full-disk
+//! heal check (`config::LOG_HEAL_INTERVAL_MS`, once a second). No cross-shard wait polls: the
+//! job loop and every call sleep until a message wakes them. Before the cross-shard wait
+//! stopped polling, every shard woke 200 times a second (about 166 wake-ups/s and 3.5% of a
+//! core each, measured on the debug build); the later 250 ms idle job-loop re-check added 4.
 //!
 //! Measured from /proc/PID/task/*/{status,schedstat}, as scripts/idle-cpu.sh does over 30 s.
 //! The window here is short and the bounds generous (CI shares two cores): voluntary context
 //! switches count wake-ups exactly and do not depend on CPU speed, so they are the main check.
+//! Its bound (3 a second) sits above the heal check's 1 and below the 5 that any periodic
+//! re-check of 4 a second or more would add.
 
 mod common;
 
@@ -68,7 +72,7 @@ fn an_idle_broker_does_not_wake_its_shards() {
         let core_percent = (ns1 - ns0) as f64 / WINDOW.as_nanos() as f64 * 100.0;
         eprintln!("{name}: {wakeups_per_s:.1} wake-ups/s, {core_percent:.4}% of a core");
         assert!(
-            wakeups_per_s < 10.0,
+            wakeups_per_s < 3.0,
             "{name} woke {wakeups_per_s:.1} times a second while idle"
         );
         assert!(

@@ -252,8 +252,8 @@ async fn park(shard: &Rc<Shard>, slots: &[Slot], reads: &[Read], deadline: Insta
     let timeout = deadline.saturating_duration_since(Instant::now());
     futures_lite::future::or(
         async {
-            // Re-checked while parked, so a lost wake-up costs a few ms, not the whole wait.
-            let _ = crate::router::recv_reply(&rx, || {}).await;
+            // Woken by the owner's signal alone (or by the deadline below): no re-check.
+            let _ = crate::router::recv_cross_shard(&rx).await;
         },
         glommio::timer::sleep(timeout),
     )
