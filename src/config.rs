@@ -192,6 +192,86 @@ const _: () = assert!(MAX_MESSAGE_BYTES_DEFAULT < SOCKET_REQUEST_MAX_BYTES_DEFAU
 const _: () = assert!((SOCKET_REQUEST_MAX_BYTES_DEFAULT as usize) < SHARD_INFLIGHT_BYTES_MAX);
 const _: () = assert!(INDEX_INTERVAL_BYTES_DEFAULT as u64 <= SEGMENT_BYTES_DEFAULT);
 
+// Connections and responses (`net/conn.rs`, `net/send.rs`).
+
+/// Bytes read from the socket at a time when no larger frame is pending.
+pub const READ_CHUNK_BYTES: usize = 64 << 10;
+/// Bytes read through glommio when the socket had nothing ready: only the first bytes of a
+/// burst take this copy; the rest go straight into the frame buffer.
+pub const WAIT_READ_BYTES: usize = 4 << 10;
+/// Bytes copied through memory to wait for a full socket to drain (`net::send`'s fallback when
+/// `sendfile` would block).
+pub const STALL_CHUNK_BYTES: usize = 16 << 10;
+/// The listen backlog each shard's listener asks for (the kernel caps it at
+/// `net.core.somaxconn`).
+pub const LISTEN_BACKLOG: i32 = 1024;
+
+const _: () = assert!(WAIT_READ_BYTES <= READ_CHUNK_BYTES);
+const _: () = assert!(READ_CHUNK_BYTES <= SOCKET_REQUEST_MAX_BYTES_DEFAULT as usize);
+const _: () = assert!(STALL_CHUNK_BYTES <= FETCH_MAX_BYTES_DEFAULT as usize);
+const _: () = assert!(LISTEN_BACKLOG > 0);
+
+// Consumer groups (`group/`) and producer ids (`admin.rs`).
+
+/// Kafka's `offset.metadata.max.bytes`: the longest metadata string an OffsetCommit may carry.
+pub const OFFSET_METADATA_MAX_BYTES: usize = 4096;
+/// Partitions of `__consumer_offsets` (Kafka's `offsets.topic.num.partitions` is 50; fewer
+/// files suit a single node, and the count is fixed once the topic exists).
+pub const OFFSETS_TOPIC_PARTITIONS: i32 = 16;
+/// Segment size of `__consumer_offsets` (Kafka's `offsets.topic.segment.bytes`).
+pub const OFFSETS_TOPIC_SEGMENT_BYTES: u64 = 100 << 20;
+/// Producer ids are handed out in persisted blocks of this many, so that no id repeats after a
+/// restart.
+pub const PRODUCER_ID_BLOCK: i64 = 1000;
+
+const _: () = assert!(OFFSET_METADATA_MAX_BYTES < MAX_MESSAGE_BYTES_DEFAULT as usize);
+const _: () =
+    assert!(OFFSETS_TOPIC_PARTITIONS > 0 && OFFSETS_TOPIC_PARTITIONS <= PARTITIONS_PER_TOPIC_MAX);
+const _: () = assert!(OFFSETS_TOPIC_SEGMENT_BYTES <= SEGMENT_BYTES_MAX);
+const _: () = assert!(MAX_MESSAGE_BYTES_DEFAULT as u64 <= OFFSETS_TOPIC_SEGMENT_BYTES);
+const _: () = assert!(PRODUCER_ID_BLOCK > 0);
+
+// Executors, memory and the process (`runtime.rs`, `alloc.rs`, `server.rs`).
+
+/// Locked memory each executor reserves for its io_uring buffers by default.
+pub const IO_MEMORY_BYTES_DEFAULT: usize = 2 << 20;
+/// Locked memory each executor reserves at the least; below it io_uring buffers thrash.
+pub const IO_MEMORY_BYTES_MIN: usize = 256 << 10;
+/// Locked memory left over for the process itself when RLIMIT_MEMLOCK is shared out among the
+/// executors.
+pub const MEMLOCK_RESERVE_BYTES: u64 = 1 << 20;
+/// glommio's preemption timer on the broker's shards: how long a task may run before
+/// `yield_if_needed` yields to latency-sensitive work.
+pub const SHARD_PREEMPT_TIMER_MS: u64 = 5;
+/// The preemption timer of the single executor the CLI, tests and tools run on.
+pub const TOOL_PREEMPT_TIMER_MS: u64 = 10;
+/// Allocations at least this large are reserved with `MAP_NORESERVE`, not committed
+/// (`alloc::BrokerAllocator`). Every buffer the broker itself sizes stays below it.
+pub const HUGE_ALLOCATION_BYTES: usize = 1 << 30;
+/// How long shutdown waits for in-flight requests before closing partitions anyway.
+pub const SHUTDOWN_DRAIN_MS_MAX: u64 = 5_000;
+/// How often shutdown looks at the in-flight request count while it drains.
+pub const SHUTDOWN_DRAIN_POLL_MS: u64 = 10;
+/// How long a start waits for a port still held by a dead broker's io_uring rings.
+pub const PORT_RELEASE_WAIT_MS_MAX: u64 = 3_000;
+/// How often a start retries binding that port meanwhile.
+pub const PORT_RELEASE_POLL_MS: u64 = 20;
+/// Shortest retention pass interval, whatever `log.retention.check.interval.ms` says.
+pub const LOG_RETENTION_CHECK_INTERVAL_MS_MIN: u64 = 100;
+/// Shortest pause between cleaner passes, whatever `log.cleaner.backoff.ms` says.
+pub const LOG_CLEANER_BACKOFF_MS_MIN: u64 = 10;
+
+const _: () = assert!(IO_MEMORY_BYTES_MIN <= IO_MEMORY_BYTES_DEFAULT);
+const _: () = assert!(IO_MEMORY_BYTES_MIN % (64 << 10) == 0);
+const _: () = assert!(SHARD_INFLIGHT_BYTES_MAX < HUGE_ALLOCATION_BYTES);
+const _: () = assert!((SOCKET_REQUEST_MAX_BYTES_DEFAULT as usize) < HUGE_ALLOCATION_BYTES);
+const _: () = assert!(LOG_CLEANER_DEDUPE_BUFFER_SIZE_DEFAULT < HUGE_ALLOCATION_BYTES);
+const _: () =
+    assert!(SHUTDOWN_DRAIN_POLL_MS > 0 && SHUTDOWN_DRAIN_POLL_MS <= SHUTDOWN_DRAIN_MS_MAX);
+const _: () = assert!(PORT_RELEASE_POLL_MS > 0 && PORT_RELEASE_POLL_MS <= PORT_RELEASE_WAIT_MS_MAX);
+const _: () = assert!(SHARD_PREEMPT_TIMER_MS > 0 && TOOL_PREEMPT_TIMER_MS > 0);
+const _: () = assert!(LOG_CLEANER_BACKOFF_MS_MIN <= LOG_CLEANER_BACKOFF_MS_DEFAULT);
+
 /// The broker's settings: built from defaults, then the `--config` file, then `--set` flags.
 ///
 /// Keys use Kafka's names (`num.partitions`, `log.retention.hours`, ...). In the TOML file they
