@@ -134,7 +134,16 @@ impl Setting {
 use ConfigType as T;
 use Mode::{Dynamic, ReadOnly};
 
-const HOUR_MS: i64 = 60 * 60 * 1000;
+const MINUTE_MS: i64 = 60 * 1000;
+const HOUR_MS: i64 = 60 * MINUTE_MS;
+
+/// A count of `unit_ms` (hours, minutes) in milliseconds; one that does not fit a Kafka LONG is
+/// an invalid value, not an overflow.
+fn in_ms(key: &str, value: &str, unit_ms: i64) -> Result<i64, String> {
+    parse::<i64>(key, value)?
+        .checked_mul(unit_ms)
+        .ok_or_else(|| format!("{key} is too large, got {value:?}"))
+}
 const KAFKA_LONG_MAX: &str = "9223372036854775807";
 
 /// Every broker setting, sorted by name (DescribeConfigs lists them in this order).
@@ -583,7 +592,7 @@ pub static SETTINGS: &[Setting] = &[
         Dynamic,
         "`retention.ms` in hours; `.minutes` and `.ms` take precedence.",
         |c, key, value| {
-            c.log_retention_ms = parse::<i64>(key, value)? * HOUR_MS;
+            c.log_retention_ms = in_ms(key, value, HOUR_MS)?;
             Ok(())
         },
     ),
@@ -594,7 +603,7 @@ pub static SETTINGS: &[Setting] = &[
         Dynamic,
         "`retention.ms` in minutes; `.ms` takes precedence.",
         |c, key, value| {
-            c.log_retention_ms = parse::<i64>(key, value)? * 60_000;
+            c.log_retention_ms = in_ms(key, value, MINUTE_MS)?;
             Ok(())
         },
     ),
@@ -632,7 +641,7 @@ pub static SETTINGS: &[Setting] = &[
         Dynamic,
         "`segment.ms` in hours; `log.roll.ms` takes precedence.",
         |c, key, value| {
-            c.log_roll_ms = parse::<i64>(key, value)? * HOUR_MS;
+            c.log_roll_ms = in_ms(key, value, HOUR_MS)?;
             Ok(())
         },
     ),
@@ -790,6 +799,38 @@ pub static SETTINGS: &[Setting] = &[
         },
     ),
 ];
+
+// The table's shape is checked when the broker compiles: rows sorted by name (DescribeConfigs
+// lists them in table order, as Kafka does), and a topic config hung on the row of its first,
+// most precise synonym. The unit tests below check the rest (aliases, defaults, docs).
+const _: () = {
+    let mut i = 0;
+    while i < SETTINGS.len() {
+        if i > 0 {
+            assert!(str_lt(SETTINGS[i - 1].name, SETTINGS[i].name));
+        }
+        if let Some(t) = &SETTINGS[i].topic {
+            assert!(!t.synonyms.is_empty() && str_eq(t.synonyms[0], SETTINGS[i].name));
+        }
+        i += 1;
+    }
+};
+
+const fn str_lt(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut i = 0;
+    while i < a.len() && i < b.len() {
+        if a[i] != b[i] {
+            return a[i] < b[i];
+        }
+        i += 1;
+    }
+    a.len() < b.len()
+}
+
+const fn str_eq(a: &str, b: &str) -> bool {
+    !str_lt(a, b) && !str_lt(b, a)
+}
 
 /// The setting `key` names, by its Kafka name or one of its aliases.
 pub fn setting_named(key: &str) -> Option<&'static Setting> {
@@ -960,6 +1001,22 @@ mod tests {
                     .unwrap_or_else(|e| panic!("{}: {e}", t.name));
             }
         }
+    }
+
+    #[test]
+    fn hours_and_minutes_that_overflow_milliseconds_are_refused() {
+        let mut c = BrokerConfig::default();
+        for key in [
+            "log.retention.hours",
+            "log.retention.minutes",
+            "log.roll.hours",
+        ] {
+            let err = c.set(key, "9223372036854775807").unwrap_err();
+            assert!(err.contains(key), "{err}");
+        }
+        assert_eq!(c.log_retention_ms, BrokerConfig::default().log_retention_ms);
+        c.set("log.retention.minutes", "2").unwrap();
+        assert_eq!(c.log_retention_ms, 120_000);
     }
 
     #[test]
