@@ -6,8 +6,9 @@
 //! The limits are constants, each with the compile-time assertions that tie it to the others
 //! (TigerBeetle's `constants.zig` is the model). The settings an operator may change are rows
 //! of one table, [`schema::SETTINGS`], which drives parsing (`BrokerConfig::set`), validation,
-//! DescribeConfigs and the README's tables.
+//! DescribeConfigs and the README's tables ([`docs`]).
 
+pub mod docs;
 pub mod schema;
 
 use crate::log::{CleanupPolicy, CompressionType, TimestampType};

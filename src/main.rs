@@ -118,11 +118,11 @@ fn main() -> ExitCode {
         }
         Command::Tune(_) => tidelog::tune::run_check(),
         Command::Configs(_) => {
-            use tidelog::config::schema;
+            use tidelog::config::docs;
             print!(
                 "## Broker configs\n\n{}\n## Topic configs\n\n{}",
-                schema::markdown_broker_table(),
-                schema::markdown_topic_table()
+                docs::markdown_broker_table(),
+                docs::markdown_topic_table()
             );
             ExitCode::SUCCESS
         }

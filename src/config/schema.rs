@@ -7,9 +7,8 @@
 //!
 //! Everything else is derived from the table: `BrokerConfig::set`, the topic-config validation
 //! and the DescribeConfigs entries in `metadata::configs` (names, types, sources, synonyms,
-//! read-only flags), and the two tables in README.md ([`markdown_broker_table`],
-//! [`markdown_topic_table`]; a unit test fails when README.md differs and prints the block to
-//! paste).
+//! read-only flags), and the two tables in README.md (`config::docs`; a unit test fails when
+//! README.md differs and prints the block to paste).
 
 use super::SHARD_INFLIGHT_BYTES_MAX;
 use super::{non_negative, parse, BrokerConfig, LOG_CLEANER_DEDUPE_BUFFER_SIZE_MIN};
@@ -872,65 +871,6 @@ fn number<N: std::str::FromStr + PartialOrd + std::fmt::Display>(
     Ok(n)
 }
 
-/// The README's table of broker settings, rendered from [`SETTINGS`].
-pub fn markdown_broker_table() -> String {
-    let mut out = String::from(
-        "| setting | type | default | at run time | topic config | what it does |\n\
-         |---|---|---|---|---|---|\n",
-    );
-    for s in SETTINGS {
-        let mut name = format!("`{}`", s.name);
-        if !s.aliases.is_empty() {
-            let aliases: Vec<String> = s.aliases.iter().map(|a| format!("`{a}`")).collect();
-            name.push_str(&format!(" (also {})", aliases.join(", ")));
-        }
-        let mode = match (s.mode, s.described) {
-            (Mode::Dynamic, _) => "dynamic",
-            (Mode::ReadOnly, true) => "read-only",
-            (Mode::ReadOnly, false) => "read-only, not in DescribeConfigs",
-        };
-        let topic = SETTINGS
-            .iter()
-            .filter_map(|o| o.topic.as_ref())
-            .find(|t| t.synonyms.contains(&s.name))
-            .map_or(String::new(), |t| format!("`{}`", t.name));
-        out.push_str(&format!(
-            "| {name} | {} | {} | {mode} | {topic} | {} |\n",
-            s.config_type.name(),
-            s.default.map_or("null".to_string(), |d| format!("`{d}`")),
-            s.doc,
-        ));
-    }
-    out
-}
-
-/// The README's table of topic configs, rendered from [`SETTINGS`].
-pub fn markdown_topic_table() -> String {
-    let mut out =
-        String::from("| topic config | type | default from | what it does |\n|---|---|---|---|\n");
-    for t in topic_configs() {
-        let synonyms: Vec<String> = t.synonyms.iter().map(|s| format!("`{s}`")).collect();
-        out.push_str(&format!(
-            "| `{}` | {} | {} | {} |\n",
-            t.name,
-            t.config_type.name(),
-            synonyms.join(", "),
-            t.doc,
-        ));
-    }
-    out
-}
-
-/// The README block between `<!-- {marker} -->` and `<!-- /{marker} -->`.
-#[cfg(test)]
-fn readme_block<'a>(readme: &'a str, marker: &str) -> Option<&'a str> {
-    let begin = format!("<!-- {marker} -->\n");
-    let end = format!("<!-- /{marker} -->");
-    let start = readme.find(&begin)? + begin.len();
-    let len = readme[start..].find(&end)?;
-    Some(&readme[start..start + len])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1042,26 +982,6 @@ mod tests {
             .is_err());
         for name in ["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"] {
             assert_eq!(CompressionType::parse(name).unwrap().name(), name);
-        }
-    }
-
-    /// README.md's config tables are rendered from [`SETTINGS`]; on a mismatch this prints the
-    /// block to paste between the markers.
-    #[test]
-    fn the_readme_tables_match_the_schema() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
-        let readme = std::fs::read_to_string(path).expect("README.md");
-        for (marker, expected) in [
-            ("broker-configs", markdown_broker_table()),
-            ("topic-configs", markdown_topic_table()),
-        ] {
-            let found = readme_block(&readme, marker)
-                .unwrap_or_else(|| panic!("README.md has no <!-- {marker} --> block"));
-            assert!(
-                found == expected,
-                "README.md's {marker} table differs from src/config/schema.rs; \
-                 replace the block between <!-- {marker} --> and <!-- /{marker} --> with:\n\n{expected}"
-            );
         }
     }
 }
