@@ -943,6 +943,22 @@ mod tests {
         }
     }
 
+    /// The log's own defaults (used where no broker config is at hand: tests, tools) are the
+    /// ones the schema's defaults give a topic.
+    #[test]
+    fn the_log_defaults_are_the_schema_defaults() {
+        let mut from_schema = BrokerConfig::default();
+        for s in SETTINGS {
+            if let Some(d) = s.default {
+                (s.set)(&mut from_schema, s.name, d).unwrap();
+            }
+        }
+        // Kafka's "never" for log.flush.interval.messages is Long.MAX_VALUE, ours u64::MAX.
+        from_schema.log_flush_interval_messages = u64::MAX;
+        let topic = crate::metadata::log_config(&from_schema, &Default::default()).unwrap();
+        assert_eq!(topic, LogConfig::default());
+    }
+
     #[test]
     fn hours_and_minutes_that_overflow_milliseconds_are_refused() {
         let mut c = BrokerConfig::default();
