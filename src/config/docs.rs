@@ -65,7 +65,37 @@ fn readme_block<'a>(readme: &'a str, marker: &str) -> Option<&'a str> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::schema::{setting_named, topic_config};
     use super::*;
+
+    /// tuning.md's "Speed knobs" table is written by hand, with advice; the Kafka names in its
+    /// first column must still be settings or topic configs of the schema.
+    #[test]
+    fn the_tuning_knobs_name_settings_of_the_schema() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tuning.md");
+        let tuning = std::fs::read_to_string(path).expect("tuning.md");
+        let section = tuning
+            .split("\n## ")
+            .find(|s| s.starts_with("Speed knobs"))
+            .expect("a Speed knobs section");
+        let mut checked = 0;
+        for row in section.lines().filter(|l| l.starts_with("| ")).skip(1) {
+            let knob = row.split('|').nth(1).unwrap_or_default();
+            for name in knob.split('`').skip(1).step_by(2) {
+                if name.contains('.') && !name.contains(' ') {
+                    assert!(
+                        setting_named(name).is_some() || topic_config(name).is_some(),
+                        "tuning.md names {name}, which is no setting of src/config/schema.rs"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert!(
+            checked >= 8,
+            "only {checked} names found in tuning.md's knobs"
+        );
+    }
 
     /// README.md's config tables are rendered from [`SETTINGS`]; on a mismatch this prints the
     /// block to paste between the markers.
