@@ -247,6 +247,8 @@ const _: () = assert!(PRODUCER_ID_BLOCK > 0);
 pub const IO_MEMORY_BYTES_DEFAULT: usize = 2 << 20;
 /// Locked memory each executor reserves at the least; below it io_uring buffers thrash.
 pub const IO_MEMORY_BYTES_MIN: usize = 256 << 10;
+/// When locked memory is short, each executor's share is rounded down to a multiple of this.
+pub const IO_MEMORY_GRANULE_BYTES: usize = 64 << 10;
 /// Locked memory left over for the process itself when RLIMIT_MEMLOCK is shared out among the
 /// executors.
 pub const MEMLOCK_RESERVE_BYTES: u64 = 1 << 20;
@@ -272,7 +274,8 @@ pub const LOG_RETENTION_CHECK_INTERVAL_MS_MIN: u64 = 100;
 pub const LOG_CLEANER_BACKOFF_MS_MIN: u64 = 10;
 
 const _: () = assert!(IO_MEMORY_BYTES_MIN <= IO_MEMORY_BYTES_DEFAULT);
-const _: () = assert!(IO_MEMORY_BYTES_MIN % (64 << 10) == 0);
+const _: () = assert!(IO_MEMORY_GRANULE_BYTES.is_power_of_two());
+const _: () = assert!(IO_MEMORY_BYTES_MIN % IO_MEMORY_GRANULE_BYTES == 0);
 const _: () = assert!(SHARD_INFLIGHT_BYTES_MAX < HUGE_ALLOCATION_BYTES);
 const _: () = assert!((SOCKET_REQUEST_MAX_BYTES_DEFAULT as usize) < HUGE_ALLOCATION_BYTES);
 const _: () = assert!(LOG_CLEANER_DEDUPE_BUFFER_SIZE_DEFAULT < HUGE_ALLOCATION_BYTES);

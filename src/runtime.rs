@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 pub use crate::config::{IO_MEMORY_BYTES_DEFAULT, IO_MEMORY_BYTES_MIN};
-use crate::config::{MEMLOCK_RESERVE_BYTES, TOOL_PREEMPT_TIMER_MS};
+use crate::config::{IO_MEMORY_GRANULE_BYTES, MEMLOCK_RESERVE_BYTES, TOOL_PREEMPT_TIMER_MS};
 
 /// How much locked memory the executors may reserve, decided from the process's limits.
 #[derive(Clone, Copy, Debug)]
@@ -71,7 +71,8 @@ pub fn raise_memlock_limit(shards: usize, io_memory: usize) -> Result<MemlockPla
     if cap_ipc_lock {
         return Ok(plan(cur));
     }
-    let fits = (cur.saturating_sub(MEMLOCK_RESERVE_BYTES) / shards) as usize & !0xffff;
+    let fits = (cur.saturating_sub(MEMLOCK_RESERVE_BYTES) / shards) as usize
+        & !(IO_MEMORY_GRANULE_BYTES - 1);
     if fits >= IO_MEMORY_BYTES_MIN {
         return Ok(MemlockPlan {
             io_memory: fits.min(io_memory),
