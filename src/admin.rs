@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use tracing::info;
 
+use crate::config::PRODUCER_ID_BLOCK;
 use crate::error::ErrorCode;
 use crate::metadata::configs::{self, ConfigEdit};
 use crate::metadata::{self, MetadataImage, TopicMeta};
@@ -332,9 +333,6 @@ async fn publish(s: &Rc<Shard>, image: MetadataImage) -> Result<(), String> {
     }
     Ok(())
 }
-
-/// Producer ids are handed out in persisted blocks, so that no id repeats after a restart.
-const PRODUCER_ID_BLOCK: i64 = 1000;
 
 /// A fresh producer id, unique for the life of the data directory.
 pub async fn allocate_producer_id(shard: &Rc<Shard>) -> Result<i64, String> {

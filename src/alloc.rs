@@ -19,8 +19,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 
-/// Allocations at least this large are reserved, not committed.
-pub const HUGE_ALLOCATION_BYTES: usize = 1 << 30;
+use crate::config::HUGE_ALLOCATION_BYTES;
 
 /// See the module documentation.
 pub struct BrokerAllocator;

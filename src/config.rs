@@ -2,6 +2,16 @@
 //!
 //! Names follow Kafka's config names (`segment.bytes` becomes `segment_bytes`), so that the code
 //! can be checked against Kafka's documentation.
+//!
+//! The limits are constants, each with the compile-time assertions that tie it to the others
+//! (TigerBeetle's `constants.zig` is the model). The settings an operator may change are rows
+//! of one table, [`schema::SETTINGS`], which drives parsing (`BrokerConfig::set`), validation,
+//! DescribeConfigs and the README's tables ([`docs`]).
+
+pub mod docs;
+pub mod schema;
+
+use crate::log::{CleanupPolicy, CompressionType, TimestampType};
 
 /// `index.interval.bytes`: bytes of log between two entries of the sparse offset index.
 pub const INDEX_INTERVAL_BYTES_DEFAULT: u32 = 4096;
@@ -192,6 +202,89 @@ const _: () = assert!(MAX_MESSAGE_BYTES_DEFAULT < SOCKET_REQUEST_MAX_BYTES_DEFAU
 const _: () = assert!((SOCKET_REQUEST_MAX_BYTES_DEFAULT as usize) < SHARD_INFLIGHT_BYTES_MAX);
 const _: () = assert!(INDEX_INTERVAL_BYTES_DEFAULT as u64 <= SEGMENT_BYTES_DEFAULT);
 
+// Connections and responses (`net/conn.rs`, `net/send.rs`).
+
+/// Bytes read from the socket at a time when no larger frame is pending.
+pub const READ_CHUNK_BYTES: usize = 64 << 10;
+/// Bytes read through glommio when the socket had nothing ready: only the first bytes of a
+/// burst take this copy; the rest go straight into the frame buffer.
+pub const WAIT_READ_BYTES: usize = 4 << 10;
+/// Bytes copied through memory to wait for a full socket to drain (`net::send`'s fallback when
+/// `sendfile` would block).
+pub const STALL_CHUNK_BYTES: usize = 16 << 10;
+/// The listen backlog each shard's listener asks for (the kernel caps it at
+/// `net.core.somaxconn`).
+pub const LISTEN_BACKLOG: i32 = 1024;
+
+const _: () = assert!(WAIT_READ_BYTES <= READ_CHUNK_BYTES);
+const _: () = assert!(READ_CHUNK_BYTES <= SOCKET_REQUEST_MAX_BYTES_DEFAULT as usize);
+const _: () = assert!(STALL_CHUNK_BYTES <= FETCH_MAX_BYTES_DEFAULT as usize);
+const _: () = assert!(LISTEN_BACKLOG > 0);
+
+// Consumer groups (`group/`) and producer ids (`admin.rs`).
+
+/// Kafka's `offset.metadata.max.bytes`: the longest metadata string an OffsetCommit may carry.
+pub const OFFSET_METADATA_MAX_BYTES: usize = 4096;
+/// Partitions of `__consumer_offsets` (Kafka's `offsets.topic.num.partitions` is 50; fewer
+/// files suit a single node, and the count is fixed once the topic exists).
+pub const OFFSETS_TOPIC_PARTITIONS: i32 = 16;
+/// Segment size of `__consumer_offsets` (Kafka's `offsets.topic.segment.bytes`).
+pub const OFFSETS_TOPIC_SEGMENT_BYTES: u64 = 100 << 20;
+/// Producer ids are handed out in persisted blocks of this many, so that no id repeats after a
+/// restart.
+pub const PRODUCER_ID_BLOCK: i64 = 1000;
+
+const _: () = assert!(OFFSET_METADATA_MAX_BYTES < MAX_MESSAGE_BYTES_DEFAULT as usize);
+const _: () =
+    assert!(OFFSETS_TOPIC_PARTITIONS > 0 && OFFSETS_TOPIC_PARTITIONS <= PARTITIONS_PER_TOPIC_MAX);
+const _: () = assert!(OFFSETS_TOPIC_SEGMENT_BYTES <= SEGMENT_BYTES_MAX);
+const _: () = assert!(MAX_MESSAGE_BYTES_DEFAULT as u64 <= OFFSETS_TOPIC_SEGMENT_BYTES);
+const _: () = assert!(PRODUCER_ID_BLOCK > 0);
+
+// Executors, memory and the process (`runtime.rs`, `alloc.rs`, `server.rs`).
+
+/// Locked memory each executor reserves for its io_uring buffers by default.
+pub const IO_MEMORY_BYTES_DEFAULT: usize = 2 << 20;
+/// Locked memory each executor reserves at the least; below it io_uring buffers thrash.
+pub const IO_MEMORY_BYTES_MIN: usize = 256 << 10;
+/// When locked memory is short, each executor's share is rounded down to a multiple of this.
+pub const IO_MEMORY_GRANULE_BYTES: usize = 64 << 10;
+/// Locked memory left over for the process itself when RLIMIT_MEMLOCK is shared out among the
+/// executors.
+pub const MEMLOCK_RESERVE_BYTES: u64 = 1 << 20;
+/// glommio's preemption timer on the broker's shards: how long a task may run before
+/// `yield_if_needed` yields to latency-sensitive work.
+pub const SHARD_PREEMPT_TIMER_MS: u64 = 5;
+/// The preemption timer of the single executor the CLI, tests and tools run on.
+pub const TOOL_PREEMPT_TIMER_MS: u64 = 10;
+/// Allocations at least this large are reserved with `MAP_NORESERVE`, not committed
+/// (`alloc::BrokerAllocator`). Every buffer the broker itself sizes stays below it.
+pub const HUGE_ALLOCATION_BYTES: usize = 1 << 30;
+/// How long shutdown waits for in-flight requests before closing partitions anyway.
+pub const SHUTDOWN_DRAIN_MS_MAX: u64 = 5_000;
+/// How often shutdown looks at the in-flight request count while it drains.
+pub const SHUTDOWN_DRAIN_POLL_MS: u64 = 10;
+/// How long a start waits for a port still held by a dead broker's io_uring rings.
+pub const PORT_RELEASE_WAIT_MS_MAX: u64 = 3_000;
+/// How often a start retries binding that port meanwhile.
+pub const PORT_RELEASE_POLL_MS: u64 = 20;
+/// Shortest retention pass interval, whatever `log.retention.check.interval.ms` says.
+pub const LOG_RETENTION_CHECK_INTERVAL_MS_MIN: u64 = 100;
+/// Shortest pause between cleaner passes, whatever `log.cleaner.backoff.ms` says.
+pub const LOG_CLEANER_BACKOFF_MS_MIN: u64 = 10;
+
+const _: () = assert!(IO_MEMORY_BYTES_MIN <= IO_MEMORY_BYTES_DEFAULT);
+const _: () = assert!(IO_MEMORY_GRANULE_BYTES.is_power_of_two());
+const _: () = assert!(IO_MEMORY_BYTES_MIN % IO_MEMORY_GRANULE_BYTES == 0);
+const _: () = assert!(SHARD_INFLIGHT_BYTES_MAX < HUGE_ALLOCATION_BYTES);
+const _: () = assert!((SOCKET_REQUEST_MAX_BYTES_DEFAULT as usize) < HUGE_ALLOCATION_BYTES);
+const _: () = assert!(LOG_CLEANER_DEDUPE_BUFFER_SIZE_DEFAULT < HUGE_ALLOCATION_BYTES);
+const _: () =
+    assert!(SHUTDOWN_DRAIN_POLL_MS > 0 && SHUTDOWN_DRAIN_POLL_MS <= SHUTDOWN_DRAIN_MS_MAX);
+const _: () = assert!(PORT_RELEASE_POLL_MS > 0 && PORT_RELEASE_POLL_MS <= PORT_RELEASE_WAIT_MS_MAX);
+const _: () = assert!(SHARD_PREEMPT_TIMER_MS > 0 && TOOL_PREEMPT_TIMER_MS > 0);
+const _: () = assert!(LOG_CLEANER_BACKOFF_MS_MIN <= LOG_CLEANER_BACKOFF_MS_DEFAULT);
+
 /// The broker's settings: built from defaults, then the `--config` file, then `--set` flags.
 ///
 /// Keys use Kafka's names (`num.partitions`, `log.retention.hours`, ...). In the TOML file they
@@ -238,8 +331,8 @@ pub struct BrokerConfig {
     /// The file-descriptor budget, derived from RLIMIT_NOFILE at start (not a setting):
     /// unlimited until `server::run` computes it.
     pub fd_budget: FdBudget,
-    /// `log.message.timestamp.type`: `CreateTime` or `LogAppendTime`.
-    pub log_message_timestamp_type: String,
+    /// `log.message.timestamp.type`.
+    pub log_message_timestamp_type: TimestampType,
     /// `log.message.timestamp.before.max.ms`: how far in the past a CreateTime record may be.
     pub log_message_timestamp_before_max_ms: i64,
     /// `log.message.timestamp.after.max.ms`: how far in the future a CreateTime record may be.
@@ -250,10 +343,10 @@ pub struct BrokerConfig {
     pub group_min_session_timeout_ms: i32,
     /// `group.max.session.timeout.ms`.
     pub group_max_session_timeout_ms: i32,
-    /// `log.cleanup.policy`: `delete`, `compact` or both, comma-separated.
-    pub log_cleanup_policy: String,
+    /// `log.cleanup.policy`.
+    pub log_cleanup_policy: CleanupPolicy,
     /// `compression.type`: `producer` keeps batches as sent.
-    pub compression_type: String,
+    pub compression_type: CompressionType,
     /// `log.cleaner.delete.retention.ms`.
     pub log_cleaner_delete_retention_ms: i64,
     /// `log.cleaner.min.compaction.lag.ms`.
@@ -296,14 +389,14 @@ impl Default for BrokerConfig {
             socket_request_max_bytes: SOCKET_REQUEST_MAX_BYTES_DEFAULT,
             max_connections: MAX_CONNECTIONS_DEFAULT,
             fd_budget: FdBudget::unlimited(),
-            log_message_timestamp_type: "CreateTime".into(),
+            log_message_timestamp_type: TimestampType::CreateTime,
             log_message_timestamp_before_max_ms: MESSAGE_TIMESTAMP_BEFORE_MAX_MS_DEFAULT,
             log_message_timestamp_after_max_ms: MESSAGE_TIMESTAMP_AFTER_MAX_MS_DEFAULT,
             group_initial_rebalance_delay_ms: 3000,
             group_min_session_timeout_ms: 6000,
             group_max_session_timeout_ms: 1_800_000,
-            log_cleanup_policy: "delete".into(),
-            compression_type: "producer".into(),
+            log_cleanup_policy: CleanupPolicy::DELETE,
+            compression_type: CompressionType::Producer,
             log_cleaner_delete_retention_ms: DELETE_RETENTION_MS_DEFAULT,
             log_cleaner_min_compaction_lag_ms: MIN_COMPACTION_LAG_MS_DEFAULT,
             log_cleaner_min_cleanable_ratio: MIN_CLEANABLE_DIRTY_RATIO_DEFAULT,
@@ -336,114 +429,21 @@ impl BrokerConfig {
     /// Applies one Kafka-named setting from the config file or `--set` (STATIC_BROKER_CONFIG).
     /// Unknown keys are an error naming the key.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
-        self.set_value(key, value)?;
-        let canonical = canonical_name(key);
-        self.explicit.retain(|(k, _)| k != canonical);
+        let setting =
+            schema::setting_named(key).ok_or_else(|| format!("unknown config {key:?}"))?;
+        (setting.set)(self, key, value)?;
+        self.explicit.retain(|(k, _)| k != setting.name);
         self.explicit
-            .push((canonical.to_string(), value.trim().to_string()));
+            .push((setting.name.to_string(), value.trim().to_string()));
         Ok(())
     }
 
     /// Applies one Kafka-named setting without recording it as given in the config file: how
     /// dynamic broker configs (AlterConfigs on the broker resource) are layered on top.
     pub fn set_value(&mut self, key: &str, value: &str) -> Result<(), String> {
-        const HOUR_MS: i64 = 60 * 60 * 1000;
-        match key {
-            "listeners" | "listen" => {
-                let v = value.rsplit("://").next().unwrap_or(value);
-                self.listen = parse(key, v)?;
-            }
-            "advertised.listeners" | "advertised.listener" => {
-                let v = value.rsplit("://").next().unwrap_or(value);
-                let (host, port) = v
-                    .rsplit_once(':')
-                    .ok_or_else(|| format!("{key} must be HOST:PORT, got {value:?}"))?;
-                self.advertised_listener = Some((host.to_string(), parse(key, port)?));
-            }
-            "log.dirs" | "log.dir" | "data.dir" => self.data_dir = value.into(),
-            "shards" => self.shards = Some(parse(key, value)?),
-            "node.id" | "broker.id" => self.node_id = parse(key, value)?,
-            "cluster.id" => self.cluster_id = Some(value.to_string()),
-            "num.partitions" => self.num_partitions = parse(key, value)?,
-            "auto.create.topics.enable" => self.auto_create_topics_enable = parse(key, value)?,
-            "log.retention.hours" => self.log_retention_ms = parse::<i64>(key, value)? * HOUR_MS,
-            "log.retention.minutes" => self.log_retention_ms = parse::<i64>(key, value)? * 60_000,
-            "log.retention.ms" => self.log_retention_ms = parse(key, value)?,
-            "log.retention.bytes" => self.log_retention_bytes = parse(key, value)?,
-            "log.segment.bytes" => self.log_segment_bytes = parse(key, value)?,
-            "log.roll.hours" => self.log_roll_ms = parse::<i64>(key, value)? * HOUR_MS,
-            "log.roll.ms" => self.log_roll_ms = parse(key, value)?,
-            "log.flush.interval.messages" => self.log_flush_interval_messages = parse(key, value)?,
-            "log.flush.interval.ms" => self.log_flush_interval_ms = parse(key, value)?,
-            "log.retention.check.interval.ms" => {
-                self.log_retention_check_interval_ms = parse(key, value)?
-            }
-            "message.max.bytes" => self.message_max_bytes = parse(key, value)?,
-            "socket.request.max.bytes" => {
-                let v: u32 = parse(key, value)?;
-                if v as usize > SHARD_INFLIGHT_BYTES_MAX {
-                    return Err(format!("{key} may be at most {SHARD_INFLIGHT_BYTES_MAX}, the in-flight bytes of one shard"));
-                }
-                self.socket_request_max_bytes = v;
-            }
-            "max.connections" => self.max_connections = parse(key, value)?,
-            "log.message.timestamp.type" => match value {
-                "CreateTime" | "LogAppendTime" => self.log_message_timestamp_type = value.into(),
-                _ => return Err(format!("invalid value {value:?} for {key}")),
-            },
-            "log.message.timestamp.before.max.ms" => {
-                self.log_message_timestamp_before_max_ms = non_negative(key, value)?
-            }
-            "log.message.timestamp.after.max.ms" => {
-                self.log_message_timestamp_after_max_ms = non_negative(key, value)?
-            }
-            "group.min.session.timeout.ms" => {
-                self.group_min_session_timeout_ms = parse(key, value)?
-            }
-            "group.max.session.timeout.ms" => {
-                self.group_max_session_timeout_ms = parse(key, value)?
-            }
-            "group.initial.rebalance.delay.ms" => {
-                self.group_initial_rebalance_delay_ms = parse(key, value)?
-            }
-            "log.cleanup.policy" => match cleanup_policy(value) {
-                Some(p) => self.log_cleanup_policy = p,
-                None => return Err(format!("invalid value {value:?} for {key}")),
-            },
-            "compression.type" => match value {
-                "producer" | "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd" => {
-                    self.compression_type = value.into()
-                }
-                _ => return Err(format!("invalid value {value:?} for {key}")),
-            },
-            "log.cleaner.delete.retention.ms" => {
-                self.log_cleaner_delete_retention_ms = parse(key, value)?
-            }
-            "log.cleaner.min.compaction.lag.ms" => {
-                self.log_cleaner_min_compaction_lag_ms = parse(key, value)?
-            }
-            "log.cleaner.min.cleanable.ratio" => {
-                let r: f64 = parse(key, value)?;
-                if !(0.0..=1.0).contains(&r) {
-                    return Err(format!("{key} must be between 0 and 1, got {value:?}"));
-                }
-                self.log_cleaner_min_cleanable_ratio = r;
-            }
-            "log.cleaner.backoff.ms" => self.log_cleaner_backoff_ms = parse(key, value)?,
-            "log.cleaner.dedupe.buffer.size" => {
-                let v: usize = parse(key, value)?;
-                if v < LOG_CLEANER_DEDUPE_BUFFER_SIZE_MIN {
-                    return Err(format!(
-                        "{key} must be at least {LOG_CLEANER_DEDUPE_BUFFER_SIZE_MIN}"
-                    ));
-                }
-                self.log_cleaner_dedupe_buffer_size = v;
-            }
-            "log.index.interval.bytes" => self.log_index_interval_bytes = parse(key, value)?,
-            "min.insync.replicas" => self.min_insync_replicas = parse(key, value)?,
-            _ => return Err(format!("unknown config {key:?}")),
-        }
-        Ok(())
+        let setting =
+            schema::setting_named(key).ok_or_else(|| format!("unknown config {key:?}"))?;
+        (setting.set)(self, key, value)
     }
 
     /// The value given explicitly (config file or `--set`) for a canonical Kafka name.
@@ -471,36 +471,6 @@ impl BrokerConfig {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         })
     }
-}
-
-/// The Kafka name of a setting that `set` also accepts under an alias.
-fn canonical_name(key: &str) -> &str {
-    match key {
-        "listen" => "listeners",
-        "advertised.listener" => "advertised.listeners",
-        "log.dir" | "data.dir" => "log.dirs",
-        "broker.id" => "node.id",
-        other => other,
-    }
-}
-
-/// Kafka's `cleanup.policy` list, normalised (`delete`, `compact`, `compact,delete`); `None`
-/// when empty or naming anything else.
-pub fn cleanup_policy(value: &str) -> Option<String> {
-    let mut compact = false;
-    let mut delete = false;
-    for p in value.split(',').map(str::trim) {
-        match p {
-            "compact" => compact = true,
-            "delete" => delete = true,
-            _ => return None,
-        }
-    }
-    Some(match (compact, delete) {
-        (true, true) => "compact,delete".into(),
-        (true, false) => "compact".into(),
-        _ => "delete".into(),
-    })
 }
 
 fn flatten_toml(prefix: &str, value: &toml::Value, out: &mut Vec<(String, String)>) {

@@ -27,6 +27,8 @@ enum Command {
     Serve(ServeArgs),
     /// Compare this host's OS settings with tuning.md's recommendations (changes nothing).
     Tune(TuneArgs),
+    /// Print every broker setting and topic config, from the config schema.
+    Configs(ConfigsArgs),
     #[command(flatten)]
     Client(tidelog::cli::ClientCommand),
 }
@@ -56,6 +58,13 @@ struct TuneArgs {
     /// the host itself.
     #[arg(long, required = true)]
     check: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct ConfigsArgs {
+    /// Print them as README.md's two Markdown tables; the only format for now.
+    #[arg(long, required = true)]
+    markdown: bool,
 }
 
 fn build_config(args: &ServeArgs) -> Result<BrokerConfig, String> {
@@ -108,6 +117,15 @@ fn main() -> ExitCode {
             }
         }
         Command::Tune(_) => tidelog::tune::run_check(),
+        Command::Configs(_) => {
+            use tidelog::config::docs;
+            print!(
+                "## Broker configs\n\n{}\n## Topic configs\n\n{}",
+                docs::markdown_broker_table(),
+                docs::markdown_topic_table()
+            );
+            ExitCode::SUCCESS
+        }
         Command::Client(cmd) => tidelog::cli::run(cmd),
     }
 }

@@ -3,11 +3,8 @@
 
 use std::time::Duration;
 
-/// Locked memory each executor reserves for its io_uring buffers by default.
-pub const IO_MEMORY_BYTES_DEFAULT: usize = 2 << 20;
-
-/// Locked memory each executor reserves at the least; below it io_uring buffers thrash.
-pub const IO_MEMORY_BYTES_MIN: usize = 256 << 10;
+pub use crate::config::{IO_MEMORY_BYTES_DEFAULT, IO_MEMORY_BYTES_MIN};
+use crate::config::{IO_MEMORY_GRANULE_BYTES, MEMLOCK_RESERVE_BYTES, TOOL_PREEMPT_TIMER_MS};
 
 /// How much locked memory the executors may reserve, decided from the process's limits.
 #[derive(Clone, Copy, Debug)]
@@ -26,7 +23,7 @@ pub struct MemlockPlan {
 /// when not even the minimum fits.
 pub fn raise_memlock_limit(shards: usize, io_memory: usize) -> Result<MemlockPlan, String> {
     let shards = shards.max(1) as u64;
-    let wanted = shards * io_memory as u64 + (1 << 20);
+    let wanted = shards * io_memory as u64 + MEMLOCK_RESERVE_BYTES;
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -74,7 +71,8 @@ pub fn raise_memlock_limit(shards: usize, io_memory: usize) -> Result<MemlockPla
     if cap_ipc_lock {
         return Ok(plan(cur));
     }
-    let fits = (cur.saturating_sub(1 << 20) / shards) as usize & !0xffff;
+    let fits = (cur.saturating_sub(MEMLOCK_RESERVE_BYTES) / shards) as usize
+        & !(IO_MEMORY_GRANULE_BYTES - 1);
     if fits >= IO_MEMORY_BYTES_MIN {
         return Ok(MemlockPlan {
             io_memory: fits.min(io_memory),
@@ -86,7 +84,7 @@ pub fn raise_memlock_limit(shards: usize, io_memory: usize) -> Result<MemlockPla
         "locked memory limit is {} KiB but {shards} shard(s) need at least {} KiB for io_uring, and raising it \
          failed; run `ulimit -l unlimited` (or set LimitMEMLOCK=infinity in the systemd unit), or lower --shards",
         cur / 1024,
-        (shards * IO_MEMORY_BYTES_MIN as u64 + (1 << 20)) / 1024,
+        (shards * IO_MEMORY_BYTES_MIN as u64 + MEMLOCK_RESERVE_BYTES) / 1024,
     ))
 }
 
@@ -116,7 +114,7 @@ where
     });
     let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .io_memory(plan.io_memory)
-        .preempt_timer(Duration::from_millis(10))
+        .preempt_timer(Duration::from_millis(TOOL_PREEMPT_TIMER_MS))
         .make()
         .unwrap_or_else(|e| {
             eprintln!("tidelog: cannot start an io_uring executor: {e}");

@@ -11,13 +11,15 @@ use glommio::{LocalExecutorBuilder, Placement};
 use tracing::{error, info};
 
 use crate::config::{BrokerConfig, SHARD_CHANNEL_CAPACITY};
+use crate::config::{
+    IO_MEMORY_BYTES_DEFAULT, LISTEN_BACKLOG, LOG_CLEANER_BACKOFF_MS_MIN,
+    LOG_RETENTION_CHECK_INTERVAL_MS_MIN, PORT_RELEASE_POLL_MS, PORT_RELEASE_WAIT_MS_MAX,
+    SHARD_PREEMPT_TIMER_MS, SHUTDOWN_DRAIN_MS_MAX, SHUTDOWN_DRAIN_POLL_MS,
+};
 use crate::metadata::{self, MetadataImage};
 use crate::router::{self, Job, Router};
-use crate::runtime::{raise_memlock_limit, IO_MEMORY_BYTES_DEFAULT};
+use crate::runtime::raise_memlock_limit;
 use crate::shard::Shard;
-
-/// How long shutdown waits for in-flight requests before closing partitions anyway.
-const SHUTDOWN_DRAIN_MS_MAX: u64 = 5_000;
 
 /// Shutdown phases, sent from the main thread to every shard.
 #[derive(Clone, Copy, Debug)]
@@ -90,7 +92,7 @@ pub fn run(mut config: BrokerConfig) -> Result<(), String> {
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("tidelog-shard-{i}"))
             .io_memory(memlock.io_memory)
-            .preempt_timer(Duration::from_millis(5))
+            .preempt_timer(Duration::from_millis(SHARD_PREEMPT_TIMER_MS))
             .spawn(move || shard_main(i, config, image, mesh, fd, rx, ready))
             .map_err(|e| format!("cannot start shard {i}: {e}"))?;
         handles.push(handle);
@@ -192,8 +194,8 @@ async fn shard_main(
                 }
                 let mut waited = 0;
                 while shard.requests_in_flight.get() > 0 && waited < SHUTDOWN_DRAIN_MS_MAX {
-                    glommio::timer::sleep(Duration::from_millis(10)).await;
-                    waited += 10;
+                    glommio::timer::sleep(Duration::from_millis(SHUTDOWN_DRAIN_POLL_MS)).await;
+                    waited += SHUTDOWN_DRAIN_POLL_MS;
                 }
                 let _ = ack.send(());
                 glommio::timer::sleep(Duration::ZERO).await;
@@ -210,7 +212,12 @@ async fn shard_main(
 
 /// Applies retention on this shard's partitions every `log.retention.check.interval.ms`.
 async fn retention_loop(shard: Rc<Shard>) {
-    let every = Duration::from_millis(shard.config.log_retention_check_interval_ms.max(100));
+    let every = Duration::from_millis(
+        shard
+            .config
+            .log_retention_check_interval_ms
+            .max(LOG_RETENTION_CHECK_INTERVAL_MS_MIN),
+    );
     loop {
         glommio::timer::sleep(every).await;
         if shard.shutting_down.get() {
@@ -247,7 +254,12 @@ async fn client_error_log_loop(shard: Rc<Shard>) {
 /// Compacts this shard's compacted partitions every `log.cleaner.backoff.ms`. The key map is
 /// owned by this task, so no borrow of it outlives an `.await` elsewhere.
 async fn cleaner_loop(shard: Rc<Shard>) {
-    let every = Duration::from_millis(shard.config.log_cleaner_backoff_ms.max(10));
+    let every = Duration::from_millis(
+        shard
+            .config
+            .log_cleaner_backoff_ms
+            .max(LOG_CLEANER_BACKOFF_MS_MIN),
+    );
     let mut map = None;
     loop {
         glommio::timer::sleep(every).await;
@@ -300,13 +312,10 @@ fn claim_listen_address(
         match probe_bind(addr) {
             Ok(_probe) => return Ok((addr, guard)),
             Err(e) if std::time::Instant::now() >= deadline => return Err(e),
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            Err(_) => std::thread::sleep(Duration::from_millis(PORT_RELEASE_POLL_MS)),
         }
     }
 }
-
-/// How long a start waits for a port still held by a dead broker's io_uring rings.
-const PORT_RELEASE_WAIT_MS_MAX: u64 = 3_000;
 
 /// Binds `addr` without SO_REUSEPORT (see [`claim_listen_address`]); never listens.
 fn probe_bind(addr: std::net::SocketAddr) -> Result<socket2::Socket, String> {
@@ -343,7 +352,7 @@ fn bind_reuseport(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, S
     s.set_reuse_port(true).map_err(err)?;
     s.set_reuse_address(true).map_err(err)?;
     s.bind(&addr.into()).map_err(err)?;
-    s.listen(1024).map_err(err)?;
+    s.listen(LISTEN_BACKLOG).map_err(err)?;
     Ok(s.into())
 }
 

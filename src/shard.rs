@@ -155,7 +155,7 @@ impl Shard {
 
     /// The broker's settings in force now: the static ones with the dynamic broker configs
     /// (AlterConfigs on the broker resource) on top. Read settings that Kafka lets change at
-    /// run time (`configs::DYNAMIC_BROKER_CONFIGS`) from here, the rest from `config`.
+    /// run time (`Mode::Dynamic` in `config::schema::SETTINGS`) from here, the rest from `config`.
     pub fn broker_config(&self) -> Arc<BrokerConfig> {
         self.broker_config.borrow().clone()
     }

@@ -161,7 +161,8 @@ fn limit(host: &Host, name: &str) -> Option<String> {
 /// `runtime::raise_memlock_limit`, which also accepts CAP_IPC_LOCK instead).
 fn memlock(host: &Host) -> Finding {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
-    let needed = cores * crate::runtime::IO_MEMORY_BYTES_DEFAULT as u64 + (1 << 20);
+    let needed = cores * crate::config::IO_MEMORY_BYTES_DEFAULT as u64
+        + crate::config::MEMLOCK_RESERVE_BYTES;
     finding(
         "memlock limit (RLIMIT_MEMLOCK)",
         limit(host, "Max locked memory"),

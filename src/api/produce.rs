@@ -15,7 +15,7 @@ use super::{log_client_error, respond, Outcome, Session};
 use crate::error::ErrorCode;
 use crate::log::batch;
 use crate::log::validate::{RecordError, ValidateOptions};
-use crate::log::{AppendInfo, Durability, LogError};
+use crate::log::{AppendInfo, CompressionType, Durability, LogError};
 use crate::protocol::request::{Request, RequestError};
 use crate::shard::{Shard, LEADER_EPOCH};
 use crate::util::join_all;
@@ -217,11 +217,15 @@ async fn with_topic_codec(
     max_message_bytes: u32,
 ) -> Result<Bytes, LogError> {
     let image = shard.metadata();
-    let configured = image
+    // Overrides were validated when stored; one that no longer parses (a hand-edited metadata
+    // file) keeps batches as sent.
+    let codec = match image
         .topic(&piece.topic)
-        .and_then(|t| t.configs.get("compression.type").cloned());
-    let broker = shard.broker_config();
-    let codec = configured.as_deref().unwrap_or(&broker.compression_type);
+        .and_then(|t| t.configs.get("compression.type"))
+    {
+        Some(v) => CompressionType::parse(v).unwrap_or(CompressionType::Producer),
+        None => shard.broker_config().compression_type,
+    };
     let Some(target) = crate::protocol::recompress::target_codec(codec) else {
         return Ok(piece.records.clone());
     };

@@ -24,10 +24,11 @@ use bytes::Bytes;
 use tracing::info;
 
 use crate::admin::{self, NewTopic};
+use crate::config::{OFFSETS_TOPIC_PARTITIONS, OFFSETS_TOPIC_SEGMENT_BYTES};
 use crate::error::ErrorCode;
 use crate::shard::Shard;
 use state::{Group, GroupState, JoinResult, Member, Pending, SyncResult};
-use store::{OFFSETS_TOPIC, OFFSETS_TOPIC_PARTITIONS, OFFSETS_TOPIC_SEGMENT_BYTES};
+use store::OFFSETS_TOPIC;
 
 /// The groups one shard coordinates. Lives on its shard for the life of the process.
 #[derive(Default)]

@@ -11,12 +11,10 @@ use tracing::{info, warn};
 
 use super::state::{Group, GroupState};
 use super::store::{self, Committed, Entry, GroupRecord, OFFSETS_TOPIC};
+use crate::config::OFFSET_METADATA_MAX_BYTES;
 use crate::error::ErrorCode;
 use crate::log::{Durability, Offset};
 use crate::shard::{Shard, LEADER_EPOCH};
-
-/// Kafka's `offset.metadata.max.bytes`.
-pub const OFFSET_METADATA_MAX_BYTES: usize = 4096;
 
 /// An OffsetCommit, as the coordinating shard needs it.
 #[derive(Clone, Debug)]

@@ -9,13 +9,10 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
+use crate::config::OFFSETS_TOPIC_PARTITIONS;
+
 /// The internal topic holding committed offsets and group metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
-/// Its partition count (Kafka's `offsets.topic.num.partitions` is 50; fewer files suit a single
-/// node, and the count is fixed once the topic exists).
-pub const OFFSETS_TOPIC_PARTITIONS: i32 = 16;
-/// Its segment size (Kafka's `offsets.topic.segment.bytes`).
-pub const OFFSETS_TOPIC_SEGMENT_BYTES: u64 = 100 << 20;
 
 const KEY_OFFSET: u8 = b'o';
 const KEY_GROUP: u8 = b'g';

@@ -78,6 +78,63 @@ pub enum TimestampType {
     LogAppendTime,
 }
 
+impl TimestampType {
+    /// Kafka's spelling, `CreateTime` or `LogAppendTime` (exactly, as Kafka's validator wants).
+    pub fn parse(value: &str) -> Option<TimestampType> {
+        match value {
+            "CreateTime" => Some(TimestampType::CreateTime),
+            "LogAppendTime" => Some(TimestampType::LogAppendTime),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TimestampType::CreateTime => "CreateTime",
+            TimestampType::LogAppendTime => "LogAppendTime",
+        }
+    }
+}
+
+/// `compression.type`: the codec a topic stores its batches in; `Producer` keeps every batch as
+/// the producer sent it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompressionType {
+    Producer,
+    Uncompressed,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl CompressionType {
+    const ALL: [CompressionType; 6] = [
+        CompressionType::Producer,
+        CompressionType::Uncompressed,
+        CompressionType::Gzip,
+        CompressionType::Snappy,
+        CompressionType::Lz4,
+        CompressionType::Zstd,
+    ];
+
+    /// Kafka's name (`producer`, `uncompressed`, `gzip`, `snappy`, `lz4`, `zstd`), exactly.
+    pub fn parse(value: &str) -> Option<CompressionType> {
+        Self::ALL.into_iter().find(|c| c.name() == value)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CompressionType::Producer => "producer",
+            CompressionType::Uncompressed => "uncompressed",
+            CompressionType::Gzip => "gzip",
+            CompressionType::Snappy => "snappy",
+            CompressionType::Lz4 => "lz4",
+            CompressionType::Zstd => "zstd",
+        }
+    }
+}
+
 /// `cleanup.policy`: which of retention (`delete`) and compaction (`compact`) apply; Kafka's
 /// `compact,delete` sets both.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,6 +164,15 @@ impl CleanupPolicy {
             }
         }
         Some(p)
+    }
+
+    /// Kafka's normal spelling: `delete`, `compact` or `compact,delete`.
+    pub fn name(self) -> &'static str {
+        match (self.compact, self.delete) {
+            (true, true) => "compact,delete",
+            (true, false) => "compact",
+            _ => "delete",
+        }
     }
 }
 

@@ -1,25 +1,18 @@
-//! Topic configs by Kafka's names: their types, broker-level synonyms and defaults, validation,
-//! the edits AlterConfigs and IncrementalAlterConfigs make, and the entries DescribeConfigs
-//! reports for a topic or for the broker.
+//! Topic configs by Kafka's names: the effective log config of a topic, the edits AlterConfigs
+//! and IncrementalAlterConfigs make, and the entries DescribeConfigs reports for a topic or for
+//! the broker. Names, types, defaults, synonyms, validators and which broker settings are
+//! dynamic all come from the config schema (`config::schema::SETTINGS`).
 //!
 //! A topic stores only its overrides (`TopicMeta::configs`); everything else is derived from the
 //! broker's settings at the moment it is asked, so a topic follows the broker's defaults.
 
 use std::collections::BTreeMap;
 
-use crate::config::{cleanup_policy, BrokerConfig};
-use crate::log::{CleanupPolicy, LogConfig, TimestampType};
+use crate::config::schema::{self, Mode, Setting, TopicConfig};
+use crate::config::BrokerConfig;
+use crate::log::LogConfig;
 
-/// DescribeConfigs `config_type` (v3+), Kafka's `ConfigDef.Type` numbering.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ConfigType {
-    Boolean = 1,
-    String = 2,
-    Int = 3,
-    Long = 5,
-    Double = 6,
-    List = 7,
-}
+pub use crate::config::schema::ConfigType;
 
 /// DescribeConfigs `config_source`, Kafka's numbering.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,195 +22,6 @@ pub enum ConfigSource {
     DynamicDefaultBroker = 3,
     StaticBroker = 4,
     Default = 5,
-}
-
-/// One topic config Kafka defines.
-pub struct TopicConfigDef {
-    pub name: &'static str,
-    /// Broker settings that supply the default, highest precedence first.
-    pub broker_names: &'static [&'static str],
-    /// Kafka's default of the last broker setting, reported as the DEFAULT_CONFIG synonym.
-    pub broker_default: &'static str,
-    pub config_type: ConfigType,
-    pub doc: &'static str,
-}
-
-const fn def(
-    name: &'static str,
-    broker_names: &'static [&'static str],
-    broker_default: &'static str,
-    config_type: ConfigType,
-    doc: &'static str,
-) -> TopicConfigDef {
-    TopicConfigDef {
-        name,
-        broker_names,
-        broker_default,
-        config_type,
-        doc,
-    }
-}
-
-use ConfigType as T;
-
-/// Every topic config the broker accepts, sorted by name.
-pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
-    def(
-        "cleanup.policy",
-        &["log.cleanup.policy"],
-        "delete",
-        T::List,
-        "delete, compact, or both: how old segments are discarded.",
-    ),
-    def(
-        "compression.type",
-        &["compression.type"],
-        "producer",
-        T::String,
-        "Accepted and reported; batches are always stored as the producer sent them.",
-    ),
-    def(
-        "delete.retention.ms",
-        &["log.cleaner.delete.retention.ms"],
-        "86400000",
-        T::Long,
-        "How long tombstones are kept on a compacted topic.",
-    ),
-    def(
-        "flush.messages",
-        &["log.flush.interval.messages"],
-        "9223372036854775807",
-        T::Long,
-        "Force an fsync after this many messages appended without one.",
-    ),
-    def(
-        "flush.ms",
-        &["log.flush.interval.ms"],
-        "9223372036854775807",
-        T::Long,
-        "Force an fsync when the oldest unflushed message is this old.",
-    ),
-    def(
-        "index.interval.bytes",
-        &["log.index.interval.bytes"],
-        "4096",
-        T::Int,
-        "Bytes of log between two offset-index entries.",
-    ),
-    def(
-        "max.message.bytes",
-        &["message.max.bytes"],
-        "1048588",
-        T::Int,
-        "The largest record batch accepted.",
-    ),
-    def(
-        "message.timestamp.after.max.ms",
-        &["log.message.timestamp.after.max.ms"],
-        "3600000",
-        T::Long,
-        "How far ahead of the broker's clock a CreateTime record may be stamped.",
-    ),
-    def(
-        "message.timestamp.before.max.ms",
-        &["log.message.timestamp.before.max.ms"],
-        "9223372036854775807",
-        T::Long,
-        "How far behind the broker's clock a CreateTime record may be stamped.",
-    ),
-    def(
-        "message.timestamp.type",
-        &["log.message.timestamp.type"],
-        "CreateTime",
-        T::String,
-        "CreateTime keeps the producer's timestamps; LogAppendTime stamps the append time.",
-    ),
-    def(
-        "min.cleanable.dirty.ratio",
-        &["log.cleaner.min.cleanable.ratio"],
-        "0.5",
-        T::Double,
-        "Dirty share of the log above which compaction runs.",
-    ),
-    def(
-        "min.compaction.lag.ms",
-        &["log.cleaner.min.compaction.lag.ms"],
-        "0",
-        T::Long,
-        "Minimum age of a record before compaction may remove it.",
-    ),
-    def(
-        "min.insync.replicas",
-        &["min.insync.replicas"],
-        "1",
-        T::Int,
-        "Replicas that must acknowledge acks=all; always 1 on a single node.",
-    ),
-    def(
-        "retention.bytes",
-        &["log.retention.bytes"],
-        "-1",
-        T::Long,
-        "Partition size above which the oldest segments are deleted; -1 unbounded.",
-    ),
-    def(
-        "retention.ms",
-        &[
-            "log.retention.ms",
-            "log.retention.minutes",
-            "log.retention.hours",
-        ],
-        "168",
-        T::Long,
-        "Age after which closed segments are deleted; -1 keeps forever.",
-    ),
-    def(
-        "segment.bytes",
-        &["log.segment.bytes"],
-        "1073741824",
-        T::Int,
-        "Segment size at which the log rolls to a new segment.",
-    ),
-    def(
-        "segment.ms",
-        &["log.roll.ms", "log.roll.hours"],
-        "168",
-        T::Long,
-        "Segment age at which the log rolls on the next append.",
-    ),
-];
-
-/// The definition of a topic config, or `None` for a name Kafka topics do not have.
-pub fn topic_config_def(name: &str) -> Option<&'static TopicConfigDef> {
-    TOPIC_CONFIGS.iter().find(|d| d.name == name)
-}
-
-/// The value a topic gets for `def` when it does not override it, from the broker's settings.
-fn broker_value(b: &BrokerConfig, def: &TopicConfigDef) -> String {
-    match def.name {
-        "cleanup.policy" => b.log_cleanup_policy.clone(),
-        "compression.type" => b.compression_type.clone(),
-        "delete.retention.ms" => b.log_cleaner_delete_retention_ms.to_string(),
-        // Kafka's "never" is Long.MAX_VALUE.
-        "flush.messages" => b
-            .log_flush_interval_messages
-            .min(i64::MAX as u64)
-            .to_string(),
-        "flush.ms" => b.log_flush_interval_ms.to_string(),
-        "index.interval.bytes" => b.log_index_interval_bytes.to_string(),
-        "max.message.bytes" => b.message_max_bytes.to_string(),
-        "message.timestamp.after.max.ms" => b.log_message_timestamp_after_max_ms.to_string(),
-        "message.timestamp.before.max.ms" => b.log_message_timestamp_before_max_ms.to_string(),
-        "message.timestamp.type" => b.log_message_timestamp_type.clone(),
-        "min.cleanable.dirty.ratio" => b.log_cleaner_min_cleanable_ratio.to_string(),
-        "min.compaction.lag.ms" => b.log_cleaner_min_compaction_lag_ms.to_string(),
-        "min.insync.replicas" => b.min_insync_replicas.to_string(),
-        "retention.bytes" => b.log_retention_bytes.to_string(),
-        "retention.ms" => b.log_retention_ms.to_string(),
-        "segment.bytes" => b.log_segment_bytes.to_string(),
-        "segment.ms" => b.log_roll_ms.to_string(),
-        other => unreachable!("topic config {other} has no broker value"),
-    }
 }
 
 /// The effective log config of a topic: broker defaults overridden by topic configs.
@@ -233,104 +37,21 @@ pub fn log_config(
         retention_bytes: broker.log_retention_bytes,
         max_message_bytes: broker.message_max_bytes,
         index_interval_bytes: broker.log_index_interval_bytes,
-        message_timestamp_type: timestamp_type(
-            "log.message.timestamp.type",
-            &broker.log_message_timestamp_type,
-        )?,
+        message_timestamp_type: broker.log_message_timestamp_type,
         message_timestamp_before_max_ms: broker.log_message_timestamp_before_max_ms,
         message_timestamp_after_max_ms: broker.log_message_timestamp_after_max_ms,
         flush_messages: broker.log_flush_interval_messages,
         flush_ms: broker.log_flush_interval_ms,
-        cleanup_policy: CleanupPolicy::parse(&broker.log_cleanup_policy)
-            .ok_or("invalid log.cleanup.policy")?,
+        cleanup_policy: broker.log_cleanup_policy,
         min_compaction_lag_ms: broker.log_cleaner_min_compaction_lag_ms,
         delete_retention_ms: broker.log_cleaner_delete_retention_ms,
         min_cleanable_dirty_ratio: broker.log_cleaner_min_cleanable_ratio,
     };
     for (key, value) in configs {
-        apply(&mut c, key, value)?;
+        let def = schema::topic_config(key).ok_or_else(|| format!("unknown topic config {key}"))?;
+        (def.apply)(&mut c, key, value)?;
     }
     Ok(c)
-}
-
-/// Parses `value` as a number no smaller than `min`.
-fn number<N: std::str::FromStr + PartialOrd + std::fmt::Display>(
-    key: &str,
-    value: &str,
-    min: N,
-    kind: &str,
-) -> Result<N, String> {
-    let n: N = value.trim().parse().map_err(|_| {
-        format!("invalid value {value:?} for config {key}: not a number of type {kind}")
-    })?;
-    if n < min {
-        return Err(format!(
-            "invalid value {value:?} for config {key}: value must be at least {min}"
-        ));
-    }
-    Ok(n)
-}
-
-/// Validates one topic override and applies what the log obeys to `c`.
-fn apply(c: &mut LogConfig, key: &str, value: &str) -> Result<(), String> {
-    let bad = || format!("invalid value {value:?} for config {key}");
-    match key {
-        "retention.ms" => c.retention_ms = number(key, value, -1, "LONG")?,
-        "retention.bytes" => c.retention_bytes = number(key, value, i64::MIN, "LONG")?,
-        // Kafka's minimum: the overhead of one legacy record.
-        "segment.bytes" => c.segment_bytes = number::<i32>(key, value, 14, "INT")? as u64,
-        "segment.ms" => c.segment_ms = number(key, value, 1, "LONG")?,
-        "max.message.bytes" => c.max_message_bytes = number::<i32>(key, value, 0, "INT")? as u32,
-        "message.timestamp.type" => c.message_timestamp_type = timestamp_type(key, value)?,
-        "message.timestamp.before.max.ms" => {
-            c.message_timestamp_before_max_ms = number(key, value, 0, "LONG")?
-        }
-        "message.timestamp.after.max.ms" => {
-            c.message_timestamp_after_max_ms = number(key, value, 0, "LONG")?
-        }
-        "flush.messages" => c.flush_messages = number::<i64>(key, value, 1, "LONG")? as u64,
-        "flush.ms" => c.flush_ms = number(key, value, 0, "LONG")?,
-        "index.interval.bytes" => {
-            c.index_interval_bytes = number::<i32>(key, value, 0, "INT")? as u32
-        }
-        "delete.retention.ms" => c.delete_retention_ms = number(key, value, 0, "LONG")?,
-        "min.compaction.lag.ms" => c.min_compaction_lag_ms = number(key, value, 0, "LONG")?,
-        "min.cleanable.dirty.ratio" => {
-            let r = number::<f64>(key, value, 0.0, "DOUBLE")?;
-            if r > 1.0 {
-                return Err(format!("{}: value must be at most 1", bad()));
-            }
-            c.min_cleanable_dirty_ratio = r;
-        }
-        "min.insync.replicas" => {
-            number::<i32>(key, value, 1, "INT")?;
-        }
-        "cleanup.policy" => {
-            let normal = cleanup_policy(value)
-                .ok_or_else(|| format!("{}: expected a list of delete and compact", bad()))?;
-            c.cleanup_policy = CleanupPolicy::parse(&normal).ok_or_else(bad)?;
-        }
-        "compression.type" => {
-            if !matches!(
-                value,
-                "producer" | "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd"
-            ) {
-                return Err(bad());
-            }
-        }
-        _ => return Err(format!("unknown topic config {key}")),
-    }
-    Ok(())
-}
-
-fn timestamp_type(key: &str, value: &str) -> Result<TimestampType, String> {
-    match value {
-        "CreateTime" => Ok(TimestampType::CreateTime),
-        "LogAppendTime" => Ok(TimestampType::LogAppendTime),
-        _ => Err(format!(
-            "invalid value {value:?} for config {key}: expected CreateTime or LogAppendTime"
-        )),
-    }
 }
 
 /// IncrementalAlterConfigs `config_operation`.
@@ -390,7 +111,7 @@ fn incremental(
     op: AlterOp,
     value: Option<&str>,
 ) -> Result<(), String> {
-    let def = topic_config_def(name).ok_or_else(|| format!("unknown topic config {name}"))?;
+    let def = schema::topic_config(name).ok_or_else(|| format!("unknown topic config {name}"))?;
     match op {
         AlterOp::Delete => {
             configs.remove(name);
@@ -409,7 +130,7 @@ fn incremental(
             let base = configs
                 .get(name)
                 .cloned()
-                .unwrap_or_else(|| broker_value(broker, def));
+                .unwrap_or_else(|| (def.inherited)(broker));
             configs.insert(name.to_string(), edit_list(name, &base, op, v)?);
         }
     }
@@ -456,8 +177,8 @@ pub fn describe_topic(
     dynamic: Dynamic,
     overrides: &BTreeMap<String, String>,
 ) -> Vec<ConfigEntry> {
-    TOPIC_CONFIGS
-        .iter()
+    schema::topic_configs()
+        .into_iter()
         .map(|def| {
             let mut synonyms = Vec::new();
             if let Some(v) = overrides.get(def.name) {
@@ -470,13 +191,13 @@ pub fn describe_topic(
             // Kafka's order: each layer (dynamic broker, dynamic default, static), and within
             // a layer the most precise name first (`log.retention.ms` before `.hours`).
             for (layer, source) in dynamic.layers() {
-                for broker_name in def.broker_names {
+                for broker_name in def.synonyms {
                     if let Some(v) = layer.get(*broker_name) {
                         synonyms.push((broker_name.to_string(), Some(v.clone()), source));
                     }
                 }
             }
-            for broker_name in def.broker_names {
+            for broker_name in def.synonyms {
                 if let Some(v) = b.explicit_value(broker_name) {
                     synonyms.push((
                         broker_name.to_string(),
@@ -486,17 +207,17 @@ pub fn describe_topic(
                 }
             }
             let default_name = def
-                .broker_names
+                .synonyms
                 .last()
                 .expect("every topic config has a broker synonym");
             synonyms.push((
                 default_name.to_string(),
-                Some(def.broker_default.to_string()),
+                Some(def.default.to_string()),
                 ConfigSource::Default,
             ));
             let (value, source) = match overrides.get(def.name) {
                 Some(v) => (v.clone(), ConfigSource::DynamicTopic),
-                None => (broker_value(b, def), synonyms[0].2),
+                None => ((def.inherited)(b), synonyms[0].2),
             };
             ConfigEntry {
                 name: def.name.to_string(),
@@ -511,80 +232,28 @@ pub fn describe_topic(
         .collect()
 }
 
-/// Broker settings DescribeConfigs reports: name, Kafka's default (`None`: unset), type.
-pub const BROKER_CONFIGS: &[(&str, Option<&str>, ConfigType)] = &[
-    ("advertised.listeners", None, T::String),
-    ("auto.create.topics.enable", Some("true"), T::Boolean),
-    ("cluster.id", None, T::String),
-    ("compression.type", Some("producer"), T::String),
-    ("group.initial.rebalance.delay.ms", Some("3000"), T::Int),
-    ("listeners", Some("PLAINTEXT://127.0.0.1:9092"), T::String),
-    ("log.cleaner.delete.retention.ms", Some("86400000"), T::Long),
-    ("log.cleaner.min.cleanable.ratio", Some("0.5"), T::Double),
-    ("log.cleaner.min.compaction.lag.ms", Some("0"), T::Long),
-    ("log.cleanup.policy", Some("delete"), T::List),
-    ("log.dirs", Some("./tidelog-data"), T::String),
-    (
-        "log.flush.interval.messages",
-        Some("9223372036854775807"),
-        T::Long,
-    ),
-    ("log.flush.interval.ms", None, T::Long),
-    ("log.index.interval.bytes", Some("4096"), T::Int),
-    (
-        "log.message.timestamp.after.max.ms",
-        Some("3600000"),
-        T::Long,
-    ),
-    (
-        "log.message.timestamp.before.max.ms",
-        Some("9223372036854775807"),
-        T::Long,
-    ),
-    ("log.message.timestamp.type", Some("CreateTime"), T::String),
-    ("log.retention.bytes", Some("-1"), T::Long),
-    ("log.retention.check.interval.ms", Some("300000"), T::Long),
-    ("log.retention.hours", Some("168"), T::Int),
-    ("log.retention.minutes", None, T::Int),
-    ("log.retention.ms", None, T::Long),
-    ("log.roll.hours", Some("168"), T::Int),
-    ("log.roll.ms", None, T::Long),
-    ("log.segment.bytes", Some("1073741824"), T::Int),
-    ("max.connections", Some("10000"), T::Int),
-    ("message.max.bytes", Some("1048588"), T::Int),
-    ("min.insync.replicas", Some("1"), T::Int),
-    ("node.id", Some("1"), T::Int),
-    ("num.partitions", Some("1"), T::Int),
-    ("socket.request.max.bytes", Some("104857600"), T::Int),
-];
+/// The broker settings DescribeConfigs lists, in its order.
+fn described_settings() -> impl Iterator<Item = &'static Setting> {
+    schema::SETTINGS.iter().filter(|s| s.described)
+}
 
-/// The broker settings that AlterConfigs and IncrementalAlterConfigs may change while the
-/// broker runs (Kafka's dynamic broker configs that tidelog applies at run time): the log
-/// defaults topics inherit, `message.max.bytes`, `compression.type` and `max.connections`.
-/// Every other setting is read-only: Kafka answers a change to one with INVALID_REQUEST.
-pub const DYNAMIC_BROKER_CONFIGS: &[&str] = &[
-    "compression.type",
-    "log.cleaner.delete.retention.ms",
-    "log.cleaner.min.cleanable.ratio",
-    "log.cleaner.min.compaction.lag.ms",
-    "log.cleanup.policy",
-    "log.flush.interval.messages",
-    "log.flush.interval.ms",
-    "log.index.interval.bytes",
-    "log.message.timestamp.after.max.ms",
-    "log.message.timestamp.before.max.ms",
-    "log.message.timestamp.type",
-    "log.retention.bytes",
-    "log.retention.hours",
-    "log.retention.minutes",
-    "log.retention.ms",
-    "log.roll.hours",
-    "log.roll.ms",
-    "log.segment.bytes",
-    "max.connections",
-    "message.max.bytes",
-    "min.insync.replicas",
-];
+/// Whether AlterConfigs and IncrementalAlterConfigs may change the broker setting `name` while
+/// the broker runs. Every other setting is read-only: Kafka answers a change to one with
+/// INVALID_REQUEST.
+fn is_dynamic(name: &str) -> bool {
+    schema::SETTINGS
+        .iter()
+        .any(|s| s.name == name && s.mode == Mode::Dynamic)
+}
+
+/// The topic config whose default the broker setting `name` supplies, where `name` is its most
+/// precise synonym.
+fn supplied_topic_config(name: &str) -> Option<&'static TopicConfig> {
+    schema::SETTINGS
+        .iter()
+        .find(|s| s.name == name)
+        .and_then(|s| s.topic.as_ref())
+}
 
 /// The dynamic broker configs that apply to one broker: its own (resource named by its node
 /// id) over the cluster-wide defaults (resource `""`).
@@ -660,10 +329,7 @@ pub fn edit_broker_configs(
             (ops.iter().map(|(n, _, _)| n.as_str()).collect(), next)
         }
     };
-    let fixed: Vec<&str> = touched
-        .into_iter()
-        .filter(|k| !DYNAMIC_BROKER_CONFIGS.contains(k))
-        .collect();
+    let fixed: Vec<&str> = touched.into_iter().filter(|k| !is_dynamic(k)).collect();
     if !fixed.is_empty() {
         return Err(BrokerEditError::NotDynamic(format!(
             "Cannot update these configs dynamically: Set({})",
@@ -674,13 +340,10 @@ pub fn edit_broker_configs(
     for (k, v) in &next {
         check.set_value(k, v).map_err(BrokerEditError::Invalid)?;
         // A log default must also be a valid value of the topic config it supplies.
-        let topic_def = TOPIC_CONFIGS
-            .iter()
-            .find(|d| d.broker_names.first() == Some(&k.as_str()));
-        if let Some(def) = topic_def {
+        if let Some(def) = supplied_topic_config(k) {
             let mut scratch =
                 log_config(static_cfg, &BTreeMap::new()).map_err(BrokerEditError::Invalid)?;
-            apply(&mut scratch, def.name, v)
+            (def.apply)(&mut scratch, def.name, v)
                 .map_err(|e| BrokerEditError::Invalid(e.replace(def.name, k)))?;
         }
     }
@@ -705,19 +368,18 @@ fn broker_op(
         }
         AlterOp::Append | AlterOp::Subtract => {
             let v = value.ok_or_else(|| format!("config {name}: {op:?} needs a value"))?;
-            let is_list = BROKER_CONFIGS
-                .iter()
-                .any(|(n, _, t)| *n == name && *t == ConfigType::List);
-            if !is_list {
-                return Err(format!(
-                    "config {name}: APPEND and SUBTRACT apply only to LIST configs"
-                ));
-            }
+            let setting = described_settings()
+                .find(|s| s.name == name && s.config_type == ConfigType::List)
+                .ok_or_else(|| {
+                    format!("config {name}: APPEND and SUBTRACT apply only to LIST configs")
+                })?;
             let base = configs
                 .get(name)
                 .cloned()
                 .or_else(|| static_cfg.explicit_value(name).map(str::to_string))
-                .unwrap_or_else(|| static_cfg.log_cleanup_policy.clone());
+                .or_else(|| setting.topic.as_ref().map(|t| (t.inherited)(static_cfg)))
+                .or_else(|| setting.default.map(str::to_string))
+                .unwrap_or_default();
             configs.insert(name.to_string(), edit_list(name, &base, op, v)?);
         }
     }
@@ -733,10 +395,9 @@ pub fn describe_broker(b: &BrokerConfig, dynamic: Dynamic, resource: &str) -> Ve
         return defaults
             .into_iter()
             .map(|(name, v)| {
-                let config_type = BROKER_CONFIGS
-                    .iter()
-                    .find(|(n, _, _)| *n == name)
-                    .map_or(ConfigType::String, |(_, _, t)| *t);
+                let config_type = described_settings()
+                    .find(|s| s.name == name)
+                    .map_or(ConfigType::String, |s| s.config_type);
                 let source = ConfigSource::DynamicDefaultBroker;
                 ConfigEntry {
                     synonyms: vec![(name.clone(), Some(v.clone()), source)],
@@ -750,12 +411,12 @@ pub fn describe_broker(b: &BrokerConfig, dynamic: Dynamic, resource: &str) -> Ve
             })
             .collect();
     }
-    BROKER_CONFIGS
-        .iter()
-        .map(|(name, default, config_type)| {
+    described_settings()
+        .map(|setting| {
+            let name = setting.name;
             let mut synonyms = Vec::new();
             for (layer, source) in dynamic.layers() {
-                if let Some(v) = layer.get(*name) {
+                if let Some(v) = layer.get(name) {
                     synonyms.push((name.to_string(), Some(v.clone()), source));
                 }
             }
@@ -766,15 +427,15 @@ pub fn describe_broker(b: &BrokerConfig, dynamic: Dynamic, resource: &str) -> Ve
                     ConfigSource::StaticBroker,
                 ));
             }
-            let default = default.map(str::to_string);
+            let default = setting.default.map(str::to_string);
             synonyms.push((name.to_string(), default, ConfigSource::Default));
             let (value, source) = (synonyms[0].1.clone(), synonyms[0].2);
             ConfigEntry {
                 name: name.to_string(),
                 value,
                 source,
-                read_only: !DYNAMIC_BROKER_CONFIGS.contains(name),
-                config_type: *config_type,
+                read_only: setting.mode != Mode::Dynamic,
+                config_type: setting.config_type,
                 doc: "",
                 synonyms,
             }
@@ -825,10 +486,10 @@ mod tests {
         let b = BrokerConfig::default();
         for e in describe_topic(&b, Dynamic::default(), &BTreeMap::new()) {
             assert_eq!(e.source, ConfigSource::Default, "{}", e.name);
-            let def = topic_config_def(&e.name).unwrap();
-            let reported = def.broker_default;
+            let def = schema::topic_config(&e.name).unwrap();
+            let reported = def.default;
             let value = e.value.unwrap();
-            if def.broker_names.last().unwrap().ends_with(".hours") {
+            if def.synonyms.last().unwrap().ends_with(".hours") {
                 assert_eq!(
                     value.parse::<i64>().unwrap(),
                     reported.parse::<i64>().unwrap() * 3_600_000
@@ -839,9 +500,11 @@ mod tests {
         }
         // Each reported broker default, set explicitly, changes nothing.
         // (Kafka's "never" for log.flush.interval.messages is Long.MAX_VALUE, ours u64::MAX.)
-        for (name, default, _) in BROKER_CONFIGS {
-            let Some(v) = default else { continue };
-            if *name == "log.flush.interval.messages" {
+        for setting in schema::SETTINGS {
+            let (name, Some(v)) = (setting.name, setting.default) else {
+                continue;
+            };
+            if name == "log.flush.interval.messages" {
                 continue;
             }
             let mut c = BrokerConfig::default();

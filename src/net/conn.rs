@@ -13,11 +13,7 @@ use crate::config::SHARD_INFLIGHT_BYTES_MAX;
 use crate::protocol::frame;
 use crate::shard::Shard;
 
-/// Bytes read from the socket at a time when no larger frame is pending.
-const READ_CHUNK_BYTES: usize = 64 << 10;
-/// Bytes read through glommio when the socket had nothing ready: only the first bytes of a
-/// burst take this copy; the rest go straight into the frame buffer.
-const WAIT_READ_BYTES: usize = 4 << 10;
+use crate::config::{READ_CHUNK_BYTES, WAIT_READ_BYTES};
 
 /// Serves one connection until the client closes it, it misbehaves, or the broker shuts down.
 pub async fn serve_connection(shard: &Rc<Shard>, mut stream: TcpStream, peer: &str) {

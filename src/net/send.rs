@@ -12,10 +12,8 @@ use std::os::unix::fs::FileExt;
 use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
 
+use crate::config::STALL_CHUNK_BYTES;
 use crate::protocol::fetch::{Chunk, FileRange};
-
-/// Bytes copied through memory to wait for a full socket to drain.
-const STALL_CHUNK_BYTES: usize = 16 << 10;
 
 /// Writes every chunk in order.
 pub async fn write_chunks(stream: &mut TcpStream, chunks: Vec<Chunk>) -> std::io::Result<()> {

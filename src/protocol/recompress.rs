@@ -6,15 +6,17 @@
 
 use kafka_protocol::records::Compression;
 
+use crate::log::CompressionType;
+
 /// The codec a topic's `compression.type` demands; `None` for `producer` (keep as sent).
-pub fn target_codec(compression_type: &str) -> Option<Compression> {
+pub fn target_codec(compression_type: CompressionType) -> Option<Compression> {
     match compression_type {
-        "uncompressed" => Some(Compression::None),
-        "gzip" => Some(Compression::Gzip),
-        "snappy" => Some(Compression::Snappy),
-        "lz4" => Some(Compression::Lz4),
-        "zstd" => Some(Compression::Zstd),
-        _ => None,
+        CompressionType::Producer => None,
+        CompressionType::Uncompressed => Some(Compression::None),
+        CompressionType::Gzip => Some(Compression::Gzip),
+        CompressionType::Snappy => Some(Compression::Snappy),
+        CompressionType::Lz4 => Some(Compression::Lz4),
+        CompressionType::Zstd => Some(Compression::Zstd),
     }
 }
 
