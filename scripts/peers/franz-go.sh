@@ -6,6 +6,8 @@
 #   scripts/peers/franz-go.sh --long   not in CI: the suite with 500000 records, then TestGroupETL
 #                                      in chaos mode (KGO_TEST_CHAOS=1) three times, each on a
 #                                      fresh broker
+#   scripts/peers/franz-go.sh --soak   not in CI: TestGroupETL alone, SOAK_RUNS (5) times with
+#                                      SOAK_RECORDS (200000) records, each on a fresh broker
 #
 # Tests for features tidelog has not built are skipped by name (SKIPS below, reason printed).
 # KGO_TEST_STABLE_FETCH, named in issue 10, does not exist in v1.21.5's helpers_test.go.
@@ -76,7 +78,15 @@ bounded)
         run_suite "chaos-$i" 30m KGO_TEST_RECORDS=100000 KGO_TEST_CHAOS=1 '-test.run=^TestGroupETL$' || rc=1
     done
     ;;
-*) echo "usage: $0 [--long]"; exit 2 ;;
+--soak)
+    # Issue 10 item 1's reproducer: the group ETL under load, where the broker used to exit
+    # with `fatal: shard N dropped a call`. SOAK_RUNS fresh brokers (default 5).
+    rc=0
+    for i in $(seq "${SOAK_RUNS:-5}"); do
+        run_suite "soak-$i" 30m KGO_TEST_RECORDS="${SOAK_RECORDS:-200000}" '-test.run=^TestGroupETL$' || rc=1
+    done
+    ;;
+*) echo "usage: $0 [--long|--soak]"; exit 2 ;;
 esac
 echo "franz-go: $([ "$rc" = 0 ] && echo PASSED || echo FAILED) in $((SECONDS - start)) s"
 exit $rc
