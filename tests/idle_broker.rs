@@ -51,6 +51,41 @@ fn shard_counters(pid: u32) -> Vec<(String, u64, u64)> {
     out
 }
 
+/// Waits until no TCP socket of the broker's port is in any state but LISTEN (read from the
+/// broker's /proc/PID/net/tcp and tcp6): every connection has been closed by the broker, so
+/// no connection task is left to run. Panics after 10 s.
+fn wait_for_no_connections(pid: u32, addr: &str) {
+    let port = addr
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse::<u16>().ok())
+        .expect("port");
+    let open = || {
+        ["tcp", "tcp6"]
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(format!("/proc/{pid}/net/{f}")).ok())
+            .flat_map(|t| t.lines().skip(1).map(str::to_owned).collect::<Vec<_>>())
+            .filter(|l| {
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                let local_port = cols
+                    .get(1)
+                    .and_then(|a| a.rsplit(':').next())
+                    .and_then(|p| u16::from_str_radix(p, 16).ok());
+                // State 0A is LISTEN; TIME_WAIT (06) is a connection both sides have closed.
+                local_port == Some(port) && !matches!(cols.get(3), Some(&"0A") | Some(&"06"))
+            })
+            .count()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while open() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "connections to {addr} stay open"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn an_idle_broker_does_not_wake_its_shards() {
     const WINDOW: Duration = Duration::from_secs(4);
@@ -60,8 +95,8 @@ fn an_idle_broker_does_not_wake_its_shards() {
     broker.cli_ok(&["topic", "create", "idle", "--partitions", "8"], b"");
     broker.cli_ok(&["produce", "idle"], b"a\nb\nc\nd\n");
     let pid = broker.pid().expect("broker runs");
-    // Let the CLI's connections close and their tasks end before the window opens.
-    std::thread::sleep(Duration::from_millis(500));
+    // The window opens once the CLI's connections are gone on the broker's side too.
+    wait_for_no_connections(pid, &broker.addr());
     let before = shard_counters(pid);
     // The measurement window (not a synchronisation): wake-ups are counted over it.
     std::thread::sleep(WINDOW);
