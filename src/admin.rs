@@ -12,7 +12,7 @@ use std::sync::Arc;
 use tracing::info;
 
 use crate::config::PRODUCER_ID_BLOCK;
-use crate::error::ErrorCode;
+use crate::error::{ApiError, ErrorCode, MetadataError};
 use crate::metadata::configs::{self, ConfigEdit};
 use crate::metadata::{self, MetadataImage, TopicMeta};
 use crate::router::METADATA_SHARD;
@@ -30,17 +30,13 @@ pub struct NewTopic {
 }
 
 /// The outcome for one topic: its id and partition count, or Kafka's error with a message.
-pub type TopicResult = Result<Arc<TopicMeta>, (ErrorCode, String)>;
+pub type TopicResult = Result<Arc<TopicMeta>, ApiError>;
 
 /// Checks a topic to create against Kafka's rules and the current image.
-fn validate(
-    shard: &Shard,
-    image: &MetadataImage,
-    t: &NewTopic,
-) -> Result<i32, (ErrorCode, String)> {
-    metadata::validate_topic_name(&t.name).map_err(|m| (ErrorCode::InvalidTopicException, m))?;
+fn validate(shard: &Shard, image: &MetadataImage, t: &NewTopic) -> Result<i32, ApiError> {
+    metadata::validate_topic_name(&t.name)?;
     if image.topic(&t.name).is_some() {
-        return Err((
+        return Err(ApiError::new(
             ErrorCode::TopicAlreadyExists,
             format!("topic '{}' already exists", t.name),
         ));
@@ -50,9 +46,9 @@ fn validate(
     } else {
         t.partitions
     };
-    metadata::validate_partitions(partitions).map_err(|m| (ErrorCode::InvalidPartitions, m))?;
+    metadata::validate_partitions(partitions)?;
     if t.replication_factor != -1 && t.replication_factor != 1 {
-        return Err((
+        return Err(ApiError::new(
             ErrorCode::InvalidReplicationFactor,
             format!(
                 "replication factor {} is larger than the 1 available broker",
@@ -60,8 +56,7 @@ fn validate(
             ),
         ));
     }
-    metadata::log_config(&shard.broker_config(), &t.configs)
-        .map_err(|m| (ErrorCode::InvalidConfig, m))?;
+    metadata::log_config(&shard.broker_config(), &t.configs)?;
     Ok(partitions)
 }
 
@@ -103,7 +98,7 @@ pub async fn create_topics(
 pub async fn delete_topics(
     shard: &Rc<Shard>,
     names: Vec<String>,
-) -> Vec<Result<Arc<TopicMeta>, (ErrorCode, String)>> {
+) -> Vec<Result<Arc<TopicMeta>, ApiError>> {
     change_metadata(shard, "topics deleted", move |_, image| {
         let results: Vec<_> = names
             .iter()
@@ -121,7 +116,7 @@ pub async fn delete_topics(
 }
 
 /// The outcome of one config change or partition addition: Kafka's error with a message.
-pub type ChangeResult = Result<(), (ErrorCode, String)>;
+pub type ChangeResult = Result<(), ApiError>;
 
 /// Changes the configs of topics (AlterConfigs, IncrementalAlterConfigs), or only validates the
 /// changes. Applied configs are persisted in the image and take effect on every owner shard
@@ -140,8 +135,7 @@ pub async fn alter_topic_configs(
                     .topic(name)
                     .cloned()
                     .ok_or_else(|| unknown_topic(name))?;
-                let next = configs::edit_configs(&s.broker_config(), &meta.configs, edit)
-                    .map_err(|m| (ErrorCode::InvalidConfig, m))?;
+                let next = configs::edit_configs(&s.broker_config(), &meta.configs, edit)?;
                 if !validate_only && next != meta.configs {
                     let meta = TopicMeta {
                         configs: next,
@@ -167,19 +161,13 @@ pub async fn alter_broker_configs(
     edits: Vec<(String, ConfigEdit)>,
     validate_only: bool,
 ) -> Vec<ChangeResult> {
-    use configs::BrokerEditError;
     change_metadata(shard, "broker configs changed", move |s, image| {
         let mut changed = false;
         let results = edits
             .iter()
             .map(|(name, edit)| {
                 let current = image.broker_configs.get(name).cloned().unwrap_or_default();
-                let next = configs::edit_broker_configs(&s.config, &current, edit).map_err(
-                    |e| match e {
-                        BrokerEditError::NotDynamic(m) => (ErrorCode::InvalidRequest, m),
-                        BrokerEditError::Invalid(m) => (ErrorCode::InvalidConfig, m),
-                    },
-                )?;
+                let next = configs::edit_broker_configs(&s.config, &current, edit)?;
                 if !validate_only && next != current {
                     if next.is_empty() {
                         image.broker_configs.remove(name);
@@ -239,10 +227,10 @@ pub fn partition_count(image: &MetadataImage) -> i64 {
 /// Adds `added` partitions to the running `total` of one request if the descriptor budget
 /// (`config::FdBudget`) holds them. Kafka has no such limit; POLICY_VIOLATION is the code Kafka
 /// gives a create that a broker-side policy refuses, and the message names the limit.
-fn check_fd_budget(s: &Shard, total: &mut i64, added: i64) -> Result<(), (ErrorCode, String)> {
+fn check_fd_budget(s: &Shard, total: &mut i64, added: i64) -> Result<(), ApiError> {
     let after = *total + added;
     if let Some(why) = s.config.fd_budget.refuse(after.max(0) as u64) {
-        return Err((ErrorCode::PolicyViolation, why));
+        return Err(ApiError::new(ErrorCode::PolicyViolation, why));
     }
     *total = after;
     Ok(())
@@ -259,13 +247,13 @@ fn check_partition_count(meta: &TopicMeta, count: i32) -> ChangeResult {
                 meta.name, meta.partitions
             )
         };
-        return Err((ErrorCode::InvalidPartitions, msg));
+        return Err(ApiError::new(ErrorCode::InvalidPartitions, msg));
     }
-    metadata::validate_partitions(count).map_err(|m| (ErrorCode::InvalidPartitions, m))
+    Ok(metadata::validate_partitions(count)?)
 }
 
-fn unknown_topic(name: &str) -> (ErrorCode, String) {
-    (
+fn unknown_topic(name: &str) -> ApiError {
+    ApiError::new(
         ErrorCode::UnknownTopicOrPartition,
         format!("topic '{name}' does not exist"),
     )
@@ -279,12 +267,10 @@ async fn change_metadata<T, F>(
     shard: &Rc<Shard>,
     what: &'static str,
     edit: F,
-) -> Vec<Result<T, (ErrorCode, String)>>
+) -> Vec<Result<T, ApiError>>
 where
     T: Send + 'static,
-    F: FnOnce(&Shard, &mut MetadataImage) -> (Vec<Result<T, (ErrorCode, String)>>, bool)
-        + Send
-        + 'static,
+    F: FnOnce(&Shard, &mut MetadataImage) -> (Vec<Result<T, ApiError>>, bool) + Send + 'static,
 {
     shard
         .router
@@ -298,10 +284,8 @@ where
             let (results, changed) = edit(&s, &mut image);
             if changed {
                 if let Err(e) = publish(&s, image).await {
-                    return results
-                        .into_iter()
-                        .map(|r| r.and(Err((ErrorCode::KafkaStorageError, e.clone()))))
-                        .collect();
+                    let e = ApiError::from(e);
+                    return results.into_iter().map(|r| r.and(Err(e.clone()))).collect();
                 }
                 info!(
                     changes = results.iter().filter(|r| r.is_ok()).count(),
@@ -314,7 +298,7 @@ where
 }
 
 /// Persists `image` and installs it on every shard, the metadata shard last.
-async fn publish(s: &Rc<Shard>, image: MetadataImage) -> Result<(), String> {
+async fn publish(s: &Rc<Shard>, image: MetadataImage) -> Result<(), MetadataError> {
     let data_dir = s.config.data_dir.clone();
     let image = Arc::new(image);
     let to_store = image.clone();
@@ -335,7 +319,7 @@ async fn publish(s: &Rc<Shard>, image: MetadataImage) -> Result<(), String> {
 }
 
 /// A fresh producer id, unique for the life of the data directory.
-pub async fn allocate_producer_id(shard: &Rc<Shard>) -> Result<i64, String> {
+pub async fn allocate_producer_id(shard: &Rc<Shard>) -> Result<i64, MetadataError> {
     shard
         .router
         .invoke_on(shard, METADATA_SHARD, move |s| async move {

@@ -11,6 +11,7 @@
 pub mod docs;
 pub mod schema;
 
+use crate::error::ConfigError;
 use crate::log::{CleanupPolicy, CompressionType, TimestampType};
 
 /// `index.interval.bytes`: bytes of log between two entries of the sparse offset index.
@@ -409,18 +410,20 @@ impl Default for BrokerConfig {
     }
 }
 
-fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, String> {
+fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ConfigError> {
     value
         .trim()
         .parse()
-        .map_err(|_| format!("invalid value {value:?} for {key}"))
+        .map_err(|_| ConfigError::invalid(format!("invalid value {value:?} for {key}")))
 }
 
 /// A LONG that Kafka's validator bounds below at 0 (`atLeast(0)`).
-fn non_negative(key: &str, value: &str) -> Result<i64, String> {
+fn non_negative(key: &str, value: &str) -> Result<i64, ConfigError> {
     let v: i64 = parse(key, value)?;
     if v < 0 {
-        return Err(format!("{key} must be at least 0, got {value:?}"));
+        return Err(ConfigError::invalid(format!(
+            "{key} must be at least 0, got {value:?}"
+        )));
     }
     Ok(v)
 }
@@ -428,9 +431,9 @@ fn non_negative(key: &str, value: &str) -> Result<i64, String> {
 impl BrokerConfig {
     /// Applies one Kafka-named setting from the config file or `--set` (STATIC_BROKER_CONFIG).
     /// Unknown keys are an error naming the key.
-    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
-        let setting =
-            schema::setting_named(key).ok_or_else(|| format!("unknown config {key:?}"))?;
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        let setting = schema::setting_named(key)
+            .ok_or_else(|| ConfigError::invalid(format!("unknown config {key:?}")))?;
         (setting.set)(self, key, value)?;
         self.explicit.retain(|(k, _)| k != setting.name);
         self.explicit
@@ -440,9 +443,9 @@ impl BrokerConfig {
 
     /// Applies one Kafka-named setting without recording it as given in the config file: how
     /// dynamic broker configs (AlterConfigs on the broker resource) are layered on top.
-    pub fn set_value(&mut self, key: &str, value: &str) -> Result<(), String> {
-        let setting =
-            schema::setting_named(key).ok_or_else(|| format!("unknown config {key:?}"))?;
+    pub fn set_value(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        let setting = schema::setting_named(key)
+            .ok_or_else(|| ConfigError::invalid(format!("unknown config {key:?}")))?;
         (setting.set)(self, key, value)
     }
 
@@ -455,8 +458,10 @@ impl BrokerConfig {
     }
 
     /// Applies every setting of a TOML config file.
-    pub fn apply_toml(&mut self, text: &str) -> Result<(), String> {
-        let table: toml::Table = text.parse().map_err(|e| format!("config file: {e}"))?;
+    pub fn apply_toml(&mut self, text: &str) -> Result<(), ConfigError> {
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e| ConfigError::invalid(format!("config file: {e}")))?;
         let mut flat = Vec::new();
         flatten_toml("", &toml::Value::Table(table), &mut flat);
         for (key, value) in flat {
@@ -534,10 +539,12 @@ mod tests {
         assert!(c
             .set("no.such.key", "1")
             .unwrap_err()
+            .message()
             .contains("no.such.key"));
         assert!(c
             .set("num.partitions", "x")
             .unwrap_err()
+            .message()
             .contains("num.partitions"));
     }
 }

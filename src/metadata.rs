@@ -12,6 +12,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use crate::config::{PARTITIONS_PER_TOPIC_MAX, TOPIC_NAME_LEN_MAX};
+use crate::error::MetadataError;
 
 pub mod configs;
 
@@ -63,32 +64,34 @@ pub fn is_internal_topic(name: &str) -> bool {
 }
 
 /// Kafka's topic-name rule: 1..=249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
-pub fn validate_topic_name(name: &str) -> Result<(), String> {
+pub fn validate_topic_name(name: &str) -> Result<(), MetadataError> {
     if name.is_empty() || name == "." || name == ".." {
-        return Err(format!("topic name {name:?} is illegal"));
+        return Err(MetadataError::InvalidTopicName(format!(
+            "topic name {name:?} is illegal"
+        )));
     }
     if name.len() > TOPIC_NAME_LEN_MAX {
-        return Err(format!(
+        return Err(MetadataError::InvalidTopicName(format!(
             "topic name is longer than {TOPIC_NAME_LEN_MAX} characters"
-        ));
+        )));
     }
     if let Some(c) = name
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
     {
-        return Err(format!(
+        return Err(MetadataError::InvalidTopicName(format!(
             "topic name {name:?} contains {c:?}; legal characters are ASCII alphanumerics, '.', '_' and '-'"
-        ));
+        )));
     }
     Ok(())
 }
 
 /// Checks a CreateTopics partition count.
-pub fn validate_partitions(n: i32) -> Result<(), String> {
+pub fn validate_partitions(n: i32) -> Result<(), MetadataError> {
     if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&n) {
-        return Err(format!(
+        return Err(MetadataError::InvalidPartitions(format!(
             "number of partitions must be between 1 and {PARTITIONS_PER_TOPIC_MAX}, got {n}"
-        ));
+        )));
     }
     Ok(())
 }
@@ -123,7 +126,7 @@ fn metadata_file(data_dir: &Path) -> PathBuf {
 }
 
 /// Loads the persisted image, or a new one with a fresh cluster id.
-pub fn load(data_dir: &Path, cluster_id: Option<&str>) -> Result<MetadataImage, String> {
+pub fn load(data_dir: &Path, cluster_id: Option<&str>) -> Result<MetadataImage, MetadataError> {
     let path = metadata_file(data_dir);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
@@ -138,17 +141,22 @@ pub fn load(data_dir: &Path, cluster_id: Option<&str>) -> Result<MetadataImage, 
             store(data_dir, &image)?;
             return Ok(image);
         }
-        Err(e) => return Err(format!("reading {}: {e}", path.display())),
+        Err(e) => {
+            return Err(MetadataError::Storage(format!(
+                "reading {}: {e}",
+                path.display()
+            )))
+        }
     };
-    decode(&text).map_err(|e| format!("{}: {e}", path.display()))
+    decode(&text).map_err(|e| MetadataError::Storage(format!("{}: {e}", path.display())))
 }
 
 /// Persists the image atomically (write a temporary file, fsync, rename, fsync the directory),
 /// so a crash leaves either the old image or the new one.
-pub fn store(data_dir: &Path, image: &MetadataImage) -> Result<(), String> {
+pub fn store(data_dir: &Path, image: &MetadataImage) -> Result<(), MetadataError> {
     let path = metadata_file(data_dir);
     let dir = path.parent().expect("metadata file has a parent");
-    let io = |e: std::io::Error| format!("writing {}: {e}", path.display());
+    let io = |e: std::io::Error| MetadataError::Storage(format!("writing {}: {e}", path.display()));
     std::fs::create_dir_all(dir).map_err(io)?;
     let tmp = dir.join("topics.toml.tmp");
     let mut f = std::fs::File::create(&tmp).map_err(io)?;
@@ -277,17 +285,17 @@ fn base64_uuid(id: Uuid) -> String {
 
 /// Reserves `count` producer ids and returns the first. The high-water mark is persisted before
 /// any id of the block is used.
-pub fn reserve_producer_ids(data_dir: &Path, count: i64) -> Result<i64, String> {
+pub fn reserve_producer_ids(data_dir: &Path, count: i64) -> Result<i64, MetadataError> {
     let path = data_dir.join("__cluster_metadata").join("producer_ids");
     let start = match std::fs::read_to_string(&path) {
         Ok(s) => s
             .trim()
             .parse::<i64>()
-            .map_err(|e| format!("{}: {e}", path.display()))?,
+            .map_err(|e| MetadataError::Storage(format!("{}: {e}", path.display())))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-        Err(e) => return Err(format!("{}: {e}", path.display())),
+        Err(e) => return Err(MetadataError::Storage(format!("{}: {e}", path.display()))),
     };
-    let io = |e: std::io::Error| format!("writing {}: {e}", path.display());
+    let io = |e: std::io::Error| MetadataError::Storage(format!("writing {}: {e}", path.display()));
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::File::create(&tmp).map_err(io)?;
     f.write_all((start + count).to_string().as_bytes())
@@ -367,7 +375,10 @@ mod tests {
             ("delete.retention.ms", "-1"),
         ] {
             let bad = BTreeMap::from([(k.to_string(), v.to_string())]);
-            assert!(log_config(&b, &bad).unwrap_err().contains(k), "{k}={v}");
+            assert!(
+                log_config(&b, &bad).unwrap_err().message().contains(k),
+                "{k}={v}"
+            );
         }
     }
 }

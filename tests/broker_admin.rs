@@ -23,13 +23,14 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::{alter_configs_request as alter, *};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{RecordBatchDecoder, TimestampType};
+use tidelog::error::ErrorCode;
 
 const TOPIC: i8 = 2;
 const BROKER: i8 = 4;
-const INVALID_CONFIG: i16 = 40;
-const INVALID_REQUEST: i16 = 42;
-const UNKNOWN_TOPIC: i16 = 3;
-const OFFSET_OUT_OF_RANGE: i16 = 1;
+const INVALID_CONFIG: i16 = ErrorCode::InvalidConfig.code();
+const INVALID_REQUEST: i16 = ErrorCode::InvalidRequest.code();
+const UNKNOWN_TOPIC: i16 = ErrorCode::UnknownTopicOrPartition.code();
+const OFFSET_OUT_OF_RANGE: i16 = ErrorCode::OffsetOutOfRange.code();
 const SOURCE_TOPIC: i8 = 1;
 const SOURCE_STATIC: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
@@ -430,7 +431,7 @@ fn config_changes_take_effect_live_and_survive_restart() {
         // MESSAGE_TOO_LARGE on every shard's partitions, at once.
         assert_eq!(
             produce(&mut c, "live", p, batch(&[&big], None, 1)).0,
-            10,
+            ErrorCode::MessageTooLarge.code(),
             "partition {p}"
         );
         let (err, base, append_time) = produce(&mut c, "live", p, batch(&["small"], None, 1));
@@ -453,7 +454,7 @@ fn config_changes_take_effect_live_and_survive_restart() {
     );
     assert_eq!(
         produce(&mut c, "live", 0, batch(&[&big], None, 1)).0,
-        10,
+        ErrorCode::MessageTooLarge.code(),
         "after restart"
     );
 }
@@ -500,7 +501,8 @@ fn create_partitions_adds_partitions_on_their_owner_shards() {
         }
         let r = c.call(&req(want - 1, false), v);
         assert_eq!(
-            r.results[0].error_code, 37,
+            r.results[0].error_code,
+            ErrorCode::InvalidPartitions.code(),
             "INVALID_PARTITIONS when shrinking"
         );
         assert!(r.results[0].error_message.is_some());
@@ -574,7 +576,7 @@ fn describe_cluster_and_log_dirs_at_every_version() {
     let controllers = DescribeClusterRequest::default().with_endpoint_type(2);
     assert_eq!(
         c.call(&controllers, 1).error_code,
-        115,
+        ErrorCode::UnsupportedEndpointType.code(),
         "UNSUPPORTED_ENDPOINT_TYPE"
     );
     for v in 1..=4 {

@@ -15,6 +15,7 @@ use kafka_protocol::messages::{
     ApiVersionsRequest, ApiVersionsResponse, FetchRequest, MetadataRequest, ProduceRequest,
 };
 use kafka_protocol::protocol::Decodable;
+use tidelog::error::ErrorCode;
 
 /// The broker still answers a well-formed request on a fresh connection.
 fn assert_serving(broker: &Broker) {
@@ -79,7 +80,11 @@ fn api_versions_at_an_unknown_version_answers_v0_with_unsupported_version() {
     let header = kafka_protocol::messages::ResponseHeader::decode(&mut body, 0).unwrap();
     assert_eq!(header.correlation_id, 7);
     let r = ApiVersionsResponse::decode(&mut body, 0).unwrap();
-    assert_eq!(r.error_code, 35, "UNSUPPORTED_VERSION");
+    assert_eq!(
+        r.error_code,
+        ErrorCode::UnsupportedVersion.code(),
+        "UNSUPPORTED_VERSION"
+    );
     assert!(r
         .api_keys
         .iter()

@@ -25,6 +25,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tidelog::error::ErrorCode;
 
 /// `(key, value)`; a `None` value is a tombstone.
 type Entry = (String, Option<String>);
@@ -230,7 +231,10 @@ fn keyless_record_on_compacted_topic_is_invalid_record() {
                 .with_records(Some(raw::batch(&["no key"], None, 1000)))])]);
     let mut c = Raw::connect(&broker.addr());
     let r = c.call(&req, 9);
-    assert_eq!(r.responses[0].partition_responses[0].error_code, 87);
+    assert_eq!(
+        r.responses[0].partition_responses[0].error_code,
+        ErrorCode::InvalidRecord.code()
+    );
 }
 
 /// Whether the cleaner has an uncommitted or committed rewrite on disk.

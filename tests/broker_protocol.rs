@@ -15,6 +15,7 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::RecordBatchDecoder;
+use tidelog::error::ErrorCode;
 
 fn produce(c: &mut Raw, name: &str, partition: i32, records: Bytes, version: i16) -> (i16, i64) {
     let req = ProduceRequest::default()
@@ -305,7 +306,8 @@ fn fetch_returns_the_first_batch_whole_and_rejects_offsets_out_of_range() {
     assert_eq!(values(&p.records).len(), 2);
     let r = c.call(&fetch_req("kip74", id, 0, 1_000, 0, 1 << 20), 12);
     assert_eq!(
-        r.responses[0].partitions[0].error_code, 1,
+        r.responses[0].partitions[0].error_code,
+        ErrorCode::OffsetOutOfRange.code(),
         "OFFSET_OUT_OF_RANGE"
     );
     assert_eq!(r.responses[0].partitions[0].high_watermark, 3);
@@ -314,7 +316,8 @@ fn fetch_returns_the_first_batch_whole_and_rejects_offsets_out_of_range() {
         13,
     );
     assert_eq!(
-        unknown.responses[0].partitions[0].error_code, 100,
+        unknown.responses[0].partitions[0].error_code,
+        ErrorCode::UnknownTopicId.code(),
         "UNKNOWN_TOPIC_ID"
     );
 }
@@ -347,27 +350,27 @@ fn create_topics_validates_like_kafka_and_delete_forgets() {
     };
     assert_eq!(
         attempt(&mut c, "bad name", 1, 1, None, false),
-        17,
+        ErrorCode::InvalidTopicException.code(),
         "INVALID_TOPIC_EXCEPTION"
     );
     assert_eq!(
         attempt(&mut c, "t", 0, 1, None, false),
-        37,
+        ErrorCode::InvalidPartitions.code(),
         "INVALID_PARTITIONS"
     );
     assert_eq!(
         attempt(&mut c, "t", 1, 3, None, false),
-        38,
+        ErrorCode::InvalidReplicationFactor.code(),
         "INVALID_REPLICATION_FACTOR"
     );
     assert_eq!(
         attempt(&mut c, "t", 1, 1, Some(("retention.ms", "soon")), false),
-        40,
+        ErrorCode::InvalidConfig.code(),
         "INVALID_CONFIG"
     );
     assert_eq!(
         attempt(&mut c, "t", 1, 1, Some(("no.such.config", "1")), false),
-        40,
+        ErrorCode::InvalidConfig.code(),
         "INVALID_CONFIG"
     );
     assert_eq!(attempt(&mut c, "t", 2, 1, None, true), 0, "validate_only");
@@ -377,7 +380,7 @@ fn create_topics_validates_like_kafka_and_delete_forgets() {
     );
     assert_eq!(
         attempt(&mut c, "t", 1, 1, None, false),
-        36,
+        ErrorCode::TopicAlreadyExists.code(),
         "TOPIC_ALREADY_EXISTS"
     );
     produce(&mut c, "t", 0, batch(&["old"], None, 1), 9);
@@ -390,7 +393,7 @@ fn create_topics_validates_like_kafka_and_delete_forgets() {
             .iter()
             .map(|r| r.error_code)
             .collect::<Vec<_>>(),
-        [0, 3]
+        [0, ErrorCode::UnknownTopicOrPartition.code()]
     );
     // A re-created topic starts empty, under a new id.
     assert_eq!(attempt(&mut c, "t", 1, 1, None, false), 0);
@@ -416,10 +419,13 @@ fn auto_creation_follows_the_broker_setting() {
     let mut c = Raw::connect(&off.addr());
     assert_eq!(
         c.call(&req, 9).topics[0].error_code,
-        3,
+        ErrorCode::UnknownTopicOrPartition.code(),
         "UNKNOWN_TOPIC_OR_PARTITION"
     );
-    assert_eq!(produce(&mut c, "auto", 0, batch(&["x"], None, 1), 9).0, 3);
+    assert_eq!(
+        produce(&mut c, "auto", 0, batch(&["x"], None, 1), 9).0,
+        ErrorCode::UnknownTopicOrPartition.code()
+    );
 }
 
 #[test]
@@ -450,7 +456,7 @@ fn a_partition_with_two_batches_gets_invalid_record_and_nothing_is_written() {
     both.extend_from_slice(&batch(&["b"], None, 1));
     assert_eq!(
         produce(&mut c, "two", 0, Bytes::from(both), 9).0,
-        87,
+        ErrorCode::InvalidRecord.code(),
         "INVALID_RECORD"
     );
     let mut corrupt = batch(&["a"], None, 1).to_vec();
@@ -458,7 +464,7 @@ fn a_partition_with_two_batches_gets_invalid_record_and_nothing_is_written() {
     corrupt[last] ^= 0xff;
     assert_eq!(
         produce(&mut c, "two", 0, Bytes::from(corrupt), 9).0,
-        2,
+        ErrorCode::CorruptMessage.code(),
         "CORRUPT_MESSAGE"
     );
     assert_eq!(

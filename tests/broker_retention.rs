@@ -18,8 +18,9 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::RecordBatchDecoder;
+use tidelog::error::ErrorCode;
 
-const OFFSET_OUT_OF_RANGE: i16 = 1;
+const OFFSET_OUT_OF_RANGE: i16 = ErrorCode::OffsetOutOfRange.code();
 
 fn now_ms() -> i64 {
     SystemTime::now()

@@ -14,6 +14,7 @@ use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
+use tidelog::error::ErrorCode;
 
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
@@ -92,19 +93,26 @@ fn a_dynamic_member_joins_syncs_commits_and_leaves_with_kafkas_error_codes() {
     // Absurd session timeouts are refused.
     assert_eq!(
         c.call(&join_req("g", "", None, 10), 9).error_code,
-        26,
+        ErrorCode::InvalidSessionTimeout.code(),
         "INVALID_SESSION_TIMEOUT"
     );
-    assert_eq!(c.call(&join_req("g", "", None, i32::MAX), 9).error_code, 26);
+    assert_eq!(
+        c.call(&join_req("g", "", None, i32::MAX), 9).error_code,
+        ErrorCode::InvalidSessionTimeout.code()
+    );
     // v4+: a new member first gets an id.
     let first = c.call(&join_req("g", "", None, 10_000), 9);
-    assert_eq!(first.error_code, 79, "MEMBER_ID_REQUIRED");
+    assert_eq!(
+        first.error_code,
+        ErrorCode::MemberIdRequired.code(),
+        "MEMBER_ID_REQUIRED"
+    );
     let id = first.member_id.to_string();
     assert!(!id.is_empty());
     assert_eq!(
         c.call(&join_req("g", "stranger", None, 10_000), 9)
             .error_code,
-        25,
+        ErrorCode::UnknownMemberId.code(),
         "UNKNOWN_MEMBER_ID"
     );
     let joined = c.call(&join_req("g", &id, None, 10_000), 9);
@@ -117,13 +125,13 @@ fn a_dynamic_member_joins_syncs_commits_and_leaves_with_kafkas_error_codes() {
     other.protocol_type = s("connect");
     assert_eq!(
         c.call(&other, 9).error_code,
-        23,
+        ErrorCode::InconsistentGroupProtocol.code(),
         "INCONSISTENT_GROUP_PROTOCOL"
     );
     assert_eq!(
         c.call(&sync_req("g", gen + 7, &id, None, &[]), 5)
             .error_code,
-        22,
+        ErrorCode::IllegalGeneration.code(),
         "ILLEGAL_GENERATION"
     );
     let synced = c.call(&sync_req("g", gen, &id, None, &[(&id, "p0,p1")]), 5);
@@ -132,7 +140,10 @@ fn a_dynamic_member_joins_syncs_commits_and_leaves_with_kafkas_error_codes() {
         (0, &b"p0,p1"[..])
     );
     assert_eq!(heartbeat(&mut c, "g", gen, &id, None), 0);
-    assert_eq!(heartbeat(&mut c, "g", gen - 1, &id, None), 22);
+    assert_eq!(
+        heartbeat(&mut c, "g", gen - 1, &id, None),
+        ErrorCode::IllegalGeneration.code()
+    );
     // Commits: from the member, and refused for a stale generation.
     let commit = |gen: i32, member: &str, offset: i64| {
         OffsetCommitRequest::default()
@@ -152,11 +163,11 @@ fn a_dynamic_member_joins_syncs_commits_and_leaves_with_kafkas_error_codes() {
     );
     assert_eq!(
         c.call(&commit(gen + 1, &id, 43), 8).topics[0].partitions[0].error_code,
-        22
+        ErrorCode::IllegalGeneration.code()
     );
     assert_eq!(
         c.call(&commit(-1, "", 44), 8).topics[0].partitions[0].error_code,
-        25,
+        ErrorCode::UnknownMemberId.code(),
         "standalone commit to an active group"
     );
     let fetch = OffsetFetchRequest::default()
@@ -180,7 +191,11 @@ fn a_dynamic_member_joins_syncs_commits_and_leaves_with_kafkas_error_codes() {
         .results[0]
             .error_code
     };
-    assert_eq!(del(&mut c), 68, "NON_EMPTY_GROUP");
+    assert_eq!(
+        del(&mut c),
+        ErrorCode::NonEmptyGroup.code(),
+        "NON_EMPTY_GROUP"
+    );
     let leave = LeaveGroupRequest::default()
         .with_group_id(GroupId(s("g")))
         .with_members(vec![
@@ -194,7 +209,11 @@ fn a_dynamic_member_joins_syncs_commits_and_leaves_with_kafkas_error_codes() {
     );
     assert!(listed.groups.iter().any(|g| g.group_id.0.as_str() == "g"));
     assert_eq!(del(&mut c), 0);
-    assert_eq!(del(&mut c), 69, "GROUP_ID_NOT_FOUND");
+    assert_eq!(
+        del(&mut c),
+        ErrorCode::GroupIdNotFound.code(),
+        "GROUP_ID_NOT_FOUND"
+    );
     assert_eq!(
         c.call(&fetch, 7).topics[0].partitions[1].committed_offset,
         -1,
@@ -256,7 +275,7 @@ fn a_static_member_rejoins_without_rebalancing_the_others_and_fences_its_old_sel
     assert_eq!(heartbeat(leader, "sg", gen, &lid, Some(liid)), 0);
     assert_eq!(
         heartbeat(follower, "sg", gen, &fid, Some(fiid)),
-        82,
+        ErrorCode::FencedInstanceId.code(),
         "FENCED_INSTANCE_ID"
     );
 }
@@ -267,7 +286,9 @@ fn thousands_of_joins_hit_group_max_size_and_other_groups_keep_working() {
     let mut c = Raw::connect(&broker.addr());
     let mut refused = 0;
     for _ in 0..1200 {
-        if c.call(&join_req("crowd", "", None, 10_000), 9).error_code == 81 {
+        if c.call(&join_req("crowd", "", None, 10_000), 9).error_code
+            == ErrorCode::GroupMaxSizeReached.code()
+        {
             refused += 1;
         }
     }
@@ -276,7 +297,7 @@ fn thousands_of_joins_hit_group_max_size_and_other_groups_keep_working() {
         "GROUP_MAX_SIZE_REACHED only {refused} times"
     );
     let first = c.call(&join_req("calm", "", None, 10_000), 9);
-    assert_eq!(first.error_code, 79);
+    assert_eq!(first.error_code, ErrorCode::MemberIdRequired.code());
     let joined = c.call(&join_req("calm", &first.member_id, None, 10_000), 9);
     assert_eq!(joined.error_code, 0);
 }
@@ -287,7 +308,10 @@ fn the_offsets_topic_is_internal_and_closed_to_producers() {
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
     let broker = broker();
     let mut c = Raw::connect(&broker.addr());
-    assert_eq!(c.call(&join_req("any", "", None, 10_000), 9).error_code, 79);
+    assert_eq!(
+        c.call(&join_req("any", "", None, 10_000), 9).error_code,
+        ErrorCode::MemberIdRequired.code()
+    );
     let md = c.call(
         &MetadataRequest::default().with_topics(Some(vec![
             MetadataRequestTopic::default().with_name(Some(TopicName(s("__consumer_offsets"))))
@@ -305,7 +329,7 @@ fn the_offsets_topic_is_internal_and_closed_to_producers() {
                 .with_records(Some(common::raw::batch(&["x"], None, 1)))])]);
     assert_eq!(
         c.call(&req, 9).responses[0].partition_responses[0].error_code,
-        17,
+        ErrorCode::InvalidTopicException.code(),
         "INVALID_TOPIC_EXCEPTION"
     );
 }
@@ -332,7 +356,7 @@ fn shutdown_answers_waiting_joins_with_not_coordinator_instead_of_stalling() {
     );
     assert_eq!(
         c.receive::<JoinGroupRequest>(9).error_code,
-        16,
+        ErrorCode::NotCoordinator.code(),
         "NOT_COORDINATOR"
     );
 }

@@ -11,7 +11,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::describe_configs::{check_broker_name, RESOURCE_BROKER, RESOURCE_TOPIC};
 use super::{log_client_error, respond, Outcome, Session};
 use crate::admin;
-use crate::error::ErrorCode;
+use crate::error::{ApiError, ErrorCode};
 use crate::metadata::configs::ConfigEdit;
 use crate::protocol::request::{Request, RequestError};
 use crate::shard::Shard;
@@ -48,7 +48,7 @@ pub async fn handle(
                 .with_resource_name(r.resource_name.clone());
             match outcome {
                 Ok(()) => resp,
-                Err((code, msg)) => resp
+                Err(ApiError { code, message: msg }) => resp
                     .with_error_code(code.code())
                     .with_error_message(Some(StrBytes::from_string(msg))),
             }
@@ -62,7 +62,7 @@ pub async fn handle(
 
 /// One resource of an AlterConfigs or IncrementalAlterConfigs request: its type, its name, and
 /// for a topic or broker the edit to make (or why the request cannot say what it wants).
-pub type RequestedEdit = (i8, String, Option<Result<ConfigEdit, (ErrorCode, String)>>);
+pub type RequestedEdit = (i8, String, Option<Result<ConfigEdit, ApiError>>);
 
 /// What AlterConfigs and IncrementalAlterConfigs share: topic edits are applied in one
 /// metadata change, broker edits (dynamic broker configs) in another, and every error is
@@ -90,7 +90,7 @@ pub async fn apply_edits(
                 Err(e) => Some(e),
             },
             (RESOURCE_TOPIC | RESOURCE_BROKER, Some(Err(e))) => Some(e.clone()),
-            (t, _) => Some((
+            (t, _) => Some(ApiError::new(
                 ErrorCode::InvalidRequest,
                 format!("resource type {t} is not supported"),
             )),
@@ -117,7 +117,7 @@ pub async fn apply_edits(
                 }
                 None => done.next().expect("one result per topic"),
             };
-            if let Err((code, msg)) = &outcome {
+            if let Err(ApiError { code, message: msg }) = &outcome {
                 log_client_error(req, &format!("alter configs of {name}"), *code, msg);
             }
             outcome

@@ -9,7 +9,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::{log_client_error, respond, Outcome, Session};
 use crate::admin;
-use crate::error::ErrorCode;
+use crate::error::{ApiError, ErrorCode};
 use crate::metadata::is_internal_topic;
 use crate::protocol::request::{Request, RequestError};
 use crate::shard::Shard;
@@ -34,12 +34,12 @@ pub async fn handle(
             // The group coordinator maps a group to `hash % partition count`: more partitions
             // would move every group's committed offsets out of reach. Kafka 4's controller
             // does not check this; the refusal matches DeleteTopics of an internal topic.
-            Some((
+            Some(ApiError::new(
                 ErrorCode::InvalidRequest,
                 format!("Adding partitions to internal topic {name} is prohibited."),
             ))
         } else if bad_assignment {
-            Some((
+            Some(ApiError::new(
                 ErrorCode::InvalidReplicaAssignment,
                 format!("a single node can only assign replicas to broker {node}"),
             ))
@@ -63,7 +63,7 @@ pub async fn handle(
             let r = CreatePartitionsTopicResult::default().with_name(t.name.clone());
             match outcome {
                 Ok(()) => r,
-                Err((code, msg)) => {
+                Err(ApiError { code, message: msg }) => {
                     let what = format!("create partitions of {}", t.name.0.as_str());
                     log_client_error(req, &what, code, &msg);
                     r.with_error_code(code.code())

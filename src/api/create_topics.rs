@@ -11,7 +11,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::{log_client_error, respond, Outcome, Session};
 use crate::admin::{self, NewTopic};
-use crate::error::ErrorCode;
+use crate::error::{ApiError, ErrorCode};
 use crate::metadata::{self, validate_topic_name, MetadataImage, TopicMeta};
 use crate::protocol::request::{Request, RequestError};
 use crate::shard::Shard;
@@ -26,7 +26,7 @@ pub async fn handle(
     let image = shard.metadata();
     let node = shard.config.node_id;
     let mut new = Vec::new();
-    let mut early: Vec<Option<(ErrorCode, String)>> = Vec::new();
+    let mut early: Vec<Option<ApiError>> = Vec::new();
     for t in &body.topics {
         let configs: BTreeMap<String, String> = t
             .configs
@@ -70,7 +70,7 @@ pub async fn handle(
             };
             let unopened = unopened_partitions(shard, &meta).await;
             if !unopened.is_empty() {
-                *r = Err((
+                *r = Err(ApiError::new(
                     ErrorCode::KafkaStorageError,
                     format!(
                         "topic '{}' was created but partitions {unopened:?} could not be opened \
@@ -98,7 +98,7 @@ pub async fn handle(
                     .with_topic_id(meta.id)
                     .with_num_partitions(meta.partitions)
                     .with_replication_factor(1),
-                Err((code, msg)) => {
+                Err(ApiError { code, message: msg }) => {
                     log_client_error(req, &format!("create topic {}", n.name), code, &msg);
                     r.with_error_code(code.code())
                         .with_error_message(Some(StrBytes::from_string(msg)))
@@ -148,9 +148,9 @@ async fn unopened_partitions(shard: &Rc<Shard>, meta: &TopicMeta) -> Vec<i32> {
 /// prohibited"); the other internal names get the same answer here (Kafka would create them
 /// with default settings, which would break their coordinator), unless the topic already
 /// exists, which gets TOPIC_ALREADY_EXISTS as for any other name.
-fn internal_topic_refusal(image: &MetadataImage, name: &str) -> Option<(ErrorCode, String)> {
+fn internal_topic_refusal(image: &MetadataImage, name: &str) -> Option<ApiError> {
     (metadata::is_internal_topic(name) && image.topic(name).is_none()).then(|| {
-        (
+        ApiError::new(
             ErrorCode::InvalidRequest,
             format!("Creation of internal topic {name} is prohibited."),
         )
@@ -162,20 +162,18 @@ fn internal_topic_refusal(image: &MetadataImage, name: &str) -> Option<(ErrorCod
 /// returns the partition count it describes. Kafka requires `num_partitions` and
 /// `replication_factor` to be -1 when an assignment is given (INVALID_REQUEST); every other
 /// fault is INVALID_REPLICA_ASSIGNMENT.
-fn check_assignment(t: &CreatableTopic, node: i32) -> Result<i32, (ErrorCode, String)> {
-    let invalid = |m: String| (ErrorCode::InvalidReplicaAssignment, m);
+fn check_assignment(t: &CreatableTopic, node: i32) -> Result<i32, ApiError> {
+    let invalid = |m: String| ApiError::new(ErrorCode::InvalidReplicaAssignment, m);
     if t.replication_factor != -1 {
-        return Err((
+        return Err(ApiError::new(
             ErrorCode::InvalidRequest,
-            "A manual partition assignment was specified, but replication factor was not set to -1."
-                .into(),
+            "A manual partition assignment was specified, but replication factor was not set to -1.",
         ));
     }
     if t.num_partitions != -1 {
-        return Err((
+        return Err(ApiError::new(
             ErrorCode::InvalidRequest,
-            "A manual partition assignment was specified, but numPartitions was not set to -1."
-                .into(),
+            "A manual partition assignment was specified, but numPartitions was not set to -1.",
         ));
     }
     let mut seen = std::collections::BTreeSet::new();
@@ -248,7 +246,7 @@ mod tests {
 
     #[test]
     fn invalid_assignments_get_kafkas_codes() {
-        let code = |t: CreatableTopic| check_assignment(&t, 1).unwrap_err().0;
+        let code = |t: CreatableTopic| check_assignment(&t, 1).unwrap_err().code;
         let bad = ErrorCode::InvalidReplicaAssignment;
         assert_eq!(code(topic(&[(0, &[1])], 1, -1)), ErrorCode::InvalidRequest);
         assert_eq!(code(topic(&[(0, &[1])], -1, 1)), ErrorCode::InvalidRequest);

@@ -8,7 +8,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::{log_client_error, respond, Outcome, Session};
 use crate::admin;
-use crate::error::ErrorCode;
+use crate::error::{ApiError, ErrorCode};
 use crate::metadata::is_internal_topic;
 use crate::protocol::request::{Request, RequestError};
 use crate::shard::Shard;
@@ -50,7 +50,7 @@ pub async fn handle(
             let outcome = match &name {
                 Some(n) if is_internal_topic(n) => Err(internal_topic_refusal(n)),
                 Some(_) => results.next().expect("one result per name"),
-                None => Err((
+                None => Err(ApiError::new(
                     ErrorCode::UnknownTopicId,
                     format!("topic id {id} does not exist"),
                 )),
@@ -59,7 +59,7 @@ pub async fn handle(
                 .with_name(name.map(|n| TopicName(StrBytes::from_string(n))));
             match outcome {
                 Ok(meta) => r = r.with_topic_id(meta.id),
-                Err((code, msg)) => {
+                Err(ApiError { code, message: msg }) => {
                     log_client_error(req, "delete topic", code, &msg);
                     r = r.with_error_code(code.code()).with_topic_id(id);
                     if req.version() >= 5 {
@@ -82,8 +82,8 @@ pub async fn handle(
 /// this broker refuses it, as Redpanda does, with the code Kafka gives for the one internal
 /// topic its admin APIs do protect (CreateTopics of `__cluster_metadata`): INVALID_REQUEST,
 /// with a message.
-fn internal_topic_refusal(name: &str) -> (ErrorCode, String) {
-    (
+fn internal_topic_refusal(name: &str) -> ApiError {
+    ApiError::new(
         ErrorCode::InvalidRequest,
         format!("Deletion of internal topic {name} is prohibited."),
     )

@@ -10,7 +10,7 @@ use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::{log_client_error, respond, Outcome, Session};
-use crate::error::ErrorCode;
+use crate::error::{ApiError, ErrorCode};
 use crate::metadata::configs::{self, ConfigEntry};
 use crate::protocol::request::{Request, RequestError};
 use crate::shard::Shard;
@@ -36,14 +36,14 @@ pub async fn handle(
                 .topic(name)
                 .map(|t| configs::describe_topic(&broker, dynamic, &t.configs))
                 .ok_or_else(|| {
-                    (
+                    ApiError::new(
                         ErrorCode::UnknownTopicOrPartition,
                         format!("topic '{name}' does not exist"),
                     )
                 }),
             RESOURCE_BROKER => check_broker_name(shard, name)
                 .map(|()| configs::describe_broker(&broker, dynamic, name)),
-            t => Err((
+            t => Err(ApiError::new(
                 ErrorCode::InvalidRequest,
                 format!("resource type {t} is not supported"),
             )),
@@ -65,7 +65,7 @@ pub async fn handle(
                     .collect();
                 result.with_configs(configs)
             }
-            Err((code, msg)) => {
+            Err(ApiError { code, message: msg }) => {
                 log_client_error(req, &format!("describe configs of {name:?}"), code, &msg);
                 result
                     .with_error_code(code.code())
@@ -81,11 +81,11 @@ pub async fn handle(
 
 /// A broker resource is named by this broker's id; the empty name means the cluster-wide
 /// dynamic defaults.
-pub fn check_broker_name(shard: &Shard, name: &str) -> Result<(), (ErrorCode, String)> {
+pub fn check_broker_name(shard: &Shard, name: &str) -> Result<(), ApiError> {
     if name.is_empty() || name == shard.config.node_id.to_string() {
         return Ok(());
     }
-    Err((
+    Err(ApiError::new(
         ErrorCode::InvalidRequest,
         format!(
             "unexpected broker id {name:?}: expected {} or the empty string",

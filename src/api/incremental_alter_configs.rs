@@ -10,7 +10,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::alter_configs::apply_edits;
 use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use super::{respond, Outcome, Session};
-use crate::error::ErrorCode;
+use crate::error::{ApiError, ErrorCode};
 use crate::metadata::configs::{AlterOp, ConfigEdit};
 use crate::protocol::request::{Request, RequestError};
 use crate::shard::Shard;
@@ -41,7 +41,7 @@ pub async fn handle(
                 .with_resource_name(r.resource_name.clone());
             match outcome {
                 Ok(()) => resp,
-                Err((code, msg)) => resp
+                Err(ApiError { code, message: msg }) => resp
                     .with_error_code(code.code())
                     .with_error_message(Some(StrBytes::from_string(msg))),
             }
@@ -59,18 +59,18 @@ type Ops = Vec<(String, AlterOp, Option<String>)>;
 /// in Kafka.
 fn resource_ops(
     r: &kafka_protocol::messages::incremental_alter_configs_request::AlterConfigsResource,
-) -> Result<Ops, (ErrorCode, String)> {
+) -> Result<Ops, ApiError> {
     let mut ops: Ops = Vec::with_capacity(r.configs.len());
     for c in &r.configs {
         let name = c.name.to_string();
         if ops.iter().any(|(n, _, _)| *n == name) {
-            return Err((
+            return Err(ApiError::new(
                 ErrorCode::InvalidRequest,
                 format!("duplicate config key {name}"),
             ));
         }
         let op = AlterOp::from_wire(c.config_operation).ok_or_else(|| {
-            (
+            ApiError::new(
                 ErrorCode::InvalidRequest,
                 format!("unknown operation {} for config {name}", c.config_operation),
             )

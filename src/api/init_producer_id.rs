@@ -6,7 +6,7 @@ use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, Pr
 
 use super::{log_client_error, respond, Outcome, Session};
 use crate::admin;
-use crate::error::ErrorCode;
+use crate::error::{ApiError, ErrorCode};
 use crate::protocol::request::{Request, RequestError};
 use crate::shard::Shard;
 
@@ -62,11 +62,11 @@ pub async fn handle(
                 .with_producer_id(ProducerId(id))
                 .with_producer_epoch(0)
         }
-        Err(msg) => {
-            let code = ErrorCode::KafkaStorageError;
-            log_client_error(req, "init producer id", code, &msg);
+        Err(e) => {
+            let e = ApiError::from(e);
+            log_client_error(req, "init producer id", e.code, &e.message);
             response = response
-                .with_error_code(code.code())
+                .with_error_code(e.code.code())
                 .with_producer_id(ProducerId(-1))
                 .with_producer_epoch(-1);
         }

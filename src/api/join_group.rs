@@ -7,7 +7,7 @@ use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 
 use super::{log_client_error, opt_string, respond, str_bytes, Outcome, Session};
-use crate::error::ErrorCode;
+use crate::error::{self, ErrorCode};
 use crate::group::{self, JoinArgs};
 use crate::protocol::request::{Request, RequestError};
 use crate::shard::Shard;
@@ -47,14 +47,12 @@ pub async fn handle(
                 .await
         }
         Err(code) => group::state::JoinResult {
-            error: code.code(),
+            error: Some(code),
             generation: -1,
             ..Default::default()
         },
     };
-    if let Some(code) =
-        ErrorCode::try_from_code(result.error).filter(|c| *c != ErrorCode::MemberIdRequired)
-    {
+    if let Some(code) = result.error.filter(|c| *c != ErrorCode::MemberIdRequired) {
         log_client_error(
             req,
             &format!("join group {}", body.group_id.0),
@@ -77,7 +75,7 @@ pub async fn handle(
         })
         .collect();
     let mut response = JoinGroupResponse::default()
-        .with_error_code(result.error)
+        .with_error_code(error::code(result.error))
         .with_generation_id(result.generation)
         .with_leader(str_bytes(&result.leader))
         .with_member_id(str_bytes(&result.member_id))

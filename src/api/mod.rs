@@ -35,7 +35,6 @@ mod sync_group;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::{Encodable, StrBytes};
 
 use crate::protocol::fetch::Chunk;
@@ -67,11 +66,9 @@ pub enum Outcome {
 pub async fn handle(shard: &Rc<Shard>, frame: Bytes, session: &mut Session) -> Outcome {
     let (api, req) = match registry::route(frame) {
         Ok(r) => r,
-        Err(RequestError::UnsupportedVersion {
-            api_key: ApiKey::ApiVersions,
-            correlation_id,
-            ..
-        }) => {
+        Err(e @ RequestError::UnsupportedVersion { correlation_id, .. })
+            if e.error_code().is_some() =>
+        {
             return api_versions::unsupported_version(correlation_id);
         }
         Err(e) => return Outcome::Close(e.to_string()),

@@ -6,7 +6,7 @@ use std::rc::Rc;
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 
 use super::{log_client_error, opt_string, respond, str_bytes, Outcome, Session};
-use crate::error::ErrorCode;
+use crate::error;
 use crate::group::{self, SyncArgs};
 use crate::protocol::request::{Request, RequestError};
 use crate::shard::Shard;
@@ -37,11 +37,11 @@ pub async fn handle(
                 .await
         }
         Err(code) => group::state::SyncResult {
-            error: code.code(),
+            error: Some(code),
             ..Default::default()
         },
     };
-    if let Some(code) = ErrorCode::try_from_code(result.error) {
+    if let Some(code) = result.error {
         log_client_error(
             req,
             &format!("sync group {}", body.group_id.0),
@@ -50,7 +50,7 @@ pub async fn handle(
         );
     }
     let mut response = SyncGroupResponse::default()
-        .with_error_code(result.error)
+        .with_error_code(error::code(result.error))
         .with_assignment(result.assignment);
     if req.version() >= 5 {
         response = response

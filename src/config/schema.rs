@@ -12,6 +12,7 @@
 
 use super::SHARD_INFLIGHT_BYTES_MAX;
 use super::{non_negative, parse, BrokerConfig, LOG_CLEANER_DEDUPE_BUFFER_SIZE_MIN};
+use crate::error::ConfigError;
 use crate::log::{CleanupPolicy, CompressionType, LogConfig, TimestampType};
 
 /// A config's type as DescribeConfigs reports it (v3+), Kafka's `ConfigDef.Type` numbering.
@@ -50,7 +51,7 @@ pub enum Mode {
 }
 
 /// Parses `value` (given under the name `key`), checks it and stores it in the config.
-pub type Setter = fn(&mut BrokerConfig, &str, &str) -> Result<(), String>;
+pub type Setter = fn(&mut BrokerConfig, &str, &str) -> Result<(), ConfigError>;
 
 /// One broker setting.
 pub struct Setting {
@@ -86,7 +87,7 @@ pub struct TopicConfig {
     pub doc: &'static str,
     /// Checks a topic override (errors name the key, for INVALID_CONFIG) and applies what the
     /// log obeys of it.
-    pub apply: fn(&mut LogConfig, &str, &str) -> Result<(), String>,
+    pub apply: fn(&mut LogConfig, &str, &str) -> Result<(), ConfigError>,
     /// The value a topic without an override has, from the broker's effective settings.
     pub inherited: fn(&BrokerConfig) -> String,
 }
@@ -138,10 +139,10 @@ const HOUR_MS: i64 = 60 * MINUTE_MS;
 
 /// A count of `unit_ms` (hours, minutes) in milliseconds; one that does not fit a Kafka LONG is
 /// an invalid value, not an overflow.
-fn in_ms(key: &str, value: &str, unit_ms: i64) -> Result<i64, String> {
+fn in_ms(key: &str, value: &str, unit_ms: i64) -> Result<i64, ConfigError> {
     parse::<i64>(key, value)?
         .checked_mul(unit_ms)
-        .ok_or_else(|| format!("{key} is too large, got {value:?}"))
+        .ok_or_else(|| ConfigError::invalid(format!("{key} is too large, got {value:?}")))
 }
 const KAFKA_LONG_MAX: &str = "9223372036854775807";
 
@@ -157,7 +158,7 @@ pub static SETTINGS: &[Setting] = &[
             let v = value.rsplit("://").next().unwrap_or(value);
             let (host, port) = v
                 .rsplit_once(':')
-                .ok_or_else(|| format!("{key} must be HOST:PORT, got {value:?}"))?;
+                .ok_or_else(|| ConfigError::invalid(format!("{key} must be HOST:PORT, got {value:?}")))?;
             c.advertised_listener = Some((host.to_string(), parse(key, port)?));
             Ok(())
         },
@@ -193,7 +194,7 @@ pub static SETTINGS: &[Setting] = &[
         "The codec batches are stored in; `producer` keeps them as sent.",
         |c, key, value| {
             c.compression_type = CompressionType::parse(value)
-                .ok_or_else(|| format!("invalid value {value:?} for {key}"))?;
+                .ok_or_else(|| ConfigError::invalid(format!("invalid value {value:?} for {key}")))?;
             Ok(())
         },
     )
@@ -205,7 +206,7 @@ pub static SETTINGS: &[Setting] = &[
         doc: "producer keeps batches as sent; a codec (uncompressed, gzip, snappy, lz4, zstd) rewrites each incoming batch with it.",
         apply: |_, key, value| match CompressionType::parse(value) {
             Some(_) => Ok(()),
-            None => Err(format!("invalid value {value:?} for config {key}")),
+            None => Err(ConfigError::invalid(format!("invalid value {value:?} for config {key}"))),
         },
         inherited: |b| b.compression_type.name().to_string(),
     }),
@@ -278,9 +279,9 @@ pub static SETTINGS: &[Setting] = &[
         |c, key, value| {
             let v: usize = parse(key, value)?;
             if v < LOG_CLEANER_DEDUPE_BUFFER_SIZE_MIN {
-                return Err(format!(
+                return Err(ConfigError::invalid(format!(
                     "{key} must be at least {LOG_CLEANER_DEDUPE_BUFFER_SIZE_MIN}"
-                ));
+                )));
             }
             c.log_cleaner_dedupe_buffer_size = v;
             Ok(())
@@ -319,7 +320,7 @@ pub static SETTINGS: &[Setting] = &[
         |c, key, value| {
             let r: f64 = parse(key, value)?;
             if !(0.0..=1.0).contains(&r) {
-                return Err(format!("{key} must be between 0 and 1, got {value:?}"));
+                return Err(ConfigError::invalid(format!("{key} must be between 0 and 1, got {value:?}")));
             }
             c.log_cleaner_min_cleanable_ratio = r;
             Ok(())
@@ -334,9 +335,9 @@ pub static SETTINGS: &[Setting] = &[
         apply: |l, key, value| {
             let r = number::<f64>(key, value, 0.0, "DOUBLE")?;
             if r > 1.0 {
-                return Err(format!(
+                return Err(ConfigError::invalid(format!(
                     "invalid value {value:?} for config {key}: value must be at most 1"
-                ));
+                )));
             }
             l.min_cleanable_dirty_ratio = r;
             Ok(())
@@ -374,7 +375,7 @@ pub static SETTINGS: &[Setting] = &[
         "`delete`, `compact` or both: how old segments are discarded.",
         |c, key, value| {
             c.log_cleanup_policy = CleanupPolicy::parse(value)
-                .ok_or_else(|| format!("invalid value {value:?} for {key}"))?;
+                .ok_or_else(|| ConfigError::invalid(format!("invalid value {value:?} for {key}")))?;
             Ok(())
         },
     )
@@ -386,7 +387,7 @@ pub static SETTINGS: &[Setting] = &[
         doc: "delete, compact, or both: how old segments are discarded.",
         apply: |l, key, value| {
             l.cleanup_policy = CleanupPolicy::parse(value).ok_or_else(|| {
-                format!("invalid value {value:?} for config {key}: expected a list of delete and compact")
+                ConfigError::invalid(format!("invalid value {value:?} for config {key}: expected a list of delete and compact"))
             })?;
             Ok(())
         },
@@ -532,7 +533,7 @@ pub static SETTINGS: &[Setting] = &[
         "`CreateTime` keeps the producer's timestamps; `LogAppendTime` stamps the append time.",
         |c, key, value| {
             c.log_message_timestamp_type = TimestampType::parse(value)
-                .ok_or_else(|| format!("invalid value {value:?} for {key}"))?;
+                .ok_or_else(|| ConfigError::invalid(format!("invalid value {value:?} for {key}")))?;
             Ok(())
         },
     )
@@ -544,7 +545,7 @@ pub static SETTINGS: &[Setting] = &[
         doc: "CreateTime keeps the producer's timestamps; LogAppendTime stamps the append time.",
         apply: |l, key, value| {
             l.message_timestamp_type = TimestampType::parse(value).ok_or_else(|| {
-                format!("invalid value {value:?} for config {key}: expected CreateTime or LogAppendTime")
+                ConfigError::invalid(format!("invalid value {value:?} for config {key}: expected CreateTime or LogAppendTime"))
             })?;
             Ok(())
         },
@@ -789,9 +790,9 @@ pub static SETTINGS: &[Setting] = &[
         |c, key, value| {
             let v: u32 = parse(key, value)?;
             if v as usize > SHARD_INFLIGHT_BYTES_MAX {
-                return Err(format!(
+                return Err(ConfigError::invalid(format!(
                     "{key} may be at most {SHARD_INFLIGHT_BYTES_MAX}, the in-flight bytes of one shard"
-                ));
+                )));
             }
             c.socket_request_max_bytes = v;
             Ok(())
@@ -859,14 +860,16 @@ fn number<N: std::str::FromStr + PartialOrd + std::fmt::Display>(
     value: &str,
     min: N,
     kind: &str,
-) -> Result<N, String> {
+) -> Result<N, ConfigError> {
     let n: N = value.trim().parse().map_err(|_| {
-        format!("invalid value {value:?} for config {key}: not a number of type {kind}")
+        ConfigError::invalid(format!(
+            "invalid value {value:?} for config {key}: not a number of type {kind}"
+        ))
     })?;
     if n < min {
-        return Err(format!(
+        return Err(ConfigError::invalid(format!(
             "invalid value {value:?} for config {key}: value must be at least {min}"
-        ));
+        )));
     }
     Ok(n)
 }
@@ -968,7 +971,7 @@ mod tests {
             "log.roll.hours",
         ] {
             let err = c.set(key, "9223372036854775807").unwrap_err();
-            assert!(err.contains(key), "{err}");
+            assert!(err.message().contains(key), "{err}");
         }
         assert_eq!(c.log_retention_ms, BrokerConfig::default().log_retention_ms);
         c.set("log.retention.minutes", "2").unwrap();

@@ -65,7 +65,7 @@ pub struct SyncArgs {
 
 fn join_error(code: ErrorCode, member_id: &str) -> JoinResult {
     JoinResult {
-        error: code.code(),
+        error: Some(code),
         generation: -1,
         member_id: member_id.to_string(),
         ..Default::default()
@@ -74,7 +74,7 @@ fn join_error(code: ErrorCode, member_id: &str) -> JoinResult {
 
 fn sync_error(code: ErrorCode) -> SyncResult {
     SyncResult {
-        error: code.code(),
+        error: Some(code),
         ..Default::default()
     }
 }
@@ -341,7 +341,7 @@ fn rejoin_existing(g: &mut Group, a: &JoinArgs, now: Instant) -> Resolved {
     let members = if is_leader { g.roster() } else { Vec::new() };
     info!(group = %g.id, member = %id, state = g.state.name(), "member rejoined with unchanged metadata; current generation answered again");
     Resolved::Answer(JoinResult {
-        error: 0,
+        error: None,
         generation: g.generation,
         protocol_name: g.protocol_name.clone(),
         leader: g.leader.clone().unwrap_or_default(),
@@ -388,7 +388,7 @@ fn rejoin_static(
     let members = if is_leader { g.roster() } else { Vec::new() };
     info!(group = %g.id, member = %new_id, "static member rejoined without a rebalance");
     Resolved::Answer(JoinResult {
-        error: 0,
+        error: None,
         generation: g.generation,
         protocol_name: g.protocol_name.clone(),
         leader: g.leader.clone().unwrap_or_default(),
@@ -446,7 +446,7 @@ pub async fn sync(shard: Rc<Shard>, a: SyncArgs) -> SyncResult {
             GroupState::PreparingRebalance => return sync_error(ErrorCode::RebalanceInProgress),
             GroupState::Stable => {
                 return SyncResult {
-                    error: 0,
+                    error: None,
                     protocol_name: g.protocol_name.clone(),
                     assignment: m.assignment.clone(),
                 };

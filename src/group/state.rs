@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::store::Committed;
+use crate::error::ErrorCode;
 
 /// Kafka's group states, with the names DescribeGroups and ListGroups report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,7 +39,8 @@ impl GroupState {
 /// What a JoinGroup caller receives once the join phase ends.
 #[derive(Clone, Debug, Default)]
 pub struct JoinResult {
-    pub error: i16,
+    /// Kafka's code for the answer; `None` for success.
+    pub error: Option<ErrorCode>,
     pub generation: i32,
     pub protocol_name: Option<String>,
     pub leader: String,
@@ -50,7 +52,8 @@ pub struct JoinResult {
 /// What a SyncGroup caller receives once the leader's assignment arrives.
 #[derive(Clone, Debug, Default)]
 pub struct SyncResult {
-    pub error: i16,
+    /// Kafka's code for the answer; `None` for success.
+    pub error: Option<ErrorCode>,
     pub protocol_name: Option<String>,
     pub assignment: Bytes,
 }
@@ -199,7 +202,7 @@ impl Group {
         for m in self.members.values_mut() {
             if let Some(tx) = m.awaiting_sync.take() {
                 let _ = tx.send(SyncResult {
-                    error: REBALANCE_IN_PROGRESS,
+                    error: Some(ErrorCode::RebalanceInProgress),
                     ..Default::default()
                 });
             }
@@ -278,7 +281,7 @@ impl Group {
             m.last_seen = now;
             if let Some(tx) = m.awaiting_join.take() {
                 let _ = tx.send(JoinResult {
-                    error: 0,
+                    error: None,
                     generation: self.generation,
                     protocol_name: self.protocol_name.clone(),
                     leader: leader.clone(),
@@ -314,7 +317,7 @@ impl Group {
             m.assignment = assignments.get(&m.id).cloned().unwrap_or_default();
             if let Some(tx) = m.awaiting_sync.take() {
                 let _ = tx.send(SyncResult {
-                    error: 0,
+                    error: None,
                     protocol_name: self.protocol_name.clone(),
                     assignment: m.assignment.clone(),
                 });
@@ -336,14 +339,14 @@ impl Group {
         }
         if let Some(tx) = m.awaiting_join.take() {
             let _ = tx.send(JoinResult {
-                error: UNKNOWN_MEMBER_ID,
+                error: Some(ErrorCode::UnknownMemberId),
                 member_id: id.to_string(),
                 ..Default::default()
             });
         }
         if let Some(tx) = m.awaiting_sync.take() {
             let _ = tx.send(SyncResult {
-                error: UNKNOWN_MEMBER_ID,
+                error: Some(ErrorCode::UnknownMemberId),
                 ..Default::default()
             });
         }
@@ -362,9 +365,6 @@ impl Group {
         }
     }
 }
-
-pub const UNKNOWN_MEMBER_ID: i16 = 25;
-pub const REBALANCE_IN_PROGRESS: i16 = 27;
 
 #[cfg(test)]
 mod tests {
@@ -453,7 +453,10 @@ mod tests {
         g.remove("a");
         g.after_departure(Instant::now());
         assert_eq!(g.state, GroupState::PreparingRebalance);
-        assert_eq!(rx.recv().unwrap().error, REBALANCE_IN_PROGRESS);
+        assert_eq!(
+            rx.recv().unwrap().error,
+            Some(ErrorCode::RebalanceInProgress)
+        );
     }
 
     #[test]

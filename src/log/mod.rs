@@ -61,7 +61,6 @@ pub use offset_map::OffsetMap;
 pub use partition::PartitionLog;
 
 use crate::config;
-use crate::error::ErrorCode;
 
 /// A Kafka offset: the position of a record in the partition, counted in records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -278,7 +277,7 @@ pub struct ReadSlice {
     pub log_start_offset: Offset,
 }
 
-/// Errors of the log; [`LogError::error_code`] maps them to Kafka's wire codes.
+/// Errors of the log; [`LogError::error_code`] (in `crate::error`) maps them to Kafka's wire codes.
 #[derive(Debug)]
 pub enum LogError {
     CorruptMessage(String),
@@ -305,24 +304,6 @@ pub enum LogError {
     /// A batch that is too large in a way `max.message.bytes` alone does not say (it expands
     /// past the decompression bound, or its recompressed form does not fit).
     BatchTooLarge(String),
-}
-
-impl LogError {
-    /// The Kafka error code a client gets for this error.
-    pub fn error_code(&self) -> ErrorCode {
-        match self {
-            LogError::CorruptMessage(_) => ErrorCode::CorruptMessage,
-            LogError::InvalidRecord(_) => ErrorCode::InvalidRecord,
-            LogError::MessageTooLarge { .. } => ErrorCode::MessageTooLarge,
-            LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
-            LogError::OutOfOrderSequence(_) => ErrorCode::OutOfOrderSequenceNumber,
-            LogError::InvalidProducerEpoch(_) => ErrorCode::InvalidProducerEpoch,
-            LogError::Io(_) => ErrorCode::KafkaStorageError,
-            LogError::RecordErrors(_) => ErrorCode::InvalidRecord,
-            LogError::TimestampErrors(_) => ErrorCode::InvalidTimestamp,
-            LogError::BatchTooLarge(_) => ErrorCode::MessageTooLarge,
-        }
-    }
 }
 
 impl fmt::Display for LogError {

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use crate::config::schema::{self, Mode, Setting, TopicConfig};
 use crate::config::BrokerConfig;
+use crate::error::ConfigError;
 use crate::log::LogConfig;
 
 pub use crate::config::schema::ConfigType;
@@ -29,7 +30,7 @@ pub enum ConfigSource {
 pub fn log_config(
     broker: &BrokerConfig,
     configs: &BTreeMap<String, String>,
-) -> Result<LogConfig, String> {
+) -> Result<LogConfig, ConfigError> {
     let mut c = LogConfig {
         segment_bytes: broker.log_segment_bytes,
         segment_ms: broker.log_roll_ms,
@@ -48,7 +49,8 @@ pub fn log_config(
         min_cleanable_dirty_ratio: broker.log_cleaner_min_cleanable_ratio,
     };
     for (key, value) in configs {
-        let def = schema::topic_config(key).ok_or_else(|| format!("unknown topic config {key}"))?;
+        let def = schema::topic_config(key)
+            .ok_or_else(|| ConfigError::invalid(format!("unknown topic config {key}")))?;
         (def.apply)(&mut c, key, value)?;
     }
     Ok(c)
@@ -89,7 +91,7 @@ pub fn edit_configs(
     broker: &BrokerConfig,
     current: &BTreeMap<String, String>,
     edit: &ConfigEdit,
-) -> Result<BTreeMap<String, String>, String> {
+) -> Result<BTreeMap<String, String>, ConfigError> {
     let next = match edit {
         ConfigEdit::Replace(all) => all.clone(),
         ConfigEdit::Incremental(ops) => {
@@ -110,23 +112,27 @@ fn incremental(
     name: &str,
     op: AlterOp,
     value: Option<&str>,
-) -> Result<(), String> {
-    let def = schema::topic_config(name).ok_or_else(|| format!("unknown topic config {name}"))?;
+) -> Result<(), ConfigError> {
+    let def = schema::topic_config(name)
+        .ok_or_else(|| ConfigError::invalid(format!("unknown topic config {name}")))?;
     match op {
         AlterOp::Delete => {
             configs.remove(name);
         }
         AlterOp::Set => {
-            let v = value.ok_or_else(|| format!("config {name}: SET needs a value"))?;
+            let v = value
+                .ok_or_else(|| ConfigError::invalid(format!("config {name}: SET needs a value")))?;
             configs.insert(name.to_string(), v.to_string());
         }
         AlterOp::Append | AlterOp::Subtract => {
             if def.config_type != ConfigType::List {
-                return Err(format!(
+                return Err(ConfigError::invalid(format!(
                     "config {name}: APPEND and SUBTRACT apply only to LIST configs"
-                ));
+                )));
             }
-            let v = value.ok_or_else(|| format!("config {name}: {op:?} needs a value"))?;
+            let v = value.ok_or_else(|| {
+                ConfigError::invalid(format!("config {name}: {op:?} needs a value"))
+            })?;
             let base = configs
                 .get(name)
                 .cloned()
@@ -138,7 +144,7 @@ fn incremental(
 }
 
 /// APPEND or SUBTRACT the comma-separated items of `v` to or from the list `base`.
-fn edit_list(name: &str, base: &str, op: AlterOp, v: &str) -> Result<String, String> {
+fn edit_list(name: &str, base: &str, op: AlterOp, v: &str) -> Result<String, ConfigError> {
     let mut items: Vec<&str> = base
         .split(',')
         .map(str::trim)
@@ -152,7 +158,9 @@ fn edit_list(name: &str, base: &str, op: AlterOp, v: &str) -> Result<String, Str
         }
     }
     if items.is_empty() {
-        return Err(format!("config {name}: the list may not become empty"));
+        return Err(ConfigError::invalid(format!(
+            "config {name}: the list may not become empty"
+        )));
     }
     Ok(items.join(","))
 }
@@ -302,52 +310,41 @@ pub fn effective_broker_config(static_cfg: &BrokerConfig, dynamic: Dynamic) -> B
     b
 }
 
-/// Why a broker config change was refused.
-#[derive(Debug, PartialEq)]
-pub enum BrokerEditError {
-    /// A setting that cannot change at run time (Kafka: INVALID_REQUEST).
-    NotDynamic(String),
-    /// A value the setting does not accept (INVALID_CONFIG).
-    Invalid(String),
-}
-
 /// The dynamic configs of one broker resource after `edit`, validated against the static
 /// settings.
 pub fn edit_broker_configs(
     static_cfg: &BrokerConfig,
     current: &BTreeMap<String, String>,
     edit: &ConfigEdit,
-) -> Result<BTreeMap<String, String>, BrokerEditError> {
+) -> Result<BTreeMap<String, String>, ConfigError> {
     let (touched, next): (Vec<&str>, BTreeMap<String, String>) = match edit {
         ConfigEdit::Replace(all) => (all.keys().map(String::as_str).collect(), all.clone()),
         ConfigEdit::Incremental(ops) => {
             let mut next = current.clone();
             for (name, op, value) in ops {
-                broker_op(static_cfg, &mut next, name, *op, value.as_deref())
-                    .map_err(BrokerEditError::Invalid)?;
+                broker_op(static_cfg, &mut next, name, *op, value.as_deref())?;
             }
             (ops.iter().map(|(n, _, _)| n.as_str()).collect(), next)
         }
     };
     let fixed: Vec<&str> = touched.into_iter().filter(|k| !is_dynamic(k)).collect();
     if !fixed.is_empty() {
-        return Err(BrokerEditError::NotDynamic(format!(
+        return Err(ConfigError::NotDynamic(format!(
             "Cannot update these configs dynamically: Set({})",
             fixed.join(", ")
         )));
     }
     let mut check = static_cfg.clone();
     for (k, v) in &next {
-        check.set_value(k, v).map_err(BrokerEditError::Invalid)?;
+        check.set_value(k, v)?;
         // A log default must also be a valid value of the topic config it supplies.
         if let Some(def) = supplied_topic_config(k) {
-            let mut scratch =
-                log_config(static_cfg, &BTreeMap::new()).map_err(BrokerEditError::Invalid)?;
+            let mut scratch = log_config(static_cfg, &BTreeMap::new())?;
             (def.apply)(&mut scratch, def.name, v)
-                .map_err(|e| BrokerEditError::Invalid(e.replace(def.name, k)))?;
+                .map_err(|e| e.map_message(|m| m.replace(def.name, k)))?;
         }
     }
-    log_config(&check, &BTreeMap::new()).map_err(BrokerEditError::Invalid)?;
+    log_config(&check, &BTreeMap::new())?;
     Ok(next)
 }
 
@@ -357,21 +354,26 @@ fn broker_op(
     name: &str,
     op: AlterOp,
     value: Option<&str>,
-) -> Result<(), String> {
+) -> Result<(), ConfigError> {
     match op {
         AlterOp::Delete => {
             configs.remove(name);
         }
         AlterOp::Set => {
-            let v = value.ok_or_else(|| format!("config {name}: SET needs a value"))?;
+            let v = value
+                .ok_or_else(|| ConfigError::invalid(format!("config {name}: SET needs a value")))?;
             configs.insert(name.to_string(), v.to_string());
         }
         AlterOp::Append | AlterOp::Subtract => {
-            let v = value.ok_or_else(|| format!("config {name}: {op:?} needs a value"))?;
+            let v = value.ok_or_else(|| {
+                ConfigError::invalid(format!("config {name}: {op:?} needs a value"))
+            })?;
             let setting = described_settings()
                 .find(|s| s.name == name && s.config_type == ConfigType::List)
                 .ok_or_else(|| {
-                    format!("config {name}: APPEND and SUBTRACT apply only to LIST configs")
+                    ConfigError::invalid(format!(
+                        "config {name}: APPEND and SUBTRACT apply only to LIST configs"
+                    ))
                 })?;
             let base = configs
                 .get(name)
@@ -464,6 +466,7 @@ mod tests {
         );
         assert!(log_config(&b, &map(&[("nope", "5")]))
             .unwrap_err()
+            .message()
             .contains("nope"));
         for (k, v) in [
             ("segment.bytes", "x"),
@@ -475,7 +478,10 @@ mod tests {
             ("flush.messages", "0"),
         ] {
             assert!(
-                log_config(&b, &map(&[(k, v)])).unwrap_err().contains(k),
+                log_config(&b, &map(&[(k, v)]))
+                    .unwrap_err()
+                    .message()
+                    .contains(k),
                 "{k}={v}"
             );
         }
@@ -574,14 +580,14 @@ mod tests {
             &ops(vec![("retention.ms", AlterOp::Append, Some("1"))]),
         )
         .unwrap_err();
-        assert!(err.contains("retention.ms"), "{err}");
+        assert!(err.message().contains("retention.ms"), "{err}");
         let err = edit_configs(
             &b,
             &next,
             &ops(vec![("bogus.key", AlterOp::Set, Some("1"))]),
         )
         .unwrap_err();
-        assert!(err.contains("bogus.key"), "{err}");
+        assert!(err.message().contains("bogus.key"), "{err}");
         let replaced = edit_configs(
             &b,
             &next,
@@ -647,7 +653,7 @@ mod tests {
         // Read-only settings, bad values, and a replace that clears the layer.
         let err = edit_broker_configs(&stat, &BTreeMap::new(), &set("num.partitions", "3"));
         assert!(
-            matches!(&err, Err(BrokerEditError::NotDynamic(m)) if m.contains("num.partitions")),
+            matches!(&err, Err(ConfigError::NotDynamic(m)) if m.contains("num.partitions")),
             "{err:?}"
         );
         for (k, v) in [
@@ -658,7 +664,7 @@ mod tests {
         ] {
             let err = edit_broker_configs(&stat, &BTreeMap::new(), &set(k, v));
             assert!(
-                matches!(&err, Err(BrokerEditError::Invalid(m)) if m.contains(k)),
+                matches!(&err, Err(ConfigError::Invalid(m)) if m.contains(k)),
                 "{k}={v}: {err:?}"
             );
         }
