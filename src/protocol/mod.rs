@@ -1,10 +1,12 @@
 //! The Kafka wire protocol, sans I/O: framing, request headers, the table of supported APIs,
-//! response encoding, and the zero-copy Fetch response layout.
+//! response encoding, the zero-copy Fetch response layout, the record batch codec and the
+//! client side of the classic consumer group protocol.
 //!
 //! Nothing here touches a socket or an executor, so every function can be tested (and fuzzed)
 //! on bytes alone. Message bodies come from the `kafka-protocol` crate.
 
 pub mod apis;
+pub mod batch;
 pub mod bodies;
 pub mod fetch;
 pub mod frame;
