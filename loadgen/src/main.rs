@@ -21,7 +21,6 @@ mod accum;
 mod args;
 mod conn;
 mod consumer;
-mod group;
 mod member;
 mod plot;
 mod producer;

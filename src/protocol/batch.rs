@@ -253,6 +253,9 @@ pub fn put_uvarint(buf: &mut impl BufMut, mut v: u64) {
     buf.put_u8(v as u8);
 }
 
+/// One record header, `(key, value)`, borrowed from its record; `None` is a null value.
+pub type HeaderView<'a> = (&'a [u8], Option<&'a [u8]>);
+
 /// One record of an uncompressed record stream, borrowed from it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RecordView<'a> {
@@ -273,7 +276,7 @@ pub struct RecordView<'a> {
 impl<'a> RecordView<'a> {
     /// The record's headers, `(key, value)` in order, or `None` when they are malformed
     /// (a count that the bytes do not hold, or bytes left over after the last header).
-    pub fn headers(&self) -> Option<Vec<(&'a [u8], Option<&'a [u8]>)>> {
+    pub fn headers(&self) -> Option<Vec<HeaderView<'a>>> {
         let b = self.headers_raw;
         let mut at = 0;
         let count = usize::try_from(read_varlong(b, &mut at)?).ok()?;

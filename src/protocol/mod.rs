@@ -8,6 +8,7 @@
 pub mod apis;
 pub mod batch;
 pub mod bodies;
+pub mod consumer_group;
 pub mod fetch;
 pub mod frame;
 pub mod recompress;
