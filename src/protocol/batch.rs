@@ -179,12 +179,14 @@ pub fn peek_offset_and_len(b: &[u8]) -> Option<(i64, usize)> {
 }
 
 /// CRC32C of the part of the batch the `crc` field covers.
+#[inline]
 pub fn compute_crc(b: &[u8]) -> u32 {
     b.get(ATTRIBUTES..).map_or(0, crc32c::crc32c)
 }
 
 /// Sets the `crc` field of the batch that occupies all of `b` to the CRC of its covered bytes;
 /// a buffer shorter than the header is left untouched.
+#[inline]
 pub fn patch_crc(b: &mut [u8]) {
     if b.len() < HEADER_LEN {
         return;
@@ -208,10 +210,24 @@ pub fn check_stored(b: &[u8]) -> Option<BatchHeader> {
 /// bytes are read; a longer run, or one cut off by the end of `b`, is `None`.
 #[inline]
 pub fn read_varlong(b: &[u8], at: &mut usize) -> Option<i64> {
+    let mut rest = b.get(*at..)?;
+    let v = take_varlong(&mut rest)?;
+    *at = b.len() - rest.len();
+    Some(v)
+}
+
+/// Takes a zigzag varint off the front of `b` (see [`read_varlong`]).
+///
+/// This and the record walk below are `inline(always)`: loadgen's consumer walks every record
+/// it fetches through them from another crate, and without the attribute the calls were not
+/// inlined there, which made its scan of uncompressed batches 2.5x slower than its own walker
+/// was (12.5 ms against 13 ms with it; 32 ms without, for 2.5 M records, release build).
+#[inline(always)]
+pub fn take_varlong(b: &mut &[u8]) -> Option<i64> {
     let mut raw: u64 = 0;
     for shift in (0..70).step_by(7) {
-        let byte = *b.get(*at)?;
-        *at += 1;
+        let (&byte, rest) = b.split_first()?;
+        *b = rest;
         raw |= u64::from(byte & 0x7f) << shift;
         if byte & 0x80 == 0 {
             return Some((raw >> 1) as i64 ^ -((raw & 1) as i64));
@@ -221,13 +237,13 @@ pub fn read_varlong(b: &[u8], at: &mut usize) -> Option<i64> {
 }
 
 /// Bytes of `v` as a zigzag varint.
-#[inline]
+#[inline(always)]
 pub fn varlong_len(v: i64) -> usize {
     uvarint_len(((v << 1) ^ (v >> 63)) as u64)
 }
 
 /// Bytes of `v` as an unsigned varint.
-#[inline]
+#[inline(always)]
 pub fn uvarint_len(mut v: u64) -> usize {
     let mut n = 1;
     while v >= 0x80 {
@@ -238,13 +254,13 @@ pub fn uvarint_len(mut v: u64) -> usize {
 }
 
 /// Writes `v` as a zigzag varint.
-#[inline]
+#[inline(always)]
 pub fn put_varlong(buf: &mut impl BufMut, v: i64) {
     put_uvarint(buf, ((v << 1) ^ (v >> 63)) as u64);
 }
 
 /// Writes `v` as an unsigned varint (the compact lengths of flexible message versions).
-#[inline]
+#[inline(always)]
 pub fn put_uvarint(buf: &mut impl BufMut, mut v: u64) {
     while v >= 0x80 {
         buf.put_u8(v as u8 | 0x80);
@@ -277,55 +293,56 @@ impl<'a> RecordView<'a> {
     /// The record's headers, `(key, value)` in order, or `None` when they are malformed
     /// (a count that the bytes do not hold, or bytes left over after the last header).
     pub fn headers(&self) -> Option<Vec<HeaderView<'a>>> {
-        let b = self.headers_raw;
-        let mut at = 0;
-        let count = usize::try_from(read_varlong(b, &mut at)?).ok()?;
+        let mut b = self.headers_raw;
+        let count = usize::try_from(take_varlong(&mut b)?).ok()?;
         // Each header takes at least two bytes, so the count cannot ask for more than this.
         let mut out = Vec::with_capacity(count.min(b.len() / 2));
         for _ in 0..count {
-            let key = nullable(b, &mut at)??;
-            out.push((key, nullable(b, &mut at)?));
+            let key = take_nullable(&mut b)??;
+            out.push((key, take_nullable(&mut b)?));
         }
-        (at == b.len()).then_some(out)
+        b.is_empty().then_some(out)
     }
 }
 
-/// A nullable byte field (`length` varint, -1 for null, then the bytes) at `*at`.
-fn nullable<'a>(b: &'a [u8], at: &mut usize) -> Option<Option<&'a [u8]>> {
-    let len = read_varlong(b, at)?;
+/// Takes a nullable byte field (`length` varint, -1 for null, then the bytes) off the front
+/// of `b`.
+#[inline(always)]
+fn take_nullable<'a>(b: &mut &'a [u8]) -> Option<Option<&'a [u8]>> {
+    let len = take_varlong(b)?;
     if len < 0 {
         return Some(None);
     }
-    let end = at.checked_add(usize::try_from(len).ok()?)?;
-    let field = b.get(*at..end)?;
-    *at = end;
+    let len = usize::try_from(len).ok()?;
+    let field = b.get(..len)?;
+    *b = &b[len..];
     Some(Some(field))
 }
 
-/// Parses the record at `*at` of the uncompressed record stream `b`, advancing past it; `None`
-/// (with `*at` unspecified) when the record is cut off or its fields overrun its length. The
-/// headers are left undecoded: readers that want them call [`RecordView::headers`].
-#[inline]
-pub fn parse_record<'a>(b: &'a [u8], at: &mut usize) -> Option<RecordView<'a>> {
-    let start = *at;
-    let len = usize::try_from(read_varlong(b, at)?).ok()?;
-    let end = at.checked_add(len)?;
-    let body = b.get(..end)?;
-    let attributes = *body.get(*at)? as i8;
-    let mut p = *at + 1;
-    let timestamp_delta = read_varlong(body, &mut p)?;
-    let offset_delta = read_varlong(body, &mut p)?;
-    let key = nullable(body, &mut p)?;
-    let value = nullable(body, &mut p)?;
-    *at = end;
+/// Takes the record at the front of the uncompressed record stream `b` off it; `None` (with
+/// `b` unspecified) when the record is cut off or its fields overrun its length. The headers
+/// are left undecoded: readers that want them call [`RecordView::headers`].
+#[inline(always)]
+pub fn take_record<'a>(b: &mut &'a [u8]) -> Option<RecordView<'a>> {
+    let whole = *b;
+    let len = usize::try_from(take_varlong(b)?).ok()?;
+    let mut body = b.get(..len)?;
+    *b = &b[len..];
+    let raw = &whole[..whole.len() - b.len()];
+    let (&attributes, rest) = body.split_first()?;
+    body = rest;
+    let timestamp_delta = take_varlong(&mut body)?;
+    let offset_delta = take_varlong(&mut body)?;
+    let key = take_nullable(&mut body)?;
+    let value = take_nullable(&mut body)?;
     Some(RecordView {
-        raw: &b[start..end],
-        attributes,
+        raw,
+        attributes: attributes as i8,
         timestamp_delta,
         offset_delta,
         key,
         value,
-        headers_raw: &body[p..],
+        headers_raw: body,
     })
 }
 
@@ -334,8 +351,7 @@ pub fn parse_record<'a>(b: &'a [u8], at: &mut usize) -> Option<RecordView<'a>> {
 /// tells the two apart.
 #[derive(Clone, Debug)]
 pub struct Records<'a> {
-    b: &'a [u8],
-    at: usize,
+    rest: &'a [u8],
     failed: bool,
 }
 
@@ -343,27 +359,26 @@ impl<'a> Records<'a> {
     /// Walks the record stream `b`.
     pub fn new(b: &'a [u8]) -> Self {
         Records {
-            b,
-            at: 0,
+            rest: b,
             failed: false,
         }
     }
 
     /// Whether the walk so far consumed the whole stream without a malformed record.
     pub fn complete(&self) -> bool {
-        !self.failed && self.at == self.b.len()
+        !self.failed && self.rest.is_empty()
     }
 }
 
 impl<'a> Iterator for Records<'a> {
     type Item = RecordView<'a>;
 
-    #[inline]
+    #[inline(always)]
     fn next(&mut self) -> Option<RecordView<'a>> {
-        if self.failed || self.at >= self.b.len() {
+        if self.failed || self.rest.is_empty() {
             return None;
         }
-        let r = parse_record(self.b, &mut self.at);
+        let r = take_record(&mut self.rest);
         self.failed = r.is_none();
         r
     }
