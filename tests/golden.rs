@@ -62,6 +62,12 @@ const CLIENTS: &[Client] = &[
         idempotent: true,
     },
     Client {
+        dir: "librdkafka-2.12.1",
+        client_id: "golden-rdkafka",
+        codecs: &CODECS,
+        idempotent: true,
+    },
+    Client {
         dir: "java-4.1.2",
         client_id: "golden-java",
         codecs: &CODECS,
