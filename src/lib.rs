@@ -10,7 +10,9 @@
 //! - [`api`]: one handler per Kafka API, a file each; [`api::registry`] lists every API with
 //!   its versions and handler and drives the version check, dispatch and ApiVersions.
 //! - [`protocol`]: the Kafka wire protocol without I/O: frames, headers, request bodies, the
-//!   zero-copy Fetch response layout. Message bodies come from `kafka-protocol`.
+//!   zero-copy Fetch response layout, the RecordBatch v2 codec ([`protocol::batch`]) and the
+//!   client side of the consumer group protocol ([`protocol::consumer_group`]), both shared by
+//!   the broker, the CLI client and loadgen. Message bodies come from `kafka-protocol`.
 //! - [`admin`], [`metadata`]: topics, ids and configs; changes applied on the metadata shard,
 //!   persisted, and broadcast as immutable images.
 //! - [`client`]: a small blocking Kafka client (std `TcpStream`) for the CLI and tests.

@@ -11,17 +11,18 @@
 //!   thread's progress reporting and end-of-run decisions.
 //! - [`producer`], [`accum`]: the pipelined producer and its per-partition batches.
 //! - [`consumer`]: the fetch loop (assign(), or a group member's partitions).
-//! - [`group`]: the consumer group protocol without I/O: requests, range assignor, metadata.
-//! - [`member`]: a consumer as a group member: join, sync, heartbeat, commit, leave.
+//! - [`member`]: a consumer as a group member: join, sync, heartbeat, commit, leave. The
+//!   requests, the range assignor and the consumer-protocol payloads are the broker crate's
+//!   (`tidelog::protocol::consumer_group`), shared with its CLI client.
 //! - [`conn`]: a connection split into a writing and a reading half.
-//! - [`wire`]: produce requests and record batches written by hand; record scanning.
+//! - [`wire`]: produce requests and record batches written by hand; record scanning, over the
+//!   broker crate's batch codec (`tidelog::protocol::batch`).
 //! - [`stats`], [`report`], [`plot`]: counters, histograms, the summary, `--json`, `--plot`.
 
 mod accum;
 mod args;
 mod conn;
 mod consumer;
-mod group;
 mod member;
 mod plot;
 mod producer;

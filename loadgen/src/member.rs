@@ -15,10 +15,10 @@ use kafka_protocol::protocol::{Decodable, HeaderVersion, Request, StrBytes};
 
 use crate::conn::{self, Reader, Writer};
 use crate::consumer::{self, Link};
-use crate::group::{self, Assignment, Member};
 use crate::producer::CLIENT_ID;
 use crate::stats::{Local, Shared};
 use crate::Plan;
+use tidelog::protocol::consumer_group::{self as group, Assignment, Member};
 
 /// How long JoinGroup may wait for the other members.
 const REBALANCE_TIMEOUT_MS: i32 = 60_000;
@@ -107,7 +107,6 @@ impl State<'_> {
             group: self.group,
             member_id: &self.member_id,
             generation: self.generation,
-            versions: self.plan.cluster.group_versions.expect("set with --group"),
         }
     }
 
@@ -116,14 +115,14 @@ impl State<'_> {
         let plan = self.plan;
         let v = plan.cluster.group_versions.expect("set with --group");
         let topics = plan.args.topic_names();
-        let req = group::join(
+        let req = group::join_group(
             self.group,
             &self.member_id,
             &topics,
             plan.args.session_timeout_ms,
             REBALANCE_TIMEOUT_MS,
             v.join,
-        );
+        )?;
         let resp = self.rpc.call(&req, v.join).await?;
         match resp.error_code {
             0 => {}
@@ -144,22 +143,22 @@ impl State<'_> {
         self.member_id = resp.member_id.as_str().to_owned();
         self.generation = resp.generation_id;
         let assignments = if resp.leader == resp.member_id {
-            let mut members = Vec::new();
+            let mut members = BTreeMap::new();
             for m in &resp.members {
                 let topics = group::decode_subscription(m.metadata.clone())?;
-                members.push((m.member_id.as_str().to_owned(), topics));
+                members.insert(m.member_id.as_str().to_owned(), topics);
             }
-            let counts: BTreeMap<String, i32> = plan
+            let partitions: BTreeMap<String, Vec<i32>> = plan
                 .cluster
                 .topics
                 .iter()
-                .map(|t| (t.name.clone(), t.partitions.len() as i32))
+                .map(|t| (t.name.clone(), (0..t.partitions.len() as i32).collect()))
                 .collect();
-            group::range_assign(&members, &counts)
+            group::range_assign(&members, &partitions)
         } else {
             BTreeMap::new()
         };
-        let req = group::sync(&self.member(), &assignments);
+        let req = group::sync_group(&self.member(), &assignments, v.sync)?;
         let resp = self.rpc.call(&req, v.sync).await?;
         match resp.error_code {
             0 => {}
@@ -167,7 +166,7 @@ impl State<'_> {
                 self.member_id.clear();
                 return Ok(None);
             }
-            c if group::must_rejoin(c) || group::retriable(c) => return Ok(None),
+            c if group::rejoin_needed(c) || group::retriable(c) => return Ok(None),
             c => return Err(kafka_error("SyncGroup", c)),
         }
         let assignment = group::decode_assignment(resp.assignment)?;
@@ -247,7 +246,7 @@ impl State<'_> {
                 )
             })
             .collect();
-        let req = group::commit(&self.member(), &offsets);
+        let req = group::offset_commit(&self.member(), &offsets);
         let resp = self.rpc.call(&req, v.offset_commit).await?;
         Ok(resp
             .topics
@@ -274,7 +273,7 @@ impl State<'_> {
         let v = self.plan.cluster.group_versions.expect("set with --group");
         let resp = self
             .rpc
-            .call(&group::leave(&self.member()), v.leave)
+            .call(&group::leave_group(&self.member(), v.leave), v.leave)
             .await?;
         // A member the coordinator already dropped has nothing to leave.
         match resp.error_code {
@@ -390,7 +389,7 @@ async fn member(
                 let snapshot = positions.borrow().clone();
                 match st.commit(&targets, &snapshot).await? {
                     0 => {}
-                    c if group::must_rejoin(c) => break End::Rejoin,
+                    c if group::rejoin_needed(c) => break End::Rejoin,
                     c => return Err(kafka_error("OffsetCommit", c)),
                 }
             }
@@ -398,7 +397,7 @@ async fn member(
                 next_heartbeat = now + heartbeat_every;
                 match st.heartbeat().await? {
                     0 => {}
-                    c if group::must_rejoin(c) => break End::Rejoin,
+                    c if group::rejoin_needed(c) => break End::Rejoin,
                     c => return Err(kafka_error("Heartbeat", c)),
                 }
             }
@@ -412,7 +411,7 @@ async fn member(
         let snapshot = positions.borrow().clone();
         match st.commit(&targets, &snapshot).await? {
             0 => {}
-            c if group::must_rejoin(c) => {
+            c if group::rejoin_needed(c) => {
                 if c == group::UNKNOWN_MEMBER_ID {
                     st.member_id.clear();
                 }

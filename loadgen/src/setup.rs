@@ -16,7 +16,6 @@ use tidelog::client::conn::Connection;
 use tidelog::client::{Client, ClientError, OffsetSpec, TopicInfo, TopicSpec};
 
 use crate::args::Args;
-use crate::group;
 
 /// Produce versions loadgen encodes by hand (v13 names topics by id; never negotiated).
 const PRODUCE_VERSION_MAX: i16 = 12;
@@ -51,7 +50,7 @@ pub struct Cluster {
     /// Each target's log end offset at start, by target index (empty without consumers).
     pub end_offsets: Vec<i64>,
     /// The group API versions, with `--group`.
-    pub group_versions: Option<group::Versions>,
+    pub group_versions: Option<Versions>,
 }
 
 /// Connects, prepares the topics and reads what the workers need.
@@ -208,15 +207,42 @@ fn offsets(client: &mut Client, cluster: &Cluster, spec: OffsetSpec) -> Result<V
     Ok(out)
 }
 
+/// The group API versions agreed with the broker (each capped at what loadgen has been tested
+/// with); the requests themselves are built by `tidelog::protocol::consumer_group`.
+#[derive(Clone, Copy, Debug)]
+pub struct Versions {
+    pub find_coordinator: i16,
+    pub join: i16,
+    pub sync: i16,
+    pub heartbeat: i16,
+    pub leave: i16,
+    pub offset_commit: i16,
+    pub offset_fetch: i16,
+}
+
+impl Versions {
+    /// The highest versions loadgen speaks: FindCoordinator v4 and OffsetFetch v8 batch their
+    /// keys and groups, which one group has no use for.
+    pub const MAX: Versions = Versions {
+        find_coordinator: 3,
+        join: 9,
+        sync: 5,
+        heartbeat: 4,
+        leave: 5,
+        offset_commit: 8,
+        offset_fetch: 7,
+    };
+}
+
 /// The group API versions to speak with this broker.
-fn group_versions(conn: &Connection) -> Result<group::Versions, String> {
+fn group_versions(conn: &Connection) -> Result<Versions, String> {
     fn v<R: Request>(conn: &Connection, max: i16) -> Result<i16, String> {
         conn.version::<R>()
             .map(|v| v.min(max))
             .map_err(|e| format!("--group: the broker cannot serve consumer groups: {e}"))
     }
-    let max = group::Versions::MAX;
-    Ok(group::Versions {
+    let max = Versions::MAX;
+    Ok(Versions {
         find_coordinator: v::<FindCoordinatorRequest>(conn, max.find_coordinator)?,
         join: v::<JoinGroupRequest>(conn, max.join)?,
         sync: v::<SyncGroupRequest>(conn, max.sync)?,

@@ -5,11 +5,19 @@
 //! record byte once more, and the generator must never be the bottleneck. Compressed batches and
 //! all small messages (Fetch requests, every response) go through the crate, which is exact
 //! and fast enough there. The tests check the hand-written bytes against the crate's decoders.
+//!
+//! The batch layout, varints and the record walk are the broker's own
+//! ([`tidelog::protocol::batch`]), shared with the broker and its CLI client; this module only
+//! decides what loadgen writes.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use tidelog::protocol::batch::{
+    self, parse_header, put_uvarint, put_varlong as put_varint, varlong_len as varint_len, Records,
+    HEADER_LEN as BATCH_HEADER_LEN, LOG_OVERHEAD,
 };
 
 /// The first bytes of every value loadgen writes, so a consumer can tell its own records (which
@@ -17,11 +25,6 @@ use kafka_protocol::records::{
 pub const VALUE_MAGIC: [u8; 4] = *b"TLg1";
 /// Magic plus the big-endian microsecond timestamp that follows it.
 pub const VALUE_STAMP_LEN: usize = 12;
-/// Fixed header of a RecordBatch v2 (see `tidelog::log::batch`).
-const BATCH_HEADER_LEN: usize = 61;
-/// Byte position of the CRC in a batch; the CRC covers everything from `ATTRIBUTES` on.
-const CRC_AT: usize = 17;
-const ATTRIBUTES_AT: usize = 21;
 /// Produce v9 and later use compact (flexible) encodings.
 const PRODUCE_FLEXIBLE_MIN: i16 = 9;
 
@@ -120,32 +123,6 @@ impl RecordShape {
     }
 }
 
-/// Bytes of a zigzag varint.
-fn varint_len(v: i64) -> usize {
-    uvarint_len(((v << 1) ^ (v >> 63)) as u64)
-}
-
-fn uvarint_len(mut v: u64) -> usize {
-    let mut n = 1;
-    while v >= 0x80 {
-        v >>= 7;
-        n += 1;
-    }
-    n
-}
-
-fn put_varint(buf: &mut BytesMut, v: i64) {
-    put_uvarint(buf, ((v << 1) ^ (v >> 63)) as u64);
-}
-
-fn put_uvarint(buf: &mut BytesMut, mut v: u64) {
-    while v >= 0x80 {
-        buf.put_u8(v as u8 | 0x80);
-        v >>= 7;
-    }
-    buf.put_u8(v as u8);
-}
-
 /// The record's body length (everything after its own length varint).
 fn record_body_len(shape: &RecordShape, key: KeyRef, offset_delta: usize) -> usize {
     let key_part = match shape.key_len(key) {
@@ -181,9 +158,9 @@ pub fn put_batch(buf: &mut BytesMut, shape: &RecordShape, records: &[PendingReco
     let total = batch_len(shape, records);
     buf.reserve(total);
     buf.put_i64(0); // base offset: the broker assigns it
-    buf.put_i32((total - 12) as i32);
+    buf.put_i32((total - LOG_OVERHEAD) as i32);
     buf.put_i32(-1); // partition leader epoch
-    buf.put_i8(2); // magic
+    buf.put_i8(batch::MAGIC_V2);
     buf.put_u32(0); // crc, patched below
     buf.put_i16(0); // attributes: no compression, create time
     buf.put_i32(records.len() as i32 - 1);
@@ -210,8 +187,7 @@ pub fn put_batch(buf: &mut BytesMut, shape: &RecordShape, records: &[PendingReco
         buf.put_u8(0); // no headers
     }
     debug_assert_eq!(buf.len() - start, total);
-    let crc = crc32c::crc32c(&buf[start + ATTRIBUTES_AT..]);
-    buf[start + CRC_AT..start + CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    batch::patch_crc(&mut buf[start..]);
 }
 
 /// Encodes a compressed batch of `records` with the crate's encoder.
@@ -379,42 +355,26 @@ pub struct Scanned {
 /// cut one): it is left for the next fetch. Compressed batches are decoded with the crate.
 pub fn scan_records(mut data: Bytes, fetch_offset: i64, mut stamp: impl FnMut(u64)) -> Scanned {
     let mut out = Scanned::default();
-    while data.len() >= BATCH_HEADER_LEN {
-        let base = i64::from_be_bytes(data[0..8].try_into().expect("8 bytes"));
-        let total = 12 + i32::from_be_bytes(data[8..12].try_into().expect("4 bytes")) as usize;
+    while let Some(h) = parse_header(&data) {
+        let total = h.total_len();
         if total < BATCH_HEADER_LEN || data.len() < total {
             break;
         }
-        let attributes = i16::from_be_bytes(data[21..23].try_into().expect("2 bytes"));
-        let last_delta = i32::from_be_bytes(data[23..27].try_into().expect("4 bytes"));
-        let batch = data.split_to(total);
-        out.next_offset = Some(base + i64::from(last_delta) + 1);
-        if attributes & 0x20 != 0 {
+        let one = data.split_to(total);
+        out.next_offset = Some(h.last_offset() + 1);
+        if h.is_control() {
             continue; // a control batch (transaction marker) holds no data records
         }
         out.bytes += total as u64;
-        let (records, value_bytes) = if attributes & 0x07 == 0 {
-            scan_plain(&batch, base, fetch_offset, &mut stamp)
+        let (records, value_bytes) = if h.compression() == 0 {
+            scan_plain(&one, h.base_offset, fetch_offset, &mut stamp)
         } else {
-            scan_compressed(batch, fetch_offset, &mut stamp)
+            scan_compressed(one, fetch_offset, &mut stamp)
         };
         out.records += records;
         out.value_bytes += value_bytes;
     }
     out
-}
-
-fn read_varint(b: &mut &[u8]) -> Option<i64> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let byte = *b.first()?;
-        *b = &b[1..];
-        v |= u64::from(byte & 0x7f) << shift;
-        if byte < 0x80 {
-            return Some(((v >> 1) as i64) ^ -((v & 1) as i64));
-        }
-    }
-    None
 }
 
 /// Reads the stamp of one value, if it is one of ours.
@@ -424,35 +384,17 @@ fn stamp_of(value: &[u8]) -> Option<u64> {
 }
 
 /// Walks an uncompressed batch's records: (records at or past `fetch_offset`, their value bytes).
+/// A malformed record ends the walk; the records before it count.
 fn scan_plain(
     batch: &[u8],
     base: i64,
     fetch_offset: i64,
     stamp: &mut impl FnMut(u64),
 ) -> (u64, u64) {
-    let mut rest = &batch[BATCH_HEADER_LEN..];
     let (mut count, mut value_bytes) = (0, 0);
-    while !rest.is_empty() {
-        let Some(len) = read_varint(&mut rest) else {
-            break;
-        };
-        let Some(mut rec) = rest.get(..len.max(0) as usize) else {
-            break;
-        };
-        rest = &rest[len as usize..];
-        let fields = (|| {
-            rec = rec.get(1..)?; // attributes
-            read_varint(&mut rec)?; // timestamp delta
-            let offset_delta = read_varint(&mut rec)?;
-            let key_len = read_varint(&mut rec)?;
-            rec = rec.get(key_len.max(0) as usize..)?;
-            let value_len = read_varint(&mut rec)?;
-            Some((offset_delta, rec.get(..value_len.max(0) as usize)?))
-        })();
-        let Some((offset_delta, value)) = fields else {
-            break;
-        };
-        if base + offset_delta >= fetch_offset {
+    for r in Records::new(&batch[BATCH_HEADER_LEN..]) {
+        if base + r.offset_delta >= fetch_offset {
+            let value = r.value.unwrap_or_default();
             count += 1;
             value_bytes += value.len() as u64;
             if let Some(t) = stamp_of(value) {
@@ -483,14 +425,12 @@ fn scan_compressed(mut batch: Bytes, fetch_offset: i64, stamp: &mut impl FnMut(u
 pub fn next_offset(data: &[u8]) -> Option<i64> {
     let mut rest = data;
     let mut next = None;
-    while rest.len() >= BATCH_HEADER_LEN {
-        let base = i64::from_be_bytes(rest[0..8].try_into().expect("8 bytes"));
-        let total = 12 + i32::from_be_bytes(rest[8..12].try_into().expect("4 bytes")) as usize;
+    while let Some(h) = parse_header(rest) {
+        let total = h.total_len();
         if total < BATCH_HEADER_LEN || rest.len() < total {
             break;
         }
-        let last_delta = i32::from_be_bytes(rest[23..27].try_into().expect("4 bytes"));
-        next = Some(base + i64::from(last_delta) + 1);
+        next = Some(h.last_offset() + 1);
         rest = &rest[total..];
     }
     next

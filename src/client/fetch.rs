@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::{FetchRequest, ListOffsetsRequest};
@@ -17,6 +17,7 @@ use kafka_protocol::records::RecordBatchDecoder;
 use super::admin::{topic_name, TopicInfo};
 use super::error::{check, ClientError, Result};
 use super::Client;
+use crate::protocol::batch::{self, be_i32, be_i64};
 
 /// `fetch.max.bytes` of Kafka's consumer: the response's total byte budget.
 pub const FETCH_MAX_BYTES: i32 = 50 << 20;
@@ -27,13 +28,6 @@ pub const PARTITION_FETCH_MAX_BYTES: i32 = 1 << 20;
 const EARLIEST_TIMESTAMP: i64 = -2;
 /// ListOffsets timestamp meaning "log end offset" (high watermark for read_uncommitted).
 const LATEST_TIMESTAMP: i64 = -1;
-
-/// Record batch header: bytes before the batch length field, and the length field itself.
-const BATCH_LENGTH_END: usize = 12;
-/// Offset of the magic byte in a record batch.
-const MAGIC_OFFSET: usize = 16;
-/// Offset of `lastOffsetDelta` in a magic-2 record batch.
-const LAST_OFFSET_DELTA_OFFSET: usize = 23;
 
 /// Where to start reading a partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,26 +215,25 @@ fn by_leader(
 pub fn decode_records(mut bytes: Bytes, fetch_offset: i64) -> Result<(Vec<FetchedRecord>, i64)> {
     let mut records = Vec::new();
     let mut next_offset = fetch_offset;
-    while bytes.len() >= BATCH_LENGTH_END {
-        let base_offset = (&bytes[0..8]).get_i64();
-        let length = (&bytes[8..12]).get_i32();
-        let total = BATCH_LENGTH_END + usize::try_from(length).unwrap_or(0);
+    while let (Some(base_offset), Some(length)) = (
+        be_i64(&bytes, batch::BASE_OFFSET),
+        be_i32(&bytes, batch::BATCH_LENGTH),
+    ) {
+        let total = batch::LOG_OVERHEAD + usize::try_from(length).unwrap_or(0);
         if length < 0 || bytes.len() < total {
             // A partial trailing batch: the broker stopped at its byte limit; the next fetch
             // starts at this batch again.
             break;
         }
-        let mut batch = bytes.split_to(total);
-        let magic = batch.get(MAGIC_OFFSET).copied().unwrap_or(0) as i8;
-        if magic != 2 {
+        let mut one = bytes.split_to(total);
+        let magic = one.get(batch::MAGIC).copied().unwrap_or(0) as i8;
+        if magic != batch::MAGIC_V2 {
             return Err(ClientError::Protocol(format!(
                 "batch at offset {base_offset} has message format v{magic}; only v2 is supported"
             )));
         }
-        let last_delta = batch
-            .get(LAST_OFFSET_DELTA_OFFSET..LAST_OFFSET_DELTA_OFFSET + 4)
-            .map_or(0, |mut b| b.get_i32());
-        let set = RecordBatchDecoder::decode(&mut batch)
+        let last_delta = be_i32(&one, batch::LAST_OFFSET_DELTA).unwrap_or(0);
+        let set = RecordBatchDecoder::decode(&mut one)
             .map_err(|e| ClientError::Protocol(format!("batch at offset {base_offset}: {e}")))?;
         records.extend(
             set.records

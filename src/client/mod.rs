@@ -1,8 +1,8 @@
 //! A small blocking Kafka client over `std::net::TcpStream`, for the CLI and for tests.
 //!
-//! It speaks to tidelog and to any Kafka-compatible broker. Every message type and the record
-//! batch format come from the `kafka-protocol` crate; this module adds framing, version
-//! negotiation, routing to partition leaders and readable errors.
+//! It speaks to tidelog and to any Kafka-compatible broker. Every message type comes from the
+//! `kafka-protocol` crate, the record batch layout from [`crate::protocol::batch`]; this module
+//! adds framing, version negotiation, routing to partition leaders and readable errors.
 //!
 //! # Layout
 //!
@@ -14,8 +14,8 @@
 //! - [`fetch`]: Fetch, ListOffsets and record-batch decoding.
 //! - [`groups`]: FindCoordinator, ListGroups, DescribeGroups, DeleteGroups, OffsetFetch,
 //!   OffsetCommit.
-//! - [`membership`]: JoinGroup, SyncGroup, Heartbeat, LeaveGroup, the consumer protocol's
-//!   payloads and the range assignor.
+//! - [`membership`]: JoinGroup, SyncGroup, Heartbeat, LeaveGroup; the requests, the consumer
+//!   protocol's payloads and the range assignor come from [`crate::protocol::consumer_group`].
 //!
 //! The client is blocking and sends one request at a time per connection: it serves people at
 //! a terminal and tests, not throughput (that is `loadgen`'s job).

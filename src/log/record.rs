@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::compression::{Compressor, Decompressor, Gzip, Lz4, Snappy, Zstd};
 
-use super::batch::{self, BatchHeader};
+use super::batch::{self, read_varlong as varlong, BatchHeader};
 
 /// One record of a batch, as the cleaner sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,20 +25,6 @@ pub(crate) struct RecordView<'a> {
     pub key: Option<&'a [u8]>,
     /// A null value: a tombstone.
     pub tombstone: bool,
-}
-
-/// Reads a zigzag varint at `*at`, advancing it.
-fn varlong(b: &[u8], at: &mut usize) -> Option<i64> {
-    let mut raw: u64 = 0;
-    for shift in (0..70).step_by(7) {
-        let byte = *b.get(*at)?;
-        *at += 1;
-        raw |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Some((raw >> 1) as i64 ^ -((raw & 1) as i64));
-        }
-    }
-    None
 }
 
 /// A nullable byte field (`length` varint, -1 for null, then the bytes) at `*at`.
@@ -177,8 +163,7 @@ pub(crate) fn filter_batch(
     out[batch::BATCH_LENGTH..][..4].copy_from_slice(&len.to_be_bytes());
     out[batch::ATTRIBUTES..][..2].copy_from_slice(&attributes.to_be_bytes());
     out[batch::RECORD_COUNT..][..4].copy_from_slice(&(kept.len() as i32).to_be_bytes());
-    let crc = batch::compute_crc(&out);
-    out[batch::CRC..][..4].copy_from_slice(&crc.to_be_bytes());
+    batch::patch_crc(&mut out);
     Ok(Rewrite::Changed(out))
 }
 

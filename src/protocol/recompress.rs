@@ -24,14 +24,11 @@ pub fn target_codec(compression_type: CompressionType) -> Option<Compression> {
 mod tests {
     use super::*;
     use crate::log::batch::{validate_batch, ValidateOptions};
+    use crate::protocol::batch::{self as layout, ATTRIBUTES, ATTR_COMPRESSION_MASK};
     use bytes::{Bytes, BytesMut};
     use kafka_protocol::records::{
         Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
     };
-
-    /// Byte offset of the attributes in a RecordBatch v2 header.
-    const ATTRIBUTES: usize = 21;
-    const ATTR_COMPRESSION_MASK: u8 = 0x07;
 
     fn batch(codec: Compression, producer: Option<(i64, i16, i32)>) -> Bytes {
         let (pid, epoch, seq) = producer.unwrap_or((-1, -1, -1));
@@ -93,14 +90,17 @@ mod tests {
                 for producer in [None, Some((7, 1, 40))] {
                     let original = batch(from, producer);
                     let rewritten = recompress(&original, to).expect("rewritten");
-                    assert_eq!(rewritten[ATTRIBUTES + 1] & ATTR_COMPRESSION_MASK, to as u8);
+                    assert_eq!(
+                        rewritten[ATTRIBUTES + 1] & ATTR_COMPRESSION_MASK as u8,
+                        to as u8
+                    );
                     let a = RecordBatchDecoder::decode(&mut original.clone()).unwrap();
                     let b =
                         RecordBatchDecoder::decode(&mut Bytes::from(rewritten.clone())).unwrap();
                     assert_eq!(a.records, b.records, "{from:?} -> {to:?}");
                     // Exactly one valid batch, as the log requires.
-                    let len = i32::from_be_bytes(rewritten[8..12].try_into().unwrap()) as usize;
-                    assert_eq!(len + 12, rewritten.len());
+                    let h = layout::check_stored(&rewritten).expect("valid CRC");
+                    assert_eq!(h.total_len(), rewritten.len());
                     validate_batch(&rewritten, &ValidateOptions::new(1 << 20)).unwrap();
                 }
             }
