@@ -22,11 +22,11 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::Decodable;
+use tidelog::api::decode_request;
 use tidelog::log::batch::{validate_batch, validate_produce, ValidateOptions};
 use tidelog::protocol::batch;
 use tidelog::protocol::bodies::decode_any;
 use tidelog::protocol::consumer_group::{self, Assignment};
-use tidelog::protocol::request::decode_request;
 
 const TS0: i64 = 1_700_000_000_000;
 const TOPIC: &str = "golden";
