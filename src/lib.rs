@@ -37,6 +37,7 @@ pub mod group;
 pub mod log;
 pub mod metadata;
 pub mod net;
+pub mod partitions;
 pub mod protocol;
 pub mod router;
 pub mod runtime;

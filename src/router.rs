@@ -10,10 +10,10 @@ use std::rc::Rc;
 
 use uuid::Uuid;
 
-use crate::shard::Shard;
-
-/// A unit of work sent to another shard.
-pub type Job = Box<dyn FnOnce(Rc<Shard>) + Send>;
+/// A unit of work sent to another shard: a closure run with that shard's state `S` (the
+/// broker's `shard::Shard`). Generic so that the router, the bottom of the core, names nothing
+/// above it (`tests/module_graph.rs` checks that no import cycle runs through it).
+pub type Job<S> = Box<dyn FnOnce(Rc<S>) + Send>;
 
 /// The shard that owns `partition` of the topic with id `topic_id`: a pure function of its
 /// arguments, so every shard (and every restart with the same shard count) agrees.
@@ -53,14 +53,15 @@ pub async fn recv_cross_shard<T>(rx: &flume::Receiver<T>) -> Option<T> {
     }
 }
 
-/// One shard's ends of the cross-shard channels: a sender to every shard's job queue.
-pub struct Router {
+/// One shard's ends of the cross-shard channels: a sender to every shard's job queue. Lives in
+/// its shard's state for the life of the process.
+pub struct Router<S> {
     id: usize,
-    senders: Vec<flume::Sender<Job>>,
+    senders: Vec<flume::Sender<Job<S>>>,
 }
 
-impl Router {
-    pub fn new(id: usize, senders: Vec<flume::Sender<Job>>) -> Router {
+impl<S: 'static> Router<S> {
+    pub fn new(id: usize, senders: Vec<flume::Sender<Job<S>>>) -> Router<S> {
         Router { id, senders }
     }
 
@@ -74,17 +75,17 @@ impl Router {
     }
 
     /// Runs `f` on shard `target` and returns its result. On the calling shard it runs inline.
-    pub async fn invoke_on<R, F, Fut>(&self, me: &Rc<Shard>, target: usize, f: F) -> R
+    pub async fn invoke_on<R, F, Fut>(&self, me: &Rc<S>, target: usize, f: F) -> R
     where
         R: Send + 'static,
-        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        F: FnOnce(Rc<S>) -> Fut + Send + 'static,
         Fut: Future<Output = R> + 'static,
     {
         if target == self.id {
             return f(me.clone()).await;
         }
         let (tx, rx) = flume::bounded(1);
-        let job: Job = Box::new(move |shard| {
+        let job: Job<S> = Box::new(move |shard| {
             glommio::spawn_local(async move {
                 let _ = tx.send(f(shard).await);
             })
@@ -102,7 +103,7 @@ impl Router {
 
 /// Runs every job that other shards send to this one, until every sender is gone. The loop arms
 /// no timer: an idle shard sleeps until a job arrives.
-pub async fn serve_jobs(shard: Rc<Shard>, jobs: flume::Receiver<Job>) {
+pub async fn serve_jobs<S>(shard: Rc<S>, jobs: flume::Receiver<Job<S>>) {
     while let Some(job) = recv_cross_shard(&jobs).await {
         job(shard.clone());
     }
