@@ -14,7 +14,10 @@ use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 
-use crate::log::PartitionLog;
+use std::time::Instant;
+
+use crate::error::ErrorCode;
+use crate::log::{AppendInfo, Durability, LogError, Offset, PartitionLog, ReadSlice};
 
 /// The leader epoch of every partition: a single node never changes leader.
 pub const LEADER_EPOCH: i32 = 0;
@@ -69,8 +72,22 @@ impl Partition {
         w.push((offset, tx));
     }
 
+    /// Appends a batch as this broker's leader (`LEADER_EPOCH`) and wakes the fetches that the
+    /// new data satisfies: every append of the broker goes through here, so none can forget
+    /// the wake-up. (Replication will hook in here: a leader's append, then the high watermark
+    /// moving once followers have it.)
+    pub async fn append(
+        &self,
+        batch: &[u8],
+        durability: Durability,
+    ) -> Result<AppendInfo, LogError> {
+        let r = self.log.append(batch, LEADER_EPOCH, durability).await;
+        self.notify();
+        r
+    }
+
     /// Wakes the parked fetches that new data satisfies.
-    pub fn notify(&self) {
+    fn notify(&self) {
         let hw = self.log.high_watermark().0;
         self.waiters.borrow_mut().retain(|(offset, tx)| {
             if hw > *offset {
@@ -80,6 +97,15 @@ impl Partition {
                 !tx.is_disconnected()
             }
         });
+    }
+
+    /// How many fetches are parked here now (for tests and introspection).
+    pub fn parked(&self) -> usize {
+        self.waiters
+            .borrow()
+            .iter()
+            .filter(|(_, tx)| !tx.is_disconnected())
+            .count()
     }
 
     /// Releases parked fetches when the partition is removed or replaced.
@@ -180,4 +206,151 @@ impl Partitions {
         }
         Some(removed)
     }
+}
+
+/// One read a fetch asks of a partition's owner.
+#[derive(Clone, Debug)]
+pub struct ReadAt {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+    pub max_bytes: u32,
+    /// Data past this offset is news: the read returns at once when the high watermark is
+    /// beyond it, and otherwise waits for it to get there. The fetch offset at first, the high
+    /// watermark the fetch last saw afterwards (when what it got was less than `min_bytes`).
+    pub wake_after: i64,
+}
+
+/// What the owner read for one [`ReadAt`].
+#[derive(Clone, Debug)]
+pub struct PartitionRead {
+    pub error: Option<ErrorCode>,
+    /// -1 when the partition is not open here.
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    /// The record bytes, when there are any.
+    pub slice: Option<ReadSlice>,
+}
+
+impl PartitionRead {
+    pub fn failed(code: ErrorCode) -> PartitionRead {
+        PartitionRead {
+            error: Some(code),
+            high_watermark: -1,
+            log_start_offset: -1,
+            slice: None,
+        }
+    }
+}
+
+/// How the owners' parts of one fetch may wait: until `deadline`, each on its own channel
+/// (indexed by shard id), which its partitions signal when data lands and the other owners
+/// signal when they return with news, so that the fetch sees every partition again at once,
+/// as Kafka's delayed fetch completes. Made fresh for each round of a fetch.
+#[derive(Clone)]
+pub struct Wait {
+    pub deadline: Instant,
+    channels: Arc<Vec<(flume::Sender<()>, flume::Receiver<()>)>>,
+}
+
+impl Wait {
+    pub fn new(deadline: Instant, shard_count: usize) -> Wait {
+        Wait {
+            deadline,
+            channels: Arc::new((0..shard_count).map(|_| flume::bounded(1)).collect()),
+        }
+    }
+
+    /// Tells every other owner's part to stop waiting and read again.
+    fn wake_others(&self, me: usize) {
+        for (i, (tx, _)) in self.channels.iter().enumerate() {
+            if i != me {
+                let _ = tx.try_send(());
+            }
+        }
+    }
+}
+
+impl Partitions {
+    /// A partition this shard owns, or NOT_LEADER_OR_FOLLOWER (the answer Kafka gives for a
+    /// partition a broker does not lead).
+    pub fn leader(&self, topic: &str, partition: i32) -> Result<Rc<Partition>, ErrorCode> {
+        self.get(topic, partition)
+            .ok_or(ErrorCode::NotLeaderOrFollower)
+    }
+
+    /// Reads every [`ReadAt`], or, when none has news (see `ReadAt::wake_after`), no error
+    /// occurred, and `wait` allows, registers on the partitions and waits until data lands,
+    /// another owner of the same fetch has news, or the deadline; then reads again. Either way
+    /// it answers once, so a fetch that waits costs one cross-shard round trip per owner per
+    /// wake-up. `me` is this shard's id.
+    pub async fn read_or_watch(
+        &self,
+        reads: &[ReadAt],
+        wait: Option<(usize, Wait)>,
+    ) -> Vec<PartitionRead> {
+        let mut out = self.read_all(reads).await;
+        let Some((me, wait)) = wait else {
+            return out;
+        };
+        if !has_news(reads, &out) && Instant::now() < wait.deadline {
+            let (tx, rx) = &wait.channels[me];
+            for r in reads {
+                if let Some(p) = self.get(&r.topic, r.partition) {
+                    p.watch(r.wake_after, tx.clone());
+                }
+            }
+            let timeout = wait.deadline.saturating_duration_since(Instant::now());
+            futures_lite::future::or(
+                async {
+                    let _ = crate::router::recv_cross_shard(rx).await;
+                },
+                glommio::timer::sleep(timeout),
+            )
+            .await;
+            out = self.read_all(reads).await;
+        }
+        if has_news(reads, &out) {
+            wait.wake_others(me);
+        }
+        out
+    }
+
+    async fn read_all(&self, reads: &[ReadAt]) -> Vec<PartitionRead> {
+        let mut out = Vec::with_capacity(reads.len());
+        for r in reads {
+            out.push(self.read_one(r).await);
+        }
+        out
+    }
+
+    /// Never waits for the disk on the shard's thread (`read_async`).
+    async fn read_one(&self, r: &ReadAt) -> PartitionRead {
+        let p = match self.leader(&r.topic, r.partition) {
+            Ok(p) => p,
+            Err(code) => return PartitionRead::failed(code),
+        };
+        match p.log.read_async(Offset(r.offset), r.max_bytes).await {
+            Ok(slice) => PartitionRead {
+                error: None,
+                high_watermark: slice.high_watermark.0,
+                log_start_offset: slice.log_start_offset.0,
+                slice: (slice.len > 0).then_some(slice),
+            },
+            Err(e) => PartitionRead {
+                error: Some(e.error_code()),
+                high_watermark: p.log.high_watermark().0,
+                log_start_offset: p.log.log_start_offset().0,
+                slice: None,
+            },
+        }
+    }
+}
+
+/// Whether a read found something the fetch has not seen: an error, or data past `wake_after`.
+fn has_news(reads: &[ReadAt], out: &[PartitionRead]) -> bool {
+    reads
+        .iter()
+        .zip(out)
+        .any(|(r, o)| o.error.is_some() || o.high_watermark > r.wake_after)
 }

@@ -5,6 +5,8 @@
 //! sends a `Send` closure, the owner runs the future it returns on its own executor, and the
 //! result comes back over a one-shot channel. Record bytes travel as `Bytes` (moved, not copied).
 
+use std::cell::Cell;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::rc::Rc;
 
@@ -58,11 +60,23 @@ pub async fn recv_cross_shard<T>(rx: &flume::Receiver<T>) -> Option<T> {
 pub struct Router<S> {
     id: usize,
     senders: Vec<flume::Sender<Job<S>>>,
+    /// Calls sent to other shards so far (each one a round trip: the job out, the reply back).
+    calls_sent: Cell<u64>,
 }
 
 impl<S: 'static> Router<S> {
     pub fn new(id: usize, senders: Vec<flume::Sender<Job<S>>>) -> Router<S> {
-        Router { id, senders }
+        Router {
+            id,
+            senders,
+            calls_sent: Cell::new(0),
+        }
+    }
+
+    /// Cross-shard calls this shard has made: what tests count to hold a request path to its
+    /// number of round trips.
+    pub fn calls_sent(&self) -> u64 {
+        self.calls_sent.get()
     }
 
     /// This shard's id (its index; shard `i` runs pinned to the `i`th allowed CPU).
@@ -84,6 +98,7 @@ impl<S: 'static> Router<S> {
         if target == self.id {
             return f(me.clone()).await;
         }
+        self.calls_sent.set(self.calls_sent.get() + 1);
         let (tx, rx) = flume::bounded(1);
         let job: Job<S> = Box::new(move |shard| {
             glommio::spawn_local(async move {
@@ -98,6 +113,53 @@ impl<S: 'static> Router<S> {
             Some(r) => r,
             None => crate::fatal(&format!("shard {target} dropped a call")),
         }
+    }
+}
+
+impl<S: 'static> Router<S> {
+    /// Scatter by owner, gather in request order: `items` are `(owner shard, item)` pairs;
+    /// each owner gets one call, with its items in their order, and `on_owner` runs there and
+    /// returns one result per item it was given; the owners run concurrently. The results come
+    /// back in the order of `items`. Every request that touches partitions on several shards
+    /// (Produce, Fetch, ListOffsets, OffsetForLeaderEpoch, DeleteRecords) goes through here.
+    pub async fn scatter_gather<T, R, F, Fut>(
+        &self,
+        me: &Rc<S>,
+        items: Vec<(usize, T)>,
+        on_owner: F,
+    ) -> Vec<R>
+    where
+        T: Send + 'static,
+        R: Send + 'static,
+        F: FnOnce(Rc<S>, Vec<T>) -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = Vec<R>> + 'static,
+    {
+        let n = items.len();
+        let mut by_owner: BTreeMap<usize, (Vec<usize>, Vec<T>)> = BTreeMap::new();
+        for (i, (owner, item)) in items.into_iter().enumerate() {
+            let (slots, batch) = by_owner.entry(owner).or_default();
+            slots.push(i);
+            batch.push(item);
+        }
+        let calls = by_owner.into_iter().map(|(owner, (slots, batch))| {
+            let f = on_owner.clone();
+            async move {
+                let results = self.invoke_on(me, owner, move |s| f(s, batch)).await;
+                assert_eq!(results.len(), slots.len(), "one result per item");
+                slots.into_iter().zip(results)
+            }
+        });
+        let mut out: Vec<Option<R>> = (0..n).map(|_| None).collect();
+        for (i, r) in crate::util::join_all(calls.collect())
+            .await
+            .into_iter()
+            .flatten()
+        {
+            out[i] = Some(r);
+        }
+        out.into_iter()
+            .map(|r| r.expect("every item answered"))
+            .collect()
     }
 }
 

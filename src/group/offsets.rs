@@ -17,7 +17,7 @@ use crate::config::OFFSET_METADATA_MAX_BYTES;
 use crate::error::ErrorCode;
 use crate::log::{Durability, Offset};
 use crate::metadata::MetadataImage;
-use crate::partitions::{Partition, LEADER_EPOCH};
+use crate::partitions::Partition;
 
 /// An OffsetCommit, as the coordinating shard needs it.
 #[derive(Clone, Debug)]
@@ -43,14 +43,10 @@ async fn append(
         .ok_or(ErrorCode::CoordinatorNotAvailable)?;
     let batch =
         store::batch(records, crate::util::now_ms()).map_err(|_| ErrorCode::UnknownServerError)?;
-    p.log
-        .append(&batch, LEADER_EPOCH, Durability::Fsync)
-        .await
-        .map_err(|e| {
-            warn!(group = group_id, "writing to {OFFSETS_TOPIC}: {e}");
-            ErrorCode::CoordinatorNotAvailable
-        })?;
-    p.notify();
+    p.append(&batch, Durability::Fsync).await.map_err(|e| {
+        warn!(group = group_id, "writing to {OFFSETS_TOPIC}: {e}");
+        ErrorCode::CoordinatorNotAvailable
+    })?;
     Ok(())
 }
 
