@@ -208,6 +208,17 @@ impl Partitions {
     }
 }
 
+/// Which offset ListOffsets asks for.
+#[derive(Clone, Copy, Debug)]
+pub enum OffsetQuery {
+    Earliest,
+    Latest,
+    /// The offset and timestamp of the record with the largest timestamp.
+    MaxTimestamp,
+    /// The first offset whose timestamp is at or after this one.
+    Timestamp(i64),
+}
+
 /// One read a fetch asks of a partition's owner.
 #[derive(Clone, Debug)]
 pub struct ReadAt {
@@ -277,6 +288,51 @@ impl Partitions {
     pub fn leader(&self, topic: &str, partition: i32) -> Result<Rc<Partition>, ErrorCode> {
         self.get(topic, partition)
             .ok_or(ErrorCode::NotLeaderOrFollower)
+    }
+
+    /// ListOffsets on the owner: (offset, timestamp), -1s when there is no such record.
+    pub async fn offsets(
+        &self,
+        topic: &str,
+        partition: i32,
+        query: OffsetQuery,
+    ) -> Result<(i64, i64), ErrorCode> {
+        let log = &self.leader(topic, partition)?.log;
+        Ok(match query {
+            OffsetQuery::Earliest => (log.log_start_offset().0, -1),
+            OffsetQuery::Latest => (log.high_watermark().0, -1),
+            OffsetQuery::MaxTimestamp => log.max_timestamp().map_or((-1, -1), |(o, t)| (o.0, t)),
+            OffsetQuery::Timestamp(t) => match log.offset_for_timestamp(t).await {
+                Ok(found) => found.map_or((-1, -1), |(o, t)| (o.0, t)),
+                Err(e) => return Err(e.error_code()),
+            },
+        })
+    }
+
+    /// OffsetForLeaderEpoch on the owner: (epoch, end offset), -1s for an unknown epoch.
+    pub fn end_offset_for_epoch(
+        &self,
+        topic: &str,
+        partition: i32,
+        epoch: i32,
+    ) -> Result<(i32, i64), ErrorCode> {
+        let p = self.leader(topic, partition)?;
+        Ok(p.log
+            .end_offset_for_epoch(epoch)
+            .map_or((-1, -1), |(e, o)| (e, o.0)))
+    }
+
+    /// DeleteRecords on the owner: moves `log_start_offset` up to `before` (deleting the
+    /// segments wholly below it) and returns the new low watermark.
+    pub async fn delete_records(
+        &self,
+        topic: &str,
+        partition: i32,
+        before: i64,
+    ) -> Result<i64, ErrorCode> {
+        let p = self.leader(topic, partition)?;
+        let start = p.log.delete_records(Offset(before)).await;
+        start.map(|o| o.0).map_err(|e| e.error_code())
     }
 
     /// Reads every [`ReadAt`], or, when none has news (see `ReadAt::wake_after`), no error

@@ -10,7 +10,6 @@ use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
 use super::{log_client_error, respond, Outcome, Session};
 use crate::error::ErrorCode;
-use crate::log::Offset;
 use crate::metadata::is_internal_topic;
 use crate::protocol::request::{Request, RequestError};
 use crate::shard::Shard;
@@ -57,11 +56,7 @@ pub async fn handle(
         .scatter_gather(shard, items, |s, asked| async move {
             let each = asked.into_iter().map(|(topic, index, offset)| {
                 let s = s.clone();
-                async move {
-                    let p = s.partitions.leader(&topic, index)?;
-                    let start = p.log.delete_records(Offset(offset)).await;
-                    start.map(|o| o.0).map_err(|e| e.error_code())
-                }
+                async move { s.partitions.delete_records(&topic, index, offset).await }
             });
             join_all(each.collect()).await
         })

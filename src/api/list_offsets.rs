@@ -10,6 +10,7 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use super::{log_client_error, respond, Outcome, Session};
 use crate::error::ErrorCode;
+use crate::partitions::OffsetQuery;
 use crate::protocol::request::{Request, RequestError};
 use crate::shard::{check_leader_epoch, Shard, LEADER_EPOCH};
 
@@ -64,7 +65,7 @@ pub async fn handle(
         .scatter_gather(shard, items, |s, asked| async move {
             let mut out = Vec::with_capacity(asked.len());
             for (topic, partition, ts) in asked {
-                out.push(lookup(&s, &topic, partition, ts).await);
+                out.push(s.partitions.offsets(&topic, partition, query(ts)).await);
             }
             out
         })
@@ -113,17 +114,12 @@ pub async fn handle(
     respond(req, &ListOffsetsResponse::default().with_topics(topics))
 }
 
-/// Runs on the owner shard.
-async fn lookup(shard: &Shard, topic: &str, partition: i32, timestamp: i64) -> Answer {
-    let p = shard.partitions.leader(topic, partition)?;
-    let log = &p.log;
-    Ok(match timestamp {
-        EARLIEST => (log.log_start_offset().0, -1),
-        LATEST => (log.high_watermark().0, -1),
-        MAX_TIMESTAMP => log.max_timestamp().map_or((-1, -1), |(o, t)| (o.0, t)),
-        t => match log.offset_for_timestamp(t).await {
-            Ok(found) => found.map_or((-1, -1), |(o, t)| (o.0, t)),
-            Err(e) => return Err(e.error_code()),
-        },
-    })
+/// The query a request's `timestamp` field stands for.
+fn query(timestamp: i64) -> OffsetQuery {
+    match timestamp {
+        EARLIEST => OffsetQuery::Earliest,
+        LATEST => OffsetQuery::Latest,
+        MAX_TIMESTAMP => OffsetQuery::MaxTimestamp,
+        t => OffsetQuery::Timestamp(t),
+    }
 }

@@ -57,11 +57,7 @@ pub async fn handle(
             asked
                 .into_iter()
                 .map(|(topic, partition, epoch)| {
-                    let part = s.partitions.leader(&topic, partition)?;
-                    Ok(part
-                        .log
-                        .end_offset_for_epoch(epoch)
-                        .map_or((-1, -1), |(e, o)| (e, o.0)))
+                    s.partitions.end_offset_for_epoch(&topic, partition, epoch)
                 })
                 .collect::<Vec<Answer>>()
         })
