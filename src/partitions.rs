@@ -254,10 +254,10 @@ impl PartitionRead {
     }
 }
 
-/// How the owners' parts of one fetch may wait: until `deadline`, each on its own channel
-/// (indexed by shard id), which its partitions signal when data lands and the other owners
-/// signal when they return with news, so that the fetch sees every partition again at once,
-/// as Kafka's delayed fetch completes. Made fresh for each round of a fetch.
+/// How the owners' parts of one fetch may wait: until `deadline`, and each also until another
+/// owner signals its channel (indexed by shard id) on returning with news, so that the fetch
+/// sees every partition again at once, as Kafka's delayed fetch completes. Made fresh for each
+/// round of a fetch.
 #[derive(Clone)]
 pub struct Wait {
     pub deadline: Instant,
@@ -350,17 +350,27 @@ impl Partitions {
             return out;
         };
         if !has_news(reads, &out) && Instant::now() < wait.deadline {
-            let (tx, rx) = &wait.channels[me];
+            // The partitions signal a channel of this wait's own; its receive also ends when
+            // every partition has dropped its end (all of them removed), as a parked fetch
+            // always did. The other owners of the fetch signal `woken`.
+            let (tx, data) = flume::bounded::<()>(1);
             for r in reads {
                 if let Some(p) = self.get(&r.topic, r.partition) {
                     p.watch(r.wake_after, tx.clone());
                 }
             }
+            drop(tx);
+            let woken = &wait.channels[me].1;
             let timeout = wait.deadline.saturating_duration_since(Instant::now());
             futures_lite::future::or(
-                async {
-                    let _ = crate::router::recv_cross_shard(rx).await;
-                },
+                futures_lite::future::or(
+                    async {
+                        let _ = crate::router::recv_cross_shard(&data).await;
+                    },
+                    async {
+                        let _ = crate::router::recv_cross_shard(woken).await;
+                    },
+                ),
                 glommio::timer::sleep(timeout),
             )
             .await;
