@@ -59,10 +59,11 @@ impl Partition {
         }
     }
 
-    /// Signals `tx` once the high watermark exceeds `offset`. A parked fetch hands the same
-    /// sender to every partition it waits on and drops the receiver at its deadline, which
-    /// lets the next [`Partition::notify`] or `watch` forget the stale entry.
-    pub fn watch(&self, offset: i64, tx: flume::Sender<()>) {
+    /// Signals `tx` once the high watermark exceeds `offset`. A waiting read hands the same
+    /// sender to every partition it waits on and drops the receiver when it ends, which lets
+    /// the next [`Partition::notify`] or `watch` forget the stale entry. Private: fetches wait
+    /// through [`Partitions::read_or_watch`].
+    fn watch(&self, offset: i64, tx: flume::Sender<()>) {
         if self.log.high_watermark().0 > offset {
             let _ = tx.try_send(());
             return;
