@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use tracing::info;
 
-use crate::config::PRODUCER_ID_BLOCK;
 use crate::error::{ApiError, ErrorCode, MetadataError};
 use crate::metadata::configs::{self, ConfigEdit};
+use crate::metadata::controller::Controller;
 use crate::metadata::{self, MetadataImage, TopicMeta};
 use crate::router::METADATA_SHARD;
 use crate::shard::Shard;
@@ -275,11 +275,7 @@ where
     shard
         .router
         .invoke_on(shard, METADATA_SHARD, move |s| async move {
-            let _guard = s
-                .metadata_lock
-                .acquire_permit(1)
-                .await
-                .expect("lock never closes");
+            let _guard = controller(&s).lock().await;
             let mut image = (*s.metadata()).clone();
             let (results, changed) = edit(&s, &mut image);
             if changed {
@@ -323,25 +319,17 @@ pub async fn allocate_producer_id(shard: &Rc<Shard>) -> Result<i64, MetadataErro
     shard
         .router
         .invoke_on(shard, METADATA_SHARD, move |s| async move {
-            let _guard = s
-                .metadata_lock
-                .acquire_permit(1)
+            controller(&s)
+                .allocate_producer_id(&s.config.data_dir)
                 .await
-                .expect("lock never closes");
-            let (next, end) = s.producer_ids.get();
-            if next < end {
-                s.producer_ids.set((next + 1, end));
-                return Ok(next);
-            }
-            let data_dir = s.config.data_dir.clone();
-            let block_start = glommio::executor()
-                .spawn_blocking(move || {
-                    metadata::reserve_producer_ids(&data_dir, PRODUCER_ID_BLOCK)
-                })
-                .await?;
-            s.producer_ids
-                .set((block_start + 1, block_start + PRODUCER_ID_BLOCK));
-            Ok(block_start)
         })
         .await
+}
+
+/// The metadata shard's controller; this module only reaches it through `invoke_on` to
+/// [`METADATA_SHARD`].
+fn controller(s: &Shard) -> &Controller {
+    s.controller
+        .as_ref()
+        .expect("metadata changes run on the metadata shard")
 }

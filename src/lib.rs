@@ -3,9 +3,15 @@
 //! # Layout
 //!
 //! - [`server`]: `tidelog serve`: one pinned glommio executor per shard, start-up and shutdown.
-//! - [`shard`], [`router`]: the thread-per-core core. A shard owns its partitions, connections
-//!   and metadata copy; `router::shard_for` decides ownership; `Router::invoke_on` runs work on
-//!   another shard over glommio's channel mesh.
+//! - [`shard`], [`router`], [`partitions`]: the thread-per-core core. A shard is a small struct
+//!   of services (its partitions, its group coordinator, on the metadata shard the metadata
+//!   controller) plus its connections and metadata copy; `router::shard_for` decides
+//!   ownership; `Router::invoke_on` runs work on another shard over glommio's channel mesh, and
+//!   `Router::scatter_gather` sends a request's pieces to their owners and gathers the answers
+//!   in request order. [`partitions`] is the owner shard's partition service (append, which
+//!   wakes waiting fetches; read-or-watch; offsets; delete records) and the partition
+//!   load/unload hook that services such as the group coordinator listen to. Nothing below
+//!   `shard` names it (`tests/module_graph.rs`).
 //! - [`net`]: the accept loop, the per-connection request loop, `sendfile` for record bytes.
 //! - [`api`]: one handler per Kafka API, a file each; [`api::registry`] lists every API with
 //!   its versions and handler and drives the version check, dispatch and ApiVersions.
@@ -13,7 +19,8 @@
 //!   zero-copy Fetch response layout, the RecordBatch v2 codec ([`protocol::batch`]) and the
 //!   client side of the consumer group protocol ([`protocol::consumer_group`]), both shared by
 //!   the broker, the CLI client and loadgen. Message bodies come from `kafka-protocol`.
-//! - [`admin`], [`metadata`]: topics, ids and configs; changes applied on the metadata shard,
+//! - [`admin`], [`metadata`]: topics, ids and configs; changes applied on the metadata shard
+//!   (under `metadata::controller::Controller`, which also hands out producer ids),
 //!   persisted, and broadcast as immutable images.
 //! - [`client`]: a small blocking Kafka client (std `TcpStream`) for the CLI and tests.
 //! - [`group`]: the classic consumer-group coordinator and committed offsets (in the internal,
@@ -39,6 +46,7 @@ pub mod group;
 pub mod log;
 pub mod metadata;
 pub mod net;
+pub mod partitions;
 pub mod protocol;
 pub mod router;
 pub mod runtime;

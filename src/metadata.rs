@@ -15,6 +15,7 @@ use crate::config::{PARTITIONS_PER_TOPIC_MAX, TOPIC_NAME_LEN_MAX};
 use crate::error::MetadataError;
 
 pub mod configs;
+pub mod controller;
 
 pub use configs::log_config;
 
@@ -49,14 +50,14 @@ impl MetadataImage {
     }
 }
 
+/// The internal topic of committed offsets and group records (`group::store`). Named here,
+/// below the services that use it, so that the metadata layer never imports `group`.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
 /// The topics the broker keeps for itself (Kafka's `Topic.isInternal` plus the KRaft metadata
 /// log): `__consumer_offsets` today, `__transaction_state` and `__cluster_metadata` to come.
 /// Clients may read them but not create, delete, grow, produce to or truncate them.
-pub const INTERNAL_TOPICS: &[&str] = &[
-    crate::group::store::OFFSETS_TOPIC,
-    "__transaction_state",
-    "__cluster_metadata",
-];
+pub const INTERNAL_TOPICS: &[&str] = &[OFFSETS_TOPIC, "__transaction_state", "__cluster_metadata"];
 
 /// Whether `name` is one of [`INTERNAL_TOPICS`].
 pub fn is_internal_topic(name: &str) -> bool {

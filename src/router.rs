@@ -5,15 +5,17 @@
 //! sends a `Send` closure, the owner runs the future it returns on its own executor, and the
 //! result comes back over a one-shot channel. Record bytes travel as `Bytes` (moved, not copied).
 
+use std::cell::Cell;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::rc::Rc;
 
 use uuid::Uuid;
 
-use crate::shard::Shard;
-
-/// A unit of work sent to another shard.
-pub type Job = Box<dyn FnOnce(Rc<Shard>) + Send>;
+/// A unit of work sent to another shard: a closure run with that shard's state `S` (the
+/// broker's `shard::Shard`). Generic so that the router, the bottom of the core, names nothing
+/// above it (`tests/module_graph.rs` checks that no import cycle runs through it).
+pub type Job<S> = Box<dyn FnOnce(Rc<S>) + Send>;
 
 /// The shard that owns `partition` of the topic with id `topic_id`: a pure function of its
 /// arguments, so every shard (and every restart with the same shard count) agrees.
@@ -53,15 +55,28 @@ pub async fn recv_cross_shard<T>(rx: &flume::Receiver<T>) -> Option<T> {
     }
 }
 
-/// One shard's ends of the cross-shard channels: a sender to every shard's job queue.
-pub struct Router {
+/// One shard's ends of the cross-shard channels: a sender to every shard's job queue. Lives in
+/// its shard's state for the life of the process.
+pub struct Router<S> {
     id: usize,
-    senders: Vec<flume::Sender<Job>>,
+    senders: Vec<flume::Sender<Job<S>>>,
+    /// Calls sent to other shards so far (each one a round trip: the job out, the reply back).
+    calls_sent: Cell<u64>,
 }
 
-impl Router {
-    pub fn new(id: usize, senders: Vec<flume::Sender<Job>>) -> Router {
-        Router { id, senders }
+impl<S: 'static> Router<S> {
+    pub fn new(id: usize, senders: Vec<flume::Sender<Job<S>>>) -> Router<S> {
+        Router {
+            id,
+            senders,
+            calls_sent: Cell::new(0),
+        }
+    }
+
+    /// Cross-shard calls this shard has made: what tests count to hold a request path to its
+    /// number of round trips.
+    pub fn calls_sent(&self) -> u64 {
+        self.calls_sent.get()
     }
 
     /// This shard's id (its index; shard `i` runs pinned to the `i`th allowed CPU).
@@ -74,17 +89,18 @@ impl Router {
     }
 
     /// Runs `f` on shard `target` and returns its result. On the calling shard it runs inline.
-    pub async fn invoke_on<R, F, Fut>(&self, me: &Rc<Shard>, target: usize, f: F) -> R
+    pub async fn invoke_on<R, F, Fut>(&self, me: &Rc<S>, target: usize, f: F) -> R
     where
         R: Send + 'static,
-        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        F: FnOnce(Rc<S>) -> Fut + Send + 'static,
         Fut: Future<Output = R> + 'static,
     {
         if target == self.id {
             return f(me.clone()).await;
         }
+        self.calls_sent.set(self.calls_sent.get() + 1);
         let (tx, rx) = flume::bounded(1);
-        let job: Job = Box::new(move |shard| {
+        let job: Job<S> = Box::new(move |shard| {
             glommio::spawn_local(async move {
                 let _ = tx.send(f(shard).await);
             })
@@ -100,9 +116,56 @@ impl Router {
     }
 }
 
+impl<S: 'static> Router<S> {
+    /// Scatter by owner, gather in request order: `items` are `(owner shard, item)` pairs;
+    /// each owner gets one call, with its items in their order, and `on_owner` runs there and
+    /// returns one result per item it was given; the owners run concurrently. The results come
+    /// back in the order of `items`. Every request that touches partitions on several shards
+    /// (Produce, Fetch, ListOffsets, OffsetForLeaderEpoch, DeleteRecords) goes through here.
+    pub async fn scatter_gather<T, R, F, Fut>(
+        &self,
+        me: &Rc<S>,
+        items: Vec<(usize, T)>,
+        on_owner: F,
+    ) -> Vec<R>
+    where
+        T: Send + 'static,
+        R: Send + 'static,
+        F: FnOnce(Rc<S>, Vec<T>) -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = Vec<R>> + 'static,
+    {
+        let n = items.len();
+        let mut by_owner: BTreeMap<usize, (Vec<usize>, Vec<T>)> = BTreeMap::new();
+        for (i, (owner, item)) in items.into_iter().enumerate() {
+            let (slots, batch) = by_owner.entry(owner).or_default();
+            slots.push(i);
+            batch.push(item);
+        }
+        let calls = by_owner.into_iter().map(|(owner, (slots, batch))| {
+            let f = on_owner.clone();
+            async move {
+                let results = self.invoke_on(me, owner, move |s| f(s, batch)).await;
+                assert_eq!(results.len(), slots.len(), "one result per item");
+                slots.into_iter().zip(results)
+            }
+        });
+        let mut out: Vec<Option<R>> = (0..n).map(|_| None).collect();
+        for (i, r) in crate::util::join_all(calls.collect())
+            .await
+            .into_iter()
+            .flatten()
+        {
+            out[i] = Some(r);
+        }
+        out.into_iter()
+            .map(|r| r.expect("every item answered"))
+            .collect()
+    }
+}
+
 /// Runs every job that other shards send to this one, until every sender is gone. The loop arms
 /// no timer: an idle shard sleeps until a job arrives.
-pub async fn serve_jobs(shard: Rc<Shard>, jobs: flume::Receiver<Job>) {
+pub async fn serve_jobs<S>(shard: Rc<S>, jobs: flume::Receiver<Job<S>>) {
     while let Some(job) = recv_cross_shard(&jobs).await {
         job(shard.clone());
     }

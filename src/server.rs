@@ -68,7 +68,7 @@ pub fn run(mut config: BrokerConfig) -> Result<(), String> {
     block_termination_signals();
 
     let (job_senders, mut job_receivers): (Vec<_>, Vec<_>) = (0..shards)
-        .map(|_| flume::bounded::<Job>(SHARD_CHANNEL_CAPACITY))
+        .map(|_| flume::bounded::<Job<Shard>>(SHARD_CHANNEL_CAPACITY))
         .unzip();
     let cpus = allowed_cpus();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
@@ -148,7 +148,7 @@ async fn shard_main(
     id: usize,
     config: Arc<BrokerConfig>,
     image: Arc<MetadataImage>,
-    (senders, jobs): (Vec<flume::Sender<Job>>, flume::Receiver<Job>),
+    (senders, jobs): (Vec<flume::Sender<Job<Shard>>>, flume::Receiver<Job<Shard>>),
     listener_fd: Option<RawFd>,
     control: flume::Receiver<(Phase, std::sync::mpsc::Sender<()>)>,
     ready: std::sync::mpsc::Sender<Result<(), String>>,

@@ -6,30 +6,19 @@
 //! [`Router::invoke_on`].
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use tracing::{error, info, warn};
 
 use crate::config::BrokerConfig;
+use crate::group::Coordinator;
 use crate::log::{LogError, OffsetMap, PartitionLog};
+use crate::metadata::controller::Controller;
 use crate::metadata::{self, configs, MetadataImage, TopicMeta};
-use crate::router::{shard_for, Router};
-
-/// The leader epoch of every partition: a single node never changes leader.
-pub const LEADER_EPOCH: i32 = 0;
-
-/// Checks a client's `current_leader_epoch` (-1: not given) against ours (KIP-320): newer than
-/// ours is UNKNOWN_LEADER_EPOCH, older is FENCED_LEADER_EPOCH.
-pub fn check_leader_epoch(current: i32) -> Option<crate::error::ErrorCode> {
-    use crate::error::ErrorCode;
-    match current {
-        c if c > LEADER_EPOCH => Some(ErrorCode::UnknownLeaderEpoch),
-        c if c >= 0 && c != LEADER_EPOCH => Some(ErrorCode::FencedLeaderEpoch),
-        _ => None,
-    }
-}
+use crate::partitions::Partitions;
+pub use crate::partitions::{check_leader_epoch, Partition, PartitionKey, LEADER_EPOCH};
+use crate::router::{shard_for, Router, METADATA_SHARD};
 
 /// The suffix of a deleted partition's directory, as in Kafka (`<topic>-<p>.<id>-delete`).
 const DELETED_SUFFIX: &str = "-delete";
@@ -48,63 +37,20 @@ pub fn remove_deleted_dirs(data_dir: &std::path::Path) {
     }
 }
 
-/// One topic's partitions on this shard, by index.
-type TopicPartitions = HashMap<i32, Rc<Partition>>;
-
-/// Identifies a partition on its owner shard.
-pub type PartitionKey = (Arc<str>, i32);
-
-/// A partition owned by this shard: its log and the fetches parked on it.
-///
-/// Created when a metadata image that names it reaches the owner shard; dropped (and its
-/// directory removed) when an image without its topic arrives.
-pub struct Partition {
-    pub topic_id: uuid::Uuid,
-    pub log: PartitionLog,
-    /// Parked fetches: each fires once the high watermark passes its offset.
-    waiters: RefCell<Vec<(i64, flume::Sender<()>)>>,
-}
-
-impl Partition {
-    /// Signals `tx` once the high watermark exceeds `offset`. A parked fetch hands the same
-    /// sender to every partition it waits on and drops the receiver at its deadline, which
-    /// lets the next [`Partition::notify`] or `watch` forget the stale entry.
-    pub fn watch(&self, offset: i64, tx: flume::Sender<()>) {
-        if self.log.high_watermark().0 > offset {
-            let _ = tx.try_send(());
-            return;
-        }
-        let mut w = self.waiters.borrow_mut();
-        w.retain(|(_, tx)| !tx.is_disconnected());
-        w.push((offset, tx));
-    }
-
-    /// Wakes the parked fetches that new data satisfies.
-    pub fn notify(&self) {
-        let hw = self.log.high_watermark().0;
-        self.waiters.borrow_mut().retain(|(offset, tx)| {
-            if hw > *offset {
-                let _ = tx.try_send(());
-                false
-            } else {
-                !tx.is_disconnected()
-            }
-        });
-    }
-}
-
-/// Per-shard state. See the module docs for its lifecycle.
+/// Per-shard state: the services this shard runs, and what its connections share. See the
+/// module docs for its lifecycle. Each service holds only what it uses (the group coordinator,
+/// for one, holds the partition service and the static config, not the shard), so the
+/// services below never name `Shard`.
 pub struct Shard {
     /// The static settings (defaults, config file, `--set`).
     pub config: Arc<BrokerConfig>,
     /// `config` with the dynamic broker configs of the current image applied; replaced with
     /// each image (see [`Shard::broker_config`]).
     broker_config: RefCell<Arc<BrokerConfig>>,
-    pub router: Router,
+    pub router: Router<Shard>,
     metadata: RefCell<Arc<MetadataImage>>,
-    /// Topic → partition index → partition. Nested so that a lookup by `&str` allocates
-    /// nothing: every produce and fetch does one per partition.
-    partitions: RefCell<HashMap<Arc<str>, TopicPartitions>>,
+    /// The partitions this shard owns.
+    pub partitions: Rc<Partitions>,
     /// Open client connections on this shard, bounded by its share of `max.connections`.
     pub connections: Cell<u32>,
     /// Requests being handled right now; shutdown waits for them.
@@ -112,36 +58,40 @@ pub struct Shard {
     pub shutting_down: Cell<bool>,
     /// Bytes of requests read and not yet answered on this shard (`SHARD_INFLIGHT_BYTES_MAX`).
     pub inflight_bytes: glommio::sync::Semaphore,
-    /// Serialises metadata changes; only used on the metadata shard.
-    pub metadata_lock: glommio::sync::Semaphore,
     /// The consumer groups this shard coordinates.
-    pub groups: crate::group::Coordinator,
-    /// The next producer id to hand out and the end of the persisted block; metadata shard only.
-    pub producer_ids: Cell<(i64, i64)>,
+    pub groups: Rc<Coordinator>,
+    /// The metadata controller; on the metadata shard only.
+    pub controller: Option<Controller>,
     /// When a failed partition's reopen was last logged as failing (ms), to log it once a minute.
     heal_warned_ms: Cell<i64>,
 }
 
 impl Shard {
-    pub fn new(config: Arc<BrokerConfig>, router: Router, image: Arc<MetadataImage>) -> Shard {
+    pub fn new(
+        config: Arc<BrokerConfig>,
+        router: Router<Shard>,
+        image: Arc<MetadataImage>,
+    ) -> Shard {
         let dynamic = configs::Dynamic::of(&image, config.node_id);
         let effective = Arc::new(configs::effective_broker_config(&config, dynamic));
+        let partitions = Rc::new(Partitions::default());
+        let groups = Coordinator::new(config.clone(), partitions.clone());
+        let controller = (router.shard_id() == METADATA_SHARD).then(Controller::default);
         Shard {
             config,
             broker_config: RefCell::new(effective),
             router,
             metadata: RefCell::new(image),
-            partitions: RefCell::new(HashMap::new()),
+            partitions,
             connections: Cell::new(0),
             requests_in_flight: Cell::new(0),
             shutting_down: Cell::new(false),
             inflight_bytes: glommio::sync::Semaphore::new(
                 crate::config::SHARD_INFLIGHT_BYTES_MAX as u64,
             ),
-            metadata_lock: glommio::sync::Semaphore::new(1),
-            producer_ids: Cell::new((0, 0)),
             heal_warned_ms: Cell::new(0),
-            groups: crate::group::Coordinator::default(),
+            groups,
+            controller,
         }
     }
 
@@ -172,11 +122,7 @@ impl Shard {
 
     /// A partition this shard owns, if it is open.
     pub fn partition(&self, topic: &str, partition: i32) -> Option<Rc<Partition>> {
-        self.partitions
-            .borrow()
-            .get(topic)
-            .and_then(|ps| ps.get(&partition))
-            .cloned()
+        self.partitions.get(topic, partition)
     }
 
     /// Installs a new metadata image: opens the partitions it gives this shard and removes the
@@ -195,18 +141,9 @@ impl Shard {
             .map(|(k, _)| k)
             .collect();
         for key in stale {
-            let removed = {
-                let mut parts = self.partitions.borrow_mut();
-                let removed = parts.get_mut(&key.0).and_then(|ps| ps.remove(&key.1));
-                if parts.get(&key.0).is_some_and(HashMap::is_empty) {
-                    parts.remove(&key.0);
-                }
-                removed
-            };
-            let Some(p) = removed else {
+            let Some(p) = self.partitions.unload(&key) else {
                 continue;
             };
-            p.notify_gone();
             self.discard_partition_dir(&key, p.topic_id).await;
         }
         self.refresh_configs(&image);
@@ -274,29 +211,14 @@ impl Shard {
             metadata::log_config(&broker, &Default::default()).expect("broker defaults are valid")
         });
         let log = PartitionLog::open(dir, cfg).await?;
-        let p = Rc::new(Partition {
-            topic_id: topic.id,
-            log,
-            waiters: RefCell::new(Vec::new()),
-        });
-        self.partitions
-            .borrow_mut()
-            .entry(topic.name.clone())
-            .or_default()
-            .insert(partition, p);
-        if &*topic.name == crate::group::store::OFFSETS_TOPIC {
-            crate::group::offsets::replay(self, partition).await;
-        }
+        let p = Rc::new(Partition::new(topic.id, log));
+        self.partitions.load(topic.name.clone(), partition, p).await;
         Ok(())
     }
 
     /// Every partition this shard owns.
     pub fn owned_partitions(&self) -> Vec<(PartitionKey, Rc<Partition>)> {
-        self.partitions
-            .borrow()
-            .iter()
-            .flat_map(|(t, ps)| ps.iter().map(move |(i, p)| ((t.clone(), *i), p.clone())))
-            .collect()
+        self.partitions.owned()
     }
 
     /// Flushes and closes every partition (clean-shutdown markers), for SIGTERM.
@@ -442,12 +364,5 @@ fn free_bytes(dir: &std::path::Path) -> u64 {
             return 0;
         }
         st.f_bavail as u64 * st.f_frsize as u64
-    }
-}
-
-impl Partition {
-    /// Releases parked fetches when the partition is removed.
-    fn notify_gone(&self) {
-        self.waiters.borrow_mut().clear();
     }
 }

@@ -85,7 +85,7 @@ where
     let cpu = first_allowed_cpu();
     let _hog = CpuHog::start(cpu);
     let (job_senders, job_receivers): (Vec<_>, Vec<_>) = (0..SHARDS)
-        .map(|_| flume::bounded::<Job>(SHARD_CHANNEL_CAPACITY))
+        .map(|_| flume::bounded::<Job<Shard>>(SHARD_CHANNEL_CAPACITY))
         .unzip();
     // A shard that finished its own calls keeps serving the others' until every shard is done,
     // then returns; each tells every other shard on these channels.

@@ -9,7 +9,6 @@ use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 use super::{log_client_error, respond, Outcome, Session};
 use crate::error;
 use crate::group::offsets;
-use crate::group::{self as coordinator};
 use crate::protocol::request::{Request, RequestError};
 use crate::shard::Shard;
 
@@ -22,12 +21,14 @@ pub async fn handle(
     let mut results = Vec::new();
     for gid in &body.groups_names {
         let id = gid.0.to_string();
-        let outcome = match coordinator::coordinator_shard(shard, &id).await {
+        let outcome = match super::group_owner(shard, &id).await {
             Ok(owner) => {
                 let id = id.clone();
                 shard
                     .router
-                    .invoke_on(shard, owner, move |s| offsets::delete_group(s, id))
+                    .invoke_on(shard, owner, move |s| {
+                        offsets::delete_group(s.groups.clone(), id)
+                    })
                     .await
             }
             Err(code) => Some(code),

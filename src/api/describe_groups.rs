@@ -7,7 +7,6 @@ use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 
 use super::{log_client_error, respond, str_bytes, Outcome, Session, OPERATIONS_NOT_REQUESTED};
 use crate::group::offsets;
-use crate::group::{self as coordinator};
 use crate::protocol::request::{Request, RequestError};
 use crate::shard::Shard;
 
@@ -20,13 +19,13 @@ pub async fn handle(
     let mut described = Vec::new();
     for gid in &body.groups {
         let id = gid.0.to_string();
-        let found = match coordinator::coordinator_shard(shard, &id).await {
+        let found = match super::group_owner(shard, &id).await {
             Ok(owner) => {
                 let ids = vec![id.clone()];
                 shard
                     .router
                     .invoke_on(shard, owner, move |s| async move {
-                        offsets::describe(&s, Some(&ids))
+                        offsets::describe(&s.groups, Some(&ids))
                     })
                     .await
             }

@@ -1,7 +1,6 @@
 //! Fetch: read file ranges on each owner shard, park until `min_bytes` or `max_wait_ms`, and
 //! answer with a response whose record bytes go from the page cache to the socket.
 
-use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,13 +11,12 @@ use kafka_protocol::protocol::StrBytes;
 use super::{log_client_error, Outcome, Session};
 use crate::config::{FETCH_CUT_SCAN_BATCHES_MAX, FETCH_MAX_BYTES_DEFAULT, FETCH_MAX_WAIT_MS_MAX};
 use crate::error::ErrorCode;
-use crate::log::Offset;
+use crate::partitions::{ReadAt, Wait};
 use crate::protocol::fetch::{
     encode_fetch_response, FetchHeader, FetchPartition, FetchTopic, FileRange,
 };
 use crate::protocol::request::{Request, RequestError};
 use crate::shard::{check_leader_epoch, Shard};
-use crate::util::join_all;
 
 /// One requested topic, in request order, with how many partitions it asked for.
 struct RequestedTopic {
@@ -91,8 +89,15 @@ pub async fn handle(
     let deadline = Instant::now()
         + Duration::from_millis(body.max_wait_ms.clamp(0, FETCH_MAX_WAIT_MS_MAX) as u64);
     let min_bytes = body.min_bytes.max(0) as usize;
-    let mut reads = read_all(shard, &slots).await;
+    // Each round is one call per owner: it reads, or waits there for news and then reads
+    // (`Partitions::read_or_watch`). A round that got less than `min_bytes` is followed by
+    // one that waits for data past what this one saw.
+    let mut wake_after: Vec<i64> = slots.iter().map(|s| s.offset).collect();
+    let mut reads;
     loop {
+        let wait = (!shard.shutting_down.get() && Instant::now() < deadline)
+            .then(|| Wait::new(deadline, shard.count()));
+        reads = read_or_watch(shard, &slots, &wake_after, wait).await;
         let total: usize = reads.iter().map(Read::bytes).sum();
         let failed = reads.iter().any(|r| r.error.is_some());
         if total >= min_bytes.max(1)
@@ -102,8 +107,11 @@ pub async fn handle(
         {
             break;
         }
-        park(shard, &slots, &reads, deadline).await;
-        reads = read_all(shard, &slots).await;
+        for ((after, s), r) in wake_after.iter_mut().zip(&slots).zip(&reads) {
+            // Wake on data past what this fetch would already get: past the fetch offset when
+            // there is none yet, past the current high watermark when there is too little.
+            *after = s.offset.max(r.high_watermark);
+        }
     }
     trim_to_max_bytes(&mut reads, max_bytes as usize);
     for (slot, read) in slots.iter().zip(&reads) {
@@ -172,92 +180,54 @@ fn resolve(
     (topics, slots)
 }
 
-/// Reads every slot on its owner shard, one call per owner.
-async fn read_all(shard: &Rc<Shard>, slots: &[Slot]) -> Vec<Read> {
+/// Reads every slot on its owner shard, one call per owner (which may wait there, see
+/// [`Partitions::read_or_watch`](crate::partitions::Partitions::read_or_watch)).
+async fn read_or_watch(
+    shard: &Rc<Shard>,
+    slots: &[Slot],
+    wake_after: &[i64],
+    wait: Option<Wait>,
+) -> Vec<Read> {
     let mut reads: Vec<Read> = slots
         .iter()
         .map(|s| Read::failed(s.error.unwrap_or(ErrorCode::UnknownServerError)))
         .collect();
-    let mut by_owner: BTreeMap<usize, Vec<(usize, Slot)>> = BTreeMap::new();
-    for (i, s) in slots.iter().enumerate().filter(|(_, s)| s.error.is_none()) {
-        by_owner.entry(s.owner).or_default().push((i, s.clone()));
-    }
-    let calls = by_owner.into_iter().map(|(owner, work)| {
-        shard.router.invoke_on(shard, owner, move |s| async move {
-            let mut reads = Vec::with_capacity(work.len());
-            for (i, slot) in work {
-                reads.push((i, read_one(&s, &slot).await));
-            }
-            reads
+    let (indexes, items): (Vec<usize>, Vec<(usize, ReadAt)>) = slots
+        .iter()
+        .zip(wake_after)
+        .enumerate()
+        .filter(|(_, (s, _))| s.error.is_none())
+        .map(|(i, (s, &after))| {
+            let at = ReadAt {
+                topic: s.topic.clone(),
+                partition: s.partition,
+                offset: s.offset,
+                max_bytes: s.max_bytes,
+                wake_after: after,
+            };
+            (i, (s.owner, at))
         })
-    });
-    for (i, r) in join_all(calls.collect()).await.into_iter().flatten() {
-        reads[i] = r;
-    }
-    reads
-}
-
-/// Runs on the owner shard. Never waits for the disk on the shard's thread (`read_async`).
-async fn read_one(shard: &Shard, slot: &Slot) -> Read {
-    let Some(p) = shard.partition(&slot.topic, slot.partition) else {
-        return Read::failed(ErrorCode::NotLeaderOrFollower);
-    };
-    match p.log.read_async(Offset(slot.offset), slot.max_bytes).await {
-        Ok(r) => Read {
-            error: None,
-            high_watermark: r.high_watermark.0,
-            log_start_offset: r.log_start_offset.0,
-            records: (r.len > 0).then(|| FileRange {
+        .unzip();
+    let answers = shard
+        .router
+        .scatter_gather(shard, items, move |s, reads| async move {
+            let wait = wait.map(|w| (s.id(), w));
+            s.partitions.read_or_watch(&reads, wait).await
+        })
+        .await;
+    for (i, a) in indexes.into_iter().zip(answers) {
+        reads[i] = Read {
+            error: a.error,
+            high_watermark: a.high_watermark,
+            log_start_offset: a.log_start_offset,
+            records: a.slice.map(|r| FileRange {
                 file: r.file,
                 position: r.position.0,
                 len: r.len,
             }),
-        },
-        Err(e) => Read {
-            error: Some(e.error_code()),
-            high_watermark: p.log.high_watermark().0,
-            log_start_offset: p.log.log_start_offset().0,
-            records: None,
-        },
+        };
     }
-}
-
-/// Parks until any partition gets data past its fetch offset, or the deadline.
-async fn park(shard: &Rc<Shard>, slots: &[Slot], reads: &[Read], deadline: Instant) {
-    let (tx, rx) = flume::bounded::<()>(1);
-    let mut by_owner: BTreeMap<usize, Vec<(Arc<str>, i32, i64)>> = BTreeMap::new();
-    for (s, r) in slots.iter().zip(reads) {
-        if s.error.is_none() {
-            // Wake on data past what this fetch would already get: past the fetch offset when
-            // there is none yet, past the current high watermark when there is too little.
-            let after = s.offset.max(r.high_watermark);
-            by_owner
-                .entry(s.owner)
-                .or_default()
-                .push((s.topic.clone(), s.partition, after));
-        }
-    }
-    let calls = by_owner.into_iter().map(|(owner, watches)| {
-        let tx = tx.clone();
-        shard.router.invoke_on(shard, owner, move |s| async move {
-            for (topic, partition, offset) in watches {
-                if let Some(p) = s.partition(&topic, partition) {
-                    p.watch(offset, tx.clone());
-                }
-            }
-        })
-    });
-    join_all(calls.collect()).await;
-    drop(tx);
-    let timeout = deadline.saturating_duration_since(Instant::now());
-    futures_lite::future::or(
-        async {
-            // Woken by the owner's signal alone (or by the deadline below): no re-check.
-            let _ = crate::router::recv_cross_shard(&rx).await;
-        },
-        glommio::timer::sleep(timeout),
-    )
-    .await;
+    reads
 }
 
 /// Applies the response-level `max_bytes` as Kafka does (KIP-74): partitions are filled in

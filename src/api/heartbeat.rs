@@ -23,13 +23,13 @@ pub async fn handle(
         opt_string(&body.group_instance_id),
     );
     let generation = body.generation_id;
-    let result = match group::coordinator_shard(shard, &gid).await {
+    let result = match super::group_owner(shard, &gid).await {
         Ok(owner) => {
             let gid = gid.clone();
             shard
                 .router
                 .invoke_on(shard, owner, move |s| async move {
-                    group::heartbeat(&s, &gid, &mid, iid.as_deref(), generation)
+                    group::heartbeat(&s.groups, &gid, &mid, iid.as_deref(), generation)
                 })
                 .await
         }

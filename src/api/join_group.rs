@@ -39,11 +39,11 @@ pub async fn handle(
         client_id: session.client_id.clone(),
         client_host: session.client_host.clone(),
     };
-    let result = match group::coordinator_shard(shard, &args.group_id).await {
+    let result = match super::group_owner(shard, &args.group_id).await {
         Ok(owner) => {
             shard
                 .router
-                .invoke_on(shard, owner, move |s| group::join(s, args))
+                .invoke_on(shard, owner, move |s| group::join(s.groups.clone(), args))
                 .await
         }
         Err(code) => group::state::JoinResult {

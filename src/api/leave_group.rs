@@ -28,13 +28,13 @@ pub async fn handle(
         vec![(body.member_id.to_string(), None)]
     };
     let asked = members.clone();
-    let results = match group::coordinator_shard(shard, &gid).await {
+    let results = match super::group_owner(shard, &gid).await {
         Ok(owner) => {
             let gid = gid.clone();
             shard
                 .router
                 .invoke_on(shard, owner, move |s| async move {
-                    group::leave(&s, &gid, members).await
+                    group::leave(&s.groups, &gid, members).await
                 })
                 .await
         }

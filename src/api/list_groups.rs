@@ -19,11 +19,9 @@ pub async fn handle(
     let body: ListGroupsRequest = req.decode_body()?;
     let calls = (0..shard.count())
         .map(|target| {
-            shard.router.invoke_on(
-                shard,
-                target,
-                |s| async move { offsets::describe(&s, None) },
-            )
+            shard.router.invoke_on(shard, target, |s| async move {
+                offsets::describe(&s.groups, None)
+            })
         })
         .collect();
     let states: Vec<String> = body

@@ -10,6 +10,7 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use super::{log_client_error, respond, Outcome, Session};
 use crate::error::ErrorCode;
+use crate::partitions::OffsetQuery;
 use crate::protocol::request::{Request, RequestError};
 use crate::shard::{check_leader_epoch, Shard, LEADER_EPOCH};
 
@@ -27,12 +28,14 @@ pub async fn handle(
 ) -> Result<Outcome, RequestError> {
     let body: ListOffsetsRequest = req.decode_body()?;
     let image = shard.metadata();
-    let mut topics = Vec::new();
+    // Every partition's answer, in request order; the ones only its owner can give are
+    // looked up there, one call per owner.
+    let mut answers: Vec<Option<Answer>> = Vec::new();
+    let mut lookups = Vec::new();
     for t in &body.topics {
-        let meta = image.topic(&t.name.0).cloned();
-        let mut partitions = Vec::new();
+        let meta = image.topic(&t.name.0);
         for p in &t.partitions {
-            let answer: Answer = match &meta {
+            let answer = match meta {
                 None => Err(ErrorCode::UnknownTopicOrPartition),
                 Some(m) if p.partition_index < 0 || p.partition_index >= m.partitions => {
                     Err(ErrorCode::UnknownTopicOrPartition)
@@ -44,15 +47,40 @@ pub async fn handle(
                     Err(ErrorCode::UnsupportedVersion)
                 }
                 Some(m) => {
-                    let (topic, partition, ts) = (m.name.clone(), p.partition_index, p.timestamp);
-                    shard
-                        .router
-                        .invoke_on(shard, shard.owner(m, partition), move |s| async move {
-                            lookup(&s, &topic, partition, ts).await
-                        })
-                        .await
+                    let owner = shard.owner(m, p.partition_index);
+                    lookups.push((
+                        answers.len(),
+                        (owner, (m.name.clone(), p.partition_index, p.timestamp)),
+                    ));
+                    answers.push(None);
+                    continue;
                 }
             };
+            answers.push(Some(answer));
+        }
+    }
+    let (indexes, items): (Vec<usize>, Vec<_>) = lookups.into_iter().unzip();
+    let found = shard
+        .router
+        .scatter_gather(shard, items, |s, asked| async move {
+            let mut out = Vec::with_capacity(asked.len());
+            for (topic, partition, ts) in asked {
+                out.push(s.partitions.offsets(&topic, partition, query(ts)).await);
+            }
+            out
+        })
+        .await;
+    for (i, a) in indexes.into_iter().zip(found) {
+        answers[i] = Some(a);
+    }
+    let mut answers = answers
+        .into_iter()
+        .map(|a| a.expect("every partition answered"));
+    let mut topics = Vec::new();
+    for t in &body.topics {
+        let mut partitions = Vec::new();
+        for p in &t.partitions {
+            let answer = answers.next().expect("one answer per partition");
             let mut r =
                 ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
             match answer {
@@ -86,19 +114,12 @@ pub async fn handle(
     respond(req, &ListOffsetsResponse::default().with_topics(topics))
 }
 
-/// Runs on the owner shard.
-async fn lookup(shard: &Shard, topic: &str, partition: i32, timestamp: i64) -> Answer {
-    let p = shard
-        .partition(topic, partition)
-        .ok_or(ErrorCode::NotLeaderOrFollower)?;
-    let log = &p.log;
-    Ok(match timestamp {
-        EARLIEST => (log.log_start_offset().0, -1),
-        LATEST => (log.high_watermark().0, -1),
-        MAX_TIMESTAMP => log.max_timestamp().map_or((-1, -1), |(o, t)| (o.0, t)),
-        t => match log.offset_for_timestamp(t).await {
-            Ok(found) => found.map_or((-1, -1), |(o, t)| (o.0, t)),
-            Err(e) => return Err(e.error_code()),
-        },
-    })
+/// The query a request's `timestamp` field stands for.
+fn query(timestamp: i64) -> OffsetQuery {
+    match timestamp {
+        EARLIEST => OffsetQuery::Earliest,
+        LATEST => OffsetQuery::Latest,
+        MAX_TIMESTAMP => OffsetQuery::MaxTimestamp,
+        t => OffsetQuery::Timestamp(t),
+    }
 }

@@ -175,6 +175,37 @@ pub const CLUSTER_AUTHORIZED_OPERATIONS: i32 = {
 /// An authorized-operations field the client did not ask for: Kafka's `Integer.MIN_VALUE`.
 pub const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
 
+/// The shard coordinating `group_id`, for the group APIs. `__consumer_offsets` is created first
+/// when it does not exist yet (as Kafka does on first use); that is this handler-level step, not
+/// a side effect of the group module's routing ([`crate::group::coordinator_shard`], a pure
+/// lookup), so `group` never calls `admin`.
+async fn group_owner(shard: &Rc<Shard>, group_id: &str) -> Result<usize, crate::error::ErrorCode> {
+    use crate::group::store::OFFSETS_TOPIC;
+    if shard.metadata().topic(OFFSETS_TOPIC).is_none() {
+        crate::admin::create_topics(shard, vec![offsets_topic()], false).await;
+    }
+    crate::group::coordinator_shard(&shard.metadata(), shard.count(), group_id)
+        .ok_or(crate::error::ErrorCode::CoordinatorNotAvailable)
+}
+
+/// `__consumer_offsets` as it is created: compacted, with small segments.
+fn offsets_topic() -> crate::admin::NewTopic {
+    use crate::config::{OFFSETS_TOPIC_PARTITIONS, OFFSETS_TOPIC_SEGMENT_BYTES};
+    let configs = [
+        ("cleanup.policy".to_string(), "compact".to_string()),
+        (
+            "segment.bytes".to_string(),
+            OFFSETS_TOPIC_SEGMENT_BYTES.to_string(),
+        ),
+    ];
+    crate::admin::NewTopic {
+        name: crate::group::store::OFFSETS_TOPIC.to_string(),
+        partitions: OFFSETS_TOPIC_PARTITIONS,
+        replication_factor: -1,
+        configs: configs.into_iter().collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,6 @@ use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 use super::{log_client_error, respond, Outcome, Session};
 use crate::error;
 use crate::group::offsets::{self, CommitArgs};
-use crate::group::{self as coordinator};
 use crate::protocol::request::{Request, RequestError};
 use crate::shard::Shard;
 
@@ -46,11 +45,13 @@ pub async fn handle(
         instance_id: body.group_instance_id.as_ref().map(|i| i.to_string()),
         partitions,
     };
-    let results = match coordinator::coordinator_shard(shard, &gid).await {
+    let results = match super::group_owner(shard, &gid).await {
         Ok(owner) => {
             shard
                 .router
-                .invoke_on(shard, owner, move |s| offsets::commit(s, args))
+                .invoke_on(shard, owner, move |s| {
+                    offsets::commit(s.groups.clone(), s.metadata(), args)
+                })
                 .await
         }
         Err(code) => vec![Some(code); n],

@@ -11,7 +11,6 @@ use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 use super::{log_client_error, respond, Outcome, Session};
 use crate::error;
 use crate::group::offsets;
-use crate::group::{self as coordinator};
 use crate::protocol::request::{Request, RequestError};
 use crate::shard::Shard;
 
@@ -31,13 +30,13 @@ pub async fn handle(
                 .map(move |p| (t.name.0.to_string(), p.partition_index))
         })
         .collect();
-    let result = match coordinator::coordinator_shard(shard, &gid).await {
+    let result = match super::group_owner(shard, &gid).await {
         Ok(owner) => {
             let gid = gid.clone();
             shard
                 .router
                 .invoke_on(shard, owner, move |s| {
-                    offsets::delete_offsets(s, gid, asked)
+                    offsets::delete_offsets(s.groups.clone(), gid, asked)
                 })
                 .await
         }

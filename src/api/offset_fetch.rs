@@ -14,7 +14,6 @@ use super::{log_client_error, respond, Outcome, Session};
 use crate::error::ErrorCode;
 use crate::group::offsets;
 use crate::group::store::Committed;
-use crate::group::{self as coordinator};
 use crate::protocol::request::{Request, RequestError};
 use crate::shard::Shard;
 
@@ -30,11 +29,11 @@ async fn fetch_group(
     gid: String,
     asked: Asked,
 ) -> Result<Vec<(String, i32, Option<Committed>)>, ErrorCode> {
-    let owner = coordinator::coordinator_shard(shard, &gid).await?;
+    let owner = super::group_owner(shard, &gid).await?;
     Ok(shard
         .router
         .invoke_on(shard, owner, move |s| async move {
-            offsets::fetch(&s, &gid, asked)
+            offsets::fetch(&s.groups, &gid, asked)
         })
         .await)
 }

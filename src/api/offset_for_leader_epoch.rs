@@ -12,6 +12,9 @@ use crate::error::ErrorCode;
 use crate::protocol::request::{Request, RequestError};
 use crate::shard::{check_leader_epoch, Shard};
 
+/// (leader epoch, end offset) or Kafka's error.
+type Answer = Result<(i32, i64), ErrorCode>;
+
 pub async fn handle(
     shard: &Rc<Shard>,
     req: &Request,
@@ -19,12 +22,14 @@ pub async fn handle(
 ) -> Result<Outcome, RequestError> {
     let body: OffsetForLeaderEpochRequest = req.decode_body()?;
     let image = shard.metadata();
-    let mut topics = Vec::new();
+    // Every partition's answer, in request order; the ones only its owner can give are
+    // looked up there, one call per owner.
+    let mut answers: Vec<Option<Answer>> = Vec::new();
+    let mut lookups = Vec::new();
     for t in &body.topics {
-        let meta = image.topic(&t.topic.0).cloned();
-        let mut partitions = Vec::new();
+        let meta = image.topic(&t.topic.0);
         for p in &t.partitions {
-            let answer: Result<(i32, i64), ErrorCode> = match &meta {
+            let answer = match meta {
                 None => Err(ErrorCode::UnknownTopicOrPartition),
                 Some(m) if p.partition < 0 || p.partition >= m.partitions => {
                     Err(ErrorCode::UnknownTopicOrPartition)
@@ -33,21 +38,41 @@ pub async fn handle(
                     Err(check_leader_epoch(p.current_leader_epoch).expect("checked"))
                 }
                 Some(m) => {
-                    let (topic, partition, epoch) = (m.name.clone(), p.partition, p.leader_epoch);
-                    shard
-                        .router
-                        .invoke_on(shard, shard.owner(m, partition), move |s| async move {
-                            let part = s
-                                .partition(&topic, partition)
-                                .ok_or(ErrorCode::NotLeaderOrFollower)?;
-                            Ok(part
-                                .log
-                                .end_offset_for_epoch(epoch)
-                                .map_or((-1, -1), |(e, o)| (e, o.0)))
-                        })
-                        .await
+                    let owner = shard.owner(m, p.partition);
+                    lookups.push((
+                        answers.len(),
+                        (owner, (m.name.clone(), p.partition, p.leader_epoch)),
+                    ));
+                    answers.push(None);
+                    continue;
                 }
             };
+            answers.push(Some(answer));
+        }
+    }
+    let (indexes, items): (Vec<usize>, Vec<_>) = lookups.into_iter().unzip();
+    let found = shard
+        .router
+        .scatter_gather(shard, items, |s, asked| async move {
+            asked
+                .into_iter()
+                .map(|(topic, partition, epoch)| {
+                    s.partitions.end_offset_for_epoch(&topic, partition, epoch)
+                })
+                .collect::<Vec<Answer>>()
+        })
+        .await;
+    for (i, a) in indexes.into_iter().zip(found) {
+        answers[i] = Some(a);
+    }
+    let mut answers = answers
+        .into_iter()
+        .map(|a| a.expect("every partition answered"));
+    let mut topics = Vec::new();
+    for t in &body.topics {
+        let mut partitions = Vec::new();
+        for p in &t.partitions {
+            let answer = answers.next().expect("one answer per partition");
             let r = EpochEndOffset::default().with_partition(p.partition);
             partitions.push(match answer {
                 Ok((epoch, offset)) => r.with_leader_epoch(epoch).with_end_offset(offset),

@@ -1,6 +1,5 @@
 //! Produce: split the request by owner shard, append on each owner concurrently, merge.
 
-use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -17,7 +16,7 @@ use crate::log::batch;
 use crate::log::validate::{RecordError, ValidateOptions};
 use crate::log::{AppendInfo, CompressionType, Durability, LogError};
 use crate::protocol::request::{Request, RequestError};
-use crate::shard::{Shard, LEADER_EPOCH};
+use crate::shard::Shard;
 use crate::util::join_all;
 
 /// One partition's piece of a produce request, as sent to its owner.
@@ -93,7 +92,7 @@ pub async fn handle(
         });
     let image = shard.metadata();
     let mut results: Vec<AppendResult> = Vec::new();
-    let mut by_owner: BTreeMap<usize, Vec<Piece>> = BTreeMap::new();
+    let mut pieces: Vec<(usize, Piece)> = Vec::new();
     for t in &body.topic_data {
         let meta = image.topic(&t.name.0);
         for p in &t.partition_data {
@@ -127,17 +126,15 @@ pub async fn handle(
                 (Some(m), Some(records)) => Ok((m, records.clone())),
             };
             match checked {
-                Ok((m, records)) => {
-                    by_owner
-                        .entry(shard.owner(m, p.index))
-                        .or_default()
-                        .push(Piece {
-                            slot,
-                            topic: m.name.clone(),
-                            partition: p.index,
-                            records,
-                        })
-                }
+                Ok((m, records)) => pieces.push((
+                    shard.owner(m, p.index),
+                    Piece {
+                        slot,
+                        topic: m.name.clone(),
+                        partition: p.index,
+                        records,
+                    },
+                )),
                 Err(e) => results[slot] = Err(e.into()),
             }
         }
@@ -147,12 +144,13 @@ pub async fn handle(
     } else {
         Durability::PageCache
     };
-    let calls = by_owner.into_iter().map(|(owner, pieces)| {
-        shard
-            .router
-            .invoke_on(shard, owner, move |s| append_all(s, pieces, durability))
-    });
-    for (slot, r) in join_all(calls.collect()).await.into_iter().flatten() {
+    let appended = shard
+        .router
+        .scatter_gather(shard, pieces, move |s, pieces| {
+            append_all(s, pieces, durability)
+        })
+        .await;
+    for (slot, r) in appended {
         results[slot] = r;
     }
     if acks == 0 {
@@ -175,7 +173,7 @@ fn is_transactional(records: &[u8]) -> bool {
         .is_some_and(|a| i16::from_be_bytes([a[0], a[1]]) & ATTR_TRANSACTIONAL != 0)
 }
 
-/// Runs on the owner shard: appends every piece concurrently.
+/// Runs on the owner shard: appends every piece concurrently, one result per piece in order.
 async fn append_all(
     shard: Rc<Shard>,
     pieces: Vec<Piece>,
@@ -184,23 +182,21 @@ async fn append_all(
     let appends = pieces.into_iter().map(|piece| {
         let shard = shard.clone();
         async move {
-            let Some(p) = shard.partition(&piece.topic, piece.partition) else {
-                return (
-                    piece.slot,
-                    Err((
-                        ErrorCode::NotLeaderOrFollower,
-                        "partition is not open".to_string(),
+            let p = match shard.partitions.leader(&piece.topic, piece.partition) {
+                Ok(p) => p,
+                Err(code) => {
+                    return (
+                        piece.slot,
+                        Err((code, "partition is not open".to_string()).into()),
                     )
-                        .into()),
-                );
+                }
             };
             let max_message_bytes = p.log.config.borrow().max_message_bytes;
             let records = match with_topic_codec(&shard, &piece, max_message_bytes).await {
                 Ok(r) => r,
                 Err(e) => return (piece.slot, Err(e.into())),
             };
-            let r = p.log.append(&records, LEADER_EPOCH, durability).await;
-            p.notify();
+            let r = p.append(&records, durability).await;
             (piece.slot, r.map_err(Failure::from))
         }
     });

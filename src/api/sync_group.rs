@@ -29,11 +29,11 @@ pub async fn handle(
             .map(|a| (a.member_id.to_string(), a.assignment.clone()))
             .collect(),
     };
-    let result = match group::coordinator_shard(shard, &args.group_id).await {
+    let result = match super::group_owner(shard, &args.group_id).await {
         Ok(owner) => {
             shard
                 .router
-                .invoke_on(shard, owner, move |s| group::sync(s, args))
+                .invoke_on(shard, owner, move |s| group::sync(s.groups.clone(), args))
                 .await
         }
         Err(code) => group::state::SyncResult {

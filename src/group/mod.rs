@@ -17,24 +17,68 @@ pub mod timers;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tracing::info;
 
-use crate::admin::{self, NewTopic};
-use crate::config::{OFFSETS_TOPIC_PARTITIONS, OFFSETS_TOPIC_SEGMENT_BYTES};
+use crate::config::BrokerConfig;
 use crate::error::ErrorCode;
-use crate::shard::Shard;
+use crate::metadata::MetadataImage;
+use crate::partitions::{LocalFuture, Partition, PartitionListener, Partitions};
+use crate::router::shard_for;
 use state::{Group, GroupState, JoinResult, Member, Pending, SyncResult};
 use store::OFFSETS_TOPIC;
 
-/// The groups one shard coordinates. Lives on its shard for the life of the process.
-#[derive(Default)]
+/// The groups one shard coordinates: a service of its shard (`Shard::groups`), living there for
+/// the life of the process. It holds what it uses and nothing more: the static config, the
+/// shard's partition service (to write `__consumer_offsets`), and it listens to that service to
+/// replay each `__consumer_offsets` partition this shard loads.
 pub struct Coordinator {
     pub(crate) groups: RefCell<HashMap<String, Group>>,
     next_member: Cell<u64>,
+    config: Arc<BrokerConfig>,
+    partitions: Rc<Partitions>,
+    /// Set at shutdown ([`Coordinator::release_waiters`]): timers that wake after it end
+    /// without touching their group.
+    stopping: Cell<bool>,
+}
+
+impl Coordinator {
+    /// The coordinator of one shard, registered as a listener of its partitions.
+    pub fn new(config: Arc<BrokerConfig>, partitions: Rc<Partitions>) -> Rc<Coordinator> {
+        let coord = Rc::new(Coordinator {
+            groups: RefCell::new(HashMap::new()),
+            next_member: Cell::new(0),
+            config,
+            partitions: partitions.clone(),
+            stopping: Cell::new(false),
+        });
+        let weak: Weak<Coordinator> = Rc::downgrade(&coord);
+        partitions.listen(weak);
+        coord
+    }
+}
+
+impl PartitionListener for Coordinator {
+    fn loaded<'a>(
+        &'a self,
+        topic: &'a str,
+        index: i32,
+        partition: &'a Rc<Partition>,
+    ) -> LocalFuture<'a> {
+        Box::pin(async move {
+            if topic == OFFSETS_TOPIC {
+                offsets::replay(self, index, partition).await;
+            }
+        })
+    }
+
+    /// Nothing to do: `__consumer_offsets` is internal and never deleted, so a group outlives
+    /// no partition of it.
+    fn unloaded(&self, _topic: &str, _index: i32) {}
 }
 
 /// A JoinGroup, as the coordinating shard needs it (`Send`, to cross shards).
@@ -79,30 +123,20 @@ fn sync_error(code: ErrorCode) -> SyncResult {
     }
 }
 
-/// The shard coordinating `group_id`, creating `__consumer_offsets` on first use (as Kafka does
-/// on the first FindCoordinator).
-pub async fn coordinator_shard(shard: &Rc<Shard>, group_id: &str) -> Result<usize, ErrorCode> {
-    if shard.metadata().topic(OFFSETS_TOPIC).is_none() {
-        let configs = [
-            ("cleanup.policy".to_string(), "compact".to_string()),
-            (
-                "segment.bytes".to_string(),
-                OFFSETS_TOPIC_SEGMENT_BYTES.to_string(),
-            ),
-        ];
-        let topic = NewTopic {
-            name: OFFSETS_TOPIC.to_string(),
-            partitions: OFFSETS_TOPIC_PARTITIONS,
-            replication_factor: -1,
-            configs: configs.into_iter().collect(),
-        };
-        admin::create_topics(shard, vec![topic], false).await;
-    }
-    let image = shard.metadata();
-    let meta = image
-        .topic(OFFSETS_TOPIC)
-        .ok_or(ErrorCode::CoordinatorNotAvailable)?;
-    Ok(shard.owner(meta, store::partition_for(group_id)))
+/// The shard coordinating `group_id`: the owner of its partition of `__consumer_offsets`, or
+/// `None` while that topic does not exist. A pure lookup; creating the topic on first use is
+/// the caller's step (`api::group_owner`).
+pub fn coordinator_shard(
+    image: &MetadataImage,
+    shard_count: usize,
+    group_id: &str,
+) -> Option<usize> {
+    let meta = image.topic(OFFSETS_TOPIC)?;
+    Some(shard_for(
+        meta.id,
+        store::partition_for(group_id),
+        shard_count,
+    ))
 }
 
 impl Coordinator {
@@ -110,6 +144,7 @@ impl Coordinator {
     /// so they do not hold up the drain and the clients go looking for the coordinator again
     /// (finding it once the broker is back).
     pub fn release_waiters(&self) {
+        self.stopping.set(true);
         for g in self.groups.borrow_mut().values_mut() {
             for m in g.members.values_mut() {
                 if let Some(tx) = m.awaiting_join.take() {
@@ -131,11 +166,11 @@ impl Coordinator {
 }
 
 /// JoinGroup on the coordinating shard: registers the member and waits for the join phase to end.
-pub async fn join(shard: Rc<Shard>, args: JoinArgs) -> JoinResult {
-    let registered = register_join(&shard, &args);
+pub async fn join(coord: Rc<Coordinator>, args: JoinArgs) -> JoinResult {
+    let registered = register_join(&coord, &args);
     // This join may be the one the phase waited for, and may have created a member, a new id
     // or a reservation that needs its timer.
-    settle_and_persist(&shard, &args.group_id).await;
+    settle_and_persist(&coord, &args.group_id).await;
     match registered {
         Ok(rx) => rx
             .recv_async()
@@ -148,9 +183,9 @@ pub async fn join(shard: Rc<Shard>, args: JoinArgs) -> JoinResult {
 /// After any change to a group: ends its join phase if the condition now holds, then arms
 /// the timers the group now needs. Returns whether the group just became Empty, which the
 /// caller must persist.
-fn settle(shard: &Rc<Shard>, group_id: &str) -> bool {
+fn settle(coord: &Rc<Coordinator>, group_id: &str) -> bool {
     let (emptied, armed) = {
-        let mut groups = shard.groups.groups.borrow_mut();
+        let mut groups = coord.groups.borrow_mut();
         let Some(g) = groups.get_mut(group_id) else {
             return false;
         };
@@ -161,7 +196,7 @@ fn settle(shard: &Rc<Shard>, group_id: &str) -> bool {
             info!(group = %g.id, generation = g.generation, members = g.members.len(), state = g.state.name(), "join phase complete");
             emptied = g.state == GroupState::Empty;
         }
-        (emptied, timers::arm(shard, g))
+        (emptied, timers::arm(coord, g))
     };
     timers::spawn(armed);
     emptied
@@ -169,14 +204,17 @@ fn settle(shard: &Rc<Shard>, group_id: &str) -> bool {
 
 /// [`settle`], then writes the group record when the group became Empty (before the caller
 /// answers, so a client that saw its LeaveGroup answered finds the group Empty and deletable).
-async fn settle_and_persist(shard: &Rc<Shard>, group_id: &str) {
-    if settle(shard, group_id) {
-        offsets::persist_group(shard, group_id).await;
+async fn settle_and_persist(coord: &Rc<Coordinator>, group_id: &str) {
+    if settle(coord, group_id) {
+        offsets::persist_group(coord, group_id).await;
     }
 }
 
-fn register_join(shard: &Shard, a: &JoinArgs) -> Result<flume::Receiver<JoinResult>, JoinResult> {
-    let cfg = &shard.config;
+fn register_join(
+    coord: &Coordinator,
+    a: &JoinArgs,
+) -> Result<flume::Receiver<JoinResult>, JoinResult> {
+    let cfg = &coord.config;
     if a.session_timeout_ms < cfg.group_min_session_timeout_ms
         || a.session_timeout_ms > cfg.group_max_session_timeout_ms
     {
@@ -188,7 +226,6 @@ fn register_join(shard: &Shard, a: &JoinArgs) -> Result<flume::Receiver<JoinResu
             &a.member_id,
         ));
     }
-    let coord = &shard.groups;
     let mut groups = coord.groups.borrow_mut();
     let g = groups
         .entry(a.group_id.clone())
@@ -420,9 +457,9 @@ fn check_member(
 }
 
 /// SyncGroup on the coordinating shard.
-pub async fn sync(shard: Rc<Shard>, a: SyncArgs) -> SyncResult {
+pub async fn sync(coord: Rc<Coordinator>, a: SyncArgs) -> SyncResult {
     let (rx, persist) = {
-        let mut groups = shard.groups.groups.borrow_mut();
+        let mut groups = coord.groups.borrow_mut();
         let Some(g) = groups.get_mut(&a.group_id) else {
             return sync_error(ErrorCode::UnknownMemberId);
         };
@@ -464,7 +501,7 @@ pub async fn sync(shard: Rc<Shard>, a: SyncArgs) -> SyncResult {
         (rx, is_leader)
     };
     if persist {
-        offsets::persist_group(&shard, &a.group_id).await;
+        offsets::persist_group(&coord, &a.group_id).await;
     }
     rx.recv_async()
         .await
@@ -473,13 +510,13 @@ pub async fn sync(shard: Rc<Shard>, a: SyncArgs) -> SyncResult {
 
 /// Heartbeat on the coordinating shard.
 pub fn heartbeat(
-    shard: &Shard,
+    coord: &Coordinator,
     group_id: &str,
     member_id: &str,
     instance_id: Option<&str>,
     generation: i32,
 ) -> Option<ErrorCode> {
-    let mut groups = shard.groups.groups.borrow_mut();
+    let mut groups = coord.groups.borrow_mut();
     let Some(g) = groups.get_mut(group_id) else {
         return Some(ErrorCode::UnknownMemberId);
     };
@@ -495,12 +532,12 @@ pub fn heartbeat(
 
 /// LeaveGroup on the coordinating shard: one result per member, in order.
 pub async fn leave(
-    shard: &Rc<Shard>,
+    coord: &Rc<Coordinator>,
     group_id: &str,
     members: Vec<(String, Option<String>)>,
 ) -> Vec<Option<ErrorCode>> {
     let results = {
-        let mut groups = shard.groups.groups.borrow_mut();
+        let mut groups = coord.groups.borrow_mut();
         let Some(g) = groups.get_mut(group_id) else {
             return members
                 .iter()
@@ -527,6 +564,6 @@ pub async fn leave(
     };
     // The last member out ends the join phase here and now (the group becomes Empty and can
     // be deleted as soon as this answer arrives).
-    settle_and_persist(shard, group_id).await;
+    settle_and_persist(coord, group_id).await;
     results
 }

@@ -3,6 +3,7 @@
 
 use std::os::unix::fs::FileExt;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -11,10 +12,12 @@ use tracing::{info, warn};
 
 use super::state::{Group, GroupState};
 use super::store::{self, Committed, Entry, GroupRecord, OFFSETS_TOPIC};
+use super::Coordinator;
 use crate::config::OFFSET_METADATA_MAX_BYTES;
 use crate::error::ErrorCode;
 use crate::log::{Durability, Offset};
-use crate::shard::{Shard, LEADER_EPOCH};
+use crate::metadata::MetadataImage;
+use crate::partitions::Partition;
 
 /// An OffsetCommit, as the coordinating shard needs it.
 #[derive(Clone, Debug)]
@@ -30,30 +33,27 @@ pub struct CommitArgs {
 /// Appends records to the group's offsets partition and waits for fsync: a commit is
 /// acknowledged only once it would survive a crash.
 async fn append(
-    shard: &Shard,
+    coord: &Coordinator,
     group_id: &str,
     records: Vec<(Bytes, Option<Bytes>)>,
 ) -> Result<(), ErrorCode> {
-    let p = shard
-        .partition(OFFSETS_TOPIC, store::partition_for(group_id))
+    let p = coord
+        .partitions
+        .get(OFFSETS_TOPIC, store::partition_for(group_id))
         .ok_or(ErrorCode::CoordinatorNotAvailable)?;
     let batch =
         store::batch(records, crate::util::now_ms()).map_err(|_| ErrorCode::UnknownServerError)?;
-    p.log
-        .append(&batch, LEADER_EPOCH, Durability::Fsync)
-        .await
-        .map_err(|e| {
-            warn!(group = group_id, "writing to {OFFSETS_TOPIC}: {e}");
-            ErrorCode::CoordinatorNotAvailable
-        })?;
-    p.notify();
+    p.append(&batch, Durability::Fsync).await.map_err(|e| {
+        warn!(group = group_id, "writing to {OFFSETS_TOPIC}: {e}");
+        ErrorCode::CoordinatorNotAvailable
+    })?;
     Ok(())
 }
 
 /// Persists the group's protocol type and generation (its membership is rebuilt by rejoins).
-pub async fn persist_group(shard: &Shard, group_id: &str) {
+pub async fn persist_group(coord: &Coordinator, group_id: &str) {
     let record = {
-        let groups = shard.groups.groups.borrow();
+        let groups = coord.groups.borrow();
         let Some(g) = groups.get(group_id) else {
             return;
         };
@@ -66,7 +66,7 @@ pub async fn persist_group(shard: &Shard, group_id: &str) {
         store::group_key(group_id),
         Some(store::group_value(&record)),
     );
-    if let Err(code) = append(shard, group_id, vec![rec]).await {
+    if let Err(code) = append(coord, group_id, vec![rec]).await {
         warn!(group = group_id, "group record not persisted: {code:?}");
     }
 }
@@ -96,15 +96,18 @@ fn commit_allowed(g: Option<&mut Group>, a: &CommitArgs) -> Option<ErrorCode> {
 }
 
 /// OffsetCommit on the coordinating shard: one error (or none) per partition, in order.
-pub async fn commit(shard: Rc<Shard>, a: CommitArgs) -> Vec<Option<ErrorCode>> {
+pub async fn commit(
+    coord: Rc<Coordinator>,
+    image: Arc<MetadataImage>,
+    a: CommitArgs,
+) -> Vec<Option<ErrorCode>> {
     let refused = {
-        let mut groups = shard.groups.groups.borrow_mut();
+        let mut groups = coord.groups.borrow_mut();
         commit_allowed(groups.get_mut(&a.group_id), &a)
     };
     if let Some(code) = refused {
         return vec![Some(code); a.partitions.len()];
     }
-    let image = shard.metadata();
     let now = crate::util::now_ms();
     let mut results = Vec::with_capacity(a.partitions.len());
     let mut records = Vec::new();
@@ -141,10 +144,10 @@ pub async fn commit(shard: Rc<Shard>, a: CommitArgs) -> Vec<Option<ErrorCode>> {
     if records.is_empty() {
         return results;
     }
-    if let Err(code) = append(&shard, &a.group_id, records).await {
+    if let Err(code) = append(&coord, &a.group_id, records).await {
         return vec![Some(code); a.partitions.len()];
     }
-    let mut groups = shard.groups.groups.borrow_mut();
+    let mut groups = coord.groups.borrow_mut();
     let g = groups
         .entry(a.group_id.clone())
         .or_insert_with(|| Group::new(&a.group_id));
@@ -155,11 +158,11 @@ pub async fn commit(shard: Rc<Shard>, a: CommitArgs) -> Vec<Option<ErrorCode>> {
 /// OffsetFetch for one group: the committed offset of each asked partition (-1 when none), or
 /// every committed partition when `partitions` is `None`.
 pub fn fetch(
-    shard: &Shard,
+    coord: &Coordinator,
     group_id: &str,
     partitions: Option<Vec<(String, i32)>>,
 ) -> Vec<(String, i32, Option<Committed>)> {
-    let groups = shard.groups.groups.borrow();
+    let groups = coord.groups.borrow();
     let g = groups.get(group_id);
     match partitions {
         Some(ps) => ps
@@ -196,8 +199,8 @@ pub struct GroupSummary {
 }
 
 /// Every group this shard coordinates, or just `only` when given (missing ones omitted).
-pub fn describe(shard: &Shard, only: Option<&[String]>) -> Vec<GroupSummary> {
-    let groups = shard.groups.groups.borrow();
+pub fn describe(coord: &Coordinator, only: Option<&[String]>) -> Vec<GroupSummary> {
+    let groups = coord.groups.borrow();
     let summarize = |g: &Group| {
         let protocol = g.protocol_name.clone().unwrap_or_default();
         GroupSummary {
@@ -241,9 +244,9 @@ pub fn describe(shard: &Shard, only: Option<&[String]>) -> Vec<GroupSummary> {
 }
 
 /// DeleteGroups for one group: only an Empty group can go; its offsets go with it.
-pub async fn delete_group(shard: Rc<Shard>, group_id: String) -> Option<ErrorCode> {
+pub async fn delete_group(coord: Rc<Coordinator>, group_id: String) -> Option<ErrorCode> {
     let keys = {
-        let groups = shard.groups.groups.borrow();
+        let groups = coord.groups.borrow();
         let Some(g) = groups
             .get(&group_id)
             .filter(|g| g.state != GroupState::Dead)
@@ -261,22 +264,22 @@ pub async fn delete_group(shard: Rc<Shard>, group_id: String) -> Option<ErrorCod
         keys.push((store::group_key(&group_id), None));
         keys
     };
-    if let Err(code) = append(&shard, &group_id, keys).await {
+    if let Err(code) = append(&coord, &group_id, keys).await {
         return Some(code);
     }
-    shard.groups.groups.borrow_mut().remove(&group_id);
+    coord.groups.borrow_mut().remove(&group_id);
     info!(group = %group_id, "group deleted");
     None
 }
 
 /// OffsetDelete: forgets committed offsets of partitions the group is not consuming.
 pub async fn delete_offsets(
-    shard: Rc<Shard>,
+    coord: Rc<Coordinator>,
     group_id: String,
     partitions: Vec<(String, i32)>,
 ) -> Result<Vec<Option<ErrorCode>>, ErrorCode> {
     let (results, keys) = {
-        let groups = shard.groups.groups.borrow();
+        let groups = coord.groups.borrow();
         let g = groups
             .get(&group_id)
             .filter(|g| g.state != GroupState::Dead)
@@ -297,8 +300,8 @@ pub async fn delete_offsets(
         (results, keys)
     };
     if !keys.is_empty() {
-        append(&shard, &group_id, keys).await?;
-        let mut groups = shard.groups.groups.borrow_mut();
+        append(&coord, &group_id, keys).await?;
+        let mut groups = coord.groups.borrow_mut();
         if let Some(g) = groups.get_mut(&group_id) {
             for ((t, p), r) in partitions.iter().zip(&results) {
                 if r.is_none() {
@@ -338,11 +341,9 @@ fn subscribed_topics(g: &Group) -> Vec<String> {
     topics
 }
 
-/// Replays one `__consumer_offsets` partition into this shard's groups, at start-up.
-pub async fn replay(shard: &Shard, partition: i32) {
-    let Some(p) = shard.partition(OFFSETS_TOPIC, partition) else {
-        return;
-    };
+/// Replays one `__consumer_offsets` partition into this shard's groups when it is loaded (at
+/// start-up, when the topic is created, or when it is reopened after a write failure).
+pub(super) async fn replay(coord: &Coordinator, partition: i32, p: &Partition) {
     let mut offset = p.log.log_start_offset();
     let (mut offsets_n, mut groups_n) = (0usize, 0usize);
     while offset < p.log.high_watermark() {
@@ -373,7 +374,7 @@ pub async fn replay(shard: &Shard, partition: i32) {
                 let Some(key) = &r.key else { continue };
                 match store::decode(key, r.value.as_ref()) {
                     Some(e) => {
-                        apply(shard, e, &mut offsets_n, &mut groups_n);
+                        apply(coord, e, &mut offsets_n, &mut groups_n);
                     }
                     None => {
                         warn!("replaying {OFFSETS_TOPIC}-{partition}: skipping an unknown record")
@@ -393,8 +394,8 @@ pub async fn replay(shard: &Shard, partition: i32) {
     }
 }
 
-fn apply(shard: &Shard, e: Entry, offsets_n: &mut usize, groups_n: &mut usize) {
-    let mut groups = shard.groups.groups.borrow_mut();
+fn apply(coord: &Coordinator, e: Entry, offsets_n: &mut usize, groups_n: &mut usize) {
+    let mut groups = coord.groups.borrow_mut();
     match e {
         Entry::Offset {
             group,

@@ -12,7 +12,7 @@ use kafka_protocol::records::{
 use crate::config::OFFSETS_TOPIC_PARTITIONS;
 
 /// The internal topic holding committed offsets and group metadata.
-pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+pub use crate::metadata::OFFSETS_TOPIC;
 
 const KEY_OFFSET: u8 = b'o';
 const KEY_GROUP: u8 = b'g';

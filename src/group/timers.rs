@@ -20,7 +20,7 @@ use tracing::info;
 
 use super::settle_and_persist;
 use super::state::{Group, GroupState, TimerGuard};
-use crate::shard::Shard;
+use super::Coordinator;
 
 /// Timer tasks, built under the groups borrow and spawned after it is released (glommio may
 /// poll a new task at once, and every timer starts by borrowing the groups).
@@ -34,24 +34,24 @@ fn guard() -> (TimerGuard, flume::Receiver<()>) {
 /// Arms whatever timer `g` lacks: each member's session, each reserved member id, and the
 /// join phase. Cheap when all are armed (a check per member), so every event calls it. The
 /// returned tasks must be given to [`spawn`] once the borrow of `g` has ended.
-pub(super) fn arm(shard: &Rc<Shard>, g: &mut Group) -> Armed {
+pub(super) fn arm(coord: &Rc<Coordinator>, g: &mut Group) -> Armed {
     let mut armed: Armed = Vec::new();
     for m in g.members.values_mut().filter(|m| m.timer.is_none()) {
         let (keep, stopped) = guard();
         m.timer = Some(keep);
-        let task = session_timer(shard.clone(), g.id.clone(), m.id.clone(), stopped);
+        let task = session_timer(coord.clone(), g.id.clone(), m.id.clone(), stopped);
         armed.push(Box::pin(task));
     }
     for (id, p) in g.pending.iter_mut().filter(|(_, p)| p.timer.is_none()) {
         let (keep, stopped) = guard();
         p.timer = Some(keep);
-        let task = pending_timer(shard.clone(), g.id.clone(), id.clone(), p.expires, stopped);
+        let task = pending_timer(coord.clone(), g.id.clone(), id.clone(), p.expires, stopped);
         armed.push(Box::pin(task));
     }
     if g.state == GroupState::PreparingRebalance && g.join_timer.is_none() {
         let (keep, stopped) = guard();
         g.join_timer = Some(keep);
-        armed.push(Box::pin(join_timer(shard.clone(), g.id.clone(), stopped)));
+        armed.push(Box::pin(join_timer(coord.clone(), g.id.clone(), stopped)));
     }
     armed
 }
@@ -80,14 +80,14 @@ async fn sleep_until(at: Instant, stopped: &flume::Receiver<()>) -> bool {
 
 /// Expires one member's session at exactly `last_seen + session.timeout.ms`.
 async fn session_timer(
-    shard: Rc<Shard>,
+    coord: Rc<Coordinator>,
     group_id: String,
     member_id: String,
     stopped: flume::Receiver<()>,
 ) {
     loop {
         let wake = {
-            let groups = shard.groups.groups.borrow();
+            let groups = coord.groups.borrow();
             let Some(m) = groups
                 .get(&group_id)
                 .and_then(|g| g.members.get(&member_id))
@@ -100,11 +100,11 @@ async fn session_timer(
             m.session_deadline()
                 .unwrap_or_else(|| Instant::now() + session)
         };
-        if !sleep_until(wake, &stopped).await || shard.shutting_down.get() {
+        if !sleep_until(wake, &stopped).await || coord.stopping.get() {
             return;
         }
         let expired = {
-            let mut groups = shard.groups.groups.borrow_mut();
+            let mut groups = coord.groups.borrow_mut();
             let Some(g) = groups.get_mut(&group_id) else {
                 return;
             };
@@ -121,17 +121,17 @@ async fn session_timer(
             due
         };
         if expired {
-            settle_and_persist(&shard, &group_id).await;
+            settle_and_persist(&coord, &group_id).await;
             return;
         }
     }
 }
 
 /// Ends a join phase when its initial delay or rebalance timeout runs out.
-async fn join_timer(shard: Rc<Shard>, group_id: String, stopped: flume::Receiver<()>) {
+async fn join_timer(coord: Rc<Coordinator>, group_id: String, stopped: flume::Receiver<()>) {
     loop {
         let wake = {
-            let groups = shard.groups.groups.borrow();
+            let groups = coord.groups.borrow();
             match groups
                 .get(&group_id)
                 .and_then(|g| g.join_phase_wake_at(Instant::now()))
@@ -140,16 +140,16 @@ async fn join_timer(shard: Rc<Shard>, group_id: String, stopped: flume::Receiver
                 None => return,
             }
         };
-        if !sleep_until(wake, &stopped).await || shard.shutting_down.get() {
+        if !sleep_until(wake, &stopped).await || coord.stopping.get() {
             return;
         }
-        settle_and_persist(&shard, &group_id).await;
+        settle_and_persist(&coord, &group_id).await;
     }
 }
 
 /// Drops a MEMBER_ID_REQUIRED reservation that was not used within its session timeout.
 async fn pending_timer(
-    shard: Rc<Shard>,
+    coord: Rc<Coordinator>,
     group_id: String,
     member_id: String,
     expires: Instant,
@@ -158,7 +158,7 @@ async fn pending_timer(
     if !sleep_until(expires, &stopped).await {
         return;
     }
-    let mut groups = shard.groups.groups.borrow_mut();
+    let mut groups = coord.groups.borrow_mut();
     if let Some(g) = groups.get_mut(&group_id) {
         g.pending.remove(&member_id);
     }

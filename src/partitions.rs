@@ -1,0 +1,423 @@
+//! The partitions one shard owns, and the hook that tells other services when they come and go.
+//!
+//! [`Partitions`] is the owner shard's map of open partitions. It knows nothing of what is stored
+//! in them: a service that keeps state derived from some partitions (the group coordinator
+//! replays `__consumer_offsets`; a transaction coordinator will replay its own log) registers a
+//! [`PartitionListener`] and is told when each partition is loaded (opened, or reopened after a
+//! write failure) and unloaded (its topic deleted). The core thus never calls into the services
+//! built on it (`tests/module_graph.rs` keeps it that way).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+
+use std::time::Instant;
+
+use crate::error::ErrorCode;
+use crate::log::{AppendInfo, Durability, LogError, Offset, PartitionLog, ReadSlice};
+
+/// The leader epoch of every partition: a single node never changes leader.
+pub const LEADER_EPOCH: i32 = 0;
+
+/// Checks a client's `current_leader_epoch` (-1: not given) against ours (KIP-320): newer than
+/// ours is UNKNOWN_LEADER_EPOCH, older is FENCED_LEADER_EPOCH.
+pub fn check_leader_epoch(current: i32) -> Option<crate::error::ErrorCode> {
+    use crate::error::ErrorCode;
+    match current {
+        c if c > LEADER_EPOCH => Some(ErrorCode::UnknownLeaderEpoch),
+        c if c >= 0 && c != LEADER_EPOCH => Some(ErrorCode::FencedLeaderEpoch),
+        _ => None,
+    }
+}
+
+/// Identifies a partition on its owner shard.
+pub type PartitionKey = (Arc<str>, i32);
+
+/// One topic's partitions on this shard, by index.
+type TopicPartitions = HashMap<i32, Rc<Partition>>;
+
+/// A partition owned by this shard: its log and the fetches parked on it.
+///
+/// Created when a metadata image that names it reaches the owner shard; dropped (and its
+/// directory removed) when an image without its topic arrives.
+pub struct Partition {
+    pub topic_id: uuid::Uuid,
+    pub log: PartitionLog,
+    /// Parked fetches: each fires once the high watermark passes its offset.
+    waiters: RefCell<Vec<(i64, flume::Sender<()>)>>,
+}
+
+impl Partition {
+    pub fn new(topic_id: uuid::Uuid, log: PartitionLog) -> Partition {
+        Partition {
+            topic_id,
+            log,
+            waiters: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Signals `tx` once the high watermark exceeds `offset`. A waiting read hands the same
+    /// sender to every partition it waits on and drops the receiver when it ends, which lets
+    /// the next [`Partition::notify`] or `watch` forget the stale entry. Private: fetches wait
+    /// through [`Partitions::read_or_watch`].
+    fn watch(&self, offset: i64, tx: flume::Sender<()>) {
+        if self.log.high_watermark().0 > offset {
+            let _ = tx.try_send(());
+            return;
+        }
+        let mut w = self.waiters.borrow_mut();
+        w.retain(|(_, tx)| !tx.is_disconnected());
+        w.push((offset, tx));
+    }
+
+    /// Appends a batch as this broker's leader (`LEADER_EPOCH`) and wakes the fetches that the
+    /// new data satisfies: every append of the broker goes through here, so none can forget
+    /// the wake-up. (Replication will hook in here: a leader's append, then the high watermark
+    /// moving once followers have it.)
+    pub async fn append(
+        &self,
+        batch: &[u8],
+        durability: Durability,
+    ) -> Result<AppendInfo, LogError> {
+        let r = self.log.append(batch, LEADER_EPOCH, durability).await;
+        self.notify();
+        r
+    }
+
+    /// Wakes the parked fetches that new data satisfies.
+    fn notify(&self) {
+        let hw = self.log.high_watermark().0;
+        self.waiters.borrow_mut().retain(|(offset, tx)| {
+            if hw > *offset {
+                let _ = tx.try_send(());
+                false
+            } else {
+                !tx.is_disconnected()
+            }
+        });
+    }
+
+    /// How many fetches are parked here now (for tests and introspection).
+    pub fn parked(&self) -> usize {
+        self.waiters
+            .borrow()
+            .iter()
+            .filter(|(_, tx)| !tx.is_disconnected())
+            .count()
+    }
+
+    /// Releases parked fetches when the partition is removed or replaced.
+    pub fn notify_gone(&self) {
+        self.waiters.borrow_mut().clear();
+    }
+}
+
+/// A future a listener returns; it runs on the owner shard.
+pub type LocalFuture<'a> = Pin<Box<dyn Future<Output = ()> + 'a>>;
+
+/// A service told when partitions of this shard are loaded and unloaded (see the module docs).
+pub trait PartitionListener {
+    /// `partition` of `topic` was opened on this shard (at start-up, when its topic was created
+    /// or grown, or when it was reopened after a write failure). Awaited before the partition
+    /// counts as loaded: the metadata image that opened it is installed only after every
+    /// listener has finished, as the replay of `__consumer_offsets` needs.
+    fn loaded<'a>(
+        &'a self,
+        topic: &'a str,
+        index: i32,
+        partition: &'a Rc<Partition>,
+    ) -> LocalFuture<'a>;
+
+    /// `partition` of `topic` was removed from this shard (its topic was deleted).
+    fn unloaded(&self, topic: &str, index: i32);
+}
+
+/// The partitions this shard owns. Lives in its `Shard` for the life of the process; other
+/// shards reach it only through `Router::invoke_on`.
+#[derive(Default)]
+pub struct Partitions {
+    /// Topic → partition index → partition. Nested so that a lookup by `&str` allocates
+    /// nothing: every produce and fetch does one per partition.
+    map: RefCell<HashMap<Arc<str>, TopicPartitions>>,
+    /// Weak, so that a listener may hold this service without a reference cycle.
+    listeners: RefCell<Vec<Weak<dyn PartitionListener>>>,
+}
+
+impl Partitions {
+    /// Registers `listener` for every partition loaded or unloaded from now on.
+    pub fn listen(&self, listener: Weak<dyn PartitionListener>) {
+        self.listeners.borrow_mut().push(listener);
+    }
+
+    fn listeners(&self) -> Vec<Rc<dyn PartitionListener>> {
+        self.listeners
+            .borrow()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect()
+    }
+
+    /// A partition this shard owns, if it is open.
+    pub fn get(&self, topic: &str, partition: i32) -> Option<Rc<Partition>> {
+        self.map
+            .borrow()
+            .get(topic)
+            .and_then(|ps| ps.get(&partition))
+            .cloned()
+    }
+
+    /// Every partition this shard owns.
+    pub fn owned(&self) -> Vec<(PartitionKey, Rc<Partition>)> {
+        self.map
+            .borrow()
+            .iter()
+            .flat_map(|(t, ps)| ps.iter().map(move |(i, p)| ((t.clone(), *i), p.clone())))
+            .collect()
+    }
+
+    /// Installs an opened partition (replacing the one it reopens, if any) and tells the
+    /// listeners.
+    pub async fn load(&self, topic: Arc<str>, index: i32, partition: Rc<Partition>) {
+        self.map
+            .borrow_mut()
+            .entry(topic.clone())
+            .or_default()
+            .insert(index, partition.clone());
+        for l in self.listeners() {
+            l.loaded(&topic, index, &partition).await;
+        }
+    }
+
+    /// Removes a partition, releases the fetches parked on it and tells the listeners.
+    pub fn unload(&self, key: &PartitionKey) -> Option<Rc<Partition>> {
+        let removed = {
+            let mut parts = self.map.borrow_mut();
+            let removed = parts.get_mut(&key.0).and_then(|ps| ps.remove(&key.1));
+            if parts.get(&key.0).is_some_and(HashMap::is_empty) {
+                parts.remove(&key.0);
+            }
+            removed
+        }?;
+        removed.notify_gone();
+        for l in self.listeners() {
+            l.unloaded(&key.0, key.1);
+        }
+        Some(removed)
+    }
+}
+
+/// Which offset ListOffsets asks for.
+#[derive(Clone, Copy, Debug)]
+pub enum OffsetQuery {
+    Earliest,
+    Latest,
+    /// The offset and timestamp of the record with the largest timestamp.
+    MaxTimestamp,
+    /// The first offset whose timestamp is at or after this one.
+    Timestamp(i64),
+}
+
+/// One read a fetch asks of a partition's owner.
+#[derive(Clone, Debug)]
+pub struct ReadAt {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+    pub max_bytes: u32,
+    /// Data past this offset is news: the read returns at once when the high watermark is
+    /// beyond it, and otherwise waits for it to get there. The fetch offset at first, the high
+    /// watermark the fetch last saw afterwards (when what it got was less than `min_bytes`).
+    pub wake_after: i64,
+}
+
+/// What the owner read for one [`ReadAt`].
+#[derive(Clone, Debug)]
+pub struct PartitionRead {
+    pub error: Option<ErrorCode>,
+    /// -1 when the partition is not open here.
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    /// The record bytes, when there are any.
+    pub slice: Option<ReadSlice>,
+}
+
+impl PartitionRead {
+    pub fn failed(code: ErrorCode) -> PartitionRead {
+        PartitionRead {
+            error: Some(code),
+            high_watermark: -1,
+            log_start_offset: -1,
+            slice: None,
+        }
+    }
+}
+
+/// How the owners' parts of one fetch may wait: until `deadline`, and each also until another
+/// owner signals its channel (indexed by shard id) on returning with news, so that the fetch
+/// sees every partition again at once, as Kafka's delayed fetch completes. Made fresh for each
+/// round of a fetch.
+#[derive(Clone)]
+pub struct Wait {
+    pub deadline: Instant,
+    channels: Arc<Vec<(flume::Sender<()>, flume::Receiver<()>)>>,
+}
+
+impl Wait {
+    pub fn new(deadline: Instant, shard_count: usize) -> Wait {
+        Wait {
+            deadline,
+            channels: Arc::new((0..shard_count).map(|_| flume::bounded(1)).collect()),
+        }
+    }
+
+    /// Tells every other owner's part to stop waiting and read again.
+    fn wake_others(&self, me: usize) {
+        for (i, (tx, _)) in self.channels.iter().enumerate() {
+            if i != me {
+                let _ = tx.try_send(());
+            }
+        }
+    }
+}
+
+impl Partitions {
+    /// A partition this shard owns, or NOT_LEADER_OR_FOLLOWER (the answer Kafka gives for a
+    /// partition a broker does not lead).
+    pub fn leader(&self, topic: &str, partition: i32) -> Result<Rc<Partition>, ErrorCode> {
+        self.get(topic, partition)
+            .ok_or(ErrorCode::NotLeaderOrFollower)
+    }
+
+    /// ListOffsets on the owner: (offset, timestamp), -1s when there is no such record.
+    pub async fn offsets(
+        &self,
+        topic: &str,
+        partition: i32,
+        query: OffsetQuery,
+    ) -> Result<(i64, i64), ErrorCode> {
+        let log = &self.leader(topic, partition)?.log;
+        Ok(match query {
+            OffsetQuery::Earliest => (log.log_start_offset().0, -1),
+            OffsetQuery::Latest => (log.high_watermark().0, -1),
+            OffsetQuery::MaxTimestamp => log.max_timestamp().map_or((-1, -1), |(o, t)| (o.0, t)),
+            OffsetQuery::Timestamp(t) => match log.offset_for_timestamp(t).await {
+                Ok(found) => found.map_or((-1, -1), |(o, t)| (o.0, t)),
+                Err(e) => return Err(e.error_code()),
+            },
+        })
+    }
+
+    /// OffsetForLeaderEpoch on the owner: (epoch, end offset), -1s for an unknown epoch.
+    pub fn end_offset_for_epoch(
+        &self,
+        topic: &str,
+        partition: i32,
+        epoch: i32,
+    ) -> Result<(i32, i64), ErrorCode> {
+        let p = self.leader(topic, partition)?;
+        Ok(p.log
+            .end_offset_for_epoch(epoch)
+            .map_or((-1, -1), |(e, o)| (e, o.0)))
+    }
+
+    /// DeleteRecords on the owner: moves `log_start_offset` up to `before` (deleting the
+    /// segments wholly below it) and returns the new low watermark.
+    pub async fn delete_records(
+        &self,
+        topic: &str,
+        partition: i32,
+        before: i64,
+    ) -> Result<i64, ErrorCode> {
+        let p = self.leader(topic, partition)?;
+        let start = p.log.delete_records(Offset(before)).await;
+        start.map(|o| o.0).map_err(|e| e.error_code())
+    }
+
+    /// Reads every [`ReadAt`], or, when none has news (see `ReadAt::wake_after`), no error
+    /// occurred, and `wait` allows, registers on the partitions and waits until data lands,
+    /// another owner of the same fetch has news, or the deadline; then reads again. Either way
+    /// it answers once, so a fetch that waits costs one cross-shard round trip per owner per
+    /// wake-up. `me` is this shard's id.
+    pub async fn read_or_watch(
+        &self,
+        reads: &[ReadAt],
+        wait: Option<(usize, Wait)>,
+    ) -> Vec<PartitionRead> {
+        let mut out = self.read_all(reads).await;
+        let Some((me, wait)) = wait else {
+            return out;
+        };
+        if !has_news(reads, &out) && Instant::now() < wait.deadline {
+            // The partitions signal a channel of this wait's own; its receive also ends when
+            // every partition has dropped its end (all of them removed), as a parked fetch
+            // always did. The other owners of the fetch signal `woken`.
+            let (tx, data) = flume::bounded::<()>(1);
+            for r in reads {
+                if let Some(p) = self.get(&r.topic, r.partition) {
+                    p.watch(r.wake_after, tx.clone());
+                }
+            }
+            drop(tx);
+            let woken = &wait.channels[me].1;
+            let timeout = wait.deadline.saturating_duration_since(Instant::now());
+            futures_lite::future::or(
+                futures_lite::future::or(
+                    async {
+                        let _ = crate::router::recv_cross_shard(&data).await;
+                    },
+                    async {
+                        let _ = crate::router::recv_cross_shard(woken).await;
+                    },
+                ),
+                glommio::timer::sleep(timeout),
+            )
+            .await;
+            out = self.read_all(reads).await;
+        }
+        if has_news(reads, &out) {
+            wait.wake_others(me);
+        }
+        out
+    }
+
+    async fn read_all(&self, reads: &[ReadAt]) -> Vec<PartitionRead> {
+        let mut out = Vec::with_capacity(reads.len());
+        for r in reads {
+            out.push(self.read_one(r).await);
+        }
+        out
+    }
+
+    /// Never waits for the disk on the shard's thread (`read_async`).
+    async fn read_one(&self, r: &ReadAt) -> PartitionRead {
+        let p = match self.leader(&r.topic, r.partition) {
+            Ok(p) => p,
+            Err(code) => return PartitionRead::failed(code),
+        };
+        match p.log.read_async(Offset(r.offset), r.max_bytes).await {
+            Ok(slice) => PartitionRead {
+                error: None,
+                high_watermark: slice.high_watermark.0,
+                log_start_offset: slice.log_start_offset.0,
+                slice: (slice.len > 0).then_some(slice),
+            },
+            Err(e) => PartitionRead {
+                error: Some(e.error_code()),
+                high_watermark: p.log.high_watermark().0,
+                log_start_offset: p.log.log_start_offset().0,
+                slice: None,
+            },
+        }
+    }
+}
+
+/// Whether a read found something the fetch has not seen: an error, or data past `wake_after`.
+fn has_news(reads: &[ReadAt], out: &[PartitionRead]) -> bool {
+    reads
+        .iter()
+        .zip(out)
+        .any(|(r, o)| o.error.is_some() || o.high_watermark > r.wake_after)
+}
