@@ -11,7 +11,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::{log_client_error, respond, Outcome, Session};
-use crate::error::ErrorCode;
+use crate::error::{ApiError, ErrorCode};
 use crate::log::batch;
 use crate::log::validate::{RecordError, ValidateOptions};
 use crate::log::{AppendInfo, CompressionType, Durability, LogError};
@@ -34,8 +34,8 @@ struct Failure {
     record_errors: Vec<RecordError>,
 }
 
-impl From<(ErrorCode, String)> for Failure {
-    fn from((code, message): (ErrorCode, String)) -> Self {
+impl From<ApiError> for Failure {
+    fn from(ApiError { code, message }: ApiError) -> Self {
         Failure {
             code,
             message,
@@ -97,32 +97,33 @@ pub async fn handle(
         let meta = image.topic(&t.name.0);
         for p in &t.partition_data {
             let slot = results.len();
-            results.push(Err((
+            results.push(Err(ApiError::new(
                 ErrorCode::UnknownTopicOrPartition,
                 "not handled".to_string(),
             )
-                .into()));
+            .into()));
             let checked = match (meta, &p.records) {
-                _ if !matches!(acks, -1..=1) => {
-                    Err((ErrorCode::InvalidRequiredAcks, format!("acks={acks}")))
-                }
-                _ if transactional_without_id => Err((
-                    ErrorCode::TransactionalIdAuthorizationFailed,
-                    "transactional records in a produce request without a transactional_id".into(),
+                _ if !matches!(acks, -1..=1) => Err(ApiError::new(
+                    ErrorCode::InvalidRequiredAcks,
+                    format!("acks={acks}"),
                 )),
-                (None, _) => Err((
+                _ if transactional_without_id => Err(ApiError::new(
+                    ErrorCode::TransactionalIdAuthorizationFailed,
+                    "transactional records in a produce request without a transactional_id",
+                )),
+                (None, _) => Err(ApiError::new(
                     ErrorCode::UnknownTopicOrPartition,
                     format!("topic {} does not exist", t.name.0),
                 )),
-                (Some(m), _) if p.index < 0 || p.index >= m.partitions => Err((
+                (Some(m), _) if p.index < 0 || p.index >= m.partitions => Err(ApiError::new(
                     ErrorCode::UnknownTopicOrPartition,
                     format!("{}-{} does not exist", t.name.0, p.index),
                 )),
-                (Some(m), _) if crate::metadata::is_internal_topic(&m.name) => Err((
+                (Some(m), _) if crate::metadata::is_internal_topic(&m.name) => Err(ApiError::new(
                     ErrorCode::InvalidTopicException,
                     format!("Cannot append to internal topic {}", m.name),
                 )),
-                (Some(_), None) => Err((ErrorCode::InvalidRecord, "null record set".into())),
+                (Some(_), None) => Err(ApiError::new(ErrorCode::InvalidRecord, "null record set")),
                 (Some(m), Some(records)) => Ok((m, records.clone())),
             };
             match checked {
@@ -187,7 +188,7 @@ async fn append_all(
                 Err(code) => {
                     return (
                         piece.slot,
-                        Err((code, "partition is not open".to_string()).into()),
+                        Err(ApiError::new(code, "partition is not open".to_string()).into()),
                     )
                 }
             };
