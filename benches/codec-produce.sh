@@ -63,7 +63,7 @@ for codec in $CODECS; do
         "$bin" topic create pperf --partitions "$PARTITIONS" --bootstrap-server "$addr" >/dev/null
         cpu0=$(awk '{print $14+$15}' "/proc/$PID/stat")
         taskset -c "$CLIENT_CPUS" java -Xmx512M -XX:+UseG1GC -cp "$LIB/*" \
-            -Dlog4j2.configurationFile="$ROOT/benches/kafka/log4j2.properties" \
+            -Dlog4j2.configurationFile="$ROOT/benches/kafka/log4j2.properties" -Dkafka.logs.dir="$WORK" \
             org.apache.kafka.tools.ProducerPerformance --topic pperf --num-records "$RECORDS" \
             --payload-file "$WORK/payloads" --throughput -1 --producer-props bootstrap.servers="$addr" \
             acks=1 linger.ms=5 batch.size=1048576 compression.type="$codec" >"$WORK/perf.txt" 2>&1
