@@ -92,10 +92,11 @@ impl State {
         );
     }
 
-    /// The segment that holds `offset` (the last one whose base is `<= offset`).
-    pub(crate) fn segment_for(&self, offset: Offset) -> &Rc<Segment> {
-        let i = self.segments.partition_point(|s| s.base <= offset);
-        &self.segments[i.saturating_sub(1)]
+    /// The index of the segment whose range covers `offset` (the last one based at or below it).
+    pub(crate) fn segment_index_for(&self, offset: Offset) -> usize {
+        self.segments
+            .partition_point(|s| s.base <= offset)
+            .saturating_sub(1)
     }
 
     pub(crate) fn active(&self) -> &Rc<Segment> {
@@ -214,8 +215,9 @@ impl PartitionLog {
                 log_end: st.leo,
             });
         }
-        let seg = st.segment_for(offset);
-        let mut slice = ReadSlice {
+        let first = st.segment_index_for(offset);
+        let seg = &st.segments[first];
+        let slice = ReadSlice {
             file: seg.reader.clone(),
             position: seg.committed_pos(),
             len: 0,
@@ -225,21 +227,77 @@ impl PartitionLog {
         if offset >= st.hwm {
             return Ok(Lookup::Done(slice));
         }
-        let found = if cached {
-            seg.find_batch_cached(offset)
-        } else {
-            seg.find_batch(offset)
-        };
-        let found = match found {
-            Err(e) => match cold_at(&e) {
-                Some(pos) => return Ok(Lookup::Cold(seg.clone(), pos)),
-                None => return Err(e.into()),
-            },
-            Ok(found) => found,
-        };
-        let Some((pos, h)) = found else {
-            return Ok(Lookup::Done(slice));
-        };
+        // The first batch whose last offset is at or past `offset`, in this segment or a later
+        // one. A range never crosses a segment, and compaction keeps an emptied batch at the end
+        // of a segment whose records all went (so segments stay contiguous): a segment that
+        // holds nothing else past `offset` is passed over, as Kafka's read walks on to higher
+        // segments past an empty one. Answering its empty batches alone would cost a consumer a
+        // round trip per such segment, and librdkafka gives up (MSG_SIZE_TOO_LARGE) after ten
+        // answers in a row without a record.
+        let segments = &st.segments[first..];
+        // The first emptied range passed over: the answer when nothing after it holds a
+        // record below the high watermark (its last offset still moves the consumer on).
+        let mut passed_over: Option<(&Rc<Segment>, u64, batch::BatchHeader)> = None;
+        for (i, seg) in segments.iter().enumerate() {
+            let find = |target: i64| {
+                let found = if cached {
+                    seg.find_batch_cached(Offset(target))
+                } else {
+                    seg.find_batch(Offset(target))
+                };
+                match found {
+                    Err(e) => match cold_at(&e) {
+                        Some(pos) => Err(Ok(Lookup::Cold(seg.clone(), pos))),
+                        None => Err(Err(LogError::from(e))),
+                    },
+                    Ok(found) => Ok(found),
+                }
+            };
+            let Some((pos, h)) = (match find(offset.0) {
+                Ok(found) => found,
+                Err(done) => return done,
+            }) else {
+                continue;
+            };
+            if h.base_offset >= st.hwm.0 {
+                break;
+            }
+            if i + 1 < segments.len() {
+                // Only emptied batches from here to the segment's end: on to the next one.
+                let mut probe = h;
+                let only_empty = loop {
+                    if probe.record_count != 0 || probe.is_control() {
+                        break false;
+                    }
+                    match find(probe.last_offset() + 1) {
+                        Ok(Some((_, next))) => probe = next,
+                        Ok(None) => break true,
+                        Err(done) => return done,
+                    }
+                };
+                if only_empty {
+                    passed_over.get_or_insert((seg, pos, h));
+                    continue;
+                }
+            }
+            return Self::range(slice, seg, pos, h, max_bytes, cached);
+        }
+        if let Some((seg, pos, h)) = passed_over {
+            return Self::range(slice, seg, pos, h, max_bytes, cached);
+        }
+        Ok(Lookup::Done(slice))
+    }
+
+    /// `slice` completed with the range of whole batches of `seg` from the batch `h` at `pos`,
+    /// at most `max_bytes` long except that the first batch is always whole.
+    fn range(
+        mut slice: ReadSlice,
+        seg: &Rc<Segment>,
+        pos: u64,
+        h: batch::BatchHeader,
+        max_bytes: u32,
+        cached: bool,
+    ) -> Result<Lookup, LogError> {
         let first_end = pos + h.total_len() as u64;
         let end = if cached {
             seg.range_end_cached(pos, first_end, max_bytes)
@@ -253,6 +311,7 @@ impl PartitionLog {
             },
             Ok(end) => end,
         };
+        slice.file = seg.reader.clone();
         slice.position = FilePos(pos);
         slice.len = u32::try_from(end - pos).unwrap_or(u32::MAX);
         Ok(Lookup::Done(slice))

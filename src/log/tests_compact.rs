@@ -548,3 +548,61 @@ fn every_offset_reads_on_after_compaction() {
         }
     });
 }
+
+/// A consumer reading a compacted log as librdkafka does (one fetch per segment range, the
+/// next fetch at the last batch's last offset + 1) must meet records: librdkafka gives up with
+/// MSG_SIZE_TOO_LARGE after ten answers in a row that hold no record. Segments whose every key
+/// was updated later keep only their emptied last batch.
+#[test]
+fn a_consumer_meets_records_across_emptied_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    block_on(async move {
+        let log = PartitionLog::open(path, compacted(600)).await.unwrap();
+        // Many segments of updates to one key, then the live keys.
+        for i in 0..400 {
+            let key = if i < 380 {
+                "hot".to_string()
+            } else {
+                format!("live-{i}")
+            };
+            let b = batch_of(
+                &[(Some(key.into_bytes()), Some(b"v".to_vec()))],
+                10_000 + i,
+                Compression::None,
+                (-1, -1, -1),
+            );
+            log.append(&b, 0, Durability::PageCache).await.unwrap();
+        }
+        let mut map = OffsetMap::new(1 << 16);
+        log.compact(20_000, &mut map).await.unwrap();
+        let hwm = log.high_watermark().0;
+        let mut next = log.log_start_offset().0;
+        let mut empty_in_a_row = 0;
+        while next < hwm {
+            let s = log.read(Offset(next), 1 << 20).unwrap();
+            assert!(s.len > 0, "nothing readable at {next} below {hwm}");
+            let mut bytes = vec![0u8; s.len as usize];
+            s.file.read_exact_at(&mut bytes, s.position.0).unwrap();
+            let mut at = 0;
+            let mut records = 0;
+            while at < bytes.len() {
+                let h = batch::check_stored(&bytes[at..]).expect("a stored batch");
+                let one = Bytes::copy_from_slice(&bytes[at..at + h.total_len()]);
+                records += RecordBatchDecoder::decode(&mut one.clone())
+                    .unwrap()
+                    .records
+                    .iter()
+                    .filter(|r| r.offset >= next)
+                    .count();
+                next = next.max(h.last_offset() + 1);
+                at += h.total_len();
+            }
+            empty_in_a_row = if records == 0 { empty_in_a_row + 1 } else { 0 };
+            assert!(
+                empty_in_a_row < 5,
+                "{empty_in_a_row} answers in a row without a record, at {next}"
+            );
+        }
+    });
+}
