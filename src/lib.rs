@@ -4,14 +4,16 @@
 //!
 //! - [`server`]: `tidelog serve`: one pinned glommio executor per shard, start-up and shutdown.
 //! - [`shard`], [`router`], [`partitions`]: the thread-per-core core. A shard is a small struct
-//!   of services (its partitions, its group coordinator, on the metadata shard the metadata
-//!   controller) plus its connections and metadata copy; `router::shard_for` decides
+//!   of services (its partitions, its group coordinator, its intake, on the metadata shard the
+//!   metadata controller) plus its metadata copy; `router::shard_for` decides
 //!   ownership; `Router::invoke_on` runs work on another shard over glommio's channel mesh, and
 //!   `Router::scatter_gather` sends a request's pieces to their owners and gathers the answers
 //!   in request order. [`partitions`] is the owner shard's partition service (append, which
 //!   wakes waiting fetches; read-or-watch; offsets; delete records) and the partition
 //!   load/unload hook that services such as the group coordinator listen to. Nothing below
 //!   `shard` names it (`tests/module_graph.rs`).
+//! - [`intake`]: a shard's count of what its clients have handed it (connections, requests,
+//!   bytes in flight), with the bounds on each; every listener on the shard counts into it.
 //! - [`net`]: the accept loop, the per-connection request loop, `sendfile` for record bytes.
 //! - [`api`]: one handler per Kafka API, a file each; [`api::registry`] lists every API with
 //!   its versions and handler and drives the version check, dispatch and ApiVersions.
@@ -43,6 +45,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod group;
+pub mod intake;
 pub mod log;
 pub mod metadata;
 pub mod net;

@@ -193,7 +193,7 @@ async fn shard_main(
                     a.cancel().await;
                 }
                 let mut waited = 0;
-                while shard.requests_in_flight.get() > 0 && waited < SHUTDOWN_DRAIN_MS_MAX {
+                while shard.intake.requests_in_flight() > 0 && waited < SHUTDOWN_DRAIN_MS_MAX {
                     glommio::timer::sleep(Duration::from_millis(SHUTDOWN_DRAIN_POLL_MS)).await;
                     waited += SHUTDOWN_DRAIN_POLL_MS;
                 }

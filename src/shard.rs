@@ -13,6 +13,7 @@ use tracing::{error, info, warn};
 
 use crate::config::BrokerConfig;
 use crate::group::Coordinator;
+use crate::intake::Intake;
 use crate::log::{LogError, OffsetMap, PartitionLog};
 use crate::metadata::controller::Controller;
 use crate::metadata::{self, configs, MetadataImage, TopicMeta};
@@ -51,13 +52,12 @@ pub struct Shard {
     metadata: RefCell<Arc<MetadataImage>>,
     /// The partitions this shard owns.
     pub partitions: Rc<Partitions>,
-    /// Open client connections on this shard, bounded by its share of `max.connections`.
-    pub connections: Cell<u32>,
-    /// Requests being handled right now; shutdown waits for them.
-    pub requests_in_flight: Cell<u32>,
+    /// What this shard's connections have taken in (connections, requests, bytes), shared
+    /// by every listener on the shard.
+    pub intake: Rc<Intake>,
+    /// Set when shutdown begins: listeners stop accepting, connections stop reading, and the
+    /// background passes (retention, compaction, healing) stop at their next step.
     pub shutting_down: Cell<bool>,
-    /// Bytes of requests read and not yet answered on this shard (`SHARD_INFLIGHT_BYTES_MAX`).
-    pub inflight_bytes: glommio::sync::Semaphore,
     /// The consumer groups this shard coordinates.
     pub groups: Rc<Coordinator>,
     /// The metadata controller; on the metadata shard only.
@@ -83,12 +83,8 @@ impl Shard {
             router,
             metadata: RefCell::new(image),
             partitions,
-            connections: Cell::new(0),
-            requests_in_flight: Cell::new(0),
+            intake: Rc::new(Intake::new(crate::config::SHARD_INFLIGHT_BYTES_MAX as u64)),
             shutting_down: Cell::new(false),
-            inflight_bytes: glommio::sync::Semaphore::new(
-                crate::config::SHARD_INFLIGHT_BYTES_MAX as u64,
-            ),
             heal_warned_ms: Cell::new(0),
             groups,
             controller,

@@ -40,13 +40,9 @@ pub async fn serve_connection(shard: &Rc<Shard>, mut stream: TcpStream, peer: &s
         if shard.shutting_down.get() {
             break;
         }
-        shard
-            .requests_in_flight
-            .set(shard.requests_in_flight.get() + 1);
+        let handling = shard.intake.request();
         let outcome = api::handle(shard, frame, &mut session).await;
-        shard
-            .requests_in_flight
-            .set(shard.requests_in_flight.get() - 1);
+        drop(handling);
         match outcome {
             Outcome::Respond(chunks) => {
                 if let Err(e) = super::write_chunks(&mut stream, chunks).await {
@@ -114,8 +110,8 @@ async fn read_frame<'a>(
         if permit.is_none() {
             if let Some(len) = frame::needed_len(buf, max).map_err(|e| e.to_string())? {
                 let bytes = len.min(SHARD_INFLIGHT_BYTES_MAX) as u64;
-                let p = shard.inflight_bytes.acquire_permit(bytes).await;
-                permit = Some(p.map_err(|_| "shutting down".to_string())?);
+                let p = shard.intake.hold_bytes(bytes).await;
+                permit = Some(p.map_err(|()| "shutting down".to_string())?);
             }
         }
         if let Some(f) = frame::take_frame(buf, max).map_err(|e| e.to_string())? {

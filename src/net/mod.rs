@@ -96,19 +96,18 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
             .min(budget)
             .div_ceil(shard.count() as u64)
             .max(1) as u32;
-        if shard.connections.get() >= limit {
+        let Some(counted) = shard.intake.admit(limit) else {
             let host = peer.rsplit_once(':').map_or(peer.as_str(), |(h, _)| h);
             client_errors::report(
                 host,
                 format_args!("closing connection from {peer}: max.connections reached ({limit} on this shard)"),
             );
             continue;
-        }
-        shard.connections.set(shard.connections.get() + 1);
+        };
         let s = shard.clone();
         glommio::spawn_local(async move {
             serve_connection(&s, stream, &peer).await;
-            s.connections.set(s.connections.get() - 1);
+            drop(counted);
         })
         .detach();
     }
