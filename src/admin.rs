@@ -1,9 +1,12 @@
 //! Metadata changes: creating and deleting topics, changing topic configs, adding partitions,
 //! allocating producer ids.
 //!
-//! Every change runs on the metadata shard under its lock: it builds the next image, persists it,
-//! then installs it on every shard (which opens or removes partitions) before answering, so a
-//! client that saw its CreateTopics succeed can produce at once on any connection.
+//! Every change runs on the metadata shard under its lock: it decides the change against the
+//! current image and writes it as metadata records (`metadata::records`), each applied to a
+//! copy of the image as it is written, so later parts of the same request see earlier ones;
+//! then the records are made durable in the metadata log and the new image is installed on
+//! every shard (which opens or removes partitions) before answering, so a client that saw its
+//! CreateTopics succeed can produce at once on any connection.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -14,6 +17,7 @@ use tracing::info;
 use crate::error::{ApiError, ErrorCode, MetadataError};
 use crate::metadata::configs::{self, ConfigEdit};
 use crate::metadata::controller::Controller;
+use crate::metadata::records::{self, MetadataRecord};
 use crate::metadata::{self, MetadataImage, TopicMeta};
 use crate::router::METADATA_SHARD;
 use crate::shard::Shard;
@@ -66,30 +70,30 @@ pub async fn create_topics(
     topics: Vec<NewTopic>,
     validate_only: bool,
 ) -> Vec<TopicResult> {
-    change_metadata(shard, "topics created", move |s, image| {
-        let mut total = partition_count(image);
-        let results: Vec<TopicResult> = topics
+    change_metadata(shard, "topics created", move |s, change| {
+        let mut total = partition_count(change.image());
+        topics
             .into_iter()
             .map(|t| {
-                let partitions = validate(s, image, &t)?;
+                let partitions = validate(s, change.image(), &t)?;
                 check_fd_budget(s, &mut total, partitions.into())?;
-                Ok(partitions).map(|partitions| {
-                    let name: Arc<str> = t.name.as_str().into();
-                    let meta = Arc::new(TopicMeta {
-                        name: name.clone(),
-                        id: metadata::random_uuid(),
+                let meta = Arc::new(TopicMeta {
+                    name: t.name.as_str().into(),
+                    id: metadata::random_uuid(),
+                    partitions,
+                    configs: t.configs,
+                });
+                if !validate_only {
+                    change.write(MetadataRecord::Topic {
+                        name: t.name,
+                        id: meta.id,
                         partitions,
-                        configs: t.configs,
-                    });
-                    if !validate_only {
-                        image.topics.insert(name, meta.clone());
-                    }
-                    meta
-                })
+                        configs: meta.configs.clone(),
+                    })?;
+                }
+                Ok(meta)
             })
-            .collect();
-        let changed = !validate_only && results.iter().any(|r| r.is_ok());
-        (results, changed)
+            .collect()
     })
     .await
 }
@@ -99,18 +103,19 @@ pub async fn delete_topics(
     shard: &Rc<Shard>,
     names: Vec<String>,
 ) -> Vec<Result<Arc<TopicMeta>, ApiError>> {
-    change_metadata(shard, "topics deleted", move |_, image| {
-        let results: Vec<_> = names
+    change_metadata(shard, "topics deleted", move |_, change| {
+        names
             .iter()
             .map(|n| {
-                image
-                    .topics
-                    .remove(n.as_str())
-                    .ok_or_else(|| unknown_topic(n))
+                let meta = change
+                    .image()
+                    .topic(n)
+                    .cloned()
+                    .ok_or_else(|| unknown_topic(n))?;
+                change.write(MetadataRecord::RemoveTopic { id: meta.id })?;
+                Ok(meta)
             })
-            .collect();
-        let changed = results.iter().any(|r| r.is_ok());
-        (results, changed)
+            .collect()
     })
     .await
 }
@@ -126,28 +131,25 @@ pub async fn alter_topic_configs(
     edits: Vec<(String, ConfigEdit)>,
     validate_only: bool,
 ) -> Vec<ChangeResult> {
-    change_metadata(shard, "topic configs changed", move |s, image| {
-        let mut changed = false;
-        let results = edits
+    change_metadata(shard, "topic configs changed", move |s, change| {
+        edits
             .iter()
             .map(|(name, edit)| {
-                let meta = image
+                let meta = change
+                    .image()
                     .topic(name)
                     .cloned()
                     .ok_or_else(|| unknown_topic(name))?;
                 let next = configs::edit_configs(&s.broker_config(), &meta.configs, edit)?;
                 if !validate_only && next != meta.configs {
-                    let meta = TopicMeta {
+                    change.write(MetadataRecord::TopicConfigs {
+                        id: meta.id,
                         configs: next,
-                        ..(*meta).clone()
-                    };
-                    image.topics.insert(meta.name.clone(), Arc::new(meta));
-                    changed = true;
+                    })?;
                 }
                 Ok(())
             })
-            .collect();
-        (results, changed)
+            .collect()
     })
     .await
 }
@@ -161,25 +163,26 @@ pub async fn alter_broker_configs(
     edits: Vec<(String, ConfigEdit)>,
     validate_only: bool,
 ) -> Vec<ChangeResult> {
-    change_metadata(shard, "broker configs changed", move |s, image| {
-        let mut changed = false;
-        let results = edits
+    change_metadata(shard, "broker configs changed", move |s, change| {
+        edits
             .iter()
             .map(|(name, edit)| {
-                let current = image.broker_configs.get(name).cloned().unwrap_or_default();
+                let current = change
+                    .image()
+                    .broker_configs
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_default();
                 let next = configs::edit_broker_configs(&s.config, &current, edit)?;
                 if !validate_only && next != current {
-                    if next.is_empty() {
-                        image.broker_configs.remove(name);
-                    } else {
-                        image.broker_configs.insert(name.clone(), next);
-                    }
-                    changed = true;
+                    change.write(MetadataRecord::BrokerConfigs {
+                        resource: name.clone(),
+                        configs: next,
+                    })?;
                 }
                 Ok(())
             })
-            .collect();
-        (results, changed)
+            .collect()
     })
     .await
 }
@@ -191,30 +194,27 @@ pub async fn create_partitions(
     counts: Vec<(String, i32)>,
     validate_only: bool,
 ) -> Vec<ChangeResult> {
-    change_metadata(shard, "partitions added", move |s, image| {
-        let mut changed = false;
-        let mut total = partition_count(image);
-        let results = counts
+    change_metadata(shard, "partitions added", move |s, change| {
+        let mut total = partition_count(change.image());
+        counts
             .iter()
             .map(|(name, count)| {
-                let meta = image
+                let meta = change
+                    .image()
                     .topic(name)
                     .cloned()
                     .ok_or_else(|| unknown_topic(name))?;
                 check_partition_count(&meta, *count)?;
                 check_fd_budget(s, &mut total, i64::from(*count - meta.partitions))?;
                 if !validate_only {
-                    let meta = TopicMeta {
+                    change.write(MetadataRecord::Partitions {
+                        id: meta.id,
                         partitions: *count,
-                        ..(*meta).clone()
-                    };
-                    image.topics.insert(meta.name.clone(), Arc::new(meta));
-                    changed = true;
+                    })?;
                 }
                 Ok(())
             })
-            .collect();
-        (results, changed)
+            .collect()
     })
     .await
 }
@@ -259,10 +259,35 @@ fn unknown_topic(name: &str) -> ApiError {
     )
 }
 
+/// A metadata change being decided: the image as the records written so far leave it, and
+/// those records.
+struct Change {
+    image: MetadataImage,
+    records: Vec<MetadataRecord>,
+}
+
+impl Change {
+    /// The image with every record written so far applied.
+    fn image(&self) -> &MetadataImage {
+        &self.image
+    }
+
+    /// Writes one record of the change and applies it to [`Change::image`]. A record that does
+    /// not fit the image it was decided against is a bug here, answered as
+    /// UNKNOWN_SERVER_ERROR for that item rather than a broken image.
+    fn write(&mut self, record: MetadataRecord) -> Result<(), ApiError> {
+        records::apply(&mut self.image, &record)
+            .map_err(|e| ApiError::new(ErrorCode::UnknownServerError, e))?;
+        self.records.push(record);
+        Ok(())
+    }
+}
+
 /// The skeleton every metadata change shares: on the metadata shard, under its lock, `edit`
-/// changes a copy of the current image and says whether anything changed; a changed image is
-/// persisted and installed on every shard before the results are returned. If persisting fails,
-/// every would-be success becomes KAFKA_STORAGE_ERROR.
+/// decides each item of the request against the current image and writes its records; if it
+/// wrote any, they are made durable in the metadata log and the new image is installed on
+/// every shard before the results are returned. If persisting fails, every would-be success
+/// becomes KAFKA_STORAGE_ERROR.
 async fn change_metadata<T, F>(
     shard: &Rc<Shard>,
     what: &'static str,
@@ -270,16 +295,19 @@ async fn change_metadata<T, F>(
 ) -> Vec<Result<T, ApiError>>
 where
     T: Send + 'static,
-    F: FnOnce(&Shard, &mut MetadataImage) -> (Vec<Result<T, ApiError>>, bool) + Send + 'static,
+    F: FnOnce(&Shard, &mut Change) -> Vec<Result<T, ApiError>> + Send + 'static,
 {
     shard
         .router
         .invoke_on(shard, METADATA_SHARD, move |s| async move {
             let _guard = controller(&s).lock().await;
-            let mut image = (*s.metadata()).clone();
-            let (results, changed) = edit(&s, &mut image);
-            if changed {
-                if let Err(e) = publish(&s, image).await {
+            let mut change = Change {
+                image: (*s.metadata()).clone(),
+                records: Vec::new(),
+            };
+            let results = edit(&s, &mut change);
+            if !change.records.is_empty() {
+                if let Err(e) = publish(&s, change).await {
                     let e = ApiError::from(e);
                     return results.into_iter().map(|r| r.and(Err(e.clone()))).collect();
                 }
@@ -293,13 +321,15 @@ where
         .await
 }
 
-/// Persists `image` and installs it on every shard, the metadata shard last.
-async fn publish(s: &Rc<Shard>, image: MetadataImage) -> Result<(), MetadataError> {
+/// Makes the change's records durable and installs its image on every shard, the metadata
+/// shard last.
+async fn publish(s: &Rc<Shard>, change: Change) -> Result<(), MetadataError> {
     let data_dir = s.config.data_dir.clone();
-    let image = Arc::new(image);
-    let to_store = image.clone();
+    let image = Arc::new(change.image);
+    let after = image.clone();
+    let records = change.records;
     glommio::executor()
-        .spawn_blocking(move || metadata::store(&data_dir, &to_store))
+        .spawn_blocking(move || metadata::log::commit(&data_dir, &records, &after))
         .await?;
     for target in 0..s.count() {
         let image = image.clone();

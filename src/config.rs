@@ -234,6 +234,11 @@ pub const OFFSETS_TOPIC_SEGMENT_BYTES: u64 = 100 << 20;
 /// Producer ids are handed out in persisted blocks of this many, so that no id repeats after a
 /// restart.
 pub const PRODUCER_ID_BLOCK: i64 = 1000;
+/// The single node's metadata log is folded into a new snapshot once it holds this many bytes
+/// (`metadata::log`). Kafka's `metadata.log.max.snapshot.interval.ms`/`metadata.max.retention.bytes`
+/// bound the same log; a record is tens of bytes, so this is thousands of changes, and a
+/// snapshot rewrite (one file of the whole image) is paid once per that many.
+pub const METADATA_LOG_SNAPSHOT_BYTES: u64 = 1 << 20;
 
 const _: () = assert!(OFFSET_METADATA_MAX_BYTES < MAX_MESSAGE_BYTES_DEFAULT as usize);
 const _: () =

@@ -1,8 +1,9 @@
 //! Cluster metadata: topics, their ids, partition counts and configs.
 //!
-//! A [`MetadataImage`] is an immutable snapshot. Shard 0 owns the mutable store: it applies each
-//! change, persists it, and broadcasts the new image to every shard, which swaps its `Arc`.
-//! Readers never lock anything.
+//! A [`MetadataImage`] is an immutable snapshot. Shard 0 owns the mutable store: it turns each
+//! change into [`records::MetadataRecord`]s, applies them to a copy of the image, makes them
+//! durable in the metadata log ([`log`]), and broadcasts the new image to every shard, which
+//! swaps its `Arc`. Readers never lock anything.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -16,6 +17,8 @@ use crate::error::MetadataError;
 
 pub mod configs;
 pub mod controller;
+pub mod log;
+pub mod records;
 
 pub use configs::log_config;
 
@@ -30,9 +33,11 @@ pub struct TopicMeta {
 }
 
 /// An immutable snapshot of cluster metadata.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct MetadataImage {
     pub cluster_id: String,
+    /// How many metadata records this image holds: the offset of the next record to apply.
+    pub applied: u64,
     pub topics: BTreeMap<Arc<str>, Arc<TopicMeta>>,
     /// Dynamic broker configs by broker resource name: `""` holds the cluster-wide defaults
     /// (DYNAMIC_DEFAULT_BROKER_CONFIG), a node id that broker's own (DYNAMIC_BROKER_CONFIG).
@@ -126,7 +131,8 @@ fn metadata_file(data_dir: &Path) -> PathBuf {
     data_dir.join("__cluster_metadata").join("topics.toml")
 }
 
-/// Loads the persisted image, or a new one with a fresh cluster id.
+/// Loads the persisted image (the snapshot with the metadata log's records on top), or a new
+/// one with a fresh cluster id.
 pub fn load(data_dir: &Path, cluster_id: Option<&str>) -> Result<MetadataImage, MetadataError> {
     let path = metadata_file(data_dir);
     let text = match std::fs::read_to_string(&path) {
@@ -149,7 +155,10 @@ pub fn load(data_dir: &Path, cluster_id: Option<&str>) -> Result<MetadataImage, 
             )))
         }
     };
-    decode(&text).map_err(|e| MetadataError::Storage(format!("{}: {e}", path.display())))
+    let mut image =
+        decode(&text).map_err(|e| MetadataError::Storage(format!("{}: {e}", path.display())))?;
+    log::recover(data_dir, &mut image)?;
+    Ok(image)
 }
 
 /// Persists the image atomically (write a temporary file, fsync, rename, fsync the directory),
@@ -173,6 +182,7 @@ pub fn store(data_dir: &Path, image: &MetadataImage) -> Result<(), MetadataError
 fn encode(image: &MetadataImage) -> String {
     let mut root = toml::Table::new();
     root.insert("cluster_id".into(), image.cluster_id.clone().into());
+    root.insert("applied".into(), (image.applied as i64).into());
     let mut topics = toml::Table::new();
     for t in image.topics.values() {
         let mut e = toml::Table::new();
@@ -209,6 +219,16 @@ fn decode(text: &str) -> Result<MetadataImage, String> {
         .and_then(|v| v.as_str())
         .ok_or("missing cluster_id")?
         .to_string();
+    // Absent in snapshots written before the metadata log existed: nothing applied from it.
+    let applied = root
+        .get("applied")
+        .map(|v| {
+            v.as_integer()
+                .filter(|n| *n >= 0)
+                .ok_or("applied is not a count")
+        })
+        .transpose()?
+        .unwrap_or(0) as u64;
     let mut topics = BTreeMap::new();
     if let Some(t) = root.get("topics").and_then(|v| v.as_table()) {
         for (name, e) in t {
@@ -263,6 +283,7 @@ fn decode(text: &str) -> Result<MetadataImage, String> {
         .unwrap_or_default();
     Ok(MetadataImage {
         cluster_id,
+        applied,
         topics,
         broker_configs,
     })

@@ -688,3 +688,63 @@ fn cli_alters_configs_adds_partitions_and_deletes_records() {
     );
     assert_eq!(out, "c\nd\n");
 }
+
+/// Every metadata change is a record fsynced to the metadata log before it is answered, so a
+/// SIGKILL right after the answers keeps all of them: a topic created and one deleted, a
+/// topic config, added partitions, a dynamic broker default.
+#[test]
+fn metadata_changes_answered_before_a_sigkill_are_all_there_after_it() {
+    let mut broker = Broker::start_with(BrokerOptions::default().shards(2));
+    let mut c = Raw::connect(&broker.addr());
+    create(&mut c, "kept", 2, &[("retention.ms", "123456")]);
+    create(&mut c, "gone", 1, &[]);
+    let delete = DeleteTopicsRequest::default()
+        .with_timeout_ms(5000)
+        .with_topic_names(vec![topic("gone")]);
+    assert_eq!(c.call(&delete, 4).responses[0].error_code, 0);
+    let set = [("max.message.bytes", 0, Some("500000"))];
+    assert_eq!(incremental(&mut c, TOPIC, "kept", &set, false, 1).0, 0);
+    let set = [("log.retention.ms", 0, Some("7654321"))];
+    assert_eq!(incremental(&mut c, BROKER, "", &set, false, 1).0, 0);
+    let grow = CreatePartitionsRequest::default()
+        .with_timeout_ms(5000)
+        .with_topics(vec![CreatePartitionsTopic::default()
+            .with_name(topic("kept"))
+            .with_count(5)]);
+    assert_eq!(c.call(&grow, 3).results[0].error_code, 0);
+
+    broker.kill_and_restart();
+    let mut c = Raw::connect(&broker.addr());
+    let all = c.call(&MetadataRequest::default().with_topics(None), 12);
+    let names: Vec<_> = all
+        .topics
+        .iter()
+        .filter_map(|t| t.name.as_ref().map(|n| n.to_string()))
+        .filter(|n| !n.starts_with("__"))
+        .collect();
+    assert_eq!(names, ["kept"]);
+    let kept = all
+        .topics
+        .iter()
+        .find(|t| t.name.as_deref().map(|n| n.as_str()) == Some("kept"))
+        .unwrap();
+    assert_eq!(kept.partitions.len(), 5);
+    assert_eq!(
+        topic_value(&mut c, "kept", "retention.ms"),
+        ("123456".into(), SOURCE_TOPIC)
+    );
+    assert_eq!(
+        topic_value(&mut c, "kept", "max.message.bytes"),
+        ("500000".into(), SOURCE_TOPIC)
+    );
+    let broker_default = describe(&mut c, BROKER, "", 4);
+    assert_eq!(
+        config(&broker_default, "log.retention.ms")
+            .value
+            .as_deref()
+            .map(|v| v.to_string()),
+        Some("7654321".to_string())
+    );
+    // Produce works on the partitions added before the crash.
+    assert_eq!(produce(&mut c, "kept", 4, batch(&["v"], None, 1)).0, 0);
+}

@@ -1,0 +1,171 @@
+//! The single node's metadata log: the [`MetadataRecord`]s of every change since the last
+//! snapshot, appended and fsynced before the change is answered, and replayed over the
+//! snapshot at start-up.
+//!
+//! Files, in `<data_dir>/__cluster_metadata/`: `topics.toml`, the snapshot (an image and the
+//! offset it has applied up to), and `records.log`, the records from that offset on. A frame
+//! is `length: u32` (of the record), `crc32c: u32` (of offset and record), `offset: u64`, then
+//! the record's bytes. When the log passes [`METADATA_LOG_SNAPSHOT_BYTES`], the image is written
+//! as a new snapshot and the log emptied; a crash between the two leaves records the snapshot
+//! already holds, which replay skips by their offsets.
+//!
+//! A frame that is cut short or fails its CRC ends the log: it is the tail of an append that
+//! never completed (an append is acknowledged only after its fsync), so recovery truncates the
+//! file there. A whole frame whose record does not apply, or whose offset leaves a gap, is a
+//! corrupt log and stops the start with the reason.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use super::records::{self, MetadataRecord};
+use super::MetadataImage;
+use crate::config::METADATA_LOG_SNAPSHOT_BYTES;
+use crate::error::MetadataError;
+
+const FRAME_HEADER: usize = 16;
+
+fn log_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("__cluster_metadata").join("records.log")
+}
+
+fn storage(path: &Path, e: impl std::fmt::Display) -> MetadataError {
+    MetadataError::Storage(format!("{}: {e}", path.display()))
+}
+
+/// Applies the records of `records.log` past `image.applied` to `image` (the snapshot just
+/// loaded), and cuts a torn tail off the file.
+pub fn recover(data_dir: &Path, image: &mut MetadataImage) -> Result<(), MetadataError> {
+    let path = log_file(data_dir);
+    let mut bytes = Vec::new();
+    match File::open(&path) {
+        Ok(mut f) => f.read_to_end(&mut bytes).map_err(|e| storage(&path, e))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(storage(&path, e)),
+    };
+    let (frames, good_len) = frames(&bytes);
+    for (offset, record) in frames {
+        if offset < image.applied {
+            continue; // already in the snapshot
+        }
+        if offset != image.applied {
+            return Err(storage(
+                &path,
+                format!(
+                    "record at offset {offset} follows offset {}: a gap",
+                    image.applied
+                ),
+            ));
+        }
+        let record = MetadataRecord::decode(record)
+            .map_err(|e| storage(&path, format!("offset {offset}: {e}")))?;
+        records::apply(image, &record)
+            .map_err(|e| storage(&path, format!("offset {offset}: {e}")))?;
+    }
+    if good_len < bytes.len() {
+        tracing::warn!(
+            file = %path.display(),
+            kept = good_len,
+            dropped = bytes.len() - good_len,
+            "metadata log ends in a torn frame (an append cut short by a crash); truncating"
+        );
+        let f = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| storage(&path, e))?;
+        f.set_len(good_len as u64)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| storage(&path, e))?;
+    }
+    Ok(())
+}
+
+/// The whole frames at the start of `bytes` as (offset, record bytes), and how many bytes
+/// they take.
+fn frames(bytes: &[u8]) -> (Vec<(u64, &[u8])>, usize) {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while bytes.len() - pos >= FRAME_HEADER {
+        let h = &bytes[pos..pos + FRAME_HEADER];
+        let len = u32::from_be_bytes(h[0..4].try_into().expect("4")) as usize;
+        let crc = u32::from_be_bytes(h[4..8].try_into().expect("4"));
+        let end = match (pos + FRAME_HEADER).checked_add(len) {
+            Some(end) if end <= bytes.len() => end,
+            _ => break,
+        };
+        if crc32c::crc32c(&bytes[pos + 8..end]) != crc {
+            break;
+        }
+        let offset = u64::from_be_bytes(h[8..16].try_into().expect("8"));
+        out.push((offset, &bytes[pos + FRAME_HEADER..end]));
+        pos = end;
+    }
+    (out, pos)
+}
+
+/// Makes a change durable: appends `records` (the first at offset `after.applied -
+/// records.len()`) and fsyncs; then, if the log has grown past [`METADATA_LOG_SNAPSHOT_BYTES`],
+/// writes `after` (the image with the records applied) as the snapshot and empties the log.
+/// Blocking: run it off the executor.
+pub fn commit(
+    data_dir: &Path,
+    records: &[MetadataRecord],
+    after: &MetadataImage,
+) -> Result<(), MetadataError> {
+    commit_with(data_dir, records, after, METADATA_LOG_SNAPSHOT_BYTES)
+}
+
+fn commit_with(
+    data_dir: &Path,
+    records: &[MetadataRecord],
+    after: &MetadataImage,
+    snapshot_bytes: u64,
+) -> Result<(), MetadataError> {
+    let path = log_file(data_dir);
+    let first = after.applied - records.len() as u64;
+    let mut buf = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        let body = r.encode();
+        let mut covered = Vec::with_capacity(8 + body.len());
+        covered.extend_from_slice(&(first + i as u64).to_be_bytes());
+        covered.extend_from_slice(&body);
+        buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        buf.extend_from_slice(&crc32c::crc32c(&covered).to_be_bytes());
+        buf.extend_from_slice(&covered);
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| storage(dir, e))?;
+    }
+    let created = !path.exists();
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| storage(&path, e))?;
+    f.write_all(&buf)
+        .and_then(|()| f.sync_data())
+        .map_err(|e| storage(&path, e))?;
+    if created {
+        // The new file's directory entry must be durable too.
+        let dir = path.parent().expect("log file has a parent");
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| storage(dir, e))?;
+    }
+    let len = f.metadata().map_err(|e| storage(&path, e))?.len();
+    if len >= snapshot_bytes {
+        super::store(data_dir, after)?;
+        f.set_len(0)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| storage(&path, e))?;
+        tracing::info!(
+            applied = after.applied,
+            "metadata snapshot written; log emptied"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "tests_log.rs"]
+mod tests;

@@ -1,0 +1,277 @@
+//! Metadata as records: every change to the cluster's metadata is a [`MetadataRecord`], and an
+//! image is what applying them in order gives.
+//!
+//! This is KRaft's shape (issue 12): a change is decided once (on the controller, validated
+//! against the image it sees), written as records, and every reader rebuilds the same image by
+//! applying the same records in the same order with [`apply`], which decides nothing: it only
+//! checks that a record fits the image it lands on (a record that does not is a corrupt log,
+//! not a client error). A single node writes the records to its own metadata log
+//! (`metadata::log`); a cluster will carry the same records in its Raft log.
+//!
+//! Each record carries its offset (the position in the log, from 0); an image remembers the
+//! offset it has applied up to ([`MetadataImage::applied`]), so replaying a log over a snapshot
+//! skips what the snapshot already holds.
+//!
+//! The encoding is ours, versioned by its type byte: `type: u8`, then fields as big-endian
+//! integers and `u32`-length-prefixed UTF-8 strings.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::{MetadataImage, TopicMeta};
+
+/// One metadata change.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MetadataRecord {
+    /// A topic is created with its partitions and topic-level configs (Kafka's TopicRecord,
+    /// its PartitionRecords and ConfigRecords in one).
+    Topic {
+        name: String,
+        id: Uuid,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+    },
+    /// A topic is deleted (RemoveTopicRecord).
+    RemoveTopic { id: Uuid },
+    /// A topic's partition count rises to `partitions` (CreatePartitions).
+    Partitions { id: Uuid, partitions: i32 },
+    /// A topic's configs are replaced by `configs` (ConfigRecords of one topic resource).
+    TopicConfigs {
+        id: Uuid,
+        configs: BTreeMap<String, String>,
+    },
+    /// The dynamic configs of a broker resource (`""`: the cluster-wide defaults) are replaced
+    /// by `configs`; empty removes the resource.
+    BrokerConfigs {
+        resource: String,
+        configs: BTreeMap<String, String>,
+    },
+}
+
+const TOPIC: u8 = 1;
+const REMOVE_TOPIC: u8 = 2;
+const PARTITIONS: u8 = 3;
+const TOPIC_CONFIGS: u8 = 4;
+const BROKER_CONFIGS: u8 = 5;
+
+/// Applies one record to `image` and counts it in `image.applied`. Deterministic: the same
+/// records in the same order give the same image on every node. `Err` means the record does not
+/// fit the image (a corrupt or misordered log); `image` is unchanged then.
+pub fn apply(image: &mut MetadataImage, record: &MetadataRecord) -> Result<(), String> {
+    apply_change(image, record)?;
+    image.applied += 1;
+    Ok(())
+}
+
+fn apply_change(image: &mut MetadataImage, record: &MetadataRecord) -> Result<(), String> {
+    match record {
+        MetadataRecord::Topic {
+            name,
+            id,
+            partitions,
+            configs,
+        } => {
+            if image.topics.contains_key(name.as_str()) {
+                return Err(format!("topic {name} exists already"));
+            }
+            if image.topic_by_id(*id).is_some() {
+                return Err(format!("topic id {id} exists already"));
+            }
+            let name: Arc<str> = name.as_str().into();
+            image.topics.insert(
+                name.clone(),
+                Arc::new(TopicMeta {
+                    name,
+                    id: *id,
+                    partitions: *partitions,
+                    configs: configs.clone(),
+                }),
+            );
+        }
+        MetadataRecord::RemoveTopic { id } => {
+            let name = topic_name(image, *id)?;
+            image.topics.remove(&name);
+        }
+        MetadataRecord::Partitions { id, partitions } => {
+            let name = topic_name(image, *id)?;
+            let meta = &image.topics[&name];
+            if *partitions <= meta.partitions {
+                return Err(format!(
+                    "topic {name} has {} partitions, the record says {partitions}",
+                    meta.partitions
+                ));
+            }
+            let meta = TopicMeta {
+                partitions: *partitions,
+                ..(**meta).clone()
+            };
+            image.topics.insert(name, Arc::new(meta));
+        }
+        MetadataRecord::TopicConfigs { id, configs } => {
+            let name = topic_name(image, *id)?;
+            let meta = TopicMeta {
+                configs: configs.clone(),
+                ..(*image.topics[&name]).clone()
+            };
+            image.topics.insert(name, Arc::new(meta));
+        }
+        MetadataRecord::BrokerConfigs { resource, configs } => {
+            if configs.is_empty() {
+                image.broker_configs.remove(resource);
+            } else {
+                image
+                    .broker_configs
+                    .insert(resource.clone(), configs.clone());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn topic_name(image: &MetadataImage, id: Uuid) -> Result<Arc<str>, String> {
+    image
+        .topic_by_id(id)
+        .map(|t| t.name.clone())
+        .ok_or_else(|| format!("no topic with id {id}"))
+}
+
+impl MetadataRecord {
+    /// The record's bytes (without the log's framing).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
+        match self {
+            MetadataRecord::Topic {
+                name,
+                id,
+                partitions,
+                configs,
+            } => {
+                out.push(TOPIC);
+                put_str(&mut out, name);
+                out.extend_from_slice(id.as_bytes());
+                out.extend_from_slice(&partitions.to_be_bytes());
+                put_map(&mut out, configs);
+            }
+            MetadataRecord::RemoveTopic { id } => {
+                out.push(REMOVE_TOPIC);
+                out.extend_from_slice(id.as_bytes());
+            }
+            MetadataRecord::Partitions { id, partitions } => {
+                out.push(PARTITIONS);
+                out.extend_from_slice(id.as_bytes());
+                out.extend_from_slice(&partitions.to_be_bytes());
+            }
+            MetadataRecord::TopicConfigs { id, configs } => {
+                out.push(TOPIC_CONFIGS);
+                out.extend_from_slice(id.as_bytes());
+                put_map(&mut out, configs);
+            }
+            MetadataRecord::BrokerConfigs { resource, configs } => {
+                out.push(BROKER_CONFIGS);
+                put_str(&mut out, resource);
+                put_map(&mut out, configs);
+            }
+        }
+        out
+    }
+
+    /// Decodes what [`MetadataRecord::encode`] wrote; every byte must be used.
+    pub fn decode(bytes: &[u8]) -> Result<MetadataRecord, String> {
+        let mut r = Reader { bytes, pos: 0 };
+        let record = match r.u8()? {
+            TOPIC => MetadataRecord::Topic {
+                name: r.string()?,
+                id: r.uuid()?,
+                partitions: r.i32()?,
+                configs: r.map()?,
+            },
+            REMOVE_TOPIC => MetadataRecord::RemoveTopic { id: r.uuid()? },
+            PARTITIONS => MetadataRecord::Partitions {
+                id: r.uuid()?,
+                partitions: r.i32()?,
+            },
+            TOPIC_CONFIGS => MetadataRecord::TopicConfigs {
+                id: r.uuid()?,
+                configs: r.map()?,
+            },
+            BROKER_CONFIGS => MetadataRecord::BrokerConfigs {
+                resource: r.string()?,
+                configs: r.map()?,
+            },
+            other => return Err(format!("unknown metadata record type {other}")),
+        };
+        if r.pos != bytes.len() {
+            return Err(format!(
+                "{} bytes after a metadata record",
+                bytes.len() - r.pos
+            ));
+        }
+        Ok(record)
+    }
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u32).to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn put_map(out: &mut Vec<u8>, map: &BTreeMap<String, String>) {
+    out.extend_from_slice(&(map.len() as u32).to_be_bytes());
+    for (k, v) in map {
+        put_str(out, k);
+        put_str(out, v);
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], String> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.bytes.len())
+            .ok_or("metadata record ends early")?;
+        let s = &self.bytes[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_be_bytes(self.take(4)?.try_into().expect("4")))
+    }
+
+    fn i32(&mut self) -> Result<i32, String> {
+        Ok(i32::from_be_bytes(self.take(4)?.try_into().expect("4")))
+    }
+
+    fn uuid(&mut self) -> Result<Uuid, String> {
+        Ok(Uuid::from_bytes(self.take(16)?.try_into().expect("16")))
+    }
+
+    fn string(&mut self) -> Result<String, String> {
+        let len = self.u32()? as usize;
+        let b = self.take(len)?;
+        String::from_utf8(b.to_vec()).map_err(|e| e.to_string())
+    }
+
+    fn map(&mut self) -> Result<BTreeMap<String, String>, String> {
+        let n = self.u32()?;
+        let mut m = BTreeMap::new();
+        for _ in 0..n {
+            let k = self.string()?;
+            let v = self.string()?;
+            m.insert(k, v);
+        }
+        Ok(m)
+    }
+}

@@ -1,0 +1,230 @@
+//! The metadata state machine and its log: replay is deterministic, a snapshot plus the tail
+//! gives the image the whole log gives, and a crash at any point of an append or a snapshot
+//! leaves an image some prefix of the changes made.
+
+use std::collections::BTreeMap;
+
+use super::super::records::{apply, MetadataRecord};
+use super::super::{load, MetadataImage};
+use super::*;
+
+const CLUSTER: &str = "MkU3OEVBNTcwNTJENDM2Qk";
+
+/// A small deterministic generator (xorshift64), so a failure replays.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn configs(rng: &mut Rng) -> BTreeMap<String, String> {
+    (0..rng.below(3))
+        .map(|i| (format!("k{i}"), rng.below(1000).to_string()))
+        .collect()
+}
+
+/// A valid next change for `image`: one record the controller could have written.
+fn change(rng: &mut Rng, image: &MetadataImage, serial: &mut u64) -> MetadataRecord {
+    let topics: Vec<_> = image.topics.values().cloned().collect();
+    let pick = rng.below(5);
+    if topics.is_empty() || pick == 0 {
+        *serial += 1;
+        return MetadataRecord::Topic {
+            name: format!("t{serial}"),
+            id: uuid::Uuid::from_u64_pair(*serial, rng.next()),
+            partitions: 1 + rng.below(8) as i32,
+            configs: configs(rng),
+        };
+    }
+    let t = &topics[rng.below(topics.len() as u64) as usize];
+    match pick {
+        1 => MetadataRecord::RemoveTopic { id: t.id },
+        2 => MetadataRecord::Partitions {
+            id: t.id,
+            partitions: t.partitions + 1 + rng.below(3) as i32,
+        },
+        3 => MetadataRecord::TopicConfigs {
+            id: t.id,
+            configs: configs(rng),
+        },
+        _ => MetadataRecord::BrokerConfigs {
+            resource: ["", "1", "2"][rng.below(3) as usize].to_string(),
+            configs: configs(rng),
+        },
+    }
+}
+
+/// `n` changes from `seed`, committed in groups of 1 to 4 records with the given snapshot
+/// threshold; returns the image after each group (the first: the empty image).
+fn run(dir: &Path, seed: u64, n: usize, snapshot_bytes: u64) -> Vec<MetadataImage> {
+    let mut rng = Rng(seed);
+    let mut image = load(dir, Some(CLUSTER)).unwrap();
+    let mut after_each = vec![image.clone()];
+    let mut serial = 0;
+    let mut done = 0;
+    while done < n {
+        let group = 1 + rng.below(4) as usize;
+        let mut records = Vec::new();
+        for _ in 0..group {
+            let r = change(&mut rng, &image, &mut serial);
+            apply(&mut image, &r).unwrap();
+            records.push(r);
+        }
+        commit_with(dir, &records, &image, snapshot_bytes).unwrap();
+        after_each.push(image.clone());
+        done += group;
+    }
+    after_each
+}
+
+#[test]
+fn every_record_round_trips_and_a_damaged_one_is_refused() {
+    let mut rng = Rng(7);
+    let mut image = MetadataImage::default();
+    let mut serial = 0;
+    for _ in 0..500 {
+        let r = change(&mut rng, &image, &mut serial);
+        let bytes = r.encode();
+        assert_eq!(MetadataRecord::decode(&bytes).unwrap(), r);
+        assert!(MetadataRecord::decode(&bytes[..bytes.len() - 1]).is_err());
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(MetadataRecord::decode(&longer).is_err());
+        apply(&mut image, &r).unwrap();
+    }
+    assert_eq!(image.applied, 500);
+    assert!(MetadataRecord::decode(&[99]).is_err());
+}
+
+#[test]
+fn a_record_that_does_not_fit_the_image_is_refused_and_changes_nothing() {
+    let mut image = MetadataImage::default();
+    let id = uuid::Uuid::from_u64_pair(1, 1);
+    let topic = MetadataRecord::Topic {
+        name: "a".into(),
+        id,
+        partitions: 2,
+        configs: BTreeMap::new(),
+    };
+    apply(&mut image, &topic).unwrap();
+    let before = image.clone();
+    for bad in [
+        topic.clone(),
+        MetadataRecord::RemoveTopic {
+            id: uuid::Uuid::from_u64_pair(2, 2),
+        },
+        MetadataRecord::Partitions { id, partitions: 2 },
+    ] {
+        assert!(apply(&mut image, &bad).is_err(), "{bad:?}");
+        assert_eq!(image, before);
+    }
+}
+
+#[test]
+fn replaying_the_log_gives_the_image_the_controller_built() {
+    for seed in [1, 2, 3] {
+        let dir = tempfile::tempdir().unwrap();
+        let images = run(dir.path(), seed, 300, u64::MAX);
+        let last = images.last().unwrap();
+        assert!(last.applied >= 300);
+        assert_eq!(&load(dir.path(), None).unwrap(), last, "seed {seed}");
+        // The same records applied to a fresh image in a second run give the same image.
+        let again = tempfile::tempdir().unwrap();
+        assert_eq!(run(again.path(), seed, 300, u64::MAX).last(), Some(last));
+    }
+}
+
+#[test]
+fn a_snapshot_and_the_tail_give_the_image_the_whole_log_gives() {
+    let whole = tempfile::tempdir().unwrap();
+    let snapshotted = tempfile::tempdir().unwrap();
+    let a = run(whole.path(), 11, 400, u64::MAX);
+    // A threshold of 600 bytes takes a snapshot every few changes.
+    let b = run(snapshotted.path(), 11, 400, 600);
+    assert_eq!(a, b);
+    let log_len = std::fs::metadata(log_file(snapshotted.path()))
+        .unwrap()
+        .len();
+    assert!(
+        log_len < 1000,
+        "the log was folded into snapshots: {log_len} bytes"
+    );
+    assert_eq!(load(snapshotted.path(), None).unwrap(), *a.last().unwrap());
+    assert_eq!(load(whole.path(), None).unwrap(), *a.last().unwrap());
+}
+
+#[test]
+fn a_crash_between_the_snapshot_and_emptying_the_log_replays_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = run(dir.path(), 5, 100, u64::MAX);
+    // The snapshot of a middle image is written, the log still holds every record.
+    let middle = &images[images.len() / 2];
+    super::super::store(dir.path(), middle).unwrap();
+    assert_eq!(&load(dir.path(), None).unwrap(), images.last().unwrap());
+    // And the snapshot of the last image with the whole log behind it.
+    super::super::store(dir.path(), images.last().unwrap()).unwrap();
+    assert_eq!(&load(dir.path(), None).unwrap(), images.last().unwrap());
+}
+
+#[test]
+fn a_torn_append_is_cut_off_and_the_next_change_follows_the_last_whole_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = run(dir.path(), 9, 60, u64::MAX);
+    let path = log_file(dir.path());
+    let whole = std::fs::read(&path).unwrap();
+    let last = images.last().unwrap();
+    // Every cut inside the last group's frames recovers to an image the controller built,
+    // never to a part of a change past it or to an error.
+    for cut in (whole.len() - 40)..whole.len() {
+        std::fs::write(&path, &whole[..cut]).unwrap();
+        let got = load(dir.path(), None).unwrap();
+        assert!(got.applied < last.applied);
+        assert!(std::fs::metadata(&path).unwrap().len() as usize <= cut);
+        let mut replay = images[0].clone();
+        let (frames, _) = frames(&whole);
+        for (_, r) in frames.iter().take(got.applied as usize) {
+            apply(&mut replay, &MetadataRecord::decode(r).unwrap()).unwrap();
+        }
+        assert_eq!(got, replay);
+    }
+    // A flipped byte in the last frame fails its CRC: the log ends before it.
+    let mut flipped = whole.clone();
+    *flipped.last_mut().unwrap() ^= 1;
+    std::fs::write(&path, &flipped).unwrap();
+    let got = load(dir.path(), None).unwrap();
+    assert_eq!(got.applied, last.applied - 1);
+    // The next change is written at the offset after the last whole record.
+    let mut next = got.clone();
+    let r = MetadataRecord::BrokerConfigs {
+        resource: String::new(),
+        configs: BTreeMap::from([("a".to_string(), "b".to_string())]),
+    };
+    apply(&mut next, &r).unwrap();
+    commit(dir.path(), &[r], &next).unwrap();
+    assert_eq!(load(dir.path(), None).unwrap(), next);
+}
+
+#[test]
+fn a_gap_in_the_log_stops_the_start_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut image = load(dir.path(), Some(CLUSTER)).unwrap();
+    let r = MetadataRecord::BrokerConfigs {
+        resource: "1".into(),
+        configs: BTreeMap::from([("a".to_string(), "b".to_string())]),
+    };
+    // Written as if two records came before it.
+    image.applied = 2;
+    apply(&mut image, &r).unwrap();
+    commit(dir.path(), &[r], &image).unwrap();
+    let err = load(dir.path(), None).unwrap_err().to_string();
+    assert!(err.contains("gap"), "{err}");
+}
