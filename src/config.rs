@@ -9,6 +9,7 @@
 //! DescribeConfigs and the README's tables ([`docs`]).
 
 pub mod docs;
+pub mod listeners;
 pub mod schema;
 
 use crate::error::ConfigError;
@@ -298,10 +299,27 @@ const _: () = assert!(LOG_CLEANER_BACKOFF_MS_MIN <= LOG_CLEANER_BACKOFF_MS_DEFAU
 /// both flatten to the same name.
 #[derive(Clone, Debug)]
 pub struct BrokerConfig {
-    /// `listeners`: where every shard listens (SO_REUSEPORT).
+    /// The client listener's address, where every shard listens (SO_REUSEPORT); resolved from
+    /// `listeners` by [`BrokerConfig::resolve`].
     pub listen: std::net::SocketAddr,
-    /// `advertised.listeners`: the host:port clients are told to connect to.
+    /// The client listener's entry of `advertised.listeners` (host, port); resolved.
     pub advertised_listener: Option<(String, u16)>,
+    /// `listeners`, as given.
+    pub listeners: Vec<listeners::Listener>,
+    /// `advertised.listeners`, as given.
+    pub advertised_listeners: Vec<listeners::Listener>,
+    /// `listener.security.protocol.map`; Kafka's default maps each protocol name to itself.
+    pub listener_security_protocol_map: Vec<(String, String)>,
+    /// `controller.listener.names`.
+    pub controller_listener_names: Vec<String>,
+    /// `inter.broker.listener.name`.
+    pub inter_broker_listener_name: Option<String>,
+    /// `process.roles`; `None`: tidelog's own single node.
+    pub process_roles: Option<listeners::Roles>,
+    /// `controller.quorum.voters`.
+    pub controller_quorum_voters: Vec<listeners::Voter>,
+    /// `controller.quorum.bootstrap.servers`.
+    pub controller_quorum_bootstrap_servers: Vec<(String, u16)>,
     /// `log.dirs`: the data directory.
     pub data_dir: std::path::PathBuf,
     /// Shards (pinned executors). `None`: one per available core.
@@ -378,6 +396,21 @@ impl Default for BrokerConfig {
         BrokerConfig {
             listen: "127.0.0.1:9092".parse().expect("static address"),
             advertised_listener: None,
+            listeners: vec![listeners::Listener {
+                name: "PLAINTEXT".into(),
+                host: "127.0.0.1".into(),
+                port: 9092,
+            }],
+            advertised_listeners: Vec::new(),
+            listener_security_protocol_map: ["SASL_SSL", "PLAINTEXT", "SSL", "SASL_PLAINTEXT"]
+                .iter()
+                .map(|p| (p.to_string(), p.to_string()))
+                .collect(),
+            controller_listener_names: Vec::new(),
+            inter_broker_listener_name: None,
+            process_roles: None,
+            controller_quorum_voters: Vec::new(),
+            controller_quorum_bootstrap_servers: Vec::new(),
             data_dir: "./tidelog-data".into(),
             shards: None,
             node_id: 1,
@@ -475,6 +508,45 @@ impl BrokerConfig {
         Ok(())
     }
 
+    /// `--listen ADDR`: moves the client listener (the first one not in
+    /// `controller.listener.names`) to `ADDR`, keeping its name and the other listeners.
+    pub fn override_client_listener(&mut self, addr: &str) -> Result<(), ConfigError> {
+        let given = listeners::parse_listeners("--listen", addr)?;
+        let [new] = given.as_slice() else {
+            return Err(ConfigError::invalid(format!(
+                "--listen takes one HOST:PORT, got {addr:?}"
+            )));
+        };
+        let names = &self.controller_listener_names;
+        match self.listeners.iter_mut().find(|l| !names.contains(&l.name)) {
+            Some(client) => {
+                client.host = new.host.clone();
+                client.port = new.port;
+            }
+            None => self.listeners.insert(0, new.clone()),
+        }
+        Ok(())
+    }
+
+    /// Checks the settings that Kafka relates to each other (listeners, roles, the quorum) and
+    /// derives what the broker uses from them. Call once every setting is in, before starting.
+    pub fn resolve(&mut self) -> Result<(), ConfigError> {
+        listeners::resolve(self)
+    }
+
+    /// Applies every setting of a Java properties file (Kafka's `server.properties`), in name
+    /// order as for TOML, so that of synonyms the most precise (`log.retention.ms` after
+    /// `.hours`) is applied last and wins, as in Kafka.
+    pub fn apply_properties(&mut self, text: &str) -> Result<(), ConfigError> {
+        let map = java_properties::read(text.as_bytes())
+            .map_err(|e| ConfigError::invalid(format!("config file: {e}")))?;
+        let sorted: std::collections::BTreeMap<_, _> = map.into_iter().collect();
+        for (key, value) in sorted {
+            self.set(&key, &value)?;
+        }
+        Ok(())
+    }
+
     /// The number of shards to run: the configured count, else one per available core.
     pub fn shard_count(&self) -> usize {
         self.shards.unwrap_or_else(|| {
@@ -535,7 +607,25 @@ mod tests {
             .unwrap();
         assert_eq!(c.num_partitions, 3);
         assert_eq!(c.log_retention_ms, 2 * 3_600_000);
+        c.resolve().unwrap();
         assert_eq!(c.listen.port(), 9999);
+    }
+
+    #[test]
+    fn a_properties_file_applies_like_toml_with_the_most_precise_synonym_winning() {
+        let mut c = BrokerConfig::default();
+        let text = "# Kafka style\nlog.retention.ms=5000\nlog.retention.hours = 168\n\
+                    num.partitions:4\nlisteners=PLAINTEXT://127.0.0.1:9998,\\\n  CONTROLLER://:9093\n\
+                    controller.listener.names=CONTROLLER\n\
+                    listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n";
+        c.apply_properties(text).unwrap();
+        assert_eq!(c.num_partitions, 4);
+        assert_eq!(c.log_retention_ms, 5000, "ms wins over hours, as in Kafka");
+        c.resolve().unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9998".parse().unwrap());
+        let mut bad = BrokerConfig::default();
+        let err = bad.apply_properties("no.such.setting=1\n").unwrap_err();
+        assert!(err.to_string().contains("no.such.setting"), "{err}");
     }
 
     #[test]

@@ -35,7 +35,9 @@ enum Command {
 
 #[derive(clap::Args, Debug)]
 struct ServeArgs {
-    /// Address every shard listens on (port 0 picks a free port, printed at start).
+    /// Address every shard listens on for clients (port 0 picks a free port, printed at start):
+    /// the address of the client listener of `listeners`, whose other listeners (a KRaft
+    /// `CONTROLLER`) stay as configured.
     #[arg(long)]
     listen: Option<String>,
     /// Data directory.
@@ -44,7 +46,8 @@ struct ServeArgs {
     /// Number of shards (pinned executors); default one per available core.
     #[arg(long)]
     shards: Option<usize>,
-    /// TOML config file with Kafka-named settings (`num.partitions = 3`).
+    /// Config file with Kafka-named settings: a Java properties file (`*.properties`, e.g.
+    /// Kafka's own `server.properties`) or TOML (`num.partitions = 3`).
     #[arg(long)]
     config: Option<PathBuf>,
     /// A Kafka-named setting, applied after the config file (repeatable): `--set num.partitions=3`.
@@ -72,7 +75,11 @@ fn build_config(args: &ServeArgs) -> Result<BrokerConfig, String> {
     if let Some(path) = &args.config {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        c.apply_toml(&text)?;
+        if path.extension().is_some_and(|e| e == "properties") {
+            c.apply_properties(&text)?;
+        } else {
+            c.apply_toml(&text)?;
+        }
     }
     for kv in &args.set {
         let (k, v) = kv
@@ -81,7 +88,7 @@ fn build_config(args: &ServeArgs) -> Result<BrokerConfig, String> {
         c.set(k.trim(), v.trim())?;
     }
     if let Some(l) = &args.listen {
-        c.set("listeners", l)?;
+        c.override_client_listener(l)?;
     }
     if let Some(d) = &args.data_dir {
         c.data_dir = d.clone();
@@ -89,6 +96,7 @@ fn build_config(args: &ServeArgs) -> Result<BrokerConfig, String> {
     if let Some(n) = args.shards {
         c.shards = Some(n);
     }
+    c.resolve()?;
     Ok(c)
 }
 

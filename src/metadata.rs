@@ -132,7 +132,9 @@ fn metadata_file(data_dir: &Path) -> PathBuf {
 }
 
 /// Loads the persisted image (the snapshot with the metadata log's records on top), or a new
-/// one with a fresh cluster id.
+/// one with `cluster_id` (`cluster.id`), or a fresh one when that is unset: an empty data
+/// directory is formatted on its first start. A directory formatted for another cluster id than
+/// a given `cluster.id` is refused, as Kafka refuses it.
 pub fn load(data_dir: &Path, cluster_id: Option<&str>) -> Result<MetadataImage, MetadataError> {
     let path = metadata_file(data_dir);
     let text = match std::fs::read_to_string(&path) {
@@ -157,6 +159,13 @@ pub fn load(data_dir: &Path, cluster_id: Option<&str>) -> Result<MetadataImage, 
     };
     let mut image =
         decode(&text).map_err(|e| MetadataError::Storage(format!("{}: {e}", path.display())))?;
+    if let Some(given) = cluster_id.filter(|id| *id != image.cluster_id) {
+        return Err(MetadataError::Storage(format!(
+            "invalid cluster.id: {} was formatted for cluster {}, but cluster.id is {given}",
+            data_dir.display(),
+            image.cluster_id
+        )));
+    }
     log::recover(data_dir, &mut image)?;
     Ok(image)
 }
@@ -361,6 +370,12 @@ mod tests {
         store(dir.path(), &image).unwrap();
         let again = load(dir.path(), None).unwrap();
         assert_eq!(again.cluster_id, image.cluster_id);
+        assert_eq!(load(dir.path(), Some(&image.cluster_id)).unwrap(), again);
+        let err = load(dir.path(), Some("another")).unwrap_err().to_string();
+        assert!(
+            err.contains("formatted for cluster") && err.contains("another"),
+            "{err}"
+        );
         assert_eq!(again.topics, image.topics);
         assert_eq!(again.broker_configs, image.broker_configs);
     }

@@ -10,6 +10,7 @@
 //! read-only flags), and the two tables in README.md (`config::docs`; a unit test fails when
 //! README.md differs and prints the block to paste).
 
+use super::listeners;
 use super::SHARD_INFLIGHT_BYTES_MAX;
 use super::{non_negative, parse, BrokerConfig, LOG_CLEANER_DEDUPE_BUFFER_SIZE_MIN};
 use crate::error::ConfigError;
@@ -113,6 +114,17 @@ const fn setting(
     }
 }
 
+/// A Kafka setting that a Kafka `server.properties` carries and tidelog has no use for (a
+/// thread pool, a replication factor of an internal topic on one node): accepted, so that the
+/// file works as it is, checked to be an INT as Kafka would, and not listed by DescribeConfigs
+/// (tidelog has no such knob to report).
+const fn accepted(name: &'static str, doc: &'static str) -> Setting {
+    setting(name, T::Int, None, ReadOnly, doc, |_, key, value| {
+        parse::<i32>(key, value).map(|_| ())
+    })
+    .undescribed()
+}
+
 impl Setting {
     const fn aliases(mut self, aliases: &'static [&'static str]) -> Setting {
         self.aliases = aliases;
@@ -153,13 +165,9 @@ pub static SETTINGS: &[Setting] = &[
         T::String,
         None,
         ReadOnly,
-        "The host:port clients are told to connect to; unset: the listener's address.",
+        "`NAME://host:port,...`: where clients are told to connect, per listener; unset: the listener's address.",
         |c, key, value| {
-            let v = value.rsplit("://").next().unwrap_or(value);
-            let (host, port) = v
-                .rsplit_once(':')
-                .ok_or_else(|| ConfigError::invalid(format!("{key} must be HOST:PORT, got {value:?}")))?;
-            c.advertised_listener = Some((host.to_string(), parse(key, port)?));
+            c.advertised_listeners = listeners::parse_listeners(key, value)?;
             Ok(())
         },
     )
@@ -211,6 +219,39 @@ pub static SETTINGS: &[Setting] = &[
         inherited: |b| b.compression_type.name().to_string(),
     }),
     setting(
+        "controller.listener.names",
+        T::String,
+        None,
+        ReadOnly,
+        "The listeners the controller uses, not served to clients (KRaft).",
+        |c, _, value| {
+            c.controller_listener_names = listeners::parse_names(value);
+            Ok(())
+        },
+    ),
+    setting(
+        "controller.quorum.bootstrap.servers",
+        T::List,
+        Some(""),
+        ReadOnly,
+        "`host:port,...` of the controllers (Kafka 4's dynamic quorum); one combined node only until the cluster lands.",
+        |c, key, value| {
+            c.controller_quorum_bootstrap_servers = listeners::parse_servers(key, value)?;
+            Ok(())
+        },
+    ),
+    setting(
+        "controller.quorum.voters",
+        T::List,
+        Some(""),
+        ReadOnly,
+        "`id@host:port,...` of the controllers (KRaft); only this node until the cluster lands.",
+        |c, key, value| {
+            c.controller_quorum_voters = listeners::parse_voters(key, value)?;
+            Ok(())
+        },
+    ),
+    setting(
         "group.initial.rebalance.delay.ms",
         T::Int,
         Some("3000"),
@@ -246,14 +287,35 @@ pub static SETTINGS: &[Setting] = &[
     )
     .undescribed(),
     setting(
+        "inter.broker.listener.name",
+        T::String,
+        None,
+        ReadOnly,
+        "The listener brokers use among themselves; checked, unused until the cluster lands.",
+        |c, _, value| {
+            c.inter_broker_listener_name = listeners::parse_names(value).pop();
+            Ok(())
+        },
+    ),
+    setting(
+        "listener.security.protocol.map",
+        T::String,
+        Some("SASL_SSL:SASL_SSL,PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT"),
+        ReadOnly,
+        "`NAME:PROTOCOL,...` for each listener; PLAINTEXT only until TLS and SASL land.",
+        |c, key, value| {
+            c.listener_security_protocol_map = listeners::parse_protocol_map(key, value)?;
+            Ok(())
+        },
+    ),
+    setting(
         "listeners",
         T::String,
         Some("PLAINTEXT://127.0.0.1:9092"),
         ReadOnly,
-        "The address every shard listens on (SO_REUSEPORT).",
+        "`NAME://host:port,...`; every shard listens on the one not in `controller.listener.names` (SO_REUSEPORT).",
         |c, key, value| {
-            let v = value.rsplit("://").next().unwrap_or(value);
-            c.listen = parse(key, v)?;
+            c.listeners = listeners::parse_listeners(key, value)?;
             Ok(())
         },
     )
@@ -758,6 +820,14 @@ pub static SETTINGS: &[Setting] = &[
         },
     )
     .aliases(&["broker.id"]),
+    accepted(
+        "num.io.threads",
+        "Kafka's request-handler pool; thread-per-core has none (see `shards`). Checked, not used.",
+    ),
+    accepted(
+        "num.network.threads",
+        "Kafka's network-thread pool; each shard owns its sockets. Checked, not used.",
+    ),
     setting(
         "num.partitions",
         T::Int,
@@ -766,6 +836,25 @@ pub static SETTINGS: &[Setting] = &[
         "Partitions of an automatically created topic.",
         |c, key, value| {
             c.num_partitions = parse(key, value)?;
+            Ok(())
+        },
+    ),
+    accepted(
+        "num.recovery.threads.per.data.dir",
+        "Kafka's recovery pool; each shard recovers its own partitions. Checked, not used.",
+    ),
+    accepted(
+        "offsets.topic.replication.factor",
+        "One replica on a single node until replication lands. Checked, not used.",
+    ),
+    setting(
+        "process.roles",
+        T::List,
+        None,
+        ReadOnly,
+        "`broker,controller` (KRaft combined) or unset; a node with one role needs the cluster.",
+        |c, key, value| {
+            c.process_roles = Some(listeners::parse_roles(key, value)?);
             Ok(())
         },
     ),
@@ -781,6 +870,18 @@ pub static SETTINGS: &[Setting] = &[
         },
     )
     .undescribed(),
+    accepted(
+        "share.coordinator.state.topic.min.isr",
+        "Share groups (KIP-932) are not served. Checked, not used.",
+    ),
+    accepted(
+        "share.coordinator.state.topic.replication.factor",
+        "Share groups (KIP-932) are not served. Checked, not used.",
+    ),
+    accepted(
+        "socket.receive.buffer.bytes",
+        "SO_RCVBUF in Kafka; tidelog leaves socket buffers to the kernel's autotuning. Checked, not used.",
+    ),
     setting(
         "socket.request.max.bytes",
         T::Int,
@@ -797,6 +898,18 @@ pub static SETTINGS: &[Setting] = &[
             c.socket_request_max_bytes = v;
             Ok(())
         },
+    ),
+    accepted(
+        "socket.send.buffer.bytes",
+        "SO_SNDBUF in Kafka; tidelog leaves socket buffers to the kernel's autotuning. Checked, not used.",
+    ),
+    accepted(
+        "transaction.state.log.min.isr",
+        "Transactions are not served yet. Checked, not used.",
+    ),
+    accepted(
+        "transaction.state.log.replication.factor",
+        "Transactions are not served yet. Checked, not used.",
     ),
 ];
 

@@ -36,6 +36,9 @@ pub struct BrokerOptions {
     pub sets: Vec<(String, String)>,
     /// `--config FILE`.
     pub config_file: Option<std::path::PathBuf>,
+    /// No `--listen`: the config file's `listeners` say where (its client listener's port
+    /// must then be fixed, not 0, for a restart to find it again).
+    pub listen_from_config: bool,
 }
 
 impl BrokerOptions {
@@ -48,6 +51,12 @@ impl BrokerOptions {
     /// Sets `--config`.
     pub fn config_file(mut self, path: &Path) -> Self {
         self.config_file = Some(path.to_owned());
+        self
+    }
+
+    /// Leaves `--listen` out, so that the config file's `listeners` apply.
+    pub fn listen_from_config(mut self) -> Self {
+        self.listen_from_config = true;
         self
     }
 
@@ -217,10 +226,10 @@ fn signal(child: &Child, sig: libc::c_int) {
 /// Spawns `tidelog serve` and waits for its `listening on` line.
 fn spawn(data_dir: &Path, options: &BrokerOptions, listen: &str) -> (Child, SocketAddr) {
     let mut cmd = Command::new(tidelog_bin());
-    cmd.arg("serve")
-        .args(["--listen", listen])
-        .arg("--data-dir")
-        .arg(data_dir);
+    cmd.arg("serve").arg("--data-dir").arg(data_dir);
+    if !options.listen_from_config {
+        cmd.args(["--listen", listen]);
+    }
     if let Some(n) = options.shards {
         cmd.args(["--shards", &n.to_string()]);
     }
