@@ -16,6 +16,7 @@ use kafka_protocol::messages::delete_records_request::{
 };
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::describe_quorum_request;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::incremental_alter_configs_request as incremental;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
@@ -434,6 +435,22 @@ fn exchange(c: &mut Raw, f: &Fixture, key: ApiKey, version: i16) {
                 r.results[0].topics.iter().any(|t| t.name == topic(TOPIC)),
                 "{what}"
             );
+        }
+        ApiKey::DescribeQuorum => {
+            let req = DescribeQuorumRequest::default().with_topics(vec![
+                describe_quorum_request::TopicData::default()
+                    .with_topic_name(topic("__cluster_metadata"))
+                    .with_partitions(vec![
+                        describe_quorum_request::PartitionData::default().with_partition_index(0)
+                    ]),
+            ]);
+            let r = c.call(&req, version);
+            ok(r.error_code, what);
+            let p = &r.topics[0].partitions[0];
+            ok(p.error_code, what);
+            assert_eq!(p.leader_id.0, 1, "{what}");
+            assert_eq!(p.current_voters.len(), 1, "{what}");
+            assert!(p.high_watermark > 0, "{what}: the test's topic is a record");
         }
         other => panic!(
             "{other:?} is in the API registry but tests/api_registry.rs has no request for it"

@@ -141,6 +141,7 @@ registry! {
     DeleteRecords           0..=2  => delete_records;
     DescribeCluster         0..=1  => describe_cluster;
     DescribeLogDirs         1..=4  => describe_log_dirs;
+    DescribeQuorum          0..=2  => describe_quorum;
 }
 
 // Every entry's ranges are ordered, and no key has two entries (lookup would hide the second).

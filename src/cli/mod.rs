@@ -1,4 +1,4 @@
-//! Kafka-console-style client commands (`tidelog topic|produce|consume|group`).
+//! Kafka-console-style client commands (`tidelog topic|produce|consume|group|cluster`).
 //!
 //! They keep the habits of Kafka's console tools (`kafka-topics.sh`,
 //! `kafka-console-producer.sh`, `kafka-console-consumer.sh`, `kafka-consumer-groups.sh`): the
@@ -12,7 +12,9 @@
 //! - [`consume`]: `tidelog consume TOPIC`, values to stdout; with `--group`, as a group member
 //!   ([`group_consume`]).
 //! - [`group`]: `tidelog group list|describe|delete|reset-offsets`.
+//! - [`cluster`]: `tidelog cluster status` (kafka-metadata-quorum.sh describe --status).
 
+pub mod cluster;
 pub mod consume;
 pub mod group;
 pub mod group_consume;
@@ -41,6 +43,11 @@ pub enum ClientCommand {
         #[command(subcommand)]
         cmd: group::GroupCommand,
     },
+    /// The cluster id and the metadata quorum (like kafka-metadata-quorum.sh describe --status).
+    Cluster {
+        #[command(subcommand)]
+        cmd: cluster::ClusterCommand,
+    },
 }
 
 /// Where to connect; shared by every client command.
@@ -65,6 +72,7 @@ pub fn run(cmd: ClientCommand) -> ExitCode {
         ClientCommand::Produce(args) => produce::run(args),
         ClientCommand::Consume(args) => consume::run(args),
         ClientCommand::Group { cmd } => group::run(cmd),
+        ClientCommand::Cluster { cmd } => cluster::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -41,6 +41,7 @@ pub fn decode_any(req: &Request) -> Option<Result<(), RequestError>> {
         ApiKey::CreatePartitions => ok(req.decode_body::<CreatePartitionsRequest>()),
         ApiKey::DeleteRecords => ok(req.decode_body::<DeleteRecordsRequest>()),
         ApiKey::DescribeCluster => ok(req.decode_body::<DescribeClusterRequest>()),
+        ApiKey::DescribeQuorum => ok(req.decode_body::<DescribeQuorumRequest>()),
         ApiKey::DescribeLogDirs => ok(req.decode_body::<DescribeLogDirsRequest>()),
         _ => None,
     }

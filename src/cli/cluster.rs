@@ -1,0 +1,122 @@
+//! `tidelog cluster status`, after `kafka-metadata-quorum.sh describe --status`: the cluster id
+//! (DescribeCluster) and the metadata quorum (DescribeQuorum), in the tool's layout.
+
+use std::time::Duration;
+
+use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+use kafka_protocol::messages::describe_quorum_response::{self, ReplicaState};
+use kafka_protocol::messages::{DescribeClusterRequest, DescribeQuorumRequest};
+
+use crate::client::admin::topic_name;
+use crate::client::error::check;
+use crate::client::ClientError;
+
+use super::ConnArgs;
+
+/// Cluster subcommands.
+#[derive(clap::Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// The cluster id and the metadata quorum: leader, epoch, high watermark, voters, observers
+    /// (like kafka-metadata-quorum.sh describe --status).
+    Status {
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+}
+
+pub fn run(cmd: ClusterCommand) -> Result<(), ClientError> {
+    match cmd {
+        ClusterCommand::Status { conn } => {
+            print!("{}", status(&conn)?);
+            Ok(())
+        }
+    }
+}
+
+fn status(conn: &ConnArgs) -> Result<String, ClientError> {
+    let mut client = conn.connect()?;
+    let c = client.any()?;
+    let (_, cluster) = c.send(&DescribeClusterRequest::default(), Duration::ZERO)?;
+    check(cluster.error_code, cluster.error_message.as_deref(), || {
+        "describe cluster".into()
+    })?;
+    let req = DescribeQuorumRequest::default().with_topics(vec![TopicData::default()
+        .with_topic_name(topic_name("__cluster_metadata"))
+        .with_partitions(vec![PartitionData::default().with_partition_index(0)])]);
+    let (_, quorum) = c.send(&req, Duration::ZERO)?;
+    check(quorum.error_code, quorum.error_message.as_deref(), || {
+        "describe quorum".into()
+    })?;
+    let p = quorum
+        .topics
+        .first()
+        .and_then(|t| t.partitions.first())
+        .ok_or_else(|| ClientError::Protocol("DescribeQuorum answered no partition".into()))?;
+    check(p.error_code, p.error_message.as_deref(), || {
+        "describe quorum".into()
+    })?;
+    let leader = p
+        .current_voters
+        .iter()
+        .find(|v| v.replica_id == p.leader_id);
+    let laggiest = p.current_voters.iter().min_by_key(|v| v.log_end_offset);
+    let (max_lag, max_lag_ms) = match (leader, laggiest) {
+        (Some(l), Some(f)) if l.replica_id == f.replica_id => (0, 0),
+        (Some(l), Some(f)) => (
+            l.log_end_offset - f.log_end_offset,
+            if l.last_caught_up_timestamp >= 0 && f.last_caught_up_timestamp >= 0 {
+                l.last_caught_up_timestamp - f.last_caught_up_timestamp
+            } else {
+                -1
+            },
+        ),
+        _ => (0, -1),
+    };
+    Ok(format!(
+        "ClusterId:              {}\n\
+         LeaderId:               {}\n\
+         LeaderEpoch:            {}\n\
+         HighWatermark:          {}\n\
+         MaxFollowerLag:         {max_lag}\n\
+         MaxFollowerLagTimeMs:   {max_lag_ms}\n\
+         CurrentVoters:          {}\n\
+         CurrentObservers:       {}\n",
+        cluster.cluster_id.as_str(),
+        p.leader_id.0,
+        p.leader_epoch,
+        p.high_watermark,
+        replicas(&p.current_voters, &quorum.nodes),
+        replicas(&p.observers, &quorum.nodes),
+    ))
+}
+
+/// `[{"id": 1, "directoryId": null, "endpoints": ["CONTROLLER://localhost:9093"]}, ...]`, as
+/// kafka-metadata-quorum.sh prints replicas.
+fn replicas(states: &[ReplicaState], nodes: &[describe_quorum_response::Node]) -> String {
+    let each: Vec<String> = states
+        .iter()
+        .map(|r| {
+            let dir = if r.replica_directory_id.is_nil() {
+                "null".to_string()
+            } else {
+                format!("\"{}\"", r.replica_directory_id)
+            };
+            let endpoints: Vec<String> = nodes
+                .iter()
+                .filter(|n| n.node_id == r.replica_id)
+                .flat_map(|n| &n.listeners)
+                .map(|l| format!("\"{}://{}:{}\"", l.name.as_str(), l.host.as_str(), l.port))
+                .collect();
+            let endpoints = if endpoints.is_empty() {
+                String::new()
+            } else {
+                format!(", \"endpoints\": [{}]", endpoints.join(", "))
+            };
+            format!(
+                "{{\"id\": {}, \"directoryId\": {dir}{endpoints}}}",
+                r.replica_id.0
+            )
+        })
+        .collect();
+    format!("[{}]", each.join(", "))
+}
