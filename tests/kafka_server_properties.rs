@@ -141,9 +141,7 @@ fn kafkas_quickstart_server_properties_runs_a_combined_node_that_clients_use() {
     );
     assert_eq!(
         field("CurrentVoters"),
-        format!(
-            r#"[{{"id": 1, "directoryId": null, "endpoints": ["CONTROLLER://localhost:{cport}"]}}]"#
-        )
+        format!(r#"[{{"id": 1, "endpoints": ["CONTROLLER://localhost:{cport}"]}}]"#)
     );
     assert_eq!(field("CurrentObservers"), "[]");
     assert_eq!(field("ClusterId").len(), 22);

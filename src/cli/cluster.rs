@@ -90,16 +90,17 @@ fn status(conn: &ConnArgs) -> Result<String, ClientError> {
     ))
 }
 
-/// `[{"id": 1, "directoryId": null, "endpoints": ["CONTROLLER://localhost:9093"]}, ...]`, as
-/// kafka-metadata-quorum.sh prints replicas.
+/// `[{"id": 1, "endpoints": ["CONTROLLER://localhost:9093"]}, ...]`, as Kafka 4.1's
+/// kafka-metadata-quorum.sh prints replicas (`"directoryId"` after the id where there is one).
 fn replicas(states: &[ReplicaState], nodes: &[describe_quorum_response::Node]) -> String {
     let each: Vec<String> = states
         .iter()
         .map(|r| {
+            // Kafka 4.1 leaves the directory id out where the quorum has none (a static one).
             let dir = if r.replica_directory_id.is_nil() {
-                "null".to_string()
+                String::new()
             } else {
-                format!("\"{}\"", r.replica_directory_id)
+                format!(", \"directoryId\": \"{}\"", r.replica_directory_id)
             };
             let endpoints: Vec<String> = nodes
                 .iter()
@@ -112,10 +113,7 @@ fn replicas(states: &[ReplicaState], nodes: &[describe_quorum_response::Node]) -
             } else {
                 format!(", \"endpoints\": [{}]", endpoints.join(", "))
             };
-            format!(
-                "{{\"id\": {}, \"directoryId\": {dir}{endpoints}}}",
-                r.replica_id.0
-            )
+            format!("{{\"id\": {}{dir}{endpoints}}}", r.replica_id.0)
         })
         .collect();
     format!("[{}]", each.join(", "))
