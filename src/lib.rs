@@ -24,6 +24,9 @@
 //! - [`admin`], [`metadata`]: topics, ids and configs; changes applied on the metadata shard
 //!   (under `metadata::controller::Controller`, which also hands out producer ids),
 //!   persisted, and broadcast as immutable images.
+//! - [`quorum`]: the metadata quorum on raft-rs: a controller's Raft node applying metadata
+//!   records to its image, tested under a deterministic lossy network (not yet wired into
+//!   `serve`).
 //! - [`client`]: a small blocking Kafka client (std `TcpStream`) for the CLI and tests.
 //! - [`group`]: the classic consumer-group coordinator and committed offsets (in the internal,
 //!   compacted `__consumer_offsets` topic).
@@ -51,6 +54,7 @@ pub mod metadata;
 pub mod net;
 pub mod partitions;
 pub mod protocol;
+pub mod quorum;
 pub mod router;
 pub mod runtime;
 pub mod server;

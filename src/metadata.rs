@@ -53,6 +53,16 @@ impl MetadataImage {
     pub fn topic_by_id(&self, id: Uuid) -> Option<&Arc<TopicMeta>> {
         self.topics.values().find(|t| t.id == id)
     }
+
+    /// The image as a snapshot's bytes (the `topics.toml` text), for a Raft snapshot.
+    pub fn to_snapshot(&self) -> Vec<u8> {
+        encode(self).into_bytes()
+    }
+
+    /// The image a [`MetadataImage::to_snapshot`] holds.
+    pub fn from_snapshot(bytes: &[u8]) -> Result<MetadataImage, String> {
+        decode(std::str::from_utf8(bytes).map_err(|e| e.to_string())?)
+    }
 }
 
 /// The internal topic of committed offsets and group records (`group::store`). Named here,

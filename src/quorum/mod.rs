@@ -1,0 +1,341 @@
+//! The metadata quorum (issue 12): the controllers replicate the metadata log with Raft, and
+//! every node applies the same [`MetadataRecord`]s in the same order to the same image.
+//!
+//! Consensus is raft-rs (TiKV's `raft` crate), not ours. It is sans-I/O: it never reads a
+//! clock, a socket or a disk, so it fits a thread-per-core broker (the metadata shard drives it
+//! with ticks, messages and its own persistence) and it can be tested deterministically, the
+//! way its authors test it, by a harness that delivers, drops, delays and partitions messages
+//! (`tests.rs`). [`QuorumNode`] wraps one `RawNode`:
+//!
+//! - a proposal is a batch of metadata records, decided by the leader against its image (the
+//!   controller's job) and carried as one Raft entry, tagged with a proposal id so the proposer
+//!   can answer its client when the entry is applied;
+//! - a committed entry is applied to the image atomically: all its records, or, when one does
+//!   not fit (two leaders' decisions racing across an election), none, and the same on every
+//!   node, since every node applies the same entries to the same image;
+//! - a leader takes proposals only once it has applied an entry of its own term (the empty entry
+//!   raft appends on election), so its decisions see everything committed before it;
+//! - every `snapshot_entries` applied entries the image becomes the log's snapshot and the
+//!   entries before it are dropped; a follower too far behind receives the snapshot.
+//!
+//! Not yet here: the transport between controllers (TCP on the CONTROLLER listener), durable
+//! storage, and wiring into `tidelog serve` (today one node runs without Raft, writing the same
+//! records to its own metadata log, `metadata::log`).
+
+mod logger;
+pub mod storage;
+
+use raft::eraftpb::{Entry, EntryType, Message, Snapshot};
+use raft::{Config, RawNode, StateRole, Storage};
+
+use crate::metadata::records::{self, MetadataRecord};
+use crate::metadata::MetadataImage;
+use storage::QuorumStorage;
+
+/// Identifies one proposal: the proposing node and its sequence number there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ProposalId {
+    pub node: u64,
+    pub seq: u64,
+}
+
+/// Why a proposal was not taken.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NotTaken {
+    /// This node is not the leader; `leader` is the one it knows of (0: none).
+    NotLeader { leader: u64 },
+    /// This node leads but has not applied its own term's first entry yet.
+    NotReady,
+}
+
+/// An entry applied to the image.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Applied {
+    /// The Raft index of the entry.
+    pub index: u64,
+    /// Its proposal (the same on every node).
+    pub proposal: ProposalId,
+    /// `Ok`: every record applied; `Err`: none, and why (the same on every node).
+    pub outcome: Result<(), String>,
+}
+
+/// What one round of [`QuorumNode::drive`] produced.
+#[derive(Default)]
+pub struct Output {
+    /// Messages to send to other controllers, after the storage holds what they depend on.
+    pub messages: Vec<Message>,
+    /// Entries applied to the image, in order.
+    pub applied: Vec<Applied>,
+}
+
+/// One controller's Raft node and the metadata image it has applied.
+pub struct QuorumNode {
+    raw: RawNode<QuorumStorage>,
+    image: MetadataImage,
+    applied_index: u64,
+    next_seq: u64,
+    snapshot_entries: u64,
+}
+
+/// raft-rs's election and heartbeat timing in ticks; the broker ticks every 100 ms, so a
+/// leader is suspected after 1-2 s of silence (Kafka's `controller.quorum.election.timeout.ms`
+/// is 1 s, its fetch timeout 2 s).
+const ELECTION_TICKS: usize = 10;
+const HEARTBEAT_TICKS: usize = 2;
+
+impl QuorumNode {
+    /// Node `id` of a static quorum of `voters`, starting from `image` (the cluster id and what
+    /// the formatted log holds). `snapshot_entries`: how many applied entries between
+    /// snapshots.
+    pub fn new(
+        id: u64,
+        voters: &[u64],
+        image: MetadataImage,
+        snapshot_entries: u64,
+    ) -> Result<QuorumNode, String> {
+        let config = Config {
+            id,
+            election_tick: ELECTION_TICKS,
+            heartbeat_tick: HEARTBEAT_TICKS,
+            // A node cut off from the quorum steps down instead of leading alone, and a
+            // returning node does not disturb a healthy leader (Kafka's KIP-996 pre-vote).
+            check_quorum: true,
+            pre_vote: true,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            ..Config::default()
+        };
+        config.validate().map_err(|e| e.to_string())?;
+        let raw = RawNode::new(&config, QuorumStorage::new(voters), &logger::to_tracing(id))
+            .map_err(|e| e.to_string())?;
+        Ok(QuorumNode {
+            raw,
+            image,
+            applied_index: 0,
+            next_seq: 0,
+            snapshot_entries: snapshot_entries.max(1),
+        })
+    }
+
+    pub fn id(&self) -> u64 {
+        self.raw.raft.id
+    }
+
+    /// The image with every applied entry.
+    pub fn image(&self) -> &MetadataImage {
+        &self.image
+    }
+
+    /// The Raft index of the last applied entry.
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    /// The current term and the leader this node knows of (0: none).
+    pub fn term_and_leader(&self) -> (u64, u64) {
+        (self.raw.raft.term, self.raw.raft.leader_id)
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
+    /// Entries kept after the latest snapshot.
+    pub fn log_entries(&self) -> usize {
+        self.raw.store().entry_count()
+    }
+
+    /// One tick of the election and heartbeat clocks.
+    pub fn tick(&mut self) {
+        self.raw.tick();
+    }
+
+    /// Hands a message from another controller to Raft.
+    pub fn step(&mut self, msg: Message) {
+        // Errors here are messages for another node, from a peer not in the quorum, or stale;
+        // Raft drops them, as it should.
+        if let Err(e) = self.raw.step(msg) {
+            tracing::debug!(node = self.id(), "raft dropped a message: {e}");
+        }
+    }
+
+    /// Tells Raft whether a snapshot message to `to` went out (the transport's job, as raft-rs
+    /// asks): a leader waits for this before it sends `to` anything else, so a snapshot lost on
+    /// the way must be reported or the follower is never caught up.
+    pub fn report_snapshot(&mut self, to: u64, delivered: bool) {
+        let status = if delivered {
+            raft::SnapshotStatus::Finish
+        } else {
+            raft::SnapshotStatus::Failure
+        };
+        self.raw.report_snapshot(to, status);
+    }
+
+    /// Whether [`QuorumNode::propose`] would take a proposal now: this node leads, and has
+    /// applied an entry of its own term.
+    pub fn can_propose(&self) -> Result<(), NotTaken> {
+        if !self.is_leader() {
+            return Err(NotTaken::NotLeader {
+                leader: self.raw.raft.leader_id,
+            });
+        }
+        let term = self.raw.raft.term;
+        if self.raw.store().term(self.applied_index).ok() != Some(term) {
+            return Err(NotTaken::NotReady);
+        }
+        Ok(())
+    }
+
+    /// Proposes `records` as one entry; the leader only, once ready.
+    pub fn propose(&mut self, records: &[MetadataRecord]) -> Result<ProposalId, NotTaken> {
+        self.can_propose()?;
+        let id = ProposalId {
+            node: self.id(),
+            seq: self.next_seq,
+        };
+        self.next_seq += 1;
+        let mut context = id.node.to_be_bytes().to_vec();
+        context.extend_from_slice(&id.seq.to_be_bytes());
+        self.raw
+            .propose(context, encode_batch(records))
+            .map_err(|_| NotTaken::NotLeader {
+                leader: self.raw.raft.leader_id,
+            })?;
+        Ok(id)
+    }
+
+    /// Runs Raft's ready loop once: persists what it asks (here: the in-memory log), applies
+    /// committed entries to the image, takes a snapshot when due, and returns the messages to
+    /// send and the entries applied.
+    pub fn drive(&mut self) -> Output {
+        let mut out = Output::default();
+        if !self.raw.has_ready() {
+            return out;
+        }
+        let mut ready = self.raw.ready();
+        out.messages.extend(ready.take_messages());
+        if !ready.snapshot().is_empty() {
+            self.install_snapshot(ready.snapshot().clone());
+        }
+        let committed = ready.take_committed_entries();
+        self.apply(committed, &mut out);
+        self.raw.mut_store().append(ready.entries());
+        if let Some(hs) = ready.hs() {
+            self.raw.mut_store().set_hard_state(hs.clone());
+        }
+        out.messages.extend(ready.take_persisted_messages());
+        let mut light = self.raw.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            self.raw.mut_store().set_commit(commit);
+        }
+        out.messages.extend(light.take_messages());
+        let committed = light.take_committed_entries();
+        self.apply(committed, &mut out);
+        self.raw.advance_apply_to(self.applied_index);
+        self.maybe_snapshot();
+        out
+    }
+
+    fn install_snapshot(&mut self, snapshot: Snapshot) {
+        let index = snapshot.get_metadata().index;
+        match MetadataImage::from_snapshot(&snapshot.data) {
+            Ok(image) => {
+                self.image = image;
+                self.applied_index = index;
+                self.raw.mut_store().apply_snapshot(snapshot);
+            }
+            // A snapshot that does not decode came from a broken leader; applying nothing
+            // leaves this node behind, which Raft retries, rather than with a wrong image.
+            Err(e) => tracing::error!(node = self.id(), index, "metadata snapshot: {e}"),
+        }
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>, out: &mut Output) {
+        for entry in entries {
+            if entry.index <= self.applied_index {
+                continue; // covered by an installed snapshot
+            }
+            self.applied_index = entry.index;
+            if entry.get_entry_type() != EntryType::EntryNormal || entry.data.is_empty() {
+                continue; // a new leader's empty entry, or a configuration change
+            }
+            let proposal = decode_context(&entry.context);
+            let outcome = decode_batch(&entry.data).and_then(|records| {
+                let mut next = self.image.clone();
+                for r in &records {
+                    records::apply(&mut next, r)?;
+                }
+                self.image = next;
+                Ok(())
+            });
+            out.applied.push(Applied {
+                index: entry.index,
+                proposal,
+                outcome,
+            });
+        }
+    }
+
+    fn maybe_snapshot(&mut self) {
+        let first = self.raw.store().first_index().unwrap_or(1);
+        if self.applied_index + 1 >= first + self.snapshot_entries {
+            let data = self.image.to_snapshot();
+            if let Err(e) = self.raw.mut_store().compact(self.applied_index, data) {
+                tracing::error!(
+                    node = self.id(),
+                    "metadata snapshot at {}: {e}",
+                    self.applied_index
+                );
+            }
+        }
+    }
+}
+
+/// A batch of records as one entry: `count: u32`, then each record as `len: u32` and its bytes.
+fn encode_batch(records: &[MetadataRecord]) -> Vec<u8> {
+    let mut out = (records.len() as u32).to_be_bytes().to_vec();
+    for r in records {
+        let b = r.encode();
+        out.extend_from_slice(&(b.len() as u32).to_be_bytes());
+        out.extend_from_slice(&b);
+    }
+    out
+}
+
+fn decode_batch(bytes: &[u8]) -> Result<Vec<MetadataRecord>, String> {
+    let take = |bytes: &[u8], at: usize, n: usize| -> Result<std::ops::Range<usize>, String> {
+        let end = at.checked_add(n).filter(|&e| e <= bytes.len());
+        end.map(|e| at..e)
+            .ok_or_else(|| "metadata entry ends early".to_string())
+    };
+    let count = u32::from_be_bytes(bytes[take(bytes, 0, 4)?].try_into().expect("4"));
+    let mut at = 4;
+    let mut out = Vec::new();
+    for _ in 0..count {
+        let len = u32::from_be_bytes(bytes[take(bytes, at, 4)?].try_into().expect("4")) as usize;
+        at += 4;
+        let r = take(bytes, at, len)?;
+        at = r.end;
+        out.push(MetadataRecord::decode(&bytes[r])?);
+    }
+    if at != bytes.len() {
+        return Err("bytes after a metadata entry's records".into());
+    }
+    Ok(out)
+}
+
+fn decode_context(context: &[u8]) -> ProposalId {
+    let word = |r: std::ops::Range<usize>| {
+        context
+            .get(r)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u64::from_be_bytes)
+    };
+    ProposalId {
+        node: word(0..8),
+        seq: word(8..16),
+    }
+}
+
+#[cfg(test)]
+mod tests;
