@@ -8,8 +8,8 @@
 //! (`tests.rs`). [`QuorumNode`] wraps one `RawNode`:
 //!
 //! - a proposal is a batch of metadata records, decided by the leader against its image (the
-//!   controller's job) and carried as one Raft entry, tagged with a proposal id so the proposer
-//!   can answer its client when the entry is applied;
+//!   controller's job) and carried as one Raft entry; its id is the entry's (term, index), so
+//!   the proposer knows, when that index is applied, whether it was its entry or a successor's;
 //! - a committed entry is applied to the image atomically: all its records, or, when one does
 //!   not fit (two leaders' decisions racing across an election), none, and the same on every
 //!   node, since every node applies the same entries to the same image;
@@ -18,10 +18,11 @@
 //! - every `snapshot_entries` applied entries the image becomes the log's snapshot and the
 //!   entries before it are dropped; a follower too far behind receives the snapshot.
 //!
-//! Not yet here: the transport between controllers (TCP on the CONTROLLER listener), durable
-//! storage, and wiring into `tidelog serve` (today one node runs without Raft, writing the same
+//! The log is durable with [`QuorumNode::open`] (`disk.rs`). Not yet here: the transport
+//! between controllers (TCP on the CONTROLLER listener) and wiring into `tidelog serve` (today one node runs without Raft, writing the same
 //! records to its own metadata log, `metadata::log`).
 
+mod disk;
 mod logger;
 pub mod storage;
 
@@ -32,11 +33,15 @@ use crate::metadata::records::{self, MetadataRecord};
 use crate::metadata::MetadataImage;
 use storage::QuorumStorage;
 
-/// Identifies one proposal: the proposing node and its sequence number there.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Where a proposal went into the leader's log: its term and index. An entry is unique in
+/// Raft's history by (term, index), so the entry applied at `index` is this proposal exactly
+/// when its term is `term`; another term there means the proposal was lost to an election
+/// (the client is told to retry). Unlike a per-node counter, this survives restarts: a node's
+/// new proposals can never be mistaken for its old incarnation's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ProposalId {
-    pub node: u64,
-    pub seq: u64,
+    pub term: u64,
+    pub index: u64,
 }
 
 /// Why a proposal was not taken.
@@ -51,9 +56,7 @@ pub enum NotTaken {
 /// An entry applied to the image.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Applied {
-    /// The Raft index of the entry.
-    pub index: u64,
-    /// Its proposal (the same on every node).
+    /// The entry's place in the log: the [`ProposalId`] it was proposed under.
     pub proposal: ProposalId,
     /// `Ok`: every record applied; `Err`: none, and why (the same on every node).
     pub outcome: Result<(), String>,
@@ -73,7 +76,6 @@ pub struct QuorumNode {
     raw: RawNode<QuorumStorage>,
     image: MetadataImage,
     applied_index: u64,
-    next_seq: u64,
     snapshot_entries: u64,
 }
 
@@ -93,6 +95,37 @@ impl QuorumNode {
         image: MetadataImage,
         snapshot_entries: u64,
     ) -> Result<QuorumNode, String> {
+        QuorumNode::start(id, QuorumStorage::new(voters), image, snapshot_entries)
+    }
+
+    /// Node `id` over the durable log in `dir`: recovered from it when it holds one (the image
+    /// from its snapshot, the committed entries after it applied again by the first Ready),
+    /// else fresh with `image`.
+    pub fn open(
+        dir: &std::path::Path,
+        id: u64,
+        voters: &[u64],
+        image: MetadataImage,
+        snapshot_entries: u64,
+    ) -> Result<QuorumNode, String> {
+        let storage =
+            QuorumStorage::open(dir, voters).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let snap = storage.latest_snapshot();
+        let image = if snap.get_metadata().index > 0 {
+            MetadataImage::from_snapshot(&snap.data)?
+        } else {
+            image
+        };
+        QuorumNode::start(id, storage, image, snapshot_entries)
+    }
+
+    fn start(
+        id: u64,
+        storage: QuorumStorage,
+        image: MetadataImage,
+        snapshot_entries: u64,
+    ) -> Result<QuorumNode, String> {
+        let applied = storage.latest_snapshot().get_metadata().index;
         let config = Config {
             id,
             election_tick: ELECTION_TICKS,
@@ -103,16 +136,16 @@ impl QuorumNode {
             pre_vote: true,
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 256,
+            applied,
             ..Config::default()
         };
         config.validate().map_err(|e| e.to_string())?;
-        let raw = RawNode::new(&config, QuorumStorage::new(voters), &logger::to_tracing(id))
-            .map_err(|e| e.to_string())?;
+        let raw =
+            RawNode::new(&config, storage, &logger::to_tracing(id)).map_err(|e| e.to_string())?;
         Ok(QuorumNode {
             raw,
             image,
-            applied_index: 0,
-            next_seq: 0,
+            applied_index: applied,
             snapshot_entries: snapshot_entries.max(1),
         })
     }
@@ -189,39 +222,40 @@ impl QuorumNode {
     /// Proposes `records` as one entry; the leader only, once ready.
     pub fn propose(&mut self, records: &[MetadataRecord]) -> Result<ProposalId, NotTaken> {
         self.can_propose()?;
-        let id = ProposalId {
-            node: self.id(),
-            seq: self.next_seq,
-        };
-        self.next_seq += 1;
-        let mut context = id.node.to_be_bytes().to_vec();
-        context.extend_from_slice(&id.seq.to_be_bytes());
         self.raw
-            .propose(context, encode_batch(records))
+            .propose(Vec::new(), encode_batch(records))
             .map_err(|_| NotTaken::NotLeader {
                 leader: self.raw.raft.leader_id,
             })?;
-        Ok(id)
+        Ok(ProposalId {
+            term: self.raw.raft.term,
+            index: self.raw.raft.raft_log.last_index(),
+        })
     }
 
-    /// Runs Raft's ready loop once: persists what it asks (here: the in-memory log), applies
-    /// committed entries to the image, takes a snapshot when due, and returns the messages to
-    /// send and the entries applied.
-    pub fn drive(&mut self) -> Output {
+    /// Runs Raft's ready loop once: persists what it asks, applies committed entries to the
+    /// image, takes a snapshot when due, and returns the messages to send and the entries
+    /// applied. An error is the storage failing: the node must stop taking part (what it
+    /// promised may not be durable).
+    pub fn drive(&mut self) -> Result<Output, String> {
         let mut out = Output::default();
         if !self.raw.has_ready() {
-            return out;
+            return Ok(out);
         }
         let mut ready = self.raw.ready();
         out.messages.extend(ready.take_messages());
         if !ready.snapshot().is_empty() {
-            self.install_snapshot(ready.snapshot().clone());
+            self.install_snapshot(ready.snapshot().clone())?;
         }
         let committed = ready.take_committed_entries();
         self.apply(committed, &mut out);
-        self.raw.mut_store().append(ready.entries());
+        let io = |e: std::io::Error| format!("metadata quorum log: {e}");
+        self.raw.mut_store().append(ready.entries()).map_err(io)?;
         if let Some(hs) = ready.hs() {
-            self.raw.mut_store().set_hard_state(hs.clone());
+            self.raw
+                .mut_store()
+                .set_hard_state(hs.clone())
+                .map_err(io)?;
         }
         out.messages.extend(ready.take_persisted_messages());
         let mut light = self.raw.advance(ready);
@@ -232,22 +266,23 @@ impl QuorumNode {
         let committed = light.take_committed_entries();
         self.apply(committed, &mut out);
         self.raw.advance_apply_to(self.applied_index);
-        self.maybe_snapshot();
-        out
+        self.maybe_snapshot()?;
+        Ok(out)
     }
 
-    fn install_snapshot(&mut self, snapshot: Snapshot) {
+    /// A snapshot from the leader replaces the log and the image. One that does not decode
+    /// came from a broken leader: the node stops rather than run with a wrong image.
+    fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), String> {
         let index = snapshot.get_metadata().index;
-        match MetadataImage::from_snapshot(&snapshot.data) {
-            Ok(image) => {
-                self.image = image;
-                self.applied_index = index;
-                self.raw.mut_store().apply_snapshot(snapshot);
-            }
-            // A snapshot that does not decode came from a broken leader; applying nothing
-            // leaves this node behind, which Raft retries, rather than with a wrong image.
-            Err(e) => tracing::error!(node = self.id(), index, "metadata snapshot: {e}"),
-        }
+        let image = MetadataImage::from_snapshot(&snapshot.data)
+            .map_err(|e| format!("metadata snapshot at {index}: {e}"))?;
+        self.raw
+            .mut_store()
+            .apply_snapshot(snapshot)
+            .map_err(|e| format!("metadata quorum log: {e}"))?;
+        self.image = image;
+        self.applied_index = index;
+        Ok(())
     }
 
     fn apply(&mut self, entries: Vec<Entry>, out: &mut Output) {
@@ -259,7 +294,10 @@ impl QuorumNode {
             if entry.get_entry_type() != EntryType::EntryNormal || entry.data.is_empty() {
                 continue; // a new leader's empty entry, or a configuration change
             }
-            let proposal = decode_context(&entry.context);
+            let proposal = ProposalId {
+                term: entry.term,
+                index: entry.index,
+            };
             let outcome = decode_batch(&entry.data).and_then(|records| {
                 let mut next = self.image.clone();
                 for r in &records {
@@ -268,26 +306,20 @@ impl QuorumNode {
                 self.image = next;
                 Ok(())
             });
-            out.applied.push(Applied {
-                index: entry.index,
-                proposal,
-                outcome,
-            });
+            out.applied.push(Applied { proposal, outcome });
         }
     }
 
-    fn maybe_snapshot(&mut self) {
+    fn maybe_snapshot(&mut self) -> Result<(), String> {
         let first = self.raw.store().first_index().unwrap_or(1);
         if self.applied_index + 1 >= first + self.snapshot_entries {
             let data = self.image.to_snapshot();
-            if let Err(e) = self.raw.mut_store().compact(self.applied_index, data) {
-                tracing::error!(
-                    node = self.id(),
-                    "metadata snapshot at {}: {e}",
-                    self.applied_index
-                );
-            }
+            self.raw
+                .mut_store()
+                .compact(self.applied_index, data)
+                .map_err(|e| format!("metadata snapshot at {}: {e}", self.applied_index))?;
         }
+        Ok(())
     }
 }
 
@@ -322,19 +354,6 @@ fn decode_batch(bytes: &[u8]) -> Result<Vec<MetadataRecord>, String> {
         return Err("bytes after a metadata entry's records".into());
     }
     Ok(out)
-}
-
-fn decode_context(context: &[u8]) -> ProposalId {
-    let word = |r: std::ops::Range<usize>| {
-        context
-            .get(r)
-            .and_then(|b| b.try_into().ok())
-            .map_or(0, u64::from_be_bytes)
-    };
-    ProposalId {
-        node: word(0..8),
-        seq: word(8..16),
-    }
 }
 
 #[cfg(test)]

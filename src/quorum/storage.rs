@@ -4,11 +4,16 @@
 //! raft-rs's own `MemStorage` is for its tests: its snapshots carry no data and compacting it
 //! loses the term of the entry before the first kept one. This one keeps the latest snapshot
 //! (the image at an applied index, with that index's term) and the entries after it, which is
-//! everything raft-rs asks of a storage. It is in memory; the durable version (entries and hard
-//! state fsynced before a Ready's messages go out) replaces it when nodes run over the network.
+//! everything raft-rs asks of a storage. In memory only (the simulation tests), or backed by
+//! [`Disk`], which makes every change durable before the mutator returns, so that what a
+//! Ready asks to persist is on disk before its persisted messages go out.
+
+use std::path::Path;
 
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{Error, GetEntriesContext, RaftState, Result, Storage, StorageError};
+
+use super::disk::Disk;
 
 /// Hard state, the latest snapshot, and the entries after it.
 pub struct QuorumStorage {
@@ -18,6 +23,8 @@ pub struct QuorumStorage {
     snapshot: Snapshot,
     /// Entries `snapshot.index + 1 ..`, in order.
     entries: Vec<Entry>,
+    /// Where it is durable; `None`: memory only.
+    disk: Option<Disk>,
 }
 
 impl QuorumStorage {
@@ -32,7 +39,24 @@ impl QuorumStorage {
             hard_state: HardState::default(),
             snapshot,
             entries: Vec::new(),
+            disk: None,
         }
+    }
+
+    /// The log kept in `dir`, recovered from what is there (a fresh one when empty).
+    pub fn open(dir: &Path, voters: &[u64]) -> std::io::Result<QuorumStorage> {
+        let r = Disk::open(dir, voters)?;
+        Ok(QuorumStorage {
+            hard_state: r.hard_state,
+            snapshot: r.snapshot,
+            entries: r.entries,
+            disk: Some(r.disk),
+        })
+    }
+
+    /// The latest snapshot (its data is the image at its index; empty before the first).
+    pub fn latest_snapshot(&self) -> &Snapshot {
+        &self.snapshot
     }
 
     fn snapshot_index(&self) -> u64 {
@@ -41,9 +65,9 @@ impl QuorumStorage {
 
     /// Appends entries from a Ready, replacing any conflicting suffix (a new leader's log wins
     /// over what an old one sent but never committed).
-    pub fn append(&mut self, entries: &[Entry]) {
+    pub fn append(&mut self, entries: &[Entry]) -> std::io::Result<()> {
         let Some(first) = entries.first() else {
-            return;
+            return Ok(());
         };
         assert!(
             first.index > self.snapshot_index(),
@@ -57,25 +81,41 @@ impl QuorumStorage {
             "a gap before entry {}",
             first.index
         );
+        if let Some(d) = &mut self.disk {
+            d.append(keep, entries)?;
+        }
         self.entries.truncate(keep);
         self.entries.extend_from_slice(entries);
+        Ok(())
     }
 
-    pub fn set_hard_state(&mut self, hs: HardState) {
+    /// Term, vote and commit; durable before it returns.
+    pub fn set_hard_state(&mut self, hs: HardState) -> std::io::Result<()> {
+        if let Some(d) = &self.disk {
+            d.save_hard_state(&hs)?;
+        }
         self.hard_state = hs;
+        Ok(())
     }
 
+    /// The commit index learnt after the entries were persisted. Not written on its own: a
+    /// restart with an older commit index learns it again from the leader (or, leading,
+    /// commits again), and the image is rebuilt from the entries either way.
     pub fn set_commit(&mut self, commit: u64) {
         self.hard_state.commit = commit;
     }
 
     /// Installs a snapshot received from the leader: it replaces the whole log.
-    pub fn apply_snapshot(&mut self, snapshot: Snapshot) {
+    pub fn apply_snapshot(&mut self, snapshot: Snapshot) -> std::io::Result<()> {
+        if let Some(d) = &mut self.disk {
+            d.save_snapshot(&snapshot, &[])?;
+        }
         let meta = snapshot.get_metadata();
         self.hard_state.term = self.hard_state.term.max(meta.term);
         self.hard_state.commit = self.hard_state.commit.max(meta.index);
         self.entries.clear();
         self.snapshot = snapshot;
+        Ok(())
     }
 
     /// Takes a snapshot of the state at `index` (applied here) holding `data`, and drops the
@@ -95,6 +135,10 @@ impl QuorumStorage {
         meta.term = term;
         meta.set_conf_state(conf_state);
         let drop = (index - self.snapshot_index()) as usize;
+        if let Some(d) = &mut self.disk {
+            d.save_snapshot(&snapshot, &self.entries[drop..])
+                .map_err(|e| Error::Store(StorageError::Other(Box::new(e))))?;
+        }
         self.entries.drain(..drop);
         self.snapshot = snapshot;
         Ok(())

@@ -42,11 +42,11 @@ struct Sim {
     cut: BTreeSet<u64>,
     /// term -> the one leader seen in it.
     leaders: BTreeMap<u64, u64>,
-    /// Raft index -> (proposal, outcome) as first applied anywhere; every other node must
+    /// Raft index -> (entry term, outcome) as first applied anywhere; every other node must
     /// apply the same there.
-    applied: BTreeMap<u64, (ProposalId, Result<(), String>)>,
-    /// Proposals in flight: id -> topic name.
-    proposed: HashMap<ProposalId, String>,
+    applied: BTreeMap<u64, (u64, Result<(), String>)>,
+    /// Proposals in flight: (proposer, id) -> topic name.
+    proposed: HashMap<(u64, ProposalId), String>,
     /// Topics whose proposal was applied (Ok) on its proposer: what a client was told.
     acknowledged: Vec<String>,
     /// Entries each node reported applying one by one (a snapshot skips them).
@@ -77,6 +77,29 @@ impl Sim {
             applied_by: BTreeMap::new(),
             serial: 0,
         }
+    }
+
+    /// The same, each node over a durable log in its own directory under `root`.
+    fn durable(n: u64, seed: u64, snapshot_entries: u64, root: &std::path::Path) -> Sim {
+        let mut sim = Sim::new(n, seed, snapshot_entries);
+        for id in 1..=n {
+            sim.restart(id, root, snapshot_entries);
+        }
+        sim
+    }
+
+    /// Node `id` stops (its memory lost) and starts again from its directory under `root`.
+    fn restart(&mut self, id: u64, root: &std::path::Path, snapshot_entries: u64) {
+        let voters: Vec<u64> = (1..=self.nodes.len() as u64).collect();
+        let fresh = MetadataImage {
+            cluster_id: "MkU3OEVBNTcwNTJENDM2Qk".into(),
+            ..MetadataImage::default()
+        };
+        // Its clients lose their connections: nothing in flight through it is acknowledged.
+        self.proposed.retain(|(n, _), _| *n != id);
+        let dir = root.join(format!("node-{id}"));
+        self.nodes[id as usize - 1] =
+            QuorumNode::open(&dir, id, &voters, fresh, snapshot_entries).unwrap();
     }
 
     fn node(&mut self, id: u64) -> &mut QuorumNode {
@@ -116,26 +139,36 @@ impl Sim {
     }
 
     fn drive(&mut self, i: usize) {
-        let out = self.nodes[i].drive();
+        let out = self.nodes[i].drive().expect("storage");
         let me = self.nodes[i].id();
         self.queue.extend(out.messages);
         *self.applied_by.entry(me).or_default() += out.applied.len();
         for a in out.applied {
+            let p = a.proposal;
             let seen = self
                 .applied
-                .entry(a.index)
-                .or_insert((a.proposal, a.outcome.clone()));
+                .entry(p.index)
+                .or_insert((p.term, a.outcome.clone()));
             assert_eq!(
                 *seen,
-                (a.proposal, a.outcome.clone()),
+                (p.term, a.outcome.clone()),
                 "node {me} applied something else at index {}",
-                a.index
+                p.index
             );
-            if a.proposal.node == me {
-                if let Some(name) = self.proposed.remove(&a.proposal) {
-                    if a.outcome.is_ok() {
-                        self.acknowledged.push(name);
-                    }
+            // The proposer answers its client: the entry at its index is its proposal exactly
+            // when the terms agree; otherwise the proposal was lost and the client retries.
+            let lost: Vec<_> = self
+                .proposed
+                .keys()
+                .filter(|(n, q)| *n == me && q.index == p.index && q.term != p.term)
+                .copied()
+                .collect();
+            for k in lost {
+                self.proposed.remove(&k);
+            }
+            if let Some(name) = self.proposed.remove(&(me, p)) {
+                if a.outcome.is_ok() {
+                    self.acknowledged.push(name);
                 }
             }
         }
@@ -164,7 +197,7 @@ impl Sim {
         let name = format!("t{}", self.serial);
         let record = topic(&name, self.serial);
         let p = self.node(id).propose(&[record])?;
-        self.proposed.insert(p, name);
+        self.proposed.insert((id, p), name);
         Ok(p)
     }
 
@@ -222,9 +255,9 @@ fn an_entry_whose_records_do_not_fit_applies_nowhere_and_says_why_everywhere() {
         .node(leader)
         .propose(&[topic("dup", 1), topic("dup", 2)])
         .unwrap();
-    assert!(sim.run_until(100, |s| s.converged()
-        && s.applied.values().any(|(id, _)| *id == p)));
-    let (_, outcome) = sim.applied.values().find(|(id, _)| *id == p).unwrap();
+    assert!(sim.run_until(100, |s| s.converged() && s.applied.contains_key(&p.index)));
+    let (term, outcome) = &sim.applied[&p.index];
+    assert_eq!(*term, p.term);
     assert!(outcome.as_ref().unwrap_err().contains("exists already"));
     assert!(sim.nodes.iter().all(|n| n.image().topics.is_empty()));
 }
@@ -260,7 +293,7 @@ fn a_cut_off_leader_is_replaced_and_its_uncommitted_proposal_never_applies() {
     sim.cut.clear();
     assert!(sim.run_until(300, |s| s.converged() && s.proposed.len() == 1));
     assert!(
-        sim.proposed.contains_key(&lost),
+        sim.proposed.contains_key(&(old, lost)),
         "the cut-off proposal was never acknowledged"
     );
     let image = sim.nodes[0].image();
@@ -349,4 +382,126 @@ fn a_node_behind_the_leaders_snapshot_catches_up_from_it() {
         after < 10,
         "{after} entries applied one by one: the snapshot carried the rest"
     );
+}
+
+#[test]
+fn nodes_restarted_from_their_logs_come_back_with_the_same_image() {
+    let root = tempfile::tempdir().unwrap();
+    let mut sim = Sim::durable(3, 21, 7, root.path());
+    assert!(sim.run_until(200, |s| s.ready_leader().is_some()));
+    for _ in 0..25 {
+        let leader = sim.ready_leader();
+        if let Some(l) = leader {
+            sim.propose_topic(l).unwrap();
+        }
+        sim.round();
+    }
+    assert!(sim.run_until(300, |s| s.proposed.is_empty() && s.converged()));
+    let before = sim.nodes[0].image().clone();
+    assert_eq!(before.topics.len(), 25);
+    // One at a time, then all at once (every node's memory gone together).
+    for id in 1..=3 {
+        sim.restart(id, root.path(), 7);
+        assert!(sim.run_until(300, |s| s.converged() && s.ready_leader().is_some()));
+        assert_eq!(sim.nodes[0].image(), &before);
+    }
+    for id in 1..=3 {
+        sim.restart(id, root.path(), 7);
+    }
+    assert!(sim.run_until(300, |s| s.converged() && s.ready_leader().is_some()));
+    assert_eq!(sim.nodes[0].image(), &before);
+    let leader = sim.ready_leader().unwrap();
+    sim.propose_topic(leader).unwrap();
+    assert!(sim.run_until(300, |s| s.proposed.is_empty() && s.converged()));
+    assert_eq!(sim.nodes[2].image().topics.len(), 26);
+}
+
+#[test]
+fn a_torn_entry_at_the_end_of_a_log_is_cut_and_the_node_catches_up() {
+    let root = tempfile::tempdir().unwrap();
+    let mut sim = Sim::durable(3, 22, 1000, root.path());
+    assert!(sim.run_until(200, |s| s.ready_leader().is_some()));
+    let leader = sim.ready_leader().unwrap();
+    for _ in 0..10 {
+        sim.propose_topic(leader).unwrap();
+        sim.round();
+    }
+    assert!(sim.run_until(300, |s| s.proposed.is_empty() && s.converged()));
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    let log = root.path().join(format!("node-{follower}/entries.log"));
+    let whole = std::fs::read(&log).unwrap();
+    // A crash in the middle of an append leaves part of a frame after the synced ones.
+    let mut torn = whole.clone();
+    torn.extend_from_slice(&100u32.to_be_bytes());
+    torn.extend_from_slice(&[7; 30]);
+    std::fs::write(&log, &torn).unwrap();
+    sim.restart(follower, root.path(), 1000);
+    assert_eq!(
+        std::fs::read(&log).unwrap(),
+        whole,
+        "cut back to the synced frames"
+    );
+    assert!(sim.run_until(300, |s| s.converged()));
+    // Synced entries lost below the commit index: the node refuses to start.
+    std::fs::write(&log, &whole[..whole.len() - 5]).unwrap();
+    let voters = [1, 2, 3];
+    let err = QuorumNode::open(
+        &root.path().join(format!("node-{follower}")),
+        follower,
+        &voters,
+        MetadataImage::default(),
+        1000,
+    )
+    .err()
+    .expect("a log missing committed entries is refused");
+    assert!(err.contains("acknowledged entries are missing"), "{err}");
+    std::fs::write(&log, &whole).unwrap();
+    sim.restart(follower, root.path(), 1000);
+    assert!(sim.run_until(300, |s| s.converged()));
+    assert_eq!(sim.node(follower).image().topics.len(), 10);
+}
+
+#[test]
+fn restarts_loss_and_partitions_together_keep_every_acknowledged_change() {
+    let seeds: u64 = std::env::var("QUORUM_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    for seed in 31..31 + seeds {
+        let root = tempfile::tempdir().unwrap();
+        let mut sim = Sim::durable(3, seed, 16, root.path());
+        sim.drop_percent = 10;
+        for round in 0..1200 {
+            if round % 80 == 40 {
+                let id = 1 + sim.rng.next() % 3;
+                sim.restart(id, root.path(), 16);
+            }
+            if round % 100 == 0 {
+                sim.cut.clear();
+                if sim.rng.percent(50) {
+                    sim.cut.insert(1 + sim.rng.next() % 3);
+                }
+            }
+            if sim.rng.percent(30) {
+                let id = 1 + sim.rng.next() % 3;
+                let _ = sim.propose_topic(id);
+            }
+            sim.round();
+        }
+        sim.cut.clear();
+        sim.drop_percent = 0;
+        assert!(sim.run_until(1000, |s| s.converged()), "seed {seed}");
+        let image = sim.nodes[0].image().clone();
+        assert!(
+            sim.acknowledged.len() >= 30,
+            "seed {seed}: {}",
+            sim.acknowledged.len()
+        );
+        for name in &sim.acknowledged {
+            assert!(
+                image.topic(name).is_some(),
+                "seed {seed}: acknowledged {name} lost"
+            );
+        }
+    }
 }

@@ -1,0 +1,221 @@
+//! The quorum's Raft log on disk: what raft-rs requires to be durable before a Ready's
+//! persisted messages go out (entries, term and vote), and the snapshot that bounds the log.
+//!
+//! Files in the node's directory (`<data_dir>/__cluster_metadata/raft/`):
+//!
+//! - `entries.log`: the entries after the snapshot, each a frame `len: u32`, `crc32c: u32` of
+//!   the payload, then the entry in raft's protobuf encoding; appended and fdatasynced. An
+//!   append that replaces a suffix (a new leader's entries over ones an old leader sent) first
+//!   truncates the file at the first replaced entry.
+//! - `hardstate`: term, vote and commit (`crc32c: u32`, then protobuf), replaced atomically.
+//! - `snapshot`: the latest snapshot with the image (`crc32c: u32`, then protobuf), replaced
+//!   atomically; after it is in place, `entries.log` is rewritten with the entries after it.
+//!
+//! Recovery reads the snapshot, the hard state and the entries; a frame cut short or failing
+//! its CRC ends the log (an append never acknowledged), and the file is truncated there. A
+//! commit index past the end of what survived means acknowledged entries were lost: the node
+//! refuses to start rather than vote with a log that forgot them.
+//! Entries at or below the snapshot (a crash between writing the snapshot and rewriting the
+//! log) are skipped.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use protobuf::Message as _;
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+
+/// The open entries file and where each kept entry starts in it.
+pub struct Disk {
+    dir: PathBuf,
+    log: File,
+    /// Byte offset of each entry of the log, in order; `len` past the last.
+    offsets: Vec<u64>,
+    len: u64,
+}
+
+/// What recovery found.
+pub struct Recovered {
+    pub disk: Disk,
+    pub hard_state: HardState,
+    pub snapshot: Snapshot,
+    pub entries: Vec<Entry>,
+}
+
+fn corrupt(what: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.to_string())
+}
+
+/// Reads a `crc32c: u32` + protobuf file; `None` when it does not exist.
+fn read_checked<M: protobuf::Message>(path: &Path) -> io::Result<Option<M>> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if bytes.len() < 4
+        || crc32c::crc32c(&bytes[4..]) != u32::from_be_bytes(bytes[..4].try_into().expect("4"))
+    {
+        return Err(corrupt(format!("{}: checksum mismatch", path.display())));
+    }
+    M::parse_from_bytes(&bytes[4..])
+        .map(Some)
+        .map_err(|e| corrupt(format!("{}: {e}", path.display())))
+}
+
+/// Writes a `crc32c: u32` + protobuf file atomically: a temporary file, fsync, rename, fsync of
+/// the directory.
+fn write_checked<M: protobuf::Message>(dir: &Path, name: &str, m: &M) -> io::Result<()> {
+    let body = m.write_to_bytes().map_err(corrupt)?;
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut f = File::create(&tmp)?;
+    f.write_all(&crc32c::crc32c(&body).to_be_bytes())?;
+    f.write_all(&body)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(name))?;
+    File::open(dir)?.sync_all()
+}
+
+fn frame(entry: &Entry) -> io::Result<Vec<u8>> {
+    let body = entry.write_to_bytes().map_err(corrupt)?;
+    let mut out = Vec::with_capacity(8 + body.len());
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+impl Disk {
+    /// Opens (or creates) the log in `dir` and recovers it; a fresh log's snapshot is empty
+    /// with `voters` as its configuration.
+    pub fn open(dir: &Path, voters: &[u64]) -> io::Result<Recovered> {
+        std::fs::create_dir_all(dir)?;
+        let snapshot = read_checked::<Snapshot>(&dir.join("snapshot"))?.unwrap_or_else(|| {
+            let mut s = Snapshot::default();
+            s.mut_metadata().set_conf_state(ConfState {
+                voters: voters.to_vec(),
+                ..ConfState::default()
+            });
+            s
+        });
+        let hard_state = read_checked::<HardState>(&dir.join("hardstate"))?.unwrap_or_default();
+        let path = dir.join("entries.log");
+        let mut log = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&path)?;
+        File::open(dir)?.sync_all()?;
+        let mut bytes = Vec::new();
+        log.read_to_end(&mut bytes)?;
+        let snap_index = snapshot.get_metadata().index;
+        let (mut entries, mut offsets, mut pos) = (Vec::new(), Vec::new(), 0usize);
+        while bytes.len() - pos >= 8 {
+            let len = u32::from_be_bytes(bytes[pos..pos + 4].try_into().expect("4")) as usize;
+            let crc = u32::from_be_bytes(bytes[pos + 4..pos + 8].try_into().expect("4"));
+            let Some(end) = (pos + 8).checked_add(len).filter(|&e| e <= bytes.len()) else {
+                break;
+            };
+            if crc32c::crc32c(&bytes[pos + 8..end]) != crc {
+                break;
+            }
+            let entry = Entry::parse_from_bytes(&bytes[pos + 8..end]).map_err(corrupt)?;
+            if entry.index > snap_index {
+                let expected = snap_index + 1 + entries.len() as u64;
+                if entry.index != expected {
+                    return Err(corrupt(format!(
+                        "{}: entry {} where {expected} belongs",
+                        path.display(),
+                        entry.index
+                    )));
+                }
+                offsets.push(pos as u64);
+                entries.push(entry);
+            }
+            pos = end;
+        }
+        if pos < bytes.len() {
+            tracing::warn!(file = %path.display(), kept = pos, dropped = bytes.len() - pos,
+                "metadata quorum log ends in a torn entry (an append cut short); truncating");
+            log.set_len(pos as u64)?;
+            log.sync_all()?;
+        }
+        // A commit index past the log's end: the log lost entries it had synced (a disk that
+        // lied about fsync, or damage; a crash alone cannot do this, since the hard state is
+        // written after the entries). A voter that forgot what it acknowledged can make Raft
+        // commit conflicting entries, so it does not rejoin: the start stops with the reason.
+        let last = snap_index + entries.len() as u64;
+        if hard_state.commit > last {
+            return Err(corrupt(format!(
+                "{}: the log ends at entry {last} but entry {} was committed: acknowledged \
+                 entries are missing (disk damage, or a device that does not honour fsync)",
+                path.display(),
+                hard_state.commit
+            )));
+        }
+        // Entries at or below the snapshot: the log was not yet rewritten after it. Rewrite
+        // now so offsets start at 0.
+        let mut disk = Disk {
+            dir: dir.to_path_buf(),
+            log,
+            offsets,
+            len: pos as u64,
+        };
+        if disk.offsets.first().is_some_and(|&o| o > 0) || (disk.offsets.is_empty() && pos > 0) {
+            disk.rewrite(&entries)?;
+        }
+        Ok(Recovered {
+            disk,
+            hard_state,
+            snapshot,
+            entries,
+        })
+    }
+
+    /// Writes `entries` after the first `keep` of the log (cutting the rest), then syncs.
+    pub fn append(&mut self, keep: usize, entries: &[Entry]) -> io::Result<()> {
+        if keep < self.offsets.len() {
+            self.len = self.offsets[keep];
+            self.offsets.truncate(keep);
+            self.log.set_len(self.len)?;
+        }
+        let mut buf = Vec::new();
+        for e in entries {
+            self.offsets.push(self.len + buf.len() as u64);
+            buf.extend_from_slice(&frame(e)?);
+        }
+        self.log.write_all(&buf)?;
+        self.len += buf.len() as u64;
+        self.log.sync_data()
+    }
+
+    pub fn save_hard_state(&self, hs: &HardState) -> io::Result<()> {
+        write_checked(&self.dir, "hardstate", hs)
+    }
+
+    /// Puts `snapshot` in place, then rewrites the log with `remaining` (the entries after it).
+    pub fn save_snapshot(&mut self, snapshot: &Snapshot, remaining: &[Entry]) -> io::Result<()> {
+        write_checked(&self.dir, "snapshot", snapshot)?;
+        self.rewrite(remaining)
+    }
+
+    fn rewrite(&mut self, entries: &[Entry]) -> io::Result<()> {
+        let tmp = self.dir.join("entries.log.tmp");
+        let mut f = File::create(&tmp)?;
+        let (mut offsets, mut len) = (Vec::with_capacity(entries.len()), 0u64);
+        for e in entries {
+            let b = frame(e)?;
+            offsets.push(len);
+            len += b.len() as u64;
+            f.write_all(&b)?;
+        }
+        f.sync_all()?;
+        let path = self.dir.join("entries.log");
+        std::fs::rename(&tmp, &path)?;
+        File::open(&self.dir)?.sync_all()?;
+        self.log = OpenOptions::new().read(true).append(true).open(&path)?;
+        self.offsets = offsets;
+        self.len = len;
+        Ok(())
+    }
+}
