@@ -525,6 +525,15 @@ impl BrokerConfig {
             }
             None => self.listeners.insert(0, new.clone()),
         }
+        // DescribeConfigs reports where the broker listens, as given on its command line.
+        let rendered: Vec<String> = self
+            .listeners
+            .iter()
+            .map(|l| format!("{}://{}:{}", l.name, l.host, l.port))
+            .collect();
+        self.explicit.retain(|(k, _)| k != "listeners");
+        self.explicit
+            .push(("listeners".to_string(), rendered.join(",")));
         Ok(())
     }
 

@@ -254,6 +254,7 @@ mod tests {
             (ApiKey::DeleteRecords, 0, 2),
             (ApiKey::DescribeCluster, 0, 1),
             (ApiKey::DescribeLogDirs, 1, 4),
+            (ApiKey::DescribeQuorum, 0, 2),
         ];
         let got: Vec<(i16, i16, i16)> = advertised()
             .iter()

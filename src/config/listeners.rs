@@ -360,6 +360,10 @@ mod tests {
             .listeners
             .iter()
             .any(|l| l.name == "CONTROLLER" && l.port == 9093));
+        assert_eq!(
+            c.explicit_value("listeners"),
+            Some("PLAINTEXT://127.0.0.1:0,CONTROLLER://:9093")
+        );
         assert!(c.override_client_listener("a:1,b:2").is_err());
     }
 

@@ -7,33 +7,18 @@ use std::collections::BTreeMap;
 use super::super::records::{apply, MetadataRecord};
 use super::super::{load, MetadataImage};
 use super::*;
+use crate::util::TestRng;
 
 const CLUSTER: &str = "MkU3OEVBNTcwNTJENDM2Qk";
 
-/// A small deterministic generator (xorshift64), so a failure replays.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-fn configs(rng: &mut Rng) -> BTreeMap<String, String> {
+fn configs(rng: &mut TestRng) -> BTreeMap<String, String> {
     (0..rng.below(3))
         .map(|i| (format!("k{i}"), rng.below(1000).to_string()))
         .collect()
 }
 
 /// A valid next change for `image`: one record the controller could have written.
-fn change(rng: &mut Rng, image: &MetadataImage, serial: &mut u64) -> MetadataRecord {
+fn change(rng: &mut TestRng, image: &MetadataImage, serial: &mut u64) -> MetadataRecord {
     let topics: Vec<_> = image.topics.values().cloned().collect();
     let pick = rng.below(5);
     if topics.is_empty() || pick == 0 {
@@ -66,7 +51,7 @@ fn change(rng: &mut Rng, image: &MetadataImage, serial: &mut u64) -> MetadataRec
 /// `n` changes from `seed`, committed in groups of 1 to 4 records with the given snapshot
 /// threshold; returns the image after each group (the first: the empty image).
 fn run(dir: &Path, seed: u64, n: usize, snapshot_bytes: u64) -> Vec<MetadataImage> {
-    let mut rng = Rng(seed);
+    let mut rng = TestRng(seed);
     let mut image = load(dir, Some(CLUSTER)).unwrap();
     let mut after_each = vec![image.clone()];
     let mut serial = 0;
@@ -88,7 +73,7 @@ fn run(dir: &Path, seed: u64, n: usize, snapshot_bytes: u64) -> Vec<MetadataImag
 
 #[test]
 fn every_record_round_trips_and_a_damaged_one_is_refused() {
-    let mut rng = Rng(7);
+    let mut rng = TestRng(7);
     let mut image = MetadataImage::default();
     let mut serial = 0;
     for _ in 0..500 {

@@ -7,22 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use super::*;
-
-/// xorshift64: a seeded, replayable source of faults.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn percent(&mut self, p: u64) -> bool {
-        self.next() % 100 < p
-    }
-}
+use crate::util::TestRng;
 
 fn topic(name: &str, serial: u64) -> MetadataRecord {
     MetadataRecord::Topic {
@@ -36,7 +21,7 @@ fn topic(name: &str, serial: u64) -> MetadataRecord {
 struct Sim {
     nodes: Vec<QuorumNode>,
     queue: VecDeque<Message>,
-    rng: Rng,
+    rng: TestRng,
     drop_percent: u64,
     /// Nodes cut off: every message to or from them is lost.
     cut: BTreeSet<u64>,
@@ -67,7 +52,7 @@ impl Sim {
                 .map(|&id| QuorumNode::new(id, &voters, image.clone(), snapshot_entries).unwrap())
                 .collect(),
             queue: VecDeque::new(),
-            rng: Rng(seed),
+            rng: TestRng(seed),
             drop_percent: 0,
             cut: BTreeSet::new(),
             leaders: BTreeMap::new(),
