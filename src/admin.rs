@@ -51,12 +51,24 @@ fn validate(shard: &Shard, image: &MetadataImage, t: &NewTopic) -> Result<i32, A
         t.partitions
     };
     metadata::validate_partitions(partitions)?;
-    if t.replication_factor != -1 && t.replication_factor != 1 {
+    // Kafka's checks and messages (ReplicationControlManager, StripedReplicaPlacer).
+    let replication_factor = match t.replication_factor {
+        -1 => shard.config.default_replication_factor,
+        rf if rf < -1 || rf == 0 => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidReplicationFactor,
+                "Replication factor must be larger than 0, or -1 to use the default value.",
+            ))
+        }
+        rf => rf,
+    };
+    if replication_factor > 1 {
         return Err(ApiError::new(
             ErrorCode::InvalidReplicationFactor,
             format!(
-                "replication factor {} is larger than the 1 available broker",
-                t.replication_factor
+                "Unable to replicate the partition {replication_factor} time(s): The target \
+                 replication factor of {replication_factor} cannot be reached because only 1 \
+                 broker(s) are registered."
             ),
         ));
     }

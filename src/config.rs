@@ -326,6 +326,10 @@ pub struct BrokerConfig {
     pub shards: Option<usize>,
     /// `node.id`.
     pub node_id: i32,
+    /// `broker.rack`.
+    pub broker_rack: Option<String>,
+    /// `default.replication.factor`.
+    pub default_replication_factor: i16,
     /// `cluster.id`: generated at first start when unset, then persisted in the data dir.
     pub cluster_id: Option<String>,
     /// `num.partitions`.
@@ -414,6 +418,8 @@ impl Default for BrokerConfig {
             data_dir: "./tidelog-data".into(),
             shards: None,
             node_id: 1,
+            broker_rack: None,
+            default_replication_factor: 1,
             cluster_id: None,
             num_partitions: 1,
             auto_create_topics_enable: true,

@@ -748,3 +748,76 @@ fn metadata_changes_answered_before_a_sigkill_are_all_there_after_it() {
     // Produce works on the partitions added before the crash.
     assert_eq!(produce(&mut c, "kept", 4, batch(&["v"], None, 1)).0, 0);
 }
+
+/// `default.replication.factor` sizes a topic created with replication factor -1, and a factor
+/// the brokers cannot hold is INVALID_REPLICATION_FACTOR with Kafka's message; `broker.rack`
+/// is reported in Metadata and DescribeCluster. Consumer groups keep working: the offsets
+/// topic is sized by its own setting.
+#[test]
+fn replication_factors_and_the_rack_answer_as_kafka_does() {
+    let broker = Broker::start_with(
+        BrokerOptions::default()
+            .set("default.replication.factor", "3")
+            .set("broker.rack", "rack-a"),
+    );
+    let mut c = Raw::connect(&broker.addr());
+    let create = |c: &mut Raw, name: &str, rf: i16| {
+        let req = CreateTopicsRequest::default()
+            .with_timeout_ms(5000)
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(topic(name))
+                .with_num_partitions(1)
+                .with_replication_factor(rf)]);
+        let r = c.call(&req, 7);
+        (
+            r.topics[0].error_code,
+            r.topics[0]
+                .error_message
+                .as_ref()
+                .map(|m| m.to_string())
+                .unwrap_or_default(),
+        )
+    };
+    let invalid = ErrorCode::InvalidReplicationFactor.code();
+    assert_eq!(
+        create(&mut c, "by-default", -1),
+        (
+            invalid,
+            "Unable to replicate the partition 3 time(s): The target replication factor of 3 \
+             cannot be reached because only 1 broker(s) are registered."
+                .to_string()
+        )
+    );
+    assert_eq!(
+        create(&mut c, "zero", 0),
+        (
+            invalid,
+            "Replication factor must be larger than 0, or -1 to use the default value.".to_string()
+        )
+    );
+    assert_eq!(create(&mut c, "one", 1).0, 0);
+    let md = c.call(&MetadataRequest::default().with_topics(None), 12);
+    assert_eq!(
+        md.brokers[0]
+            .rack
+            .as_ref()
+            .map(|r| r.to_string())
+            .as_deref(),
+        Some("rack-a")
+    );
+    let dc = c.call(&DescribeClusterRequest::default(), 1);
+    assert_eq!(
+        dc.brokers[0]
+            .rack
+            .as_ref()
+            .map(|r| r.to_string())
+            .as_deref(),
+        Some("rack-a")
+    );
+    // FindCoordinator creates __consumer_offsets, with one replica.
+    let find = FindCoordinatorRequest::default()
+        .with_key_type(0)
+        .with_coordinator_keys(vec![s("g")]);
+    let r = c.call(&find, 4);
+    assert_eq!(r.coordinators[0].error_code, 0);
+}

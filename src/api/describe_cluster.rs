@@ -50,6 +50,7 @@ pub async fn handle(
     let broker = DescribeClusterBroker::default()
         .with_broker_id(BrokerId(shard.config.node_id))
         .with_host(StrBytes::from_string(host))
-        .with_port(port);
+        .with_port(port)
+        .with_rack(shard.config.broker_rack.as_deref().map(super::str_bytes));
     respond(req, &resp.with_brokers(vec![broker]))
 }

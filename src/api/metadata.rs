@@ -87,7 +87,8 @@ pub async fn handle(
         .with_brokers(vec![MetadataResponseBroker::default()
             .with_node_id(BrokerId(node))
             .with_host(StrBytes::from_string(host))
-            .with_port(port)])
+            .with_port(port)
+            .with_rack(shard.config.broker_rack.as_deref().map(super::str_bytes))])
         .with_cluster_id(Some(StrBytes::from_string(
             shard.metadata().cluster_id.clone(),
         )))

@@ -202,7 +202,9 @@ fn offsets_topic() -> crate::admin::NewTopic {
     crate::admin::NewTopic {
         name: crate::group::store::OFFSETS_TOPIC.to_string(),
         partitions: OFFSETS_TOPIC_PARTITIONS,
-        replication_factor: -1,
+        // Kafka sizes it by offsets.topic.replication.factor, not default.replication.factor;
+        // a single node holds one replica whatever that says (accepted, not used).
+        replication_factor: 1,
         configs: configs.into_iter().collect(),
     }
 }

@@ -184,6 +184,17 @@ pub static SETTINGS: &[Setting] = &[
         },
     ),
     setting(
+        "broker.rack",
+        T::String,
+        None,
+        ReadOnly,
+        "This broker's rack, reported in Metadata and DescribeCluster (rack-aware placement comes with the cluster).",
+        |c, _, value| {
+            c.broker_rack = Some(value.to_string());
+            Ok(())
+        },
+    ),
+    setting(
         "cluster.id",
         T::String,
         None,
@@ -248,6 +259,21 @@ pub static SETTINGS: &[Setting] = &[
         "`id@host:port,...` of the controllers (KRaft); only this node until the cluster lands.",
         |c, key, value| {
             c.controller_quorum_voters = listeners::parse_voters(key, value)?;
+            Ok(())
+        },
+    ),
+    setting(
+        "default.replication.factor",
+        T::Int,
+        Some("1"),
+        ReadOnly,
+        "Replicas of a topic created with replication factor -1 (and of auto-created ones); more than the brokers is INVALID_REPLICATION_FACTOR.",
+        |c, key, value| {
+            let v: i16 = parse(key, value)?;
+            if v < 1 {
+                return Err(ConfigError::invalid(format!("{key} must be at least 1, got {value:?}")));
+            }
+            c.default_replication_factor = v;
             Ok(())
         },
     ),
