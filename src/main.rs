@@ -29,6 +29,11 @@ enum Command {
     Tune(TuneArgs),
     /// Print every broker setting and topic config, from the config schema.
     Configs(ConfigsArgs),
+    /// Format a data directory for a cluster id, or print a new id (like kafka-storage.sh).
+    Storage {
+        #[command(subcommand)]
+        cmd: StorageCommand,
+    },
     #[command(flatten)]
     Client(tidelog::cli::ClientCommand),
 }
@@ -55,6 +60,37 @@ struct ServeArgs {
     set: Vec<String>,
 }
 
+#[derive(clap::Subcommand, Debug)]
+enum StorageCommand {
+    /// Print a new cluster id (kafka-storage.sh random-uuid).
+    RandomUuid,
+    /// Make an empty data directory belong to a cluster (kafka-storage.sh format); `serve`
+    /// does it itself on a first start, so this is optional.
+    Format(FormatArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct FormatArgs {
+    /// The cluster id (`tidelog storage random-uuid`).
+    #[arg(long, short = 't')]
+    cluster_id: String,
+    /// The broker's config file, as for `serve` (its `log.dirs` is the directory).
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// A Kafka-named setting, applied after the config file (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// The data directory, over the config's `log.dirs`.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// A directory formatted before is not an error (kafka-storage.sh's --ignore-formatted).
+    #[arg(long, short = 'g')]
+    ignore_formatted: bool,
+    /// Accepted for kafka-storage.sh's command line: a single node is a standalone quorum.
+    #[arg(long, short = 's')]
+    standalone: bool,
+}
+
 #[derive(clap::Args, Debug)]
 struct TuneArgs {
     /// Read the settings and print what to change; the only mode, since tidelog never changes
@@ -70,9 +106,10 @@ struct ConfigsArgs {
     markdown: bool,
 }
 
-fn build_config(args: &ServeArgs) -> Result<BrokerConfig, String> {
+/// The config file, then `--set`s, as `serve` and `storage format` read them.
+fn file_and_sets(config: Option<&PathBuf>, sets: &[String]) -> Result<BrokerConfig, String> {
     let mut c = BrokerConfig::default();
-    if let Some(path) = &args.config {
+    if let Some(path) = config {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         if path.extension().is_some_and(|e| e == "properties") {
@@ -81,12 +118,45 @@ fn build_config(args: &ServeArgs) -> Result<BrokerConfig, String> {
             c.apply_toml(&text)?;
         }
     }
-    for kv in &args.set {
+    for kv in sets {
         let (k, v) = kv
             .split_once('=')
             .ok_or_else(|| format!("--set wants KEY=VALUE, got {kv:?}"))?;
         c.set(k.trim(), v.trim())?;
     }
+    Ok(c)
+}
+
+/// `tidelog storage format`: Kafka's messages and exit codes.
+fn format_storage(args: &FormatArgs) -> Result<(), String> {
+    let mut c = file_and_sets(args.config.as_ref(), &args.set)?;
+    if let Some(d) = &args.data_dir {
+        c.data_dir = d.clone();
+    }
+    c.resolve()?;
+    let _ = args.standalone;
+    let dir = c.data_dir.display();
+    match tidelog::metadata::format(&c.data_dir, &args.cluster_id).map_err(|e| e.to_string())? {
+        tidelog::metadata::Formatted::Now => {
+            println!(
+                "Formatting data directory {dir} with cluster id {}.",
+                args.cluster_id
+            );
+            Ok(())
+        }
+        tidelog::metadata::Formatted::Already(_) if args.ignore_formatted => {
+            println!("All of the log directories are already formatted.");
+            Ok(())
+        }
+        tidelog::metadata::Formatted::Already(id) => Err(format!(
+            "Log directory {dir} is already formatted (cluster id {id}). Use \
+             --ignore-formatted to ignore this directory and format the others."
+        )),
+    }
+}
+
+fn build_config(args: &ServeArgs) -> Result<BrokerConfig, String> {
+    let mut c = file_and_sets(args.config.as_ref(), &args.set)?;
     if let Some(l) = &args.listen {
         c.override_client_listener(l)?;
     }
@@ -125,6 +195,19 @@ fn main() -> ExitCode {
             }
         }
         Command::Tune(_) => tidelog::tune::run_check(),
+        Command::Storage { cmd } => match cmd {
+            StorageCommand::RandomUuid => {
+                println!("{}", tidelog::metadata::random_cluster_id());
+                ExitCode::SUCCESS
+            }
+            StorageCommand::Format(args) => match format_storage(&args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tidelog: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+        },
         Command::Configs(_) => {
             use tidelog::config::docs;
             print!(

@@ -308,6 +308,49 @@ fn decode(text: &str) -> Result<MetadataImage, String> {
     })
 }
 
+/// What [`format`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Formatted {
+    /// The directory was empty and now belongs to the cluster.
+    Now,
+    /// It was formatted before, for this cluster id.
+    Already(String),
+}
+
+/// `kafka-storage.sh format`: makes an empty data directory belong to `cluster_id` (a new
+/// cluster's metadata with nothing in it). A directory formatted before is left alone and
+/// reported with the cluster id it has. `tidelog serve` formats an empty directory itself on
+/// its first start, so this step is for Kafka's habit of formatting first.
+pub fn format(data_dir: &Path, cluster_id: &str) -> Result<Formatted, MetadataError> {
+    if !valid_cluster_id(cluster_id) {
+        return Err(MetadataError::Storage(format!(
+            "cluster id {cluster_id:?} is not a UUID in url-safe base64 (22 characters, as \
+             `tidelog storage random-uuid` prints)"
+        )));
+    }
+    if let Ok(text) = std::fs::read_to_string(metadata_file(data_dir)) {
+        let image = decode(&text).map_err(MetadataError::Storage)?;
+        return Ok(Formatted::Already(image.cluster_id));
+    }
+    load(data_dir, Some(cluster_id))?;
+    Ok(Formatted::Now)
+}
+
+/// A new cluster id (`kafka-storage.sh random-uuid`).
+pub fn random_cluster_id() -> String {
+    base64_uuid(random_uuid())
+}
+
+/// Kafka's rule for a cluster id: the url-safe base64 of 16 bytes, unpadded (22 characters;
+/// like Java's decoder, the unused low bits of the last one are not checked, so Kafka's own
+/// documentation example `MkU3OEVBNTcwNTJENDM2Qk` passes).
+fn valid_cluster_id(id: &str) -> bool {
+    id.len() == 22
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// Kafka prints cluster ids as url-safe base64 of a UUID (22 characters).
 fn base64_uuid(id: Uuid) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -349,6 +392,28 @@ pub fn reserve_producer_ids(data_dir: &Path, count: i64) -> Result<i64, Metadata
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn format_makes_an_empty_directory_belong_to_a_cluster_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = random_cluster_id();
+        assert!(valid_cluster_id(&id), "{id}");
+        assert_eq!(format(dir.path(), &id).unwrap(), Formatted::Now);
+        assert_eq!(load(dir.path(), None).unwrap().cluster_id, id);
+        assert_eq!(
+            format(dir.path(), &random_cluster_id()).unwrap(),
+            Formatted::Already(id)
+        );
+        for bad in [
+            "",
+            "short",
+            "MkU3OEVBNTcwNTJENDM2Q!",
+            "MkU3OEVBNTcwNTJENDM2Qk=",
+        ] {
+            assert!(format(dir.path(), bad).is_err(), "{bad:?}");
+        }
+        assert!(valid_cluster_id("MkU3OEVBNTcwNTJENDM2Qk"));
+    }
 
     #[test]
     fn topic_names_follow_kafka_rules() {

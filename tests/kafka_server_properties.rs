@@ -243,3 +243,55 @@ fn a_quorum_of_several_nodes_and_a_foreign_data_directory_are_refused_with_the_r
         "{err}"
     );
 }
+
+/// `tidelog storage random-uuid` and `tidelog storage format` as `kafka-storage.sh` runs them
+/// (`-t ID -c server.properties`), with its messages and exit codes.
+#[test]
+fn storage_format_and_random_uuid_work_like_kafka_storage_sh() {
+    let files = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let text = KAFKA_QUICKSTART
+        .replace("CPORT", &free_port().to_string())
+        .replace("PORT", &free_port().to_string());
+    let props = write_properties(files.path(), &text);
+    let run = |args: &[&str]| {
+        let out = Command::new(tidelog_bin()).args(args).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, id, _) = run(&["storage", "random-uuid"]);
+    let id = id.trim().to_string();
+    assert!(ok && id.len() == 22, "{id:?}");
+    let dir = data.path().to_str().unwrap();
+    let props = props.to_str().unwrap();
+    let format = [
+        "storage",
+        "format",
+        "-t",
+        &id,
+        "-c",
+        props,
+        "--data-dir",
+        dir,
+    ];
+    let (ok, out, err) = run(&format);
+    assert!(ok, "{err}");
+    assert!(out.contains("Formatting data directory"), "{out}");
+    assert_eq!(
+        tidelog::metadata::load(data.path(), None)
+            .unwrap()
+            .cluster_id,
+        id
+    );
+    let (ok, _, err) = run(&format);
+    assert!(!ok && err.contains("is already formatted"), "{err}");
+    let mut ignore = format.to_vec();
+    ignore.push("--ignore-formatted");
+    let (ok, out, _) = run(&ignore);
+    assert!(ok && out.contains("already formatted"), "{out}");
+    let (ok, _, err) = run(&["storage", "format", "-t", "not-a-uuid", "--data-dir", dir]);
+    assert!(!ok && err.contains("url-safe base64"), "{err}");
+}
