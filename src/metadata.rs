@@ -351,8 +351,8 @@ fn valid_cluster_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// Kafka prints cluster ids as url-safe base64 of a UUID (22 characters).
-fn base64_uuid(id: Uuid) -> String {
+/// Kafka prints cluster ids (and directory ids) as url-safe base64 of a UUID (22 characters).
+pub fn base64_uuid(id: Uuid) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::with_capacity(22);
     for chunk in id.as_bytes().chunks(3) {

@@ -145,6 +145,36 @@ fn kafkas_quickstart_server_properties_runs_a_combined_node_that_clients_use() {
     );
     assert_eq!(field("CurrentObservers"), "[]");
     assert_eq!(field("ClusterId").len(), 22);
+    // describe --replication: Kafka's header, and this node as the leader with no lag.
+    let table = broker.cli_ok(&["cluster", "replication"], b"");
+    let lines: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| {
+            l.split('\t')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        lines[0],
+        [
+            "NodeId",
+            "DirectoryId",
+            "LogEndOffset",
+            "Lag",
+            "LastFetchTimestamp",
+            "LastCaughtUpTimestamp",
+            "Status"
+        ]
+    );
+    assert_eq!(lines.len(), 2, "{table}");
+    let row = &lines[1];
+    assert_eq!(
+        (row[0], row[1], row[3], row[6]),
+        ("1", "AAAAAAAAAAAAAAAAAAAAAA", "0", "Leader")
+    );
+    assert_eq!(row[2], field("HighWatermark"));
 
     // A restart with the same file comes back on the same port with the data.
     broker.restart();
