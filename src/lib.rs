@@ -25,8 +25,8 @@
 //!   (under `metadata::controller::Controller`, which also hands out producer ids),
 //!   persisted, and broadcast as immutable images.
 //! - [`quorum`]: the metadata quorum on raft-rs: a controller's Raft node applying metadata
-//!   records to its image, tested under a deterministic lossy network (not yet wired into
-//!   `serve`).
+//!   records to its image, its durable log, and its TCP transport on glommio; tested under a
+//!   deterministic lossy network and over loopback (not yet run by `serve`).
 //! - [`client`]: a small blocking Kafka client (std `TcpStream`) for the CLI and tests.
 //! - [`group`]: the classic consumer-group coordinator and committed offsets (in the internal,
 //!   compacted `__consumer_offsets` topic).

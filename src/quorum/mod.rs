@@ -18,13 +18,15 @@
 //! - every `snapshot_entries` applied entries the image becomes the log's snapshot and the
 //!   entries before it are dropped; a follower too far behind receives the snapshot.
 //!
-//! The log is durable with [`QuorumNode::open`] (`disk.rs`). Not yet here: the transport
-//! between controllers (TCP on the CONTROLLER listener) and wiring into `tidelog serve` (today one node runs without Raft, writing the same
+//! The log is durable with [`QuorumNode::open`] (`disk.rs`); [`transport`] runs a node on a
+//! glommio executor and talks TCP with the other controllers. Not yet here: wiring into
+//! `tidelog serve` (today one node runs without Raft, writing the same
 //! records to its own metadata log, `metadata::log`).
 
 mod disk;
 mod logger;
 pub mod storage;
+pub mod transport;
 
 use raft::eraftpb::{Entry, EntryType, Message, Snapshot};
 use raft::{Config, RawNode, StateRole, Storage};
@@ -204,6 +206,12 @@ impl QuorumNode {
         self.raw.report_snapshot(to, status);
     }
 
+    /// Tells Raft a message to `to` could not be delivered, so a leader probes it again
+    /// instead of streaming entries it will not get.
+    pub fn report_unreachable(&mut self, to: u64) {
+        self.raw.report_unreachable(to);
+    }
+
     /// Whether [`QuorumNode::propose`] would take a proposal now: this node leads, and has
     /// applied an entry of its own term.
     pub fn can_propose(&self) -> Result<(), NotTaken> {
@@ -358,3 +366,5 @@ fn decode_batch(bytes: &[u8]) -> Result<Vec<MetadataRecord>, String> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_transport;
