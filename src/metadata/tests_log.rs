@@ -213,3 +213,27 @@ fn a_gap_in_the_log_stops_the_start_with_the_reason() {
     let err = load(dir.path(), None).unwrap_err().to_string();
     assert!(err.contains("gap"), "{err}");
 }
+
+mod damaged {
+    use proptest::prelude::*;
+
+    use super::super::super::records::MetadataRecord;
+    use super::*;
+
+    proptest! {
+        /// Whatever bytes a damaged disk hands back, decoding a record or recovering a log
+        /// answers an error or an image, never a panic or a runaway allocation.
+        #[test]
+        fn any_bytes_decode_to_a_record_or_an_error(b in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = MetadataRecord::decode(&b);
+        }
+
+        #[test]
+        fn any_log_bytes_recover_or_refuse(b in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let dir = tempfile::tempdir().unwrap();
+            load(dir.path(), Some(CLUSTER)).unwrap();
+            std::fs::write(log_file(dir.path()), &b).unwrap();
+            let _ = load(dir.path(), None);
+        }
+    }
+}
