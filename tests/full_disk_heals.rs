@@ -212,3 +212,65 @@ fn appends_resume_once_space_returns_and_a_full_disk_shutdown_recovers() {
     drop(c);
     drop(serve);
 }
+
+/// A metadata change that hits a full disk is refused (KAFKA_STORAGE_ERROR) and takes its
+/// partial write back, so a change acknowledged after space returns survives a SIGKILL. Before,
+/// the torn record stayed in the metadata log, and recovery stopped there and dropped every
+/// change after it.
+#[test]
+fn a_metadata_change_refused_on_a_full_disk_leaves_later_ones_durable() {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::{CreateTopicsRequest, MetadataRequest};
+    let Some(fs) = Tmpfs::mount() else { return };
+    let dir = fs.path.join("data");
+    let ballast = fs.path.join("ballast");
+    let mut serve = start(&dir);
+    let addr = serve.addr.unwrap().to_string();
+    let mut c = Raw::connect(&addr);
+    // Many topics in one request: one append of several KiB, more than a page can take.
+    let create = |c: &mut Raw, prefix: &str, n: usize| {
+        let topics = (0..n)
+            .map(|i| {
+                CreatableTopic::default()
+                    .with_name(topic(&format!("{prefix}-{i:04}-{}", "x".repeat(150))))
+                    .with_num_partitions(1)
+                    .with_replication_factor(1)
+            })
+            .collect();
+        let req = CreateTopicsRequest::default()
+            .with_timeout_ms(5000)
+            .with_topics(topics);
+        c.call(&req, 7)
+            .topics
+            .iter()
+            .map(|t| t.error_code)
+            .collect::<Vec<_>>()
+    };
+    assert!(create(&mut c, "before", 1).iter().all(|&e| e == 0));
+    fill(&ballast);
+    let refused = create(&mut c, "full", 60);
+    assert!(
+        refused.contains(&ErrorCode::KafkaStorageError.code()),
+        "{refused:?}"
+    );
+    std::fs::remove_file(&ballast).unwrap();
+    assert!(create(&mut c, "after", 1).iter().all(|&e| e == 0));
+    // SIGKILL: nothing but what was fsynced survives.
+    let _ = serve.child.kill();
+    let _ = serve.child.wait();
+    drop(serve);
+    let serve = start(&dir);
+    let mut c = Raw::connect(&serve.addr.unwrap().to_string());
+    let names: Vec<String> = c
+        .call(&MetadataRequest::default().with_topics(None), 12)
+        .topics
+        .iter()
+        .filter_map(|t| t.name.as_ref().map(|n| n.to_string()))
+        .collect();
+    assert!(names.iter().any(|n| n.starts_with("before-")), "{names:?}");
+    assert!(
+        names.iter().any(|n| n.starts_with("after-")),
+        "the change acknowledged after the refused one survives: {names:?}"
+    );
+    assert!(!names.iter().any(|n| n.starts_with("full-")), "{names:?}");
+}

@@ -4,8 +4,10 @@
 //!
 //! Files, in `<data_dir>/__cluster_metadata/`: `topics.toml`, the snapshot (an image and the
 //! offset it has applied up to), and `records.log`, the records from that offset on. A frame
-//! is `length: u32` (of the record), `crc32c: u32` (of offset and record), `offset: u64`, then
-//! the record's bytes. When the log passes [`METADATA_LOG_SNAPSHOT_BYTES`], the image is written
+//! holds one change: `length: u32` (of the batch), `crc32c: u32` (of offset and batch),
+//! `offset: u64` (of its first record), then the change's records
+//! (`records::encode_batch`). One CRC over the whole change makes it atomic: a change cut
+//! short by a crash or a full disk applies not at all, never in part. When the log passes [`METADATA_LOG_SNAPSHOT_BYTES`], the image is written
 //! as a new snapshot and the log emptied; a crash between the two leaves records the snapshot
 //! already holds, which replay skips by their offsets.
 //!
@@ -44,23 +46,26 @@ pub fn recover(data_dir: &Path, image: &mut MetadataImage) -> Result<(), Metadat
         Err(e) => return Err(storage(&path, e)),
     };
     let (frames, good_len) = frames(&bytes);
-    for (offset, record) in frames {
-        if offset < image.applied {
-            continue; // already in the snapshot
+    for (first, batch) in frames {
+        let records = records::decode_batch(batch)
+            .map_err(|e| storage(&path, format!("offset {first}: {e}")))?;
+        for (i, record) in records.iter().enumerate() {
+            let offset = first + i as u64;
+            if offset < image.applied {
+                continue; // already in the snapshot
+            }
+            if offset != image.applied {
+                return Err(storage(
+                    &path,
+                    format!(
+                        "record at offset {offset} follows offset {}: a gap",
+                        image.applied
+                    ),
+                ));
+            }
+            records::apply(image, record)
+                .map_err(|e| storage(&path, format!("offset {offset}: {e}")))?;
         }
-        if offset != image.applied {
-            return Err(storage(
-                &path,
-                format!(
-                    "record at offset {offset} follows offset {}: a gap",
-                    image.applied
-                ),
-            ));
-        }
-        let record = MetadataRecord::decode(record)
-            .map_err(|e| storage(&path, format!("offset {offset}: {e}")))?;
-        records::apply(image, &record)
-            .map_err(|e| storage(&path, format!("offset {offset}: {e}")))?;
     }
     if good_len < bytes.len() {
         tracing::warn!(
@@ -80,8 +85,8 @@ pub fn recover(data_dir: &Path, image: &mut MetadataImage) -> Result<(), Metadat
     Ok(())
 }
 
-/// The whole frames at the start of `bytes` as (offset, record bytes), and how many bytes
-/// they take.
+/// The whole frames at the start of `bytes` as (first offset, batch bytes), and how many
+/// bytes they take.
 fn frames(bytes: &[u8]) -> (Vec<(u64, &[u8])>, usize) {
     let mut out = Vec::new();
     let mut pos = 0;
@@ -123,16 +128,14 @@ fn commit_with(
 ) -> Result<(), MetadataError> {
     let path = log_file(data_dir);
     let first = after.applied - records.len() as u64;
-    let mut buf = Vec::new();
-    for (i, r) in records.iter().enumerate() {
-        let body = r.encode();
-        let mut covered = Vec::with_capacity(8 + body.len());
-        covered.extend_from_slice(&(first + i as u64).to_be_bytes());
-        covered.extend_from_slice(&body);
-        buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
-        buf.extend_from_slice(&crc32c::crc32c(&covered).to_be_bytes());
-        buf.extend_from_slice(&covered);
-    }
+    let batch = records::encode_batch(records);
+    let mut covered = Vec::with_capacity(8 + batch.len());
+    covered.extend_from_slice(&first.to_be_bytes());
+    covered.extend_from_slice(&batch);
+    let mut buf = Vec::with_capacity(8 + covered.len());
+    buf.extend_from_slice(&(batch.len() as u32).to_be_bytes());
+    buf.extend_from_slice(&crc32c::crc32c(&covered).to_be_bytes());
+    buf.extend_from_slice(&covered);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| storage(dir, e))?;
     }
@@ -142,9 +145,20 @@ fn commit_with(
         .append(true)
         .open(&path)
         .map_err(|e| storage(&path, e))?;
-    f.write_all(&buf)
-        .and_then(|()| f.sync_data())
-        .map_err(|e| storage(&path, e))?;
+    let before = f.metadata().map_err(|e| storage(&path, e))?.len();
+    if let Err(e) = f.write_all(&buf).and_then(|()| f.sync_data()) {
+        // A write cut short (ENOSPC) leaves part of a frame. Recovery would stop there and cut
+        // off every record appended after it, acknowledged ones too: take it back now, so the
+        // next change starts on a frame boundary.
+        let undo = f.set_len(before).and_then(|()| f.sync_data());
+        return Err(storage(
+            &path,
+            match undo {
+                Ok(()) => format!("{e} (the partial write was taken back)"),
+                Err(u) => format!("{e}; taking the partial write back failed too: {u}"),
+            },
+        ));
+    }
     if created {
         // The new file's directory entry must be durable too.
         let dir = path.parent().expect("log file has a parent");

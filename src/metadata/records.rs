@@ -137,6 +137,33 @@ fn topic_name(image: &MetadataImage, id: Uuid) -> Result<Arc<str>, String> {
         .ok_or_else(|| format!("no topic with id {id}"))
 }
 
+/// The records of one change as one unit (a metadata log frame, a Raft entry): `count: u32`,
+/// then each record as `len: u32` and its bytes. One unit is applied whole or not at all.
+pub fn encode_batch(records: &[MetadataRecord]) -> Vec<u8> {
+    let mut out = (records.len() as u32).to_be_bytes().to_vec();
+    for r in records {
+        let b = r.encode();
+        out.extend_from_slice(&(b.len() as u32).to_be_bytes());
+        out.extend_from_slice(&b);
+    }
+    out
+}
+
+/// Decodes what [`encode_batch`] wrote; every byte must be used.
+pub fn decode_batch(bytes: &[u8]) -> Result<Vec<MetadataRecord>, String> {
+    let mut r = Reader { bytes, pos: 0 };
+    let count = r.u32()?;
+    let mut out = Vec::new();
+    for _ in 0..count {
+        let len = r.u32()? as usize;
+        out.push(MetadataRecord::decode(r.take(len)?)?);
+    }
+    if r.pos != bytes.len() {
+        return Err("bytes after a batch of metadata records".into());
+    }
+    Ok(out)
+}
+
 impl MetadataRecord {
     /// The record's bytes (without the log's framing).
     pub fn encode(&self) -> Vec<u8> {

@@ -184,9 +184,18 @@ impl Disk {
             self.offsets.push(self.len + buf.len() as u64);
             buf.extend_from_slice(&frame(e)?);
         }
-        self.log.write_all(&buf)?;
+        if let Err(e) = self.log.write_all(&buf).and_then(|()| self.log.sync_data()) {
+            // Take back a partial frame (ENOSPC), so that a later append does not land after
+            // it where recovery would never read it.
+            self.offsets.truncate(self.offsets.len() - entries.len());
+            let _ = self
+                .log
+                .set_len(self.len)
+                .and_then(|()| self.log.sync_data());
+            return Err(e);
+        }
         self.len += buf.len() as u64;
-        self.log.sync_data()
+        Ok(())
     }
 
     pub fn save_hard_state(&self, hs: &HardState) -> io::Result<()> {

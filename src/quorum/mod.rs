@@ -231,7 +231,7 @@ impl QuorumNode {
     pub fn propose(&mut self, records: &[MetadataRecord]) -> Result<ProposalId, NotTaken> {
         self.can_propose()?;
         self.raw
-            .propose(Vec::new(), encode_batch(records))
+            .propose(Vec::new(), records::encode_batch(records))
             .map_err(|_| NotTaken::NotLeader {
                 leader: self.raw.raft.leader_id,
             })?;
@@ -306,7 +306,7 @@ impl QuorumNode {
                 term: entry.term,
                 index: entry.index,
             };
-            let outcome = decode_batch(&entry.data).and_then(|records| {
+            let outcome = records::decode_batch(&entry.data).and_then(|records| {
                 let mut next = self.image.clone();
                 for r in &records {
                     records::apply(&mut next, r)?;
@@ -329,39 +329,6 @@ impl QuorumNode {
         }
         Ok(())
     }
-}
-
-/// A batch of records as one entry: `count: u32`, then each record as `len: u32` and its bytes.
-fn encode_batch(records: &[MetadataRecord]) -> Vec<u8> {
-    let mut out = (records.len() as u32).to_be_bytes().to_vec();
-    for r in records {
-        let b = r.encode();
-        out.extend_from_slice(&(b.len() as u32).to_be_bytes());
-        out.extend_from_slice(&b);
-    }
-    out
-}
-
-fn decode_batch(bytes: &[u8]) -> Result<Vec<MetadataRecord>, String> {
-    let take = |bytes: &[u8], at: usize, n: usize| -> Result<std::ops::Range<usize>, String> {
-        let end = at.checked_add(n).filter(|&e| e <= bytes.len());
-        end.map(|e| at..e)
-            .ok_or_else(|| "metadata entry ends early".to_string())
-    };
-    let count = u32::from_be_bytes(bytes[take(bytes, 0, 4)?].try_into().expect("4"));
-    let mut at = 4;
-    let mut out = Vec::new();
-    for _ in 0..count {
-        let len = u32::from_be_bytes(bytes[take(bytes, at, 4)?].try_into().expect("4")) as usize;
-        at += 4;
-        let r = take(bytes, at, len)?;
-        at = r.end;
-        out.push(MetadataRecord::decode(&bytes[r])?);
-    }
-    if at != bytes.len() {
-        return Err("bytes after a metadata entry's records".into());
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
