@@ -33,6 +33,8 @@
 //! - [`log`]: the per-partition commit log: segments, indexes, durability, recovery, retention
 //!   and idempotent-producer state. Owned by one shard; no locks.
 //! - [`config`]: every limit and every Kafka-named setting, in one place.
+//! - [`durable`]: CRC-framed append logs and atomically replaced files for the broker's own
+//!   files (metadata log, snapshots, producer ids, the quorum's Raft log).
 //! - [`error`]: the wire error codes (Kafka's) and their mapping.
 //! - [`runtime`]: locked memory for io_uring and executor construction.
 //! - [`cli`]: the Kafka-console-style client commands (`tidelog topic|produce|consume`).
@@ -46,6 +48,7 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod durable;
 pub mod error;
 pub mod group;
 pub mod intake;

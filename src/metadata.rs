@@ -6,7 +6,6 @@
 //! swaps its `Arc`. Readers never lock anything.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -187,15 +186,7 @@ pub fn store(data_dir: &Path, image: &MetadataImage) -> Result<(), MetadataError
     let dir = path.parent().expect("metadata file has a parent");
     let io = |e: std::io::Error| MetadataError::Storage(format!("writing {}: {e}", path.display()));
     std::fs::create_dir_all(dir).map_err(io)?;
-    let tmp = dir.join("topics.toml.tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(encode(image).as_bytes()).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, &path).map_err(io)?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io)?;
-    Ok(())
+    crate::durable::replace_file(dir, "topics.toml", encode(image).as_bytes()).map_err(io)
 }
 
 fn encode(image: &MetadataImage) -> String {
@@ -380,12 +371,9 @@ pub fn reserve_producer_ids(data_dir: &Path, count: i64) -> Result<i64, Metadata
         Err(e) => return Err(MetadataError::Storage(format!("{}: {e}", path.display()))),
     };
     let io = |e: std::io::Error| MetadataError::Storage(format!("writing {}: {e}", path.display()));
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all((start + count).to_string().as_bytes())
+    let dir = path.parent().expect("producer-id file has a parent");
+    crate::durable::replace_file(dir, "producer_ids", (start + count).to_string().as_bytes())
         .map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, &path).map_err(io)?;
     Ok(start)
 }
 

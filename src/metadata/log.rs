@@ -1,14 +1,14 @@
 //! The single node's metadata log: the [`MetadataRecord`]s of every change since the last
 //! snapshot, appended and fsynced before the change is answered, and replayed over the
-//! snapshot at start-up.
+//! snapshot at start-up. Framing, the append that takes a partial write back, and the atomic
+//! snapshot replacement are `crate::durable`'s.
 //!
 //! Files, in `<data_dir>/__cluster_metadata/`: `topics.toml`, the snapshot (an image and the
 //! offset it has applied up to), and `records.log`, the records from that offset on. A frame
-//! holds one change: `length: u32` (of the batch), `crc32c: u32` (of offset and batch),
-//! `offset: u64` (of its first record), then the change's records
-//! (`records::encode_batch`). One CRC over the whole change makes it atomic: a change cut
-//! short by a crash or a full disk applies not at all, never in part. When the log passes [`METADATA_LOG_SNAPSHOT_BYTES`], the image is written
-//! as a new snapshot and the log emptied; a crash between the two leaves records the snapshot
+//! (`durable::push_frame`) holds one change: `offset: u64` of its first record, then the
+//! change's records (`records::encode_batch`). One CRC over the whole change makes it atomic: a change cut
+//! short by a crash or a full disk applies not at all, never in part. When the log passes
+//! [`METADATA_LOG_SNAPSHOT_BYTES`], the image is written as a new snapshot and the log emptied; a crash between the two leaves records the snapshot
 //! already holds, which replay skips by their offsets.
 //!
 //! A frame that is cut short or fails its CRC ends the log: it is the tail of an append that
@@ -17,15 +17,14 @@
 //! corrupt log and stops the start with the reason.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::records::{self, MetadataRecord};
 use super::MetadataImage;
 use crate::config::METADATA_LOG_SNAPSHOT_BYTES;
+use crate::durable;
 use crate::error::MetadataError;
-
-const FRAME_HEADER: usize = 16;
 
 fn log_file(data_dir: &Path) -> PathBuf {
     data_dir.join("__cluster_metadata").join("records.log")
@@ -45,8 +44,12 @@ pub fn recover(data_dir: &Path, image: &mut MetadataImage) -> Result<(), Metadat
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(storage(&path, e)),
     };
-    let (frames, good_len) = frames(&bytes);
-    for (first, batch) in frames {
+    let (frames, good_len) = durable::frames(&bytes);
+    for payload in frames {
+        let Some((first, batch)) = payload.split_first_chunk::<8>() else {
+            return Err(storage(&path, "a frame without its offset"));
+        };
+        let first = u64::from_be_bytes(*first);
         let records = records::decode_batch(batch)
             .map_err(|e| storage(&path, format!("offset {first}: {e}")))?;
         for (i, record) in records.iter().enumerate() {
@@ -85,29 +88,6 @@ pub fn recover(data_dir: &Path, image: &mut MetadataImage) -> Result<(), Metadat
     Ok(())
 }
 
-/// The whole frames at the start of `bytes` as (first offset, batch bytes), and how many
-/// bytes they take.
-fn frames(bytes: &[u8]) -> (Vec<(u64, &[u8])>, usize) {
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while bytes.len() - pos >= FRAME_HEADER {
-        let h = &bytes[pos..pos + FRAME_HEADER];
-        let len = u32::from_be_bytes(h[0..4].try_into().expect("4")) as usize;
-        let crc = u32::from_be_bytes(h[4..8].try_into().expect("4"));
-        let end = match (pos + FRAME_HEADER).checked_add(len) {
-            Some(end) if end <= bytes.len() => end,
-            _ => break,
-        };
-        if crc32c::crc32c(&bytes[pos + 8..end]) != crc {
-            break;
-        }
-        let offset = u64::from_be_bytes(h[8..16].try_into().expect("8"));
-        out.push((offset, &bytes[pos + FRAME_HEADER..end]));
-        pos = end;
-    }
-    (out, pos)
-}
-
 /// Makes a change durable: appends `records` (the first at offset `after.applied -
 /// records.len()`) and fsyncs; then, if the log has grown past [`METADATA_LOG_SNAPSHOT_BYTES`],
 /// writes `after` (the image with the records applied) as the snapshot and empties the log.
@@ -128,14 +108,10 @@ fn commit_with(
 ) -> Result<(), MetadataError> {
     let path = log_file(data_dir);
     let first = after.applied - records.len() as u64;
-    let batch = records::encode_batch(records);
-    let mut covered = Vec::with_capacity(8 + batch.len());
-    covered.extend_from_slice(&first.to_be_bytes());
-    covered.extend_from_slice(&batch);
-    let mut buf = Vec::with_capacity(8 + covered.len());
-    buf.extend_from_slice(&(batch.len() as u32).to_be_bytes());
-    buf.extend_from_slice(&crc32c::crc32c(&covered).to_be_bytes());
-    buf.extend_from_slice(&covered);
+    let mut payload = first.to_be_bytes().to_vec();
+    payload.extend_from_slice(&records::encode_batch(records));
+    let mut buf = Vec::with_capacity(durable::FRAME_HEADER + payload.len());
+    durable::push_frame(&mut buf, &payload);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| storage(dir, e))?;
     }
@@ -146,25 +122,11 @@ fn commit_with(
         .open(&path)
         .map_err(|e| storage(&path, e))?;
     let before = f.metadata().map_err(|e| storage(&path, e))?.len();
-    if let Err(e) = f.write_all(&buf).and_then(|()| f.sync_data()) {
-        // A write cut short (ENOSPC) leaves part of a frame. Recovery would stop there and cut
-        // off every record appended after it, acknowledged ones too: take it back now, so the
-        // next change starts on a frame boundary.
-        let undo = f.set_len(before).and_then(|()| f.sync_data());
-        return Err(storage(
-            &path,
-            match undo {
-                Ok(()) => format!("{e} (the partial write was taken back)"),
-                Err(u) => format!("{e}; taking the partial write back failed too: {u}"),
-            },
-        ));
-    }
+    durable::append_synced(&mut f, before, &buf).map_err(|e| storage(&path, e))?;
     if created {
         // The new file's directory entry must be durable too.
         let dir = path.parent().expect("log file has a parent");
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| storage(dir, e))?;
+        durable::sync_dir(dir).map_err(|e| storage(dir, e))?;
     }
     let len = f.metadata().map_err(|e| storage(&path, e))?.len();
     if len >= snapshot_bytes {

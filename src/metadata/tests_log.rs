@@ -169,9 +169,9 @@ fn a_torn_append_is_cut_off_and_the_next_change_follows_the_last_whole_one() {
     // Every cut inside the last change's frame recovers to the image before that change, as
     // the controller built it: never a part of a change, never an error.
     let before_last = &images[images.len() - 2];
-    let (all, end) = frames(&whole);
+    let (all, end) = crate::durable::frames(&whole);
     assert_eq!(end, whole.len());
-    let last_frame_start = whole.len() - 16 - all.last().unwrap().1.len();
+    let last_frame_start = whole.len() - crate::durable::FRAME_HEADER - all.last().unwrap().len();
     for cut in last_frame_start..whole.len() {
         std::fs::write(&path, &whole[..cut]).unwrap();
         let got = load(dir.path(), None).unwrap();

@@ -19,11 +19,13 @@
 //! log) are skipped.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+
+use crate::durable;
 
 /// The open entries file and where each kept entry starts in it.
 pub struct Disk {
@@ -46,43 +48,40 @@ fn corrupt(what: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.to_string())
 }
 
-/// Reads a `crc32c: u32` + protobuf file; `None` when it does not exist.
+/// Reads a file holding one frame with a protobuf message; `None` when it does not exist.
 fn read_checked<M: protobuf::Message>(path: &Path) -> io::Result<Option<M>> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    if bytes.len() < 4
-        || crc32c::crc32c(&bytes[4..]) != u32::from_be_bytes(bytes[..4].try_into().expect("4"))
-    {
-        return Err(corrupt(format!("{}: checksum mismatch", path.display())));
+    match durable::frames(&bytes) {
+        (one, len) if one.len() == 1 && len == bytes.len() => M::parse_from_bytes(one[0])
+            .map(Some)
+            .map_err(|e| corrupt(format!("{}: {e}", path.display()))),
+        _ => Err(corrupt(format!("{}: checksum mismatch", path.display()))),
     }
-    M::parse_from_bytes(&bytes[4..])
-        .map(Some)
-        .map_err(|e| corrupt(format!("{}: {e}", path.display())))
 }
 
-/// Writes a `crc32c: u32` + protobuf file atomically: a temporary file, fsync, rename, fsync of
-/// the directory.
+/// Replaces `dir/name` with one frame holding `m`, atomically.
 fn write_checked<M: protobuf::Message>(dir: &Path, name: &str, m: &M) -> io::Result<()> {
-    let body = m.write_to_bytes().map_err(corrupt)?;
-    let tmp = dir.join(format!("{name}.tmp"));
-    let mut f = File::create(&tmp)?;
-    f.write_all(&crc32c::crc32c(&body).to_be_bytes())?;
-    f.write_all(&body)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, dir.join(name))?;
-    File::open(dir)?.sync_all()
+    let mut framed = Vec::new();
+    durable::push_frame(&mut framed, &m.write_to_bytes().map_err(corrupt)?);
+    durable::replace_file(dir, name, &framed)
 }
 
-fn frame(entry: &Entry) -> io::Result<Vec<u8>> {
-    let body = entry.write_to_bytes().map_err(corrupt)?;
-    let mut out = Vec::with_capacity(8 + body.len());
-    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    out.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
-    out.extend_from_slice(&body);
-    Ok(out)
+/// `entries` as frames appended to `out`, with the offset in `out` where each one starts.
+fn push_entries(
+    out: &mut Vec<u8>,
+    entries: &[Entry],
+    offsets: &mut Vec<u64>,
+    base: u64,
+) -> io::Result<()> {
+    for e in entries {
+        offsets.push(base + out.len() as u64);
+        durable::push_frame(out, &e.write_to_bytes().map_err(corrupt)?);
+    }
+    Ok(())
 }
 
 impl Disk {
@@ -105,21 +104,14 @@ impl Disk {
             .read(true)
             .append(true)
             .open(&path)?;
-        File::open(dir)?.sync_all()?;
+        durable::sync_dir(dir)?;
         let mut bytes = Vec::new();
         log.read_to_end(&mut bytes)?;
         let snap_index = snapshot.get_metadata().index;
-        let (mut entries, mut offsets, mut pos) = (Vec::new(), Vec::new(), 0usize);
-        while bytes.len() - pos >= 8 {
-            let len = u32::from_be_bytes(bytes[pos..pos + 4].try_into().expect("4")) as usize;
-            let crc = u32::from_be_bytes(bytes[pos + 4..pos + 8].try_into().expect("4"));
-            let Some(end) = (pos + 8).checked_add(len).filter(|&e| e <= bytes.len()) else {
-                break;
-            };
-            if crc32c::crc32c(&bytes[pos + 8..end]) != crc {
-                break;
-            }
-            let entry = Entry::parse_from_bytes(&bytes[pos + 8..end]).map_err(corrupt)?;
+        let (frames, pos) = durable::frames(&bytes);
+        let (mut entries, mut offsets, mut at) = (Vec::new(), Vec::new(), 0usize);
+        for payload in frames {
+            let entry = Entry::parse_from_bytes(payload).map_err(corrupt)?;
             if entry.index > snap_index {
                 let expected = snap_index + 1 + entries.len() as u64;
                 if entry.index != expected {
@@ -129,10 +121,10 @@ impl Disk {
                         entry.index
                     )));
                 }
-                offsets.push(pos as u64);
+                offsets.push(at as u64);
                 entries.push(entry);
             }
-            pos = end;
+            at += durable::FRAME_HEADER + payload.len();
         }
         if pos < bytes.len() {
             tracing::warn!(file = %path.display(), kept = pos, dropped = bytes.len() - pos,
@@ -180,18 +172,10 @@ impl Disk {
             self.log.set_len(self.len)?;
         }
         let mut buf = Vec::new();
-        for e in entries {
-            self.offsets.push(self.len + buf.len() as u64);
-            buf.extend_from_slice(&frame(e)?);
-        }
-        if let Err(e) = self.log.write_all(&buf).and_then(|()| self.log.sync_data()) {
-            // Take back a partial frame (ENOSPC), so that a later append does not land after
-            // it where recovery would never read it.
-            self.offsets.truncate(self.offsets.len() - entries.len());
-            let _ = self
-                .log
-                .set_len(self.len)
-                .and_then(|()| self.log.sync_data());
+        let kept = self.offsets.len();
+        push_entries(&mut buf, entries, &mut self.offsets, self.len)?;
+        if let Err(e) = durable::append_synced(&mut self.log, self.len, &buf) {
+            self.offsets.truncate(kept);
             return Err(e);
         }
         self.len += buf.len() as u64;
@@ -209,22 +193,15 @@ impl Disk {
     }
 
     fn rewrite(&mut self, entries: &[Entry]) -> io::Result<()> {
-        let tmp = self.dir.join("entries.log.tmp");
-        let mut f = File::create(&tmp)?;
-        let (mut offsets, mut len) = (Vec::with_capacity(entries.len()), 0u64);
-        for e in entries {
-            let b = frame(e)?;
-            offsets.push(len);
-            len += b.len() as u64;
-            f.write_all(&b)?;
-        }
-        f.sync_all()?;
-        let path = self.dir.join("entries.log");
-        std::fs::rename(&tmp, &path)?;
-        File::open(&self.dir)?.sync_all()?;
-        self.log = OpenOptions::new().read(true).append(true).open(&path)?;
+        let (mut buf, mut offsets) = (Vec::new(), Vec::with_capacity(entries.len()));
+        push_entries(&mut buf, entries, &mut offsets, 0)?;
+        durable::replace_file(&self.dir, "entries.log", &buf)?;
+        self.log = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(self.dir.join("entries.log"))?;
         self.offsets = offsets;
-        self.len = len;
+        self.len = buf.len() as u64;
         Ok(())
     }
 }
