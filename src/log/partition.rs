@@ -230,8 +230,8 @@ impl PartitionLog {
         // The first batch whose last offset is at or past `offset`, in this segment or a later
         // one. A range never crosses a segment, and compaction keeps an emptied batch at the end
         // of a segment whose records all went (so segments stay contiguous): a segment that
-        // holds nothing else past `offset` is passed over, as Kafka's read walks on to higher
-        // segments past an empty one. Answering its empty batches alone would cost a consumer a
+        // holds nothing else past `offset` is passed over. Answering its empty batches alone
+        // would cost a consumer a
         // round trip per such segment, and librdkafka gives up (MSG_SIZE_TOO_LARGE) after ten
         // answers in a row without a record.
         let segments = &st.segments[first..];

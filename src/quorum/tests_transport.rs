@@ -1,15 +1,15 @@
 //! Three controllers on three executors, talking TCP on loopback through the real transport:
 //! they elect a leader, apply proposals everywhere, and when the leader stops, the other two
-//! elect another and go on. Real time (100 ms ticks), so every wait is a condition polled
-//! against a generous deadline, never a fixed sleep.
+//! elect another and go on. Real time (100 ms ticks): every wait is for a condition, woken by
+//! the nodes' published status changes (`transport::Changes`), under a generous deadline.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::transport::{run, Command, ProposeError, Status};
+use super::transport::{run, Changes, Command, ProposeError, Status, StatusBoard};
 use super::*;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -18,13 +18,13 @@ struct Running {
     id: u64,
     addr: SocketAddr,
     commands: Option<flume::Sender<Command>>,
-    status: Arc<Mutex<Status>>,
+    status: Arc<StatusBoard>,
     thread: Option<std::thread::JoinHandle<Result<(), String>>>,
 }
 
 impl Running {
     fn status(&self) -> Status {
-        self.status.lock().unwrap().clone()
+        self.status.get()
     }
 
     fn propose(&self, records: Vec<MetadataRecord>) -> Result<(), ProposeError> {
@@ -41,13 +41,33 @@ impl Running {
     }
 }
 
-fn start(n: u64) -> Vec<Running> {
+/// The nodes, and the change counter they all publish to.
+struct Cluster {
+    nodes: Vec<Running>,
+    changes: Arc<Changes>,
+}
+
+impl std::ops::Deref for Cluster {
+    type Target = Vec<Running>;
+    fn deref(&self) -> &Vec<Running> {
+        &self.nodes
+    }
+}
+
+impl std::ops::DerefMut for Cluster {
+    fn deref_mut(&mut self) -> &mut Vec<Running> {
+        &mut self.nodes
+    }
+}
+
+fn start(n: u64) -> Cluster {
+    let changes = Arc::new(Changes::default());
     let listeners: Vec<std::net::TcpListener> = (0..n)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
         .collect();
     let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
     let voters: Vec<u64> = (1..=n).collect();
-    listeners
+    let nodes = listeners
         .into_iter()
         .enumerate()
         .map(|(i, listener)| {
@@ -58,7 +78,7 @@ fn start(n: u64) -> Vec<Running> {
                 .map(|&p| (p, addrs[p as usize - 1]))
                 .collect();
             let (tx, rx) = flume::unbounded();
-            let status = Arc::new(Mutex::new(Status::default()));
+            let status = Arc::new(StatusBoard::new(changes.clone()));
             let shown = status.clone();
             let voters = voters.clone();
             let fd = listener.into_raw_fd();
@@ -82,17 +102,21 @@ fn start(n: u64) -> Vec<Running> {
                 thread: Some(thread),
             }
         })
-        .collect()
+        .collect();
+    Cluster { nodes, changes }
 }
 
-fn until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+/// Waits until `f` holds, checking it again whenever a node publishes a change.
+fn until<T>(changes: &Changes, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + WAIT;
     loop {
+        let seen = changes.count();
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "timed out waiting for {what}");
+        changes.wait_past(seen, left);
     }
 }
 
@@ -106,8 +130,9 @@ fn topic(n: u64) -> MetadataRecord {
 }
 
 /// Proposes through whichever node leads, following NotLeader answers, until it applies.
-fn propose(nodes: &[Running], record: MetadataRecord) {
-    until("the proposal to apply", || {
+fn propose(cluster: &Cluster, record: MetadataRecord) {
+    let nodes = &cluster.nodes;
+    until(&cluster.changes, "the proposal to apply", || {
         let leader = nodes
             .iter()
             .filter(|n| n.commands.is_some())
@@ -126,7 +151,7 @@ fn three_controllers_over_tcp_replicate_and_go_on_without_their_leader() {
     for n in 1..=5 {
         propose(&nodes, topic(n));
     }
-    until("every node to apply the five", || {
+    until(&nodes.changes, "every node to apply the five", || {
         nodes
             .iter()
             .all(|n| n.status().image.topics.len() == 5)
@@ -139,7 +164,7 @@ fn three_controllers_over_tcp_replicate_and_go_on_without_their_leader() {
         .map(|(id, s)| (id, s.term))
         .unwrap();
     nodes[old as usize - 1].stop();
-    let new = until("a new leader", || {
+    let new = until(&nodes.changes, "a new leader", || {
         nodes
             .iter()
             .filter(|n| n.commands.is_some())
@@ -149,7 +174,7 @@ fn three_controllers_over_tcp_replicate_and_go_on_without_their_leader() {
     });
     assert_ne!(new, old);
     propose(&nodes, topic(6));
-    until("both survivors to apply the sixth", || {
+    until(&nodes.changes, "both survivors to apply the sixth", || {
         nodes
             .iter()
             .filter(|n| n.commands.is_some())
@@ -178,7 +203,7 @@ fn hostile_bytes_on_the_controller_listener_close_that_connection_only() {
     use std::io::{Read, Write};
     let mut nodes = start(3);
     propose(&nodes, topic(1));
-    for n in &nodes {
+    for n in nodes.iter() {
         for bytes in [
             vec![0xff, 0xff, 0xff, 0xff],
             [&5u32.to_be_bytes()[..], &[0xde, 0xad, 0xbe, 0xef, 0xff]].concat(),
@@ -194,7 +219,7 @@ fn hostile_bytes_on_the_controller_listener_close_that_connection_only() {
         }
     }
     propose(&nodes, topic(2));
-    until("every node to apply both", || {
+    until(&nodes.changes, "every node to apply both", || {
         nodes
             .iter()
             .all(|n| n.status().image.topics.len() == 2)

@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -58,7 +58,7 @@ pub enum Command {
     Propose(Vec<MetadataRecord>, flume::Sender<Result<(), ProposeError>>),
 }
 
-/// What a running node shows other threads (refreshed after every event).
+/// What a running node shows other threads.
 #[derive(Clone, Debug, Default)]
 pub struct Status {
     pub term: u64,
@@ -66,6 +66,70 @@ pub struct Status {
     pub is_leader: bool,
     pub applied_index: u64,
     pub image: MetadataImage,
+}
+
+/// A node's [`Status`], published when it changes, and a wake-up for whoever waits on a
+/// change: `changes` may be shared by several nodes, so one waiter sees any of them change.
+pub struct StatusBoard {
+    status: Mutex<Status>,
+    changes: Arc<Changes>,
+}
+
+/// A counter bumped on every published change, with a condition variable to wait on it.
+#[derive(Default)]
+pub struct Changes {
+    seen: Mutex<u64>,
+    changed: Condvar,
+}
+
+impl Changes {
+    /// The changes published so far.
+    pub fn count(&self) -> u64 {
+        *self.seen.lock().expect("changes lock")
+    }
+
+    /// Waits until more than `seen` changes have been published, or `timeout` passes.
+    pub fn wait_past(&self, seen: u64, timeout: Duration) {
+        let guard = self.seen.lock().expect("changes lock");
+        let _ = self
+            .changed
+            .wait_timeout_while(guard, timeout, |n| *n <= seen)
+            .expect("changes lock");
+    }
+
+    fn bump(&self) {
+        *self.seen.lock().expect("changes lock") += 1;
+        self.changed.notify_all();
+    }
+}
+
+impl StatusBoard {
+    pub fn new(changes: Arc<Changes>) -> StatusBoard {
+        StatusBoard {
+            status: Mutex::new(Status::default()),
+            changes,
+        }
+    }
+
+    pub fn get(&self) -> Status {
+        self.status.lock().expect("status lock").clone()
+    }
+
+    /// Publishes the node's state if it differs from the last published.
+    fn publish(&self, node: &QuorumNode) {
+        let (term, leader) = node.term_and_leader();
+        let mut s = self.status.lock().expect("status lock");
+        let now = (term, leader, node.is_leader(), node.applied_index());
+        if (s.term, s.leader, s.is_leader, s.applied_index) == now {
+            return;
+        }
+        if s.applied_index != node.applied_index() {
+            s.image = node.image().clone();
+        }
+        (s.term, s.leader, s.is_leader, s.applied_index) = now;
+        drop(s);
+        self.changes.bump();
+    }
 }
 
 enum Inbound {
@@ -96,7 +160,7 @@ pub async fn run(
     listener: TcpListener,
     peers: BTreeMap<u64, SocketAddr>,
     commands: flume::Receiver<Command>,
-    status: Arc<Mutex<Status>>,
+    status: Arc<StatusBoard>,
 ) -> Result<(), String> {
     let (inbox_tx, inbox) = local_channel::new_unbounded::<Inbound>();
     let inbox_tx = Rc::new(inbox_tx);
@@ -160,13 +224,7 @@ pub async fn run(
                 let _ = reply.send(answer);
             }
         }
-        let mut s = status.lock().expect("status lock");
-        let (term, leader) = node.term_and_leader();
-        if s.applied_index != node.applied_index() {
-            s.image = node.image().clone();
-        }
-        (s.term, s.leader, s.is_leader, s.applied_index) =
-            (term, leader, node.is_leader(), node.applied_index());
+        status.publish(&node);
     };
     for (_, (_, reply)) in pending {
         let _ = reply.send(Err(ProposeError::Stopped));
@@ -265,14 +323,13 @@ async fn writer(
     let mut retry_at = Instant::now();
     while let Some(m) = outbox.recv().await {
         let snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
-        let frame = match m.write_to_bytes() {
-            Ok(body) => {
-                let mut f = (body.len() as u32).to_be_bytes().to_vec();
-                f.extend_from_slice(&body);
-                f
-            }
-            Err(_) => continue,
-        };
+        // The length prefix, then the message encoded straight after it: one buffer, no copy.
+        let mut frame = vec![0u8; 4];
+        if m.write_to_vec(&mut frame).is_err() {
+            continue;
+        }
+        let len = (frame.len() - 4) as u32;
+        frame[..4].copy_from_slice(&len.to_be_bytes());
         if conn.is_none() && Instant::now() >= retry_at {
             conn = TcpStream::connect_timeout(addr, CONNECT_TIMEOUT).await.ok();
             match &conn {
