@@ -56,21 +56,21 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn write_properties(dir: &Path, text: &str) -> std::path::PathBuf {
+/// Kafka's quickstart file in `dir` with free ports: (its path, client port, controller port).
+fn write_quickstart(dir: &Path) -> (std::path::PathBuf, u16, u16) {
+    let (port, cport) = (free_port(), free_port());
+    let text = KAFKA_QUICKSTART
+        .replace("CPORT", &cport.to_string())
+        .replace("PORT", &port.to_string());
     let path = dir.join("server.properties");
     std::fs::write(&path, text).unwrap();
-    path
+    (path, port, cport)
 }
 
 #[test]
 fn kafkas_quickstart_server_properties_runs_a_combined_node_that_clients_use() {
     let files = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let cport = free_port();
-    let text = KAFKA_QUICKSTART
-        .replace("CPORT", &cport.to_string())
-        .replace("PORT", &port.to_string());
-    let props = write_properties(files.path(), &text);
+    let (props, port, cport) = write_quickstart(files.path());
     let mut broker = Broker::start_with(
         BrokerOptions::default()
             .config_file(&props)
@@ -240,10 +240,7 @@ fn refused(config: &Path, data_dir: &Path, sets: &[&str]) -> String {
 fn a_quorum_of_several_nodes_and_a_foreign_data_directory_are_refused_with_the_reason() {
     let files = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
-    let text = KAFKA_QUICKSTART
-        .replace("CPORT", &free_port().to_string())
-        .replace("PORT", &free_port().to_string());
-    let props = write_properties(files.path(), &text);
+    let (props, _, _) = write_quickstart(files.path());
     let voters = "controller.quorum.voters=1@127.0.0.1:19093,2@127.0.0.2:19093,3@127.0.0.3:19093";
     let err = refused(&props, data.path(), &[voters]);
     assert!(err.contains("other nodes (2, 3)"), "{err}");
@@ -280,10 +277,7 @@ fn a_quorum_of_several_nodes_and_a_foreign_data_directory_are_refused_with_the_r
 fn storage_format_and_random_uuid_work_like_kafka_storage_sh() {
     let files = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
-    let text = KAFKA_QUICKSTART
-        .replace("CPORT", &free_port().to_string())
-        .replace("PORT", &free_port().to_string());
-    let props = write_properties(files.path(), &text);
+    let (props, _, _) = write_quickstart(files.path());
     let run = |args: &[&str]| {
         let out = Command::new(tidelog_bin()).args(args).output().unwrap();
         (
