@@ -28,7 +28,7 @@ pub struct NewTopic {
     pub name: String,
     /// -1: the broker's `num.partitions`.
     pub partitions: i32,
-    /// -1 or 1; a single node cannot hold more replicas.
+    /// -1: the broker's `default.replication.factor`.
     pub replication_factor: i16,
     pub configs: BTreeMap<String, String>,
 }
@@ -62,13 +62,26 @@ fn validate(shard: &Shard, image: &MetadataImage, t: &NewTopic) -> Result<i32, A
         }
         rf => rf,
     };
-    if replication_factor > 1 {
+    let brokers = match &shard.cluster {
+        Some(_) => image.live_brokers().count(),
+        None => 1,
+    };
+    if replication_factor as usize > brokers {
         return Err(ApiError::new(
             ErrorCode::InvalidReplicationFactor,
             format!(
                 "Unable to replicate the partition {replication_factor} time(s): The target \
-                 replication factor of {replication_factor} cannot be reached because only 1 \
-                 broker(s) are registered."
+                 replication factor of {replication_factor} cannot be reached because only \
+                 {brokers} broker(s) are registered."
+            ),
+        ));
+    }
+    if replication_factor > 1 {
+        return Err(ApiError::new(
+            ErrorCode::InvalidReplicationFactor,
+            format!(
+                "Unable to replicate the partition {replication_factor} time(s): tidelog does \
+                 not replicate partition data yet; create topics with replication factor 1"
             ),
         ));
     }
@@ -85,25 +98,36 @@ pub async fn create_topics(
     change_metadata(shard, "topics created", move |s, change| {
         let mut total = partition_count(change.image());
         topics
-            .into_iter()
+            .iter()
             .map(|t| {
-                let partitions = validate(s, change.image(), &t)?;
+                let partitions = validate(s, change.image(), t)?;
                 check_fd_budget(s, &mut total, partitions.into())?;
-                let meta = Arc::new(TopicMeta {
+                let mut meta = TopicMeta {
                     name: t.name.as_str().into(),
                     id: metadata::random_uuid(),
                     partitions,
-                    configs: t.configs,
-                });
+                    configs: t.configs.clone(),
+                    placement: Vec::new(),
+                };
+                if s.cluster.is_some() {
+                    meta.placement = place(change.image(), 0, partitions);
+                }
                 if !validate_only {
                     change.write(MetadataRecord::Topic {
-                        name: t.name,
+                        name: t.name.clone(),
                         id: meta.id,
                         partitions,
                         configs: meta.configs.clone(),
                     })?;
+                    if !meta.placement.is_empty() {
+                        change.write(MetadataRecord::Placement {
+                            id: meta.id,
+                            first: 0,
+                            replicas: meta.placement.clone(),
+                        })?;
+                    }
                 }
-                Ok(meta)
+                Ok(Arc::new(meta))
             })
             .collect()
     })
@@ -223,12 +247,28 @@ pub async fn create_partitions(
                         id: meta.id,
                         partitions: *count,
                     })?;
+                    if !meta.placement.is_empty() {
+                        let added = *count - meta.partitions;
+                        change.write(MetadataRecord::Placement {
+                            id: meta.id,
+                            first: meta.partitions,
+                            replicas: place(change.image(), meta.partitions, added),
+                        })?;
+                    }
                 }
                 Ok(())
             })
             .collect()
     })
     .await
+}
+
+/// Replicas for partitions `first..first + count` of a cluster's topic, one each (no
+/// replication yet), round robin over the live brokers from a random start as Kafka places
+/// them.
+fn place(image: &MetadataImage, first: i32, count: i32) -> Vec<Vec<i32>> {
+    let start = metadata::random_uuid().as_u128() as usize;
+    crate::cluster::place(image, first, count, 1, start)
 }
 
 /// Partitions in `image`, every topic (internal ones too) counted.
@@ -297,9 +337,15 @@ impl Change {
 
 /// The skeleton every metadata change shares: on the metadata shard, under its lock, `edit`
 /// decides each item of the request against the current image and writes its records; if it
-/// wrote any, they are made durable in the metadata log and the new image is installed on
-/// every shard before the results are returned. If persisting fails, every would-be success
-/// becomes KAFKA_STORAGE_ERROR.
+/// wrote any, they are committed (a single node's metadata log, or a cluster's quorum) and
+/// the new image is installed on every shard before the results are returned. If committing
+/// fails, every would-be success gets the failure's code (KAFKA_STORAGE_ERROR,
+/// REQUEST_TIMED_OUT).
+///
+/// In a cluster another broker may change the metadata between this decision and its commit;
+/// the quorum then refuses the whole change (it no longer fits), and it is decided again
+/// against the newer image, a few times at most; so is a change lost to a controller election
+/// (`quorum::transport` tells it lost only once it can no longer apply).
 async fn change_metadata<T, F>(
     shard: &Rc<Shard>,
     what: &'static str,
@@ -307,34 +353,87 @@ async fn change_metadata<T, F>(
 ) -> Vec<Result<T, ApiError>>
 where
     T: Send + 'static,
-    F: FnOnce(&Shard, &mut Change) -> Vec<Result<T, ApiError>> + Send + 'static,
+    F: FnMut(&Shard, &mut Change) -> Vec<Result<T, ApiError>> + Send + 'static,
 {
     shard
         .router
         .invoke_on(shard, METADATA_SHARD, move |s| async move {
+            let mut edit = edit;
             let _guard = controller(&s).lock().await;
-            let mut change = Change {
-                image: (*s.metadata()).clone(),
-                records: Vec::new(),
-            };
-            let results = edit(&s, &mut change);
-            if !change.records.is_empty() {
-                if let Err(e) = publish(&s, change).await {
-                    let e = ApiError::from(e);
-                    return results.into_iter().map(|r| r.and(Err(e.clone()))).collect();
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                let mut change = Change {
+                    image: (*s.metadata()).clone(),
+                    records: Vec::new(),
+                };
+                let results = edit(&s, &mut change);
+                if change.records.is_empty() {
+                    return results;
                 }
-                info!(
-                    changes = results.iter().filter(|r| r.is_ok()).count(),
-                    "{what}"
-                );
+                let e = match commit(&s, change).await {
+                    Ok(()) => {
+                        info!(
+                            changes = results.iter().filter(|r| r.is_ok()).count(),
+                            "{what}"
+                        );
+                        return results;
+                    }
+                    Err(Commit::Again(_)) if tries < CHANGE_TRIES => continue,
+                    Err(Commit::Again(why)) => MetadataError::Quorum(format!(
+                        "the metadata change did not go through in {CHANGE_TRIES} tries: {why}"
+                    )),
+                    Err(Commit::Failed(e)) => e,
+                };
+                let e = ApiError::from(e);
+                return results.into_iter().map(|r| r.and(Err(e.clone()))).collect();
             }
-            results
         })
         .await
 }
 
+/// How many times a cluster's change is decided again after the quorum refused or lost it.
+const CHANGE_TRIES: usize = 3;
+
+enum Commit {
+    /// Nothing of the change applied, and deciding it again may work: the quorum applied
+    /// another change first and this one no longer fits, or it was lost to an election. The
+    /// newest image is installed, so deciding again sees every change before it.
+    Again(String),
+    Failed(MetadataError),
+}
+
 /// Makes the change's records durable and installs its image on every shard, the metadata
-/// shard last.
+/// shard last: on a single node through its metadata log; in a cluster through the quorum,
+/// whose applied image (with every change before this one) is installed.
+async fn commit(s: &Rc<Shard>, change: Change) -> Result<(), Commit> {
+    let Some(cluster) = s.cluster.clone() else {
+        return publish(s, change).await.map_err(Commit::Failed);
+    };
+    use crate::quorum::transport::ProposeError;
+    match cluster.propose(change.records).await {
+        Ok(image) => {
+            install(s, image).await;
+            Ok(())
+        }
+        Err(ProposeError::Refused(why)) => {
+            install(s, cluster.status().image).await;
+            Err(Commit::Again(why))
+        }
+        Err(ProposeError::Lost) => {
+            install(s, cluster.status().image).await;
+            Err(Commit::Again("lost to a controller election".into()))
+        }
+        Err(ProposeError::NotLeader { .. }) => Err(Commit::Failed(MetadataError::Quorum(
+            "no active controller: the metadata quorum has no leader".into(),
+        ))),
+        Err(ProposeError::Stopped) => Err(Commit::Failed(MetadataError::Quorum(
+            "the metadata quorum is stopping".into(),
+        ))),
+    }
+}
+
+/// A single node's commit: the records into the metadata log, then the image everywhere.
 async fn publish(s: &Rc<Shard>, change: Change) -> Result<(), MetadataError> {
     let data_dir = s.config.data_dir.clone();
     let image = Arc::new(change.image);
@@ -343,6 +442,13 @@ async fn publish(s: &Rc<Shard>, change: Change) -> Result<(), MetadataError> {
     glommio::executor()
         .spawn_blocking(move || metadata::log::commit(&data_dir, &records, &after))
         .await?;
+    install(s, image).await;
+    Ok(())
+}
+
+/// Installs `image` on every shard, the metadata shard last (a shard skips an image older than
+/// the one it has).
+pub async fn install(s: &Rc<Shard>, image: Arc<MetadataImage>) {
     for target in 0..s.count() {
         let image = image.clone();
         s.router
@@ -353,7 +459,6 @@ async fn publish(s: &Rc<Shard>, change: Change) -> Result<(), MetadataError> {
             )
             .await;
     }
-    Ok(())
 }
 
 /// A fresh producer id, unique for the life of the data directory.
@@ -361,11 +466,51 @@ pub async fn allocate_producer_id(shard: &Rc<Shard>) -> Result<i64, MetadataErro
     shard
         .router
         .invoke_on(shard, METADATA_SHARD, move |s| async move {
-            controller(&s)
-                .allocate_producer_id(&s.config.data_dir)
-                .await
+            match s.cluster.clone() {
+                None => {
+                    controller(&s)
+                        .allocate_producer_id(&s.config.data_dir)
+                        .await
+                }
+                Some(cluster) => {
+                    let node = s.node_id();
+                    controller(&s)
+                        .allocate_producer_id_with(|| reserve_block(cluster, node))
+                        .await
+                }
+            }
         })
         .await
+}
+
+/// A cluster's block of producer ids for this broker: the next one in the image, through the
+/// quorum; a block another broker took first is refused there, and the next one tried.
+async fn reserve_block(
+    cluster: Arc<crate::cluster::Cluster>,
+    node: i32,
+) -> Result<i64, MetadataError> {
+    use crate::config::PRODUCER_ID_BLOCK;
+    use crate::quorum::transport::ProposeError;
+    for _ in 0..CHANGE_TRIES {
+        let start = cluster.status().image.producer_ids_next;
+        let record = MetadataRecord::ProducerIds {
+            broker: node,
+            start,
+            len: PRODUCER_ID_BLOCK,
+        };
+        match cluster.propose(vec![record]).await {
+            Ok(_) => return Ok(start),
+            Err(ProposeError::Refused(_)) => continue,
+            Err(e) => {
+                return Err(MetadataError::Quorum(format!(
+                    "reserving producer ids: {e:?}"
+                )))
+            }
+        }
+    }
+    Err(MetadataError::Quorum(
+        "reserving producer ids: other brokers kept taking the next block".into(),
+    ))
 }
 
 /// The metadata shard's controller; this module only reaches it through `invoke_on` to

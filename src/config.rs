@@ -330,6 +330,8 @@ pub struct BrokerConfig {
     pub broker_rack: Option<String>,
     /// `default.replication.factor`.
     pub default_replication_factor: i16,
+    /// `broker.session.timeout.ms`: a cluster's broker lease.
+    pub broker_session_timeout_ms: u64,
     /// `cluster.id`: generated at first start when unset, then persisted in the data dir.
     pub cluster_id: Option<String>,
     /// `num.partitions`.
@@ -420,6 +422,7 @@ impl Default for BrokerConfig {
             node_id: 1,
             broker_rack: None,
             default_replication_factor: 1,
+            broker_session_timeout_ms: 9000,
             cluster_id: None,
             num_partitions: 1,
             auto_create_topics_enable: true,
@@ -560,6 +563,20 @@ impl BrokerConfig {
             self.set(&key, &value)?;
         }
         Ok(())
+    }
+
+    /// Whether this node is one of a cluster: `controller.quorum.voters` names several
+    /// controllers. One voter (Kafka's quickstart) or none is tidelog's single node.
+    pub fn is_cluster(&self) -> bool {
+        self.controller_quorum_voters.len() > 1
+    }
+
+    /// The address the controller listener binds: the first listener named in
+    /// `controller.listener.names`.
+    pub fn controller_listener(&self) -> Option<&listeners::Listener> {
+        self.listeners
+            .iter()
+            .find(|l| self.controller_listener_names.contains(&l.name))
     }
 
     /// The number of shards to run: the configured count, else one per available core.

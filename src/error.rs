@@ -120,6 +120,10 @@ pub enum MetadataError {
     Config(ConfigError),
     /// Reading or writing the metadata or producer-id files failed; the message names the file.
     Storage(String),
+    /// A cluster's metadata quorum did not take the change in time (no leader, an election):
+    /// nothing of it applied, and the client may retry (Kafka's REQUEST_TIMED_OUT, what a
+    /// broker answers when the controller it forwards to does not).
+    Quorum(String),
 }
 
 impl MetadataError {
@@ -130,6 +134,7 @@ impl MetadataError {
             MetadataError::InvalidPartitions(_) => ErrorCode::InvalidPartitions,
             MetadataError::Config(e) => e.error_code(),
             MetadataError::Storage(_) => ErrorCode::KafkaStorageError,
+            MetadataError::Quorum(_) => ErrorCode::RequestTimedOut,
         }
     }
 
@@ -137,7 +142,8 @@ impl MetadataError {
         match self {
             MetadataError::InvalidTopicName(m)
             | MetadataError::InvalidPartitions(m)
-            | MetadataError::Storage(m) => m,
+            | MetadataError::Storage(m)
+            | MetadataError::Quorum(m) => m,
             MetadataError::Config(e) => e.message(),
         }
     }

@@ -47,6 +47,7 @@ pub mod alloc;
 pub mod api;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod durable;
 pub mod error;

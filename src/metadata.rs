@@ -29,6 +29,33 @@ pub struct TopicMeta {
     pub partitions: i32,
     /// Topic-level overrides only, by Kafka name (`retention.ms`, ...).
     pub configs: BTreeMap<String, String>,
+    /// Each partition's replicas, preferred leader first (a cluster's topics); empty on a
+    /// single node, where every partition is the one broker's.
+    pub placement: Vec<Vec<i32>>,
+}
+
+impl TopicMeta {
+    /// The replicas of `partition`: its placement, or `single` (the one node's id) when the
+    /// topic has none.
+    pub fn replicas(&self, partition: i32, single: i32) -> Vec<i32> {
+        match self.placement.get(partition as usize) {
+            Some(r) => r.clone(),
+            None => vec![single],
+        }
+    }
+}
+
+/// A registered broker (Kafka's RegisterBrokerRecord and its fencing).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerMeta {
+    pub id: i32,
+    /// The client listener's advertised host and port.
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+    /// Fenced by the active controller: it lost its lease; it leads nothing and clients are
+    /// not told about it.
+    pub fenced: bool,
 }
 
 /// An immutable snapshot of cluster metadata.
@@ -42,6 +69,11 @@ pub struct MetadataImage {
     /// (DYNAMIC_DEFAULT_BROKER_CONFIG), a node id that broker's own (DYNAMIC_BROKER_CONFIG).
     /// Kafka keeps them in the metadata log; so do we, so they survive a restart.
     pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
+    /// The registered brokers of a cluster, by node id; empty on a single node.
+    pub brokers: BTreeMap<i32, BrokerMeta>,
+    /// Where the next block of producer ids starts (a cluster's; a single node reserves its
+    /// blocks in its own data directory).
+    pub producer_ids_next: i64,
 }
 
 impl MetadataImage {
@@ -51,6 +83,28 @@ impl MetadataImage {
 
     pub fn topic_by_id(&self, id: Uuid) -> Option<&Arc<TopicMeta>> {
         self.topics.values().find(|t| t.id == id)
+    }
+
+    /// The leader of a partition: on a single node (no placement) `single`, the node itself;
+    /// in a cluster the first of its replicas that is registered and not fenced, or `None`
+    /// (offline) when none is. Derived the same way on every node from the same image.
+    ///
+    /// Until partition data is replicated (issue 13) every cluster topic has one replica, so
+    /// its leader never moves to another broker and the leader epoch stays
+    /// [`crate::partitions::LEADER_EPOCH`]; elections with epochs come with replication.
+    pub fn leader(&self, topic: &TopicMeta, partition: i32, single: i32) -> Option<i32> {
+        let Some(replicas) = topic.placement.get(partition as usize) else {
+            return Some(single);
+        };
+        replicas
+            .iter()
+            .copied()
+            .find(|id| self.brokers.get(id).is_some_and(|b| !b.fenced))
+    }
+
+    /// The brokers clients are told about: registered and not fenced.
+    pub fn live_brokers(&self) -> impl Iterator<Item = &BrokerMeta> {
+        self.brokers.values().filter(|b| !b.fenced)
     }
 
     /// The image as a snapshot's bytes (the `topics.toml` text), for a Raft snapshot.
@@ -204,6 +258,17 @@ fn encode(image: &MetadataImage) -> String {
             .map(|(k, v)| (k.clone(), v.clone().into()))
             .collect();
         e.insert("configs".into(), configs.into());
+        if !t.placement.is_empty() {
+            let placement: toml::value::Array = t
+                .placement
+                .iter()
+                .map(|r| {
+                    let r: toml::value::Array = r.iter().map(|&b| i64::from(b).into()).collect();
+                    toml::Value::from(r)
+                })
+                .collect();
+            e.insert("placement".into(), placement.into());
+        }
         topics.insert(t.name.to_string(), e.into());
     }
     root.insert("topics".into(), topics.into());
@@ -219,6 +284,26 @@ fn encode(image: &MetadataImage) -> String {
         })
         .collect();
     root.insert("broker_configs".into(), brokers.into());
+    if !image.brokers.is_empty() {
+        let registered: toml::Table = image
+            .brokers
+            .values()
+            .map(|b| {
+                let mut e = toml::Table::new();
+                e.insert("host".into(), b.host.clone().into());
+                e.insert("port".into(), i64::from(b.port).into());
+                if let Some(rack) = &b.rack {
+                    e.insert("rack".into(), rack.clone().into());
+                }
+                e.insert("fenced".into(), b.fenced.into());
+                (b.id.to_string(), e.into())
+            })
+            .collect();
+        root.insert("brokers".into(), registered.into());
+    }
+    if image.producer_ids_next != 0 {
+        root.insert("producer_ids_next".into(), image.producer_ids_next.into());
+    }
     root.to_string()
 }
 
@@ -260,6 +345,22 @@ fn decode(text: &str) -> Result<MetadataImage, String> {
                         .collect()
                 })
                 .unwrap_or_default();
+            // Absent for a single node's topics.
+            let placement = match e.get("placement") {
+                None => Vec::new(),
+                Some(p) => p
+                    .as_array()
+                    .ok_or("placement is not a list")?
+                    .iter()
+                    .map(|r| {
+                        r.as_array()
+                            .ok_or("placement is not a list of lists")?
+                            .iter()
+                            .map(|b| b.as_integer().map(|b| b as i32).ok_or("not a node id"))
+                            .collect::<Result<Vec<i32>, _>>()
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            };
             let name: Arc<str> = name.as_str().into();
             topics.insert(
                 name.clone(),
@@ -268,6 +369,7 @@ fn decode(text: &str) -> Result<MetadataImage, String> {
                     id,
                     partitions,
                     configs,
+                    placement,
                 }),
             );
         }
@@ -291,11 +393,34 @@ fn decode(text: &str) -> Result<MetadataImage, String> {
                 .collect()
         })
         .unwrap_or_default();
+    let mut brokers = BTreeMap::new();
+    if let Some(t) = root.get("brokers").and_then(|v| v.as_table()) {
+        for (id, e) in t {
+            let id: i32 = id.parse().map_err(|_| format!("broker id {id:?}"))?;
+            let field = |k: &str| e.get(k).ok_or(format!("broker {id} without {k}"));
+            brokers.insert(
+                id,
+                BrokerMeta {
+                    id,
+                    host: field("host")?.as_str().ok_or("host")?.to_string(),
+                    port: field("port")?.as_integer().ok_or("port")? as i32,
+                    rack: e.get("rack").and_then(|v| v.as_str()).map(str::to_string),
+                    fenced: field("fenced")?.as_bool().ok_or("fenced")?,
+                },
+            );
+        }
+    }
+    let producer_ids_next = root
+        .get("producer_ids_next")
+        .and_then(|v| v.as_integer())
+        .unwrap_or(0);
     Ok(MetadataImage {
         cluster_id,
         applied,
         topics,
         broker_configs,
+        brokers,
+        producer_ids_next,
     })
 }
 
@@ -425,6 +550,7 @@ mod tests {
                 id: random_uuid(),
                 partitions: 3,
                 configs,
+                placement: Vec::new(),
             }),
         );
         let dynamic = BTreeMap::from([("log.retention.ms".to_string(), "5".to_string())]);

@@ -10,6 +10,7 @@ use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 use tracing::{error, info};
 
+use crate::cluster::{Cluster, QuorumStart};
 use crate::config::{BrokerConfig, SHARD_CHANNEL_CAPACITY};
 use crate::config::{
     IO_MEMORY_BYTES_DEFAULT, LISTEN_BACKLOG, LOG_CLEANER_BACKOFF_MS_MIN,
@@ -42,10 +43,23 @@ pub fn run(mut config: BrokerConfig) -> Result<(), String> {
     // Before any shard opens a partition: a crash in the middle of DeleteTopics leaves the
     // partition's directory renamed aside, and nothing else would ever remove it.
     crate::shard::remove_deleted_dirs(&config.data_dir);
-    let image = Arc::new(metadata::load(
+    let mut image = Arc::new(metadata::load(
         &config.data_dir,
         config.cluster_id.as_deref(),
     )?);
+    // A cluster's metadata is the quorum's log; the data directory's own metadata holds only
+    // the cluster id it was formatted for. The shards start from that and receive the
+    // quorum's images as it applies its log.
+    let (cluster, mut quorum) = if config.is_cluster() {
+        let (cluster, quorum) = crate::cluster::Cluster::open(&config, &image.cluster_id)?;
+        image = Arc::new(MetadataImage {
+            cluster_id: image.cluster_id.clone(),
+            ..MetadataImage::default()
+        });
+        (Some(cluster), Some(quorum))
+    } else {
+        (None, None)
+    };
     // Held until the process exits: while it is held no other tidelog can claim the address.
     let (listen, _port_guard) = claim_listen_address(config.listen)?;
     config.listen = listen;
@@ -84,6 +98,10 @@ pub fn run(mut config: BrokerConfig) -> Result<(), String> {
             (job_senders.clone(), job_receivers.remove(0)),
             ready_tx.clone(),
         );
+        let membership = Membership {
+            cluster: cluster.clone(),
+            quorum: quorum.take(),
+        };
         let fd = first_fd.take();
         let placement = match cpus.get(i % cpus.len().max(1)) {
             Some(&cpu) if shards <= cpus.len() => Placement::Fixed(cpu),
@@ -93,7 +111,7 @@ pub fn run(mut config: BrokerConfig) -> Result<(), String> {
             .name(&format!("tidelog-shard-{i}"))
             .io_memory(memlock.io_memory)
             .preempt_timer(Duration::from_millis(SHARD_PREEMPT_TIMER_MS))
-            .spawn(move || shard_main(i, config, image, mesh, fd, rx, ready))
+            .spawn(move || shard_main(i, config, image, membership, mesh, fd, rx, ready))
             .map_err(|e| format!("cannot start shard {i}: {e}"))?;
         handles.push(handle);
     }
@@ -144,22 +162,32 @@ pub fn run(mut config: BrokerConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// A shard's part in a cluster: every shard holds the handle; the first one also runs the
+/// quorum.
+struct Membership {
+    cluster: Option<Arc<Cluster>>,
+    quorum: Option<QuorumStart>,
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn shard_main(
     id: usize,
     config: Arc<BrokerConfig>,
     image: Arc<MetadataImage>,
+    membership: Membership,
     (senders, jobs): (Vec<flume::Sender<Job<Shard>>>, flume::Receiver<Job<Shard>>),
     listener_fd: Option<RawFd>,
     control: flume::Receiver<(Phase, std::sync::mpsc::Sender<()>)>,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
-    let shard = Rc::new(Shard::new(
-        config.clone(),
-        Router::new(id, senders),
-        image.clone(),
-    ));
+    let mut shard = Shard::new(config.clone(), Router::new(id, senders), image.clone());
+    shard.cluster = membership.cluster;
+    let shard = Rc::new(shard);
     glommio::spawn_local(router::serve_jobs(shard.clone(), jobs)).detach();
     shard.apply_metadata(image).await;
+    if let Some(quorum) = membership.quorum {
+        start_quorum(shard.clone(), quorum);
+    }
     let listener = match listener_fd {
         // SAFETY: the descriptor was bound by `run` and handed to this shard alone.
         Some(fd) => unsafe { TcpListener::from_raw_fd(fd) },
@@ -205,6 +233,56 @@ async fn shard_main(
                 shard.close_all().await;
                 drop(ack);
                 break;
+            }
+        }
+    }
+}
+
+/// Runs the metadata quorum on this (the metadata) shard, installs every image it applies on
+/// every shard, and registers this broker with the cluster.
+fn start_quorum(shard: Rc<Shard>, quorum: QuorumStart) {
+    let images = quorum.images.clone();
+    glommio::spawn_local(async move {
+        if let Err(e) = quorum.run().await {
+            // Its log could not be written: what it promised may not be durable, so it takes no
+            // further part (the other controllers carry on without it).
+            error!("the metadata quorum stopped on this node: {e}");
+        }
+    })
+    .detach();
+    let installer = shard.clone();
+    glommio::spawn_local(async move {
+        while let Ok(mut image) = images.recv_async().await {
+            while let Ok(newer) = images.try_recv() {
+                image = newer;
+            }
+            crate::admin::install(&installer, image).await;
+        }
+    })
+    .detach();
+    glommio::spawn_local(register_broker(shard)).detach();
+}
+
+/// Registers this broker (its advertised client endpoint and rack) until the quorum has it.
+async fn register_broker(shard: Rc<Shard>) {
+    let Some(cluster) = shard.cluster.clone() else {
+        return;
+    };
+    let (host, port) = crate::api::advertised(&shard);
+    let record = crate::cluster::register_record(&shard.config, host, port);
+    loop {
+        if shard.shutting_down.get() || crate::cluster::registered(&shard.metadata(), &record) {
+            return;
+        }
+        match cluster.propose(vec![record.clone()]).await {
+            Ok(image) => {
+                info!(node = shard.node_id(), "registered with the cluster");
+                crate::admin::install(&shard, image).await;
+                return;
+            }
+            Err(e) => {
+                tracing::debug!("registering with the cluster: {e:?}; retrying");
+                glommio::timer::sleep(Duration::from_millis(500)).await;
             }
         }
     }

@@ -62,6 +62,8 @@ pub struct Shard {
     pub groups: Rc<Coordinator>,
     /// The metadata controller; on the metadata shard only.
     pub controller: Option<Controller>,
+    /// The cluster this broker belongs to; `None` on a single node.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// When a failed partition's reopen was last logged as failing (ms), to log it once a minute.
     heal_warned_ms: Cell<i64>,
 }
@@ -88,6 +90,7 @@ impl Shard {
             heal_warned_ms: Cell::new(0),
             groups,
             controller,
+            cluster: None,
         }
     }
 
@@ -117,6 +120,24 @@ impl Shard {
     }
 
     /// A partition this shard owns, if it is open.
+    /// This broker's node id.
+    pub fn node_id(&self) -> i32 {
+        self.config.node_id
+    }
+
+    /// Whether this broker holds a replica of the partition (every partition, on a single
+    /// node). Only those are opened here.
+    pub fn hosts(&self, topic: &TopicMeta, partition: i32) -> bool {
+        topic
+            .replicas(partition, self.node_id())
+            .contains(&self.node_id())
+    }
+
+    /// The partition's leader (`None`: offline), as every broker derives it from the image.
+    pub fn leader_of(&self, topic: &TopicMeta, partition: i32) -> Option<i32> {
+        self.metadata().leader(topic, partition, self.node_id())
+    }
+
     pub fn partition(&self, topic: &str, partition: i32) -> Option<Rc<Partition>> {
         self.partitions.get(topic, partition)
     }
@@ -124,6 +145,11 @@ impl Shard {
     /// Installs a new metadata image: opens the partitions it gives this shard and removes the
     /// ones whose topic is gone (or was re-created under a new id).
     pub async fn apply_metadata(&self, image: Arc<MetadataImage>) {
+        // Images may arrive out of order (a change's proposer installs the image its answer
+        // carried while the quorum's installer installs a later one): never step back.
+        if image.applied < self.metadata.borrow().applied {
+            return;
+        }
         let previous = std::mem::replace(&mut *self.metadata.borrow_mut(), image.clone());
         if previous.broker_configs != image.broker_configs {
             let dynamic = configs::Dynamic::of(&image, self.config.node_id);
@@ -133,7 +159,11 @@ impl Shard {
         let stale: Vec<_> = self
             .owned_partitions()
             .into_iter()
-            .filter(|((t, _), p)| image.topic(t).is_none_or(|m| m.id != p.topic_id))
+            .filter(|((t, i), p)| {
+                image
+                    .topic(t)
+                    .is_none_or(|m| m.id != p.topic_id || !self.hosts(m, *i))
+            })
             .map(|(k, _)| k)
             .collect();
         for key in stale {
@@ -145,7 +175,10 @@ impl Shard {
         self.refresh_configs(&image);
         for topic in image.topics.values() {
             for p in 0..topic.partitions {
-                if self.owner(topic, p) != self.id() || self.partition(&topic.name, p).is_some() {
+                if self.owner(topic, p) != self.id()
+                    || !self.hosts(topic, p)
+                    || self.partition(&topic.name, p).is_some()
+                {
                     continue;
                 }
                 if let Err(e) = self.open_partition(topic, p).await {

@@ -127,11 +127,14 @@ async fn unopened_partitions(shard: &Rc<Shard>, meta: &TopicMeta) -> Vec<i32> {
         .map(|(owner, partitions)| {
             let (name, id) = (meta.name.clone(), meta.id);
             shard.router.invoke_on(shard, owner, move |s| async move {
-                if s.metadata().topic(&name).is_none_or(|m| m.id != id) {
+                let image = s.metadata();
+                let Some(meta) = image.topic(&name).filter(|m| m.id == id) else {
                     return Vec::new();
-                }
+                };
+                // In a cluster only the partitions placed on this broker open here.
                 partitions
                     .into_iter()
+                    .filter(|&p| s.hosts(meta, p))
                     .filter(|&p| s.partition(&name, p).is_none_or(|o| o.topic_id != id))
                     .collect::<Vec<i32>>()
             })

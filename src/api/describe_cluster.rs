@@ -1,4 +1,4 @@
-//! DescribeCluster: this node as the whole cluster and its controller.
+//! DescribeCluster: the brokers and the active controller (this node, on a single node).
 
 use std::rc::Rc;
 
@@ -25,7 +25,7 @@ pub async fn handle(
     let body: DescribeClusterRequest = req.decode_body()?;
     let mut resp = DescribeClusterResponse::default()
         .with_cluster_id(StrBytes::from_string(shard.metadata().cluster_id.clone()))
-        .with_controller_id(BrokerId(shard.config.node_id))
+        .with_controller_id(BrokerId(super::metadata::controller_id(shard)))
         .with_cluster_authorized_operations(if body.include_cluster_authorized_operations {
             CLUSTER_AUTHORIZED_OPERATIONS
         } else {
@@ -46,11 +46,15 @@ pub async fn handle(
                 .with_error_message(Some(StrBytes::from_string(msg))),
         );
     }
-    let (host, port) = super::metadata::advertised(shard);
-    let broker = DescribeClusterBroker::default()
-        .with_broker_id(BrokerId(shard.config.node_id))
-        .with_host(StrBytes::from_string(host))
-        .with_port(port)
-        .with_rack(shard.config.broker_rack.as_deref().map(super::str_bytes));
-    respond(req, &resp.with_brokers(vec![broker]))
+    let brokers = super::metadata::brokers(shard)
+        .into_iter()
+        .map(|b| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(b.id))
+                .with_host(StrBytes::from_string(b.host))
+                .with_port(b.port)
+                .with_rack(b.rack.map(StrBytes::from_string))
+        })
+        .collect();
+    respond(req, &resp.with_brokers(brokers))
 }

@@ -6,8 +6,13 @@
 //! applied as both its log end offset and the high watermark. Answered as Kafka's Raft leader
 //! answers (`KafkaRaftClient.handleDescribeQuorumRequest`): a request for any other partition,
 //! or for more than one, gets UNKNOWN_TOPIC_OR_PARTITION for each partition it names; the
-//! leader's own fetch and caught-up times are now. When the cluster lands, the answer comes
-//! from the Raft library's state instead, with followers and observers.
+//! leader's own fetch and caught-up times are now.
+//!
+//! In a cluster the answer is the Raft quorum's: the leader, its term as the epoch, the
+//! applied index as the high watermark, and every voter with its replicated position as the
+//! leader knows it. Kafka's brokers forward this request to the active controller; here any
+//! node answers with what it knows, and a follower does not know the other voters'
+//! positions (-1, as Kafka reports an unknown offset).
 
 use std::rc::Rc;
 
@@ -61,6 +66,9 @@ pub async fn handle(
             .collect();
         return respond(req, &DescribeQuorumResponse::default().with_topics(topics));
     }
+    if let Some(cluster) = &shard.cluster {
+        return respond(req, &cluster_answer(shard, cluster, req.version()));
+    }
     let me = shard.config.node_id;
     let offset = shard.metadata().applied as i64;
     let now = crate::util::now_ms();
@@ -84,6 +92,72 @@ pub async fn handle(
             .with_listeners(controller_listeners(shard))]);
     }
     respond(req, &resp)
+}
+
+/// A cluster's quorum as this node's Raft state shows it.
+fn cluster_answer(
+    shard: &Shard,
+    cluster: &crate::cluster::Cluster,
+    version: i16,
+) -> DescribeQuorumResponse {
+    let status = cluster.status();
+    let now = crate::util::now_ms();
+    let voters: Vec<ReplicaState> = shard
+        .config
+        .controller_quorum_voters
+        .iter()
+        .map(|v| {
+            let position = status
+                .progress
+                .iter()
+                .find(|(id, _)| *id == v.id as u64)
+                .map_or(-1, |(_, matched)| *matched as i64);
+            let caught_up = position >= 0 && position as u64 >= status.applied_index;
+            ReplicaState::default()
+                .with_replica_id(BrokerId(v.id))
+                .with_log_end_offset(position)
+                .with_last_fetch_timestamp(if position >= 0 { now } else { -1 })
+                .with_last_caught_up_timestamp(if caught_up { now } else { -1 })
+        })
+        .collect();
+    let leader = if status.leader == 0 {
+        -1
+    } else {
+        status.leader as i32
+    };
+    let partition = PartitionData::default()
+        .with_partition_index(0)
+        .with_leader_id(BrokerId(leader))
+        .with_leader_epoch(status.term as i32)
+        .with_high_watermark(status.applied_index as i64)
+        .with_current_voters(voters);
+    let mut resp = DescribeQuorumResponse::default().with_topics(vec![TopicData::default()
+        .with_topic_name(str_bytes(METADATA_TOPIC).into())
+        .with_partitions(vec![partition])]);
+    if version >= 2 {
+        let nodes = shard
+            .config
+            .controller_quorum_voters
+            .iter()
+            .map(|v| {
+                let listener = Listener::default()
+                    .with_name(str_bytes(
+                        shard
+                            .config
+                            .controller_listener_names
+                            .first()
+                            .map_or("CONTROLLER", String::as_str),
+                    ))
+                    .with_host(str_bytes(&v.host))
+                    .with_port(v.port);
+                Node::default()
+                    .with_node_id(BrokerId(v.id))
+                    .with_listeners(vec![listener])
+            })
+            .collect();
+        resp = resp.with_nodes(nodes);
+    }
+    resp
 }
 
 /// This voter's endpoints: its controller listeners (advertised where given), as KRaft lists

@@ -1,4 +1,6 @@
-//! FindCoordinator: this node coordinates every group (v0-3 one key, v4+ a batch of keys).
+//! FindCoordinator: a group's coordinator is the leader of its `__consumer_offsets` partition
+//! (this node, on a single node; spread over the brokers in a cluster), v0-3 one key, v4+ a
+//! batch of keys.
 //!
 //! librdkafka also reads FindCoordinator's presence in ApiVersions as the sign that the broker
 //! takes LZ4 (Kafka 0.8.2 shipped both), so without it librdkafka silently stops compressing
@@ -10,6 +12,7 @@ use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
 
+use super::metadata::BrokerEntry;
 use super::{log_client_error, respond, Outcome, Session};
 use crate::error::ErrorCode;
 use crate::protocol::request::{Request, RequestError};
@@ -42,8 +45,6 @@ pub async fn handle(
     _session: &Session,
 ) -> Result<Outcome, RequestError> {
     let body: FindCoordinatorRequest = req.decode_body()?;
-    let (host, port) = super::metadata::advertised(shard);
-    let node = BrokerId(shard.config.node_id);
     let error = no_coordinator(body.key_type);
     let message = match body.key_type {
         KEY_TYPE_TRANSACTION => "transactions are not supported by this broker".to_string(),
@@ -52,40 +53,69 @@ pub async fn handle(
     if let Some(code) = error {
         log_client_error(req, "find coordinator", code, &message);
     }
+    let keys: Vec<StrBytes> = if req.version() >= 4 {
+        body.coordinator_keys.clone()
+    } else {
+        vec![body.key.clone()]
+    };
+    let mut found = Vec::with_capacity(keys.len());
+    for key in &keys {
+        found.push(match error {
+            Some(code) => Err((code, message.clone())),
+            None => locate(shard, key).await,
+        });
+    }
     let mut response = FindCoordinatorResponse::default();
     if req.version() >= 4 {
-        let coordinators = body
-            .coordinator_keys
-            .iter()
-            .map(|key| {
-                let c = Coordinator::default().with_key(key.clone());
-                match error {
-                    Some(code) => c
+        let coordinators = keys
+            .into_iter()
+            .zip(found)
+            .map(|(key, found)| {
+                let c = Coordinator::default().with_key(key);
+                match found {
+                    Err((code, message)) => c
                         .with_error_code(code.code())
-                        .with_error_message(Some(StrBytes::from_string(message.clone())))
+                        .with_error_message(Some(StrBytes::from_string(message)))
                         .with_node_id(BrokerId(-1))
                         .with_port(-1),
-                    None => c
-                        .with_node_id(node)
-                        .with_host(StrBytes::from_string(host.clone()))
-                        .with_port(port),
+                    Ok(b) => c
+                        .with_node_id(BrokerId(b.id))
+                        .with_host(StrBytes::from_string(b.host))
+                        .with_port(b.port),
                 }
             })
             .collect();
         response = response.with_coordinators(coordinators);
     } else {
-        response = match error {
-            Some(code) => response
+        let found = found.into_iter().next().expect("one key");
+        response = match found {
+            Err((code, message)) => response
                 .with_error_code(code.code())
                 // v0 has no error message field.
                 .with_error_message((req.version() >= 1).then(|| StrBytes::from_string(message)))
                 .with_node_id(BrokerId(-1))
                 .with_port(-1),
-            None => response
-                .with_node_id(node)
-                .with_host(StrBytes::from_string(host))
-                .with_port(port),
+            Ok(b) => response
+                .with_node_id(BrokerId(b.id))
+                .with_host(StrBytes::from_string(b.host))
+                .with_port(b.port),
         };
     }
     respond(req, &response)
+}
+
+/// The broker coordinating group `key`, or the error and message to answer.
+async fn locate(shard: &Rc<Shard>, key: &str) -> Result<BrokerEntry, (ErrorCode, String)> {
+    let node = super::group_coordinator(shard, key)
+        .await
+        .map_err(|code| (code, format!("no coordinator for group {key} yet")))?;
+    super::metadata::brokers(shard)
+        .into_iter()
+        .find(|b| b.id == node)
+        .ok_or_else(|| {
+            (
+                ErrorCode::CoordinatorNotAvailable,
+                format!("the coordinator of group {key}, broker {node}, is not available"),
+            )
+        })
 }

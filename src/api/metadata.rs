@@ -1,4 +1,6 @@
-//! Metadata: the one broker, and the topics asked for (auto-creating them when allowed).
+//! Metadata: the brokers, and the topics asked for (auto-creating them when allowed). On a
+//! single node the one broker leads every partition; in a cluster the brokers and leaders
+//! are the image's (`MetadataImage::leader`).
 
 use std::rc::Rc;
 
@@ -81,18 +83,22 @@ pub async fn handle(
     } else {
         OPERATIONS_NOT_REQUESTED
     };
-    let (host, port) = advertised(shard);
-    let node = shard.config.node_id;
+    let brokers = brokers(shard)
+        .into_iter()
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.id))
+                .with_host(StrBytes::from_string(b.host))
+                .with_port(b.port)
+                .with_rack(b.rack.map(StrBytes::from_string))
+        })
+        .collect();
     let response = MetadataResponse::default()
-        .with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(BrokerId(node))
-            .with_host(StrBytes::from_string(host))
-            .with_port(port)
-            .with_rack(shard.config.broker_rack.as_deref().map(super::str_bytes))])
+        .with_brokers(brokers)
         .with_cluster_id(Some(StrBytes::from_string(
             shard.metadata().cluster_id.clone(),
         )))
-        .with_controller_id(BrokerId(node))
+        .with_controller_id(BrokerId(controller_id(shard)))
         .with_topics(topics)
         .with_cluster_authorized_operations(cluster_operations);
     respond(req, &response)
@@ -122,15 +128,24 @@ pub async fn auto_create_missing(shard: &Rc<Shard>, names: &[String]) {
 }
 
 fn topic_entry(shard: &Shard, t: &TopicMeta) -> MetadataResponseTopic {
-    let node = BrokerId(shard.config.node_id);
+    let image = shard.metadata();
+    let node = shard.node_id();
     let partitions = (0..t.partitions)
         .map(|p| {
+            let replicas: Vec<BrokerId> = t.replicas(p, node).into_iter().map(BrokerId).collect();
+            let leader = image.leader(t, p, node);
+            // An offline partition (its replicas fenced): no leader, as Kafka answers it.
+            let error = match leader {
+                Some(_) => 0,
+                None => ErrorCode::LeaderNotAvailable.code(),
+            };
             MetadataResponsePartition::default()
+                .with_error_code(error)
                 .with_partition_index(p)
-                .with_leader_id(node)
+                .with_leader_id(BrokerId(leader.unwrap_or(-1)))
                 .with_leader_epoch(LEADER_EPOCH)
-                .with_replica_nodes(vec![node])
-                .with_isr_nodes(vec![node])
+                .with_isr_nodes(replicas.clone())
+                .with_replica_nodes(replicas)
         })
         .collect();
     MetadataResponseTopic::default()
@@ -139,6 +154,55 @@ fn topic_entry(shard: &Shard, t: &TopicMeta) -> MetadataResponseTopic {
         .with_partitions(partitions)
         .with_topic_authorized_operations(OPERATIONS_NOT_REQUESTED)
         .with_is_internal(is_internal_topic(&t.name))
+}
+
+/// A broker as clients are told about it.
+pub struct BrokerEntry {
+    pub id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+}
+
+/// The brokers clients are told about: this node alone, or a cluster's live (registered,
+/// unfenced) brokers, with this node added while its registration is on its way (a client
+/// that reached it can always come back to it).
+pub fn brokers(shard: &Shard) -> Vec<BrokerEntry> {
+    let me = || {
+        let (host, port) = advertised(shard);
+        BrokerEntry {
+            id: shard.node_id(),
+            host,
+            port,
+            rack: shard.config.broker_rack.clone(),
+        }
+    };
+    if shard.cluster.is_none() {
+        return vec![me()];
+    }
+    let image = shard.metadata();
+    let mut out: Vec<BrokerEntry> = image
+        .live_brokers()
+        .map(|b| BrokerEntry {
+            id: b.id,
+            host: b.host.clone(),
+            port: b.port,
+            rack: b.rack.clone(),
+        })
+        .collect();
+    if !image.brokers.contains_key(&shard.node_id()) {
+        out.push(me());
+    }
+    out
+}
+
+/// The broker clients should send controller requests to: this node, or a cluster's active
+/// controller (-1 during an election).
+pub fn controller_id(shard: &Shard) -> i32 {
+    match &shard.cluster {
+        None => shard.node_id(),
+        Some(c) => c.controller().unwrap_or(-1),
+    }
 }
 
 /// The host and port clients should connect to.

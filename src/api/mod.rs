@@ -43,6 +43,7 @@ use crate::protocol::request::{Request, RequestError};
 use crate::protocol::response::encode_response;
 use crate::shard::Shard;
 
+pub use metadata::advertised;
 pub use registry::{decode_request, ApiSpec, APIS};
 
 /// What a handler may know of the connection a request came on.
@@ -176,14 +177,33 @@ pub const CLUSTER_AUTHORIZED_OPERATIONS: i32 = {
 /// An authorized-operations field the client did not ask for: Kafka's `Integer.MIN_VALUE`.
 pub const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
 
-/// The shard coordinating `group_id`, for the group APIs. `__consumer_offsets` is created first
-/// when it does not exist yet (as Kafka does on first use); that is this handler-level step, not
-/// a side effect of the group module's routing ([`crate::group::coordinator_shard`], a pure
-/// lookup), so `group` never calls `admin`.
-async fn group_owner(shard: &Rc<Shard>, group_id: &str) -> Result<usize, crate::error::ErrorCode> {
-    use crate::group::store::OFFSETS_TOPIC;
+/// The broker coordinating `group_id`: the leader of its partition of `__consumer_offsets`
+/// (this node, on a single node). The topic is created first when it does not exist yet (as
+/// Kafka does on first use); that is this handler-level step, not a side effect of the group
+/// module's routing ([`crate::group::coordinator_shard`], a pure lookup), so `group` never
+/// calls `admin`. COORDINATOR_NOT_AVAILABLE while the partition has no leader.
+async fn group_coordinator(
+    shard: &Rc<Shard>,
+    group_id: &str,
+) -> Result<i32, crate::error::ErrorCode> {
+    use crate::group::store::{partition_for, OFFSETS_TOPIC};
     if shard.metadata().topic(OFFSETS_TOPIC).is_none() {
         crate::admin::create_topics(shard, vec![offsets_topic()], false).await;
+    }
+    let image = shard.metadata();
+    let meta = image
+        .topic(OFFSETS_TOPIC)
+        .ok_or(crate::error::ErrorCode::CoordinatorNotAvailable)?;
+    image
+        .leader(meta, partition_for(group_id), shard.node_id())
+        .ok_or(crate::error::ErrorCode::CoordinatorNotAvailable)
+}
+
+/// The shard coordinating `group_id`, for the group APIs; NOT_COORDINATOR when another broker
+/// coordinates it (the client looks it up again).
+async fn group_owner(shard: &Rc<Shard>, group_id: &str) -> Result<usize, crate::error::ErrorCode> {
+    if group_coordinator(shard, group_id).await? != shard.node_id() {
+        return Err(crate::error::ErrorCode::NotCoordinator);
     }
     crate::group::coordinator_shard(&shard.metadata(), shard.count(), group_id)
         .ok_or(crate::error::ErrorCode::CoordinatorNotAvailable)

@@ -7,9 +7,9 @@
 //! setting is in ([`resolve`], which `BrokerConfig::resolve` calls before the broker starts),
 //! because Kafka's rules relate them (the controller listener must be one of the listeners, the
 //! client listener is the one that is not the controller's, and so on). A Kafka KRaft
-//! `server.properties` for one combined node (Kafka's quickstart) is accepted as it is. A
-//! quorum of more than this node, or a broker-only or controller-only node, is refused with
-//! the reason until the cluster lands (issue 12).
+//! `server.properties` for one combined node (Kafka's quickstart) is accepted as it is, and so
+//! is a quorum of several combined nodes (a cluster, `crate::cluster`). A broker-only or
+//! controller-only node is refused with the reason: not supported yet.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
@@ -171,6 +171,17 @@ fn protocol<'a>(c: &'a BrokerConfig, name: &str) -> Option<&'a str> {
 /// Checks the listener and quorum settings together and fills in what the broker uses:
 /// `listen` (the client listener's address) and `advertised_listener`.
 pub fn resolve(c: &mut BrokerConfig) -> Result<(), ConfigError> {
+    // Kafka's `effectiveListenerSecurityProtocolMap`: with the map left at its default, a
+    // controller listener it does not name (CONTROLLER) is PLAINTEXT, so a KRaft command line
+    // without the map works.
+    if c.explicit_value("listener.security.protocol.map").is_none() {
+        for name in c.controller_listener_names.clone() {
+            if protocol(c, &name).is_none() {
+                c.listener_security_protocol_map
+                    .push((name, "PLAINTEXT".to_string()));
+            }
+        }
+    }
     let controller_names = &c.controller_listener_names;
     let client = c
         .listeners
@@ -225,16 +236,23 @@ pub fn resolve(c: &mut BrokerConfig) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Kafka's role rules, and what a single node can be until the cluster lands.
+/// Kafka's role rules, and the node kinds tidelog runs (combined ones).
 fn check_roles(c: &BrokerConfig) -> Result<(), ConfigError> {
     let Some(roles) = c.process_roles else {
+        if c.controller_quorum_voters.len() > 1 {
+            return Err(ConfigError::invalid(
+                "controller.quorum.voters names several controllers but process.roles is not \
+                 set: a node of a cluster needs its roles (process.roles=broker,controller)"
+                    .to_string(),
+            ));
+        }
         // No roles: tidelog's own single node, as before.
         return Ok(());
     };
     if !(roles.broker && roles.controller) {
         return Err(ConfigError::invalid(format!(
-            "process.roles={}: a node with one role needs a quorum of other nodes; tidelog runs \
-             one combined node (process.roles=broker,controller) until the cluster lands",
+            "process.roles={}: tidelog's nodes are combined (process.roles=broker,controller); \
+             broker-only and controller-only nodes are not supported yet",
             if roles.broker { "broker" } else { "controller" }
         )));
     }
@@ -249,19 +267,6 @@ fn check_roles(c: &BrokerConfig) -> Result<(), ConfigError> {
                 .to_string(),
         ));
     }
-    let others: Vec<String> = c
-        .controller_quorum_voters
-        .iter()
-        .filter(|v| v.id != c.node_id)
-        .map(|v| v.id.to_string())
-        .collect();
-    if !others.is_empty() {
-        return Err(ConfigError::invalid(format!(
-            "controller.quorum.voters names other nodes ({}): a quorum of several controllers \
-             needs the cluster, which tidelog does not run yet",
-            others.join(", ")
-        )));
-    }
     if !c.controller_quorum_voters.is_empty()
         && !c.controller_quorum_voters.iter().any(|v| v.id == c.node_id)
     {
@@ -272,8 +277,8 @@ fn check_roles(c: &BrokerConfig) -> Result<(), ConfigError> {
     }
     if c.controller_quorum_bootstrap_servers.len() > 1 {
         return Err(ConfigError::invalid(
-            "controller.quorum.bootstrap.servers names several controllers: a quorum of \
-             several needs the cluster, which tidelog does not run yet"
+            "controller.quorum.bootstrap.servers names several controllers: tidelog's quorum is \
+             static; name the controllers in controller.quorum.voters"
                 .to_string(),
         ));
     }

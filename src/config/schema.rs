@@ -195,6 +195,21 @@ pub static SETTINGS: &[Setting] = &[
         },
     ),
     setting(
+        "broker.session.timeout.ms",
+        T::Int,
+        Some("9000"),
+        ReadOnly,
+        "In a cluster, how long the active controller waits without hearing from a broker before it fences it (it leads nothing until it is back).",
+        |c, key, value| {
+            let v: u64 = parse(key, value)?;
+            if v < 200 {
+                return Err(ConfigError::invalid(format!("{key} must be at least 200, got {value:?}")));
+            }
+            c.broker_session_timeout_ms = v;
+            Ok(())
+        },
+    ),
+    setting(
         "cluster.id",
         T::String,
         None,
@@ -245,7 +260,7 @@ pub static SETTINGS: &[Setting] = &[
         T::List,
         Some(""),
         ReadOnly,
-        "`host:port,...` of the controllers (Kafka 4's dynamic quorum); one combined node only until the cluster lands.",
+        "`host:port,...` of the controllers (Kafka 4's dynamic quorum); tidelog's quorum is static, so at most one (this node).",
         |c, key, value| {
             c.controller_quorum_bootstrap_servers = listeners::parse_servers(key, value)?;
             Ok(())
@@ -256,7 +271,7 @@ pub static SETTINGS: &[Setting] = &[
         T::List,
         Some(""),
         ReadOnly,
-        "`id@host:port,...` of the controllers (KRaft); only this node until the cluster lands.",
+        "`id@host:port,...` of the controllers (KRaft); several make a cluster of combined nodes.",
         |c, key, value| {
             c.controller_quorum_voters = listeners::parse_voters(key, value)?;
             Ok(())
@@ -317,7 +332,7 @@ pub static SETTINGS: &[Setting] = &[
         T::String,
         None,
         ReadOnly,
-        "The listener brokers use among themselves; checked, unused until the cluster lands.",
+        "The listener brokers use among themselves; checked; the cluster's brokers talk over the controller listener today.",
         |c, _, value| {
             c.inter_broker_listener_name = listeners::parse_names(value).pop();
             Ok(())

@@ -43,16 +43,30 @@ impl Controller {
     /// A fresh producer id, unique for the life of `data_dir`: the next of the current block,
     /// or the first of a new block reserved (and persisted) off the executor.
     pub async fn allocate_producer_id(&self, data_dir: &Path) -> Result<i64, MetadataError> {
+        let data_dir = data_dir.to_path_buf();
+        self.allocate_producer_id_with(|| async move {
+            glommio::executor()
+                .spawn_blocking(move || super::reserve_producer_ids(&data_dir, PRODUCER_ID_BLOCK))
+                .await
+        })
+        .await
+    }
+
+    /// A fresh producer id: the next of the current block, or the first of a block of
+    /// [`PRODUCER_ID_BLOCK`] that `reserve` makes durable and returns the start of (a single
+    /// node's data directory, a cluster's quorum).
+    pub async fn allocate_producer_id_with<F, R>(&self, reserve: F) -> Result<i64, MetadataError>
+    where
+        F: FnOnce() -> R,
+        R: std::future::Future<Output = Result<i64, MetadataError>>,
+    {
         let _guard = self.lock().await;
         let (next, end) = self.producer_ids.get();
         if next < end {
             self.producer_ids.set((next + 1, end));
             return Ok(next);
         }
-        let data_dir = data_dir.to_path_buf();
-        let block_start = glommio::executor()
-            .spawn_blocking(move || super::reserve_producer_ids(&data_dir, PRODUCER_ID_BLOCK))
-            .await?;
+        let block_start = reserve().await?;
         self.producer_ids
             .set((block_start + 1, block_start + PRODUCER_ID_BLOCK));
         Ok(block_start)

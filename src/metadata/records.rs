@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::{MetadataImage, TopicMeta};
+use super::{BrokerMeta, MetadataImage, TopicMeta};
 
 /// One metadata change.
 #[derive(Clone, Debug, PartialEq)]
@@ -48,6 +48,30 @@ pub enum MetadataRecord {
         resource: String,
         configs: BTreeMap<String, String>,
     },
+    /// The replicas of partitions `first..first + replicas.len()` of a topic, in preference
+    /// order (Kafka's PartitionRecord's `replicas`); written in the same batch as the Topic or
+    /// Partitions record that created them. A topic without placement (a single node's) has
+    /// every partition on the one broker.
+    Placement {
+        id: Uuid,
+        first: i32,
+        replicas: Vec<Vec<i32>>,
+    },
+    /// A broker registers its client endpoint and rack (Kafka's RegisterBrokerRecord); it
+    /// keeps its fenced state if it was registered before, and starts unfenced otherwise.
+    RegisterBroker {
+        id: i32,
+        host: String,
+        port: i32,
+        rack: Option<String>,
+    },
+    /// The active controller fences a broker that lost its lease, or unfences one that is
+    /// back (Kafka's FenceBrokerRecord / UnfenceBrokerRecord). A fenced broker leads nothing.
+    BrokerFenced { id: i32, fenced: bool },
+    /// A block of producer ids `start..start + len` is handed to `broker` (Kafka's
+    /// ProducerIdsRecord). It fits only where the previous block ended, so two controllers
+    /// deciding at once cannot hand out the same ids.
+    ProducerIds { broker: i32, start: i64, len: i64 },
 }
 
 const TOPIC: u8 = 1;
@@ -55,6 +79,10 @@ const REMOVE_TOPIC: u8 = 2;
 const PARTITIONS: u8 = 3;
 const TOPIC_CONFIGS: u8 = 4;
 const BROKER_CONFIGS: u8 = 5;
+const PLACEMENT: u8 = 6;
+const REGISTER_BROKER: u8 = 7;
+const BROKER_FENCED: u8 = 8;
+const PRODUCER_IDS: u8 = 9;
 
 /// Applies one record to `image` and counts it in `image.applied`. Deterministic: the same
 /// records in the same order give the same image on every node. `Err` means the record does not
@@ -87,6 +115,7 @@ fn apply_change(image: &mut MetadataImage, record: &MetadataRecord) -> Result<()
                     id: *id,
                     partitions: *partitions,
                     configs: configs.clone(),
+                    placement: Vec::new(),
                 }),
             );
         }
@@ -125,6 +154,67 @@ fn apply_change(image: &mut MetadataImage, record: &MetadataRecord) -> Result<()
                     .broker_configs
                     .insert(resource.clone(), configs.clone());
             }
+        }
+        MetadataRecord::Placement {
+            id,
+            first,
+            replicas,
+        } => {
+            let name = topic_name(image, *id)?;
+            let meta = &image.topics[&name];
+            let end = i64::from(*first) + replicas.len() as i64;
+            if *first as usize != meta.placement.len() || end > i64::from(meta.partitions) {
+                return Err(format!(
+                    "placement of {name} partitions {first}..{end}: the topic has {} partitions, \
+                     {} placed",
+                    meta.partitions,
+                    meta.placement.len()
+                ));
+            }
+            if replicas.iter().any(|r| r.is_empty()) {
+                return Err(format!("placement of {name}: a partition without replicas"));
+            }
+            let mut meta = (**meta).clone();
+            meta.placement.extend(replicas.iter().cloned());
+            image.topics.insert(name, Arc::new(meta));
+        }
+        MetadataRecord::RegisterBroker {
+            id,
+            host,
+            port,
+            rack,
+        } => {
+            let fenced = image.brokers.get(id).is_some_and(|b| b.fenced);
+            image.brokers.insert(
+                *id,
+                BrokerMeta {
+                    id: *id,
+                    host: host.clone(),
+                    port: *port,
+                    rack: rack.clone(),
+                    fenced,
+                },
+            );
+        }
+        MetadataRecord::BrokerFenced { id, fenced } => {
+            let b = image
+                .brokers
+                .get_mut(id)
+                .ok_or_else(|| format!("broker {id} is not registered"))?;
+            b.fenced = *fenced;
+        }
+        MetadataRecord::ProducerIds {
+            broker: _,
+            start,
+            len,
+        } => {
+            if *start != image.producer_ids_next || *len <= 0 {
+                return Err(format!(
+                    "producer ids {start}+{len}: the next block starts at {}",
+                    image.producer_ids_next
+                ));
+            }
+            image.producer_ids_next = start + len;
         }
     }
     Ok(())
@@ -200,6 +290,46 @@ impl MetadataRecord {
                 put_str(&mut out, resource);
                 put_map(&mut out, configs);
             }
+            MetadataRecord::Placement {
+                id,
+                first,
+                replicas,
+            } => {
+                out.push(PLACEMENT);
+                out.extend_from_slice(id.as_bytes());
+                out.extend_from_slice(&first.to_be_bytes());
+                out.extend_from_slice(&(replicas.len() as u32).to_be_bytes());
+                for r in replicas {
+                    out.extend_from_slice(&(r.len() as u32).to_be_bytes());
+                    for b in r {
+                        out.extend_from_slice(&b.to_be_bytes());
+                    }
+                }
+            }
+            MetadataRecord::RegisterBroker {
+                id,
+                host,
+                port,
+                rack,
+            } => {
+                out.push(REGISTER_BROKER);
+                out.extend_from_slice(&id.to_be_bytes());
+                put_str(&mut out, host);
+                out.extend_from_slice(&port.to_be_bytes());
+                out.push(u8::from(rack.is_some()));
+                put_str(&mut out, rack.as_deref().unwrap_or(""));
+            }
+            MetadataRecord::BrokerFenced { id, fenced } => {
+                out.push(BROKER_FENCED);
+                out.extend_from_slice(&id.to_be_bytes());
+                out.push(u8::from(*fenced));
+            }
+            MetadataRecord::ProducerIds { broker, start, len } => {
+                out.push(PRODUCER_IDS);
+                out.extend_from_slice(&broker.to_be_bytes());
+                out.extend_from_slice(&start.to_be_bytes());
+                out.extend_from_slice(&len.to_be_bytes());
+            }
         }
         out
     }
@@ -226,6 +356,46 @@ impl MetadataRecord {
             BROKER_CONFIGS => MetadataRecord::BrokerConfigs {
                 resource: r.string()?,
                 configs: r.map()?,
+            },
+            PLACEMENT => {
+                let id = r.uuid()?;
+                let first = r.i32()?;
+                let count = r.u32()?;
+                let mut replicas = Vec::new();
+                for _ in 0..count {
+                    let n = r.u32()?;
+                    // Every count is checked against the bytes left before anything is
+                    // allocated for it (hostile or corrupt bytes).
+                    r.check_left(n as usize * 4)?;
+                    replicas.push((0..n).map(|_| r.i32()).collect::<Result<Vec<_>, _>>()?);
+                }
+                MetadataRecord::Placement {
+                    id,
+                    first,
+                    replicas,
+                }
+            }
+            REGISTER_BROKER => {
+                let id = r.i32()?;
+                let host = r.string()?;
+                let port = r.i32()?;
+                let has_rack = r.u8()? != 0;
+                let rack = r.string()?;
+                MetadataRecord::RegisterBroker {
+                    id,
+                    host,
+                    port,
+                    rack: has_rack.then_some(rack),
+                }
+            }
+            BROKER_FENCED => MetadataRecord::BrokerFenced {
+                id: r.i32()?,
+                fenced: r.u8()? != 0,
+            },
+            PRODUCER_IDS => MetadataRecord::ProducerIds {
+                broker: r.i32()?,
+                start: r.i64()?,
+                len: r.i64()?,
             },
             other => return Err(format!("unknown metadata record type {other}")),
         };
@@ -275,6 +445,17 @@ impl Reader<'_> {
 
     fn u32(&mut self) -> Result<u32, String> {
         Ok(u32::from_be_bytes(self.take(4)?.try_into().expect("4")))
+    }
+
+    fn check_left(&self, n: usize) -> Result<(), String> {
+        if self.bytes.len() - self.pos < n {
+            return Err("metadata record ends early".into());
+        }
+        Ok(())
+    }
+
+    fn i64(&mut self) -> Result<i64, String> {
+        Ok(i64::from_be_bytes(self.take(8)?.try_into().expect("8")))
     }
 
     fn i32(&mut self) -> Result<i32, String> {

@@ -24,6 +24,7 @@
 //! records to its own metadata log, `metadata::log`).
 
 mod disk;
+mod leases;
 mod logger;
 pub mod storage;
 pub mod transport;
@@ -52,7 +53,7 @@ pub enum NotTaken {
     /// This node is not the leader; `leader` is the one it knows of (0: none).
     NotLeader { leader: u64 },
     /// This node leads but has not applied its own term's first entry yet.
-    NotReady,
+    NotReady { leader: u64 },
 }
 
 /// An entry applied to the image.
@@ -60,6 +61,9 @@ pub enum NotTaken {
 pub struct Applied {
     /// The entry's place in the log: the [`ProposalId`] it was proposed under.
     pub proposal: ProposalId,
+    /// The tag it was proposed with ([`QuorumNode::propose_tagged`]; empty for
+    /// [`QuorumNode::propose`]).
+    pub tag: Vec<u8>,
     /// `Ok`: every record applied; `Err`: none, and why (the same on every node).
     pub outcome: Result<(), String>,
 }
@@ -71,6 +75,9 @@ pub struct Output {
     pub messages: Vec<Message>,
     /// Entries applied to the image, in order.
     pub applied: Vec<Applied>,
+    /// The term of the last entry applied in this round, any kind (a new leader's empty
+    /// entry too); 0 when none was.
+    pub applied_term: u64,
 }
 
 /// One controller's Raft node and the metadata image it has applied.
@@ -175,6 +182,23 @@ impl QuorumNode {
         self.raw.raft.state == StateRole::Leader
     }
 
+    /// On the leader, each voter's replicated log position (its Raft `matched` index), by
+    /// node id; empty on a follower, which does not know them.
+    pub fn progress(&self) -> Vec<(u64, u64)> {
+        if !self.is_leader() {
+            return Vec::new();
+        }
+        let mut out: Vec<(u64, u64)> = self
+            .raw
+            .raft
+            .prs()
+            .iter()
+            .map(|(&id, pr)| (id, pr.matched))
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
     /// Entries kept after the latest snapshot.
     pub fn log_entries(&self) -> usize {
         self.raw.store().entry_count()
@@ -222,7 +246,7 @@ impl QuorumNode {
         }
         let term = self.raw.raft.term;
         if self.raw.store().term(self.applied_index).ok() != Some(term) {
-            return Err(NotTaken::NotReady);
+            return Err(NotTaken::NotReady { leader: self.id() });
         }
         Ok(())
     }
@@ -239,6 +263,27 @@ impl QuorumNode {
             term: self.raw.raft.term,
             index: self.raw.raft.raft_log.last_index(),
         })
+    }
+
+    /// Proposes `records` as one entry carrying `tag`, from any node: a follower hands it to
+    /// the leader it knows (raft-rs forwards proposals), so a broker need not find the active
+    /// controller itself. The proposer learns the outcome when an entry with its tag is
+    /// applied ([`Applied::tag`]); a proposal lost on the way (no leader, an election) is
+    /// never applied, and the proposer gives up after a while and may retry.
+    ///
+    /// Such a proposal was decided against the proposer's image, which may lag the leader's:
+    /// [`records::apply`] refuses records that no longer fit, the whole entry with them, on
+    /// every node alike (two creations of one topic: the second is refused).
+    pub fn propose_tagged(
+        &mut self,
+        tag: Vec<u8>,
+        records: &[MetadataRecord],
+    ) -> Result<(), NotTaken> {
+        self.raw
+            .propose(tag, records::encode_batch(records))
+            .map_err(|_| NotTaken::NotLeader {
+                leader: self.raw.raft.leader_id,
+            })
     }
 
     /// Runs Raft's ready loop once: persists what it asks, applies committed entries to the
@@ -299,6 +344,7 @@ impl QuorumNode {
                 continue; // covered by an installed snapshot
             }
             self.applied_index = entry.index;
+            out.applied_term = entry.term;
             if entry.get_entry_type() != EntryType::EntryNormal || entry.data.is_empty() {
                 continue; // a new leader's empty entry, or a configuration change
             }
@@ -306,6 +352,7 @@ impl QuorumNode {
                 term: entry.term,
                 index: entry.index,
             };
+            let tag = entry.context.to_vec();
             let outcome = records::decode_batch(&entry.data).and_then(|records| {
                 let mut next = self.image.clone();
                 for r in &records {
@@ -314,7 +361,11 @@ impl QuorumNode {
                 self.image = next;
                 Ok(())
             });
-            out.applied.push(Applied { proposal, outcome });
+            out.applied.push(Applied {
+                proposal,
+                tag,
+                outcome,
+            });
         }
     }
 

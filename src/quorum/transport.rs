@@ -26,7 +26,8 @@ use glommio::net::{TcpListener, TcpStream};
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
 
-use super::{NotTaken, ProposalId, QuorumNode};
+use super::leases::Leases;
+use super::{NotTaken, QuorumNode};
 use crate::metadata::records::MetadataRecord;
 use crate::metadata::MetadataImage;
 
@@ -52,11 +53,21 @@ pub enum ProposeError {
     Stopped,
 }
 
+/// The answer to a proposal: the image once its entry is applied on this node (with every
+/// entry applied before it, perhaps some after), or why not.
+pub type Proposed = Result<Arc<MetadataImage>, ProposeError>;
+
 /// What other threads may ask of a running node.
 pub enum Command {
-    /// Propose records; the answer comes when the entry is applied.
-    Propose(Vec<MetadataRecord>, flume::Sender<Result<(), ProposeError>>),
+    /// Propose records, on any node (a follower forwards them to the leader); the answer comes
+    /// when the entry is applied here, or after [`PROPOSAL_TIMEOUT`] as `Lost`.
+    Propose(Vec<MetadataRecord>, flume::Sender<Proposed>),
 }
+
+/// How long a proposal may wait for its entry to be applied before it is answered `Lost`: an
+/// entry forwarded to a leader that lost its leadership is never applied, and nothing else
+/// tells the proposer.
+pub const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a running node shows other threads.
 #[derive(Clone, Debug, Default)]
@@ -65,7 +76,9 @@ pub struct Status {
     pub leader: u64,
     pub is_leader: bool,
     pub applied_index: u64,
-    pub image: MetadataImage,
+    pub image: Arc<MetadataImage>,
+    /// On the leader, each voter's replicated log position ([`QuorumNode::progress`]).
+    pub progress: Vec<(u64, u64)>,
 }
 
 /// A node's [`Status`], published when it changes, and a wake-up for whoever waits on a
@@ -73,6 +86,8 @@ pub struct Status {
 pub struct StatusBoard {
     status: Mutex<Status>,
     changes: Arc<Changes>,
+    /// Each newly applied image, for whoever installs it (the broker's shards).
+    images: Option<flume::Sender<Arc<MetadataImage>>>,
 }
 
 /// A counter bumped on every published change, with a condition variable to wait on it.
@@ -108,23 +123,46 @@ impl StatusBoard {
         StatusBoard {
             status: Mutex::new(Status::default()),
             changes,
+            images: None,
         }
+    }
+
+    /// A board that also sends every newly applied image to `images`.
+    pub fn with_images(
+        changes: Arc<Changes>,
+        images: flume::Sender<Arc<MetadataImage>>,
+    ) -> StatusBoard {
+        StatusBoard {
+            images: Some(images),
+            ..StatusBoard::new(changes)
+        }
+    }
+
+    /// The leader as this node last knew it (0: none), without copying the image.
+    pub fn leader(&self) -> u64 {
+        self.status.lock().expect("status lock").leader
     }
 
     pub fn get(&self) -> Status {
         self.status.lock().expect("status lock").clone()
     }
 
-    /// Publishes the node's state if it differs from the last published.
-    fn publish(&self, node: &QuorumNode) {
+    /// Publishes the node's state if it differs from the last published; `image` is the
+    /// node's image when it applied something since.
+    fn publish(&self, node: &QuorumNode, image: Option<&Arc<MetadataImage>>) {
         let (term, leader) = node.term_and_leader();
         let mut s = self.status.lock().expect("status lock");
         let now = (term, leader, node.is_leader(), node.applied_index());
-        if (s.term, s.leader, s.is_leader, s.applied_index) == now {
+        let progress = node.progress();
+        if (s.term, s.leader, s.is_leader, s.applied_index) == now && s.progress == progress {
             return;
         }
-        if s.applied_index != node.applied_index() {
-            s.image = node.image().clone();
+        s.progress = progress;
+        if let Some(image) = image.filter(|_| s.applied_index != node.applied_index()) {
+            s.image = image.clone();
+            if let Some(tx) = &self.images {
+                let _ = tx.send(image.clone());
+            }
         }
         (s.term, s.leader, s.is_leader, s.applied_index) = now;
         drop(s);
@@ -153,14 +191,16 @@ enum Event {
 }
 
 /// Runs `node` until `commands` closes: the node's driver, its listener's reader tasks and a
-/// writer task per peer in `peers` (id -> CONTROLLER address). Returns the error that stopped
-/// it, if its storage failed.
+/// writer task per peer in `peers` (id -> CONTROLLER address). While it leads, it fences the
+/// brokers it has not heard from for `session` and unfences them when they are back
+/// ([`Leases`]). Returns the error that stopped it, if its storage failed.
 pub async fn run(
     mut node: QuorumNode,
     listener: TcpListener,
     peers: BTreeMap<u64, SocketAddr>,
     commands: flume::Receiver<Command>,
     status: Arc<StatusBoard>,
+    session: Duration,
 ) -> Result<(), String> {
     let (inbox_tx, inbox) = local_channel::new_unbounded::<Inbound>();
     let inbox_tx = Rc::new(inbox_tx);
@@ -172,8 +212,8 @@ pub async fn run(
         writers.insert(id, tx);
         tasks.push(glommio::spawn_local(writer(id, addr, rx, inbox_tx.clone())));
     }
-    let mut pending: BTreeMap<u64, (ProposalId, flume::Sender<Result<(), ProposeError>>)> =
-        BTreeMap::new();
+    let mut proposals = Proposals::new(node.id());
+    let mut leases = Leases::new(session);
     let mut next_tick = Instant::now() + TICK;
     let result = loop {
         match next_event(&inbox, &commands, next_tick).await {
@@ -184,8 +224,17 @@ pub async fn run(
                 if next_tick < Instant::now() {
                     next_tick = Instant::now() + TICK;
                 }
+                proposals.expire(Instant::now(), 0);
+                let ready = node.can_propose().is_ok();
+                let records = leases.decide(ready, node.id(), node.image(), Instant::now());
+                for r in records {
+                    let _ = node.propose_tagged(proposals.untracked(), &[r]);
+                }
             }
-            Event::Inbound(Inbound::Message(m)) => node.step(m),
+            Event::Inbound(Inbound::Message(m)) => {
+                leases.heard_from(m.from, Instant::now());
+                node.step(m)
+            }
             Event::Inbound(Inbound::Undelivered { to, snapshot }) => {
                 node.report_unreachable(to);
                 if snapshot {
@@ -193,17 +242,15 @@ pub async fn run(
                 }
             }
             Event::Inbound(Inbound::SnapshotSent { to }) => node.report_snapshot(to, true),
-            Event::Command(Command::Propose(records, reply)) => match node.propose(&records) {
-                Ok(id) => {
-                    pending.insert(id.index, (id, reply));
+            Event::Command(Command::Propose(records, reply)) => {
+                let tag = proposals.track(node.term_and_leader().0, reply.clone());
+                match node.propose_tagged(tag.clone(), &records) {
+                    Ok(()) => {}
+                    Err(NotTaken::NotLeader { leader } | NotTaken::NotReady { leader }) => {
+                        proposals.answer(&tag, Err(ProposeError::NotLeader { leader }));
+                    }
                 }
-                Err(NotTaken::NotLeader { leader }) => {
-                    let _ = reply.send(Err(ProposeError::NotLeader { leader }));
-                }
-                Err(NotTaken::NotReady) => {
-                    let _ = reply.send(Err(ProposeError::NotLeader { leader: node.id() }));
-                }
-            },
+            }
         }
         let out = match node.drive() {
             Ok(out) => out,
@@ -214,27 +261,92 @@ pub async fn run(
                 let _ = w.try_send(m);
             }
         }
-        for a in out.applied {
-            if let Some((id, reply)) = pending.remove(&a.proposal.index) {
-                let answer = if id.term != a.proposal.term {
-                    Err(ProposeError::Lost)
-                } else {
-                    a.outcome.map_err(ProposeError::Refused)
-                };
-                let _ = reply.send(answer);
+        let image = (!out.applied.is_empty()).then(|| Arc::new(node.image().clone()));
+        if let Some(image) = &image {
+            for a in out.applied {
+                let answer = a.outcome.map(|()| image.clone());
+                proposals.answer(&a.tag, answer.map_err(ProposeError::Refused));
             }
         }
-        status.publish(&node);
+        proposals.expire(Instant::now(), out.applied_term);
+        status.publish(&node, image.as_ref());
     };
-    for (_, (_, reply)) in pending {
-        let _ = reply.send(Err(ProposeError::Stopped));
-    }
+    proposals.stop();
     drop(writers);
     accept.cancel().await;
     for t in tasks {
         t.cancel().await;
     }
     result
+}
+
+/// The proposals this node made and waits on, by tag: this node's id, a number drawn at start
+/// (a restarted node's tags never match its previous life's entries) and a sequence number.
+///
+/// A proposal is known lost, before its timeout, once an entry of a later term than the one it
+/// was proposed in is applied: a leader's log holds the earlier terms' entries it will ever
+/// commit before its own term's first entry, so one not applied by then never will be (a
+/// follower that forwarded it to a leader that has since died learns so within an election).
+struct Proposals {
+    prefix: [u8; 16],
+    next: u64,
+    /// tag -> (deadline, term proposed in, answer).
+    waiting: BTreeMap<Vec<u8>, (Instant, u64, flume::Sender<Proposed>)>,
+}
+
+impl Proposals {
+    fn new(node: u64) -> Proposals {
+        let mut prefix = [0u8; 16];
+        prefix[..8].copy_from_slice(&node.to_be_bytes());
+        prefix[8..].copy_from_slice(&crate::metadata::random_uuid().as_bytes()[..8]);
+        Proposals {
+            prefix,
+            next: 0,
+            waiting: BTreeMap::new(),
+        }
+    }
+
+    /// A fresh tag that nobody waits on (the leader's own fencing decisions).
+    fn untracked(&mut self) -> Vec<u8> {
+        self.next += 1;
+        let mut tag = self.prefix.to_vec();
+        tag.extend_from_slice(&self.next.to_be_bytes());
+        tag
+    }
+
+    /// A fresh tag, proposed in `term`, whose outcome goes to `reply`.
+    fn track(&mut self, term: u64, reply: flume::Sender<Proposed>) -> Vec<u8> {
+        let tag = self.untracked();
+        let deadline = Instant::now() + PROPOSAL_TIMEOUT;
+        self.waiting.insert(tag.clone(), (deadline, term, reply));
+        tag
+    }
+
+    fn answer(&mut self, tag: &[u8], answer: Proposed) {
+        if let Some((_, _, reply)) = self.waiting.remove(tag) {
+            let _ = reply.send(answer);
+        }
+    }
+
+    /// Answers `Lost` to the proposals whose entries have not been applied in time, or were
+    /// proposed in a term before `applied_term`, the term of an entry just applied.
+    fn expire(&mut self, now: Instant, applied_term: u64) {
+        let lost: Vec<Vec<u8>> = self
+            .waiting
+            .iter()
+            .filter(|(_, (deadline, term, _))| *deadline <= now || *term < applied_term)
+            .map(|(tag, _)| tag.clone())
+            .collect();
+        for tag in lost {
+            self.answer(&tag, Err(ProposeError::Lost));
+        }
+    }
+
+    fn stop(self) {
+        for (_, (_, _, reply)) in self.waiting {
+            let _ = reply.send(Err(ProposeError::Stopped));
+        }
+    }
 }
 
 async fn next_event(

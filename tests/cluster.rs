@@ -1,0 +1,384 @@
+//! A three-node cluster on one machine (issue 12's acceptance check): nodes 1, 2 and 3 on
+//! 127.0.0.1, .2 and .3, each `process.roles=broker,controller`, started with the exact
+//! command line of the issue (same client port P and controller port C on every address).
+//!
+//! Checked against the real binaries, with librdkafka and raw requests: three brokers in
+//! Metadata; a 6-partition topic led by several brokers; records produced through node 1 and
+//! consumed through node 3; consumer groups coordinated by different brokers; DescribeCluster
+//! naming the active controller; SIGKILL of that controller, then a topic created through the
+//! survivors (the time it took is printed); the killed broker fenced and dropped from
+//! Metadata, its partitions offline; back after a restart with its data; and every node's
+//! metadata the same at the end.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::raw::{topic, Raw};
+use common::serve::Serve;
+use common::{eventually, tidelog_bin};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::{
+    CreateTopicsRequest, DescribeClusterRequest, FindCoordinatorRequest, MetadataRequest,
+    MetadataResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+const CLUSTER_ID: &str = "MkU3OEVBNTcwNTJENDM2Qk";
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A port free on 127.0.0.1, .2 and .3 alike.
+fn port_free_on_all() -> u16 {
+    loop {
+        let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = first.local_addr().unwrap().port();
+        if (2..=3).all(|i| std::net::TcpListener::bind(format!("127.0.0.{i}:{port}")).is_ok()) {
+            return port;
+        }
+    }
+}
+
+struct Node {
+    id: u32,
+    dir: tempfile::TempDir,
+    serve: Option<Serve>,
+}
+
+struct Cluster {
+    nodes: Vec<Node>,
+    client_port: u16,
+    controller_port: u16,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let client_port = port_free_on_all();
+        let mut controller_port = port_free_on_all();
+        while controller_port == client_port {
+            controller_port = port_free_on_all();
+        }
+        let mut cluster = Cluster {
+            nodes: (1..=3)
+                .map(|id| Node {
+                    id,
+                    dir: common::serve::data_dir(),
+                    serve: None,
+                })
+                .collect(),
+            client_port,
+            controller_port,
+        };
+        for i in 1..=3 {
+            cluster.start_node(i);
+        }
+        cluster
+    }
+
+    /// Node `i`'s command line, exactly as the issue gives it.
+    fn command(&self, i: u32, dir: &Path) -> Command {
+        let (p, c) = (self.client_port, self.controller_port);
+        let mut cmd = Command::new(tidelog_bin());
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--set", &format!("node.id={i}")])
+            .args(["--set", "process.roles=broker,controller"])
+            .args(["--set", &format!("cluster.id={CLUSTER_ID}")])
+            .args([
+                "--set",
+                &format!(
+                    "controller.quorum.voters=1@127.0.0.1:{c},2@127.0.0.2:{c},3@127.0.0.3:{c}"
+                ),
+            ])
+            .args([
+                "--set",
+                &format!("listeners=PLAINTEXT://127.0.0.{i}:{p},CONTROLLER://127.0.0.{i}:{c}"),
+            ])
+            .args(["--set", "controller.listener.names=CONTROLLER"])
+            .args(["--shards", "2"]);
+        cmd
+    }
+
+    fn start_node(&mut self, i: u32) {
+        let cmd = self.command(i, self.nodes[i as usize - 1].dir.path());
+        let mut serve = Serve::spawn(cmd);
+        serve.wait_listening().expect("the node starts");
+        self.nodes[i as usize - 1].serve = Some(serve);
+    }
+
+    fn kill(&mut self, i: u32) {
+        let mut serve = self.nodes[i as usize - 1].serve.take().expect("running");
+        serve.child.kill().unwrap();
+        serve.child.wait().unwrap();
+    }
+
+    fn addr(&self, i: u32) -> String {
+        format!("127.0.0.{i}:{}", self.client_port)
+    }
+
+    fn running(&self) -> Vec<u32> {
+        self.nodes
+            .iter()
+            .filter(|n| n.serve.is_some())
+            .map(|n| n.id)
+            .collect()
+    }
+
+    fn metadata(&self, i: u32) -> MetadataResponse {
+        Raw::connect(&self.addr(i)).call(&MetadataRequest::default().with_topics(None), 12)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(mut s) = n.serve.take() {
+                let _ = s.child.kill();
+                let _ = s.child.wait();
+            }
+        }
+    }
+}
+
+/// What a node's Metadata says: its brokers, and each test topic's leaders.
+type View = (BTreeSet<i32>, BTreeMap<i32, i32>, BTreeMap<i32, i32>);
+
+fn broker_ids(md: &MetadataResponse) -> BTreeSet<i32> {
+    md.brokers.iter().map(|b| b.node_id.0).collect()
+}
+
+/// Partition -> leader of `name` in `md`.
+fn leaders(md: &MetadataResponse, name: &str) -> BTreeMap<i32, i32> {
+    md.topics
+        .iter()
+        .filter(|t| t.name.as_ref().is_some_and(|n| n.as_str() == name))
+        .flat_map(|t| t.partitions.iter())
+        .map(|p| (p.partition_index, p.leader_id.0))
+        .collect()
+}
+
+/// CreateTopics through node `via`: the error code.
+fn create(cluster: &Cluster, via: u32, name: &str, partitions: i32) -> i16 {
+    let req = CreateTopicsRequest::default()
+        .with_timeout_ms(15_000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(topic(name))
+            .with_num_partitions(partitions)
+            .with_replication_factor(1)]);
+    Raw::connect(&cluster.addr(via)).call(&req, 7).topics[0].error_code
+}
+
+fn controller(cluster: &Cluster, via: u32) -> i32 {
+    Raw::connect(&cluster.addr(via))
+        .call(&DescribeClusterRequest::default(), 1)
+        .controller_id
+        .0
+}
+
+fn coordinator(cluster: &Cluster, via: u32, group: &str) -> (i16, i32) {
+    let req = FindCoordinatorRequest::default()
+        .with_key(StrBytes::from_string(group.to_string()))
+        .with_key_type(0);
+    let r = Raw::connect(&cluster.addr(via)).call(&req, 3);
+    (r.error_code, r.node_id.0)
+}
+
+fn produce(bootstrap: &str, name: &str, n: usize) {
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "30000")
+        .create()
+        .expect("producer");
+    for i in 0..n {
+        let (key, value) = (format!("k{i}"), format!("v{i}"));
+        p.send(BaseRecord::to(name).key(&key).payload(&value))
+            .expect("queued");
+        p.poll(Duration::ZERO);
+    }
+    p.flush(WAIT).expect("every record acknowledged");
+}
+
+/// Reads every partition of `name` from the start through `bootstrap` until `n` records.
+fn consume_all(bootstrap: &str, name: &str, partitions: i32, n: usize) -> BTreeSet<String> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "cluster-test-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(name, p, Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let mut seen = BTreeSet::new();
+    let deadline = Instant::now() + WAIT;
+    while seen.len() < n && Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+            seen.insert(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
+        }
+    }
+    seen
+}
+
+#[test]
+fn three_nodes_on_one_machine_survive_the_loss_of_their_controller() {
+    let mut cluster = Cluster::start();
+
+    // Every node lists the three brokers once they have registered.
+    for i in 1..=3 {
+        eventually(WAIT, || {
+            (broker_ids(&cluster.metadata(i)) == BTreeSet::from([1, 2, 3])).then_some(())
+        })
+        .unwrap_or_else(|| panic!("node {i} lists three brokers"));
+    }
+
+    // A 6-partition RF=1 topic, created through node 2, is led by every broker.
+    assert_eq!(create(&cluster, 2, "spread", 6), 0);
+    let spread = eventually(WAIT, || {
+        let l = leaders(&cluster.metadata(3), "spread");
+        (l.len() == 6).then_some(l)
+    })
+    .expect("node 3 sees the topic");
+    let led_by: BTreeSet<i32> = spread.values().copied().collect();
+    assert!(led_by.len() >= 2, "leaders {spread:?}");
+
+    // Produced through node 1, consumed through node 3.
+    let n = 600;
+    produce(&cluster.addr(1), "spread", n);
+    let expected: BTreeSet<String> = (0..n).map(|i| format!("v{i}")).collect();
+    assert_eq!(consume_all(&cluster.addr(3), "spread", 6, n), expected);
+
+    // Group coordinators are spread over the brokers; a group coordinated away from the
+    // bootstrap broker consumes and commits through its coordinator.
+    let coordinators: BTreeMap<String, i32> = (0..24)
+        .map(|g| {
+            let group = format!("g{g}");
+            let (code, node) = eventually(WAIT, || {
+                let (code, node) = coordinator(&cluster, 1, &group);
+                (code == 0).then_some((code, node))
+            })
+            .expect("a coordinator");
+            assert_eq!(code, 0);
+            (group, node)
+        })
+        .collect();
+    let distinct: BTreeSet<i32> = coordinators.values().copied().collect();
+    assert!(distinct.len() >= 2, "coordinators {coordinators:?}");
+    let (group, _) = coordinators
+        .iter()
+        .find(|(_, node)| **node != 1)
+        .expect("a group coordinated by node 2 or 3");
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.addr(1))
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    c.subscribe(&["spread"]).unwrap();
+    let mut got = 0;
+    let deadline = Instant::now() + WAIT;
+    while got < n && Instant::now() < deadline {
+        if let Some(Ok(_)) = c.poll(Duration::from_millis(200)) {
+            got += 1;
+        }
+    }
+    assert_eq!(got, n, "the group read every record");
+    c.commit_consumer_state(CommitMode::Sync).expect("commit");
+    let committed = c.committed(WAIT).expect("committed offsets");
+    let total: i64 = committed
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        })
+        .sum();
+    assert_eq!(total, n as i64, "committed offsets cover every record");
+    // Leave the group. The consumer is not dropped: librdkafka's rd_kafka_destroy then waits
+    // on its broker threads, which never end here (TODO in the closing note).
+    c.unsubscribe();
+    std::mem::forget(c);
+
+    // DescribeCluster names the active controller, the same on every node.
+    let active = eventually(WAIT, || {
+        let ids: BTreeSet<i32> = (1..=3).map(|i| controller(&cluster, i)).collect();
+        match ids.into_iter().collect::<Vec<_>>().as_slice() {
+            [id] if *id > 0 => Some(*id as u32),
+            _ => None,
+        }
+    })
+    .expect("one active controller named by every node");
+
+    // SIGKILL the controller: a topic is created through a survivor within 20 s.
+    cluster.kill(active);
+    let survivor = cluster.running()[0];
+    let killed_at = Instant::now();
+    eventually(Duration::from_secs(20), || {
+        (create(&cluster, survivor, "after-failover", 3) == 0).then_some(())
+    })
+    .expect("a topic created through the survivors within 20 s");
+    eprintln!(
+        "topic created {} ms after the controller's SIGKILL",
+        killed_at.elapsed().as_millis()
+    );
+    let new_active = controller(&cluster, survivor);
+    assert!(new_active > 0 && new_active as u32 != active);
+
+    // The killed broker is fenced: Metadata stops listing it and its partitions are offline.
+    let md = eventually(WAIT, || {
+        let md = cluster.metadata(survivor);
+        (!broker_ids(&md).contains(&(active as i32))).then_some(md)
+    })
+    .expect("the killed broker is fenced");
+    let offline: Vec<i32> = spread
+        .iter()
+        .filter(|(_, l)| **l == active as i32)
+        .map(|(p, _)| *p)
+        .collect();
+    let now = leaders(&md, "spread");
+    for p in &offline {
+        assert_eq!(
+            now[p], -1,
+            "partition {p} of the fenced broker has no leader"
+        );
+    }
+
+    // It comes back, with its partitions and their records.
+    cluster.start_node(active);
+    eventually(WAIT, || {
+        let md = cluster.metadata(survivor);
+        (broker_ids(&md) == BTreeSet::from([1, 2, 3]) && leaders(&md, "spread") == spread)
+            .then_some(())
+    })
+    .expect("the restarted broker leads its partitions again");
+    assert_eq!(consume_all(&cluster.addr(3), "spread", 6, n), expected);
+
+    // Every node ends with the same metadata.
+    let views: Vec<View> = (1..=3)
+        .map(|i| {
+            eventually(WAIT, || {
+                let md = cluster.metadata(i);
+                let view = (
+                    broker_ids(&md),
+                    leaders(&md, "spread"),
+                    leaders(&md, "after-failover"),
+                );
+                (view.2.len() == 3 && view.0.len() == 3).then_some(view)
+            })
+            .unwrap_or_else(|| panic!("node {i} has caught up"))
+        })
+        .collect();
+    assert!(views.windows(2).all(|w| w[0] == w[1]), "{views:?}");
+}
