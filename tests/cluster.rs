@@ -382,3 +382,88 @@ fn three_nodes_on_one_machine_survive_the_loss_of_their_controller() {
         .collect();
     assert!(views.windows(2).all(|w| w[0] == w[1]), "{views:?}");
 }
+
+/// Every node's topics with their partition leaders, once `topics` are all there: the
+/// metadata as clients see it.
+fn catalogue(cluster: &Cluster, i: u32, topics: &[&str]) -> BTreeMap<String, BTreeMap<i32, i32>> {
+    eventually(WAIT, || {
+        let md = cluster.metadata(i);
+        let all: BTreeMap<String, BTreeMap<i32, i32>> = md
+            .topics
+            .iter()
+            .filter_map(|t| t.name.as_ref().map(|n| n.to_string()))
+            .map(|n| {
+                let l = leaders(&md, &n);
+                (n, l)
+            })
+            .collect();
+        let complete = topics.iter().all(|t| all.contains_key(*t))
+            && all.values().all(|l| l.values().all(|&leader| leader > 0));
+        complete.then_some(all)
+    })
+    .unwrap_or_else(|| panic!("node {i} shows {topics:?} with every partition led"))
+}
+
+/// A paused controller (SIGSTOP: cut off from the others as by a network fault, then back)
+/// never leaves two controllers or diverging metadata; and a full restart of every node comes
+/// back with the same metadata.
+#[test]
+fn a_paused_controller_and_a_full_restart_leave_one_controller_and_the_same_metadata() {
+    let mut cluster = Cluster::start();
+    for i in 1..=3 {
+        eventually(WAIT, || {
+            (broker_ids(&cluster.metadata(i)).len() == 3).then_some(())
+        })
+        .unwrap_or_else(|| panic!("node {i} lists three brokers"));
+    }
+    assert_eq!(create(&cluster, 1, "before", 4), 0);
+    let active = eventually(WAIT, || match controller(&cluster, 1) {
+        id if id > 0 => Some(id as u32),
+        _ => None,
+    })
+    .expect("an active controller");
+
+    let pid = cluster.nodes[active as usize - 1]
+        .serve
+        .as_ref()
+        .unwrap()
+        .child
+        .id() as i32;
+    // SAFETY: signals to our own child process.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let survivor = *cluster.running().iter().find(|&&i| i != active).unwrap();
+    let created = eventually(WAIT, || {
+        (create(&cluster, survivor, "while-paused", 2) == 0).then_some(())
+    });
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    created.expect("a topic created while the controller was paused");
+
+    // One controller, named by every node, and the same metadata everywhere.
+    eventually(WAIT, || {
+        let ids: BTreeSet<i32> = (1..=3).map(|i| controller(&cluster, i)).collect();
+        (ids.len() == 1 && !ids.contains(&-1)).then_some(())
+    })
+    .expect("every node names the same single controller");
+    let topics = ["before", "while-paused"];
+    let first = catalogue(&cluster, 1, &topics);
+    for i in 2..=3 {
+        assert_eq!(catalogue(&cluster, i, &topics), first, "node {i}");
+    }
+
+    // Every node stopped (SIGTERM), then all started again: the same metadata.
+    for i in 1..=3 {
+        let mut serve = cluster.nodes[i as usize - 1].serve.take().unwrap();
+        assert!(serve.stop().success(), "node {i} stops cleanly");
+    }
+    for i in 1..=3 {
+        cluster.start_node(i);
+    }
+    for i in 1..=3 {
+        assert_eq!(
+            catalogue(&cluster, i, &topics),
+            first,
+            "node {i} after restart"
+        );
+    }
+}

@@ -384,6 +384,48 @@ mod tests {
     }
 
     #[test]
+    fn several_voters_make_a_cluster_and_the_controller_listener_defaults_to_plaintext() {
+        let mut s: Vec<(&str, &str)> = QUICKSTART
+            .iter()
+            .filter(|(k, _)| *k != "controller.quorum.voters")
+            .copied()
+            .collect();
+        s.push((
+            "controller.quorum.voters",
+            "1@127.0.0.1:9093,2@127.0.0.2:9093,3@127.0.0.3:9093",
+        ));
+        let c = config(&s).unwrap();
+        assert!(c.is_cluster());
+        assert_eq!(c.controller_listener().unwrap().port, 9093);
+        // The command line: no listener.security.protocol.map at all.
+        let c = config(&[
+            ("node.id", "2"),
+            ("process.roles", "broker,controller"),
+            ("controller.quorum.voters", "1@127.0.0.1:1,2@127.0.0.2:1"),
+            (
+                "listeners",
+                "PLAINTEXT://127.0.0.2:2,CONTROLLER://127.0.0.2:1",
+            ),
+            ("controller.listener.names", "CONTROLLER"),
+        ])
+        .unwrap();
+        assert_eq!(c.listen, "127.0.0.2:2".parse().unwrap());
+        let err = config(&[
+            ("controller.quorum.voters", "1@127.0.0.1:1,2@127.0.0.2:1"),
+            (
+                "listeners",
+                "PLAINTEXT://127.0.0.2:2,CONTROLLER://127.0.0.2:1",
+            ),
+            ("controller.listener.names", "CONTROLLER"),
+        ])
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("process.roles is not set"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn what_a_single_node_cannot_be_is_refused_with_the_reason() {
         let with = |k: &'static str, v: &'static str| {
             let mut s = QUICKSTART.to_vec();
@@ -392,13 +434,6 @@ mod tests {
             config(&s).unwrap_err().to_string()
         };
         let cases = [
-            (
-                with(
-                    "controller.quorum.voters",
-                    "1@127.0.0.1:9093,2@127.0.0.2:9093,3@127.0.0.3:9093",
-                ),
-                "other nodes (2, 3)",
-            ),
             (with("process.roles", "broker"), "process.roles=broker"),
             (
                 with("process.roles", "controller"),
@@ -411,7 +446,7 @@ mod tests {
             ),
             (
                 with("controller.quorum.voters", "2@localhost:9093"),
-                "other nodes (2)",
+                "not in controller.quorum.voters",
             ),
             (
                 with("controller.quorum.voters", "x@localhost:9093"),
