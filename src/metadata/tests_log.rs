@@ -17,10 +17,53 @@ fn configs(rng: &mut TestRng) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// A valid next change for `image`: one record the controller could have written.
+/// A valid next change for `image`: one record the controller could have written, a
+/// cluster's (brokers, placement, producer ids) among them.
 fn change(rng: &mut TestRng, image: &MetadataImage, serial: &mut u64) -> MetadataRecord {
     let topics: Vec<_> = image.topics.values().cloned().collect();
-    let pick = rng.below(5);
+    let pick = rng.below(9);
+    match pick {
+        5 => {
+            let id = 1 + rng.below(3) as i32;
+            return MetadataRecord::RegisterBroker {
+                id,
+                host: format!("127.0.0.{id}"),
+                port: 9092 + rng.below(2) as i32,
+                rack: (rng.below(2) == 0).then(|| format!("r{}", rng.below(2))),
+            };
+        }
+        6 if !image.brokers.is_empty() => {
+            let ids: Vec<i32> = image.brokers.keys().copied().collect();
+            return MetadataRecord::BrokerFenced {
+                id: ids[rng.below(ids.len() as u64) as usize],
+                fenced: rng.below(2) == 0,
+            };
+        }
+        7 => {
+            return MetadataRecord::ProducerIds {
+                broker: 1,
+                start: image.producer_ids_next,
+                len: 1 + rng.below(1000) as i64,
+            }
+        }
+        8 => {
+            if let Some(t) = topics
+                .iter()
+                .find(|t| t.placement.len() < t.partitions as usize)
+            {
+                let first = t.placement.len() as i32;
+                return MetadataRecord::Placement {
+                    id: t.id,
+                    first,
+                    replicas: (first..t.partitions)
+                        .map(|p| vec![1 + p % 3, 1 + (p + 1) % 3])
+                        .collect(),
+                };
+            }
+        }
+        _ => {}
+    }
+    let pick = pick % 5;
     if topics.is_empty() || pick == 0 {
         *serial += 1;
         return MetadataRecord::Topic {
@@ -88,6 +131,64 @@ fn every_record_round_trips_and_a_damaged_one_is_refused() {
     }
     assert_eq!(image.applied, 500);
     assert!(MetadataRecord::decode(&[99]).is_err());
+    assert!(!image.brokers.is_empty() && image.producer_ids_next > 0);
+    assert!(image.topics.values().any(|t| !t.placement.is_empty()));
+}
+
+#[test]
+fn a_partition_is_led_by_its_first_live_replica_the_same_on_every_image() {
+    let mut image = MetadataImage::default();
+    let id = uuid::Uuid::from_u64_pair(1, 1);
+    let records = [
+        MetadataRecord::Topic {
+            name: "a".into(),
+            id,
+            partitions: 2,
+            configs: BTreeMap::new(),
+        },
+        MetadataRecord::Placement {
+            id,
+            first: 0,
+            replicas: vec![vec![2, 1], vec![3]],
+        },
+        MetadataRecord::RegisterBroker {
+            id: 1,
+            host: "h1".into(),
+            port: 1,
+            rack: None,
+        },
+        MetadataRecord::RegisterBroker {
+            id: 2,
+            host: "h2".into(),
+            port: 1,
+            rack: None,
+        },
+    ];
+    for r in &records {
+        apply(&mut image, r).unwrap();
+    }
+    let t = image.topic("a").unwrap().clone();
+    assert_eq!(image.leader(&t, 0, 1), Some(2));
+    // Broker 3 never registered: its partition is offline.
+    assert_eq!(image.leader(&t, 1, 1), None);
+    apply(
+        &mut image,
+        &MetadataRecord::BrokerFenced {
+            id: 2,
+            fenced: true,
+        },
+    )
+    .unwrap();
+    assert_eq!(image.leader(&t, 0, 1), Some(1));
+    assert_eq!(image.live_brokers().count(), 1);
+    // A re-registration keeps the fence; a single node's topic (no placement) is the node's.
+    apply(&mut image, &records[3]).unwrap();
+    assert!(image.brokers[&2].fenced);
+    let single = super::super::TopicMeta {
+        placement: Vec::new(),
+        ..(*t).clone()
+    };
+    assert_eq!(image.leader(&single, 1, 7), Some(7));
 }
 
 #[test]
@@ -108,6 +209,31 @@ fn a_record_that_does_not_fit_the_image_is_refused_and_changes_nothing() {
             id: uuid::Uuid::from_u64_pair(2, 2),
         },
         MetadataRecord::Partitions { id, partitions: 2 },
+        // Placement must start where the last ended and stay within the partitions.
+        MetadataRecord::Placement {
+            id,
+            first: 1,
+            replicas: vec![vec![1]],
+        },
+        MetadataRecord::Placement {
+            id,
+            first: 0,
+            replicas: vec![vec![1], vec![2], vec![3]],
+        },
+        MetadataRecord::Placement {
+            id,
+            first: 0,
+            replicas: vec![vec![]],
+        },
+        MetadataRecord::BrokerFenced {
+            id: 1,
+            fenced: true,
+        },
+        MetadataRecord::ProducerIds {
+            broker: 1,
+            start: 1000,
+            len: 1000,
+        },
     ] {
         assert!(apply(&mut image, &bad).is_err(), "{bad:?}");
         assert_eq!(image, before);
