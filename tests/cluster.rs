@@ -20,10 +20,12 @@ use std::time::{Duration, Instant};
 use common::raw::{topic, Raw};
 use common::serve::Serve;
 use common::{eventually, tidelog_bin};
+use kafka_protocol::error::ResponseError as ErrorCode;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::{
-    CreateTopicsRequest, DescribeClusterRequest, FindCoordinatorRequest, MetadataRequest,
-    MetadataResponse,
+    CreateTopicsRequest, DescribeClusterRequest, FindCoordinatorRequest, GroupId, MetadataRequest,
+    MetadataResponse, OffsetFetchRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::config::ClientConfig;
@@ -296,20 +298,27 @@ fn three_nodes_on_one_machine_survive_the_loss_of_their_controller() {
     }
     assert_eq!(got, n, "the group read every record");
     c.commit_consumer_state(CommitMode::Sync).expect("commit");
-    let committed = c.committed(WAIT).expect("committed offsets");
-    let total: i64 = committed
-        .elements()
+    c.unsubscribe();
+    drop(c);
+    // The committed offsets, asked of the group's coordinator directly.
+    let coordinator = coordinators[group];
+    let req = OffsetFetchRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.clone())))
+        .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+            .with_name(topic("spread"))
+            .with_partition_indexes((0..6).collect())]));
+    let fetched = Raw::connect(&cluster.addr(coordinator as u32)).call(&req, 5);
+    assert_eq!(fetched.error_code, 0);
+    let total: i64 = fetched.topics[0]
+        .partitions
         .iter()
-        .filter_map(|e| match e.offset() {
-            Offset::Offset(o) => Some(o),
-            _ => None,
-        })
+        .map(|p| p.committed_offset)
         .sum();
     assert_eq!(total, n as i64, "committed offsets cover every record");
-    // Leave the group. The consumer is not dropped: librdkafka's rd_kafka_destroy then waits
-    // on its broker threads, which never end here (TODO in the closing note).
-    c.unsubscribe();
-    std::mem::forget(c);
+    // Any other broker is not its coordinator.
+    let other = (1..=3).find(|&i| i != coordinator as u32).unwrap();
+    let elsewhere = Raw::connect(&cluster.addr(other)).call(&req, 5);
+    assert_eq!(elsewhere.error_code, ErrorCode::NotCoordinator.code());
 
     // DescribeCluster names the active controller, the same on every node.
     let active = eventually(WAIT, || {
