@@ -197,11 +197,18 @@ pub fn brokers(shard: &Shard) -> Vec<BrokerEntry> {
 }
 
 /// The broker clients should send controller requests to: this node, or a cluster's active
-/// controller (-1 during an election).
+/// controller when clients are told about it (a live broker). Otherwise (an election, or a
+/// leader not registered yet) this node: any node takes metadata changes (it proposes them to
+/// the quorum), which is why Kafka's brokers name a random live broker here, and a client
+/// must never be given a controller id it has no address for.
 pub fn controller_id(shard: &Shard) -> i32 {
-    match &shard.cluster {
-        None => shard.node_id(),
-        Some(c) => c.controller().unwrap_or(-1),
+    let Some(cluster) = &shard.cluster else {
+        return shard.node_id();
+    };
+    let image = shard.metadata();
+    match cluster.controller() {
+        Some(id) if image.brokers.get(&id).is_some_and(|b| !b.fenced) => id,
+        _ => shard.node_id(),
     }
 }
 
