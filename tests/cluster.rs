@@ -8,13 +8,19 @@
 //! naming the active controller; SIGKILL of that controller, then a topic created through the
 //! survivors (the time it took is printed); the killed broker fenced and dropped from
 //! Metadata, its partitions offline; back after a restart with its data; and every node's
-//! metadata the same at the end.
+//! metadata the same at the end. Faults: the active controller cut off by the network (a proxy
+//! between every pair of controllers drops everything) steps down while the other two go on,
+//! and nothing diverges after healing; a paused controller (SIGSTOP) and a full restart of
+//! every node leave one controller and the same metadata.
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::raw::{topic, Raw};
@@ -24,8 +30,8 @@ use kafka_protocol::error::ResponseError as ErrorCode;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::{
-    CreateTopicsRequest, DescribeClusterRequest, FindCoordinatorRequest, GroupId, MetadataRequest,
-    MetadataResponse, OffsetFetchRequest,
+    CreateTopicsRequest, DescribeClusterRequest, DescribeQuorumRequest, FindCoordinatorRequest,
+    GroupId, MetadataRequest, MetadataResponse, OffsetFetchRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::config::ClientConfig;
@@ -48,6 +54,55 @@ fn port_free_on_all() -> u16 {
     }
 }
 
+/// A TCP proxy that can drop everything: a network fault between two controllers.
+struct Proxy {
+    cut: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(listen: &str, target: String) -> Proxy {
+        let listener = TcpListener::bind(listen).unwrap_or_else(|e| panic!("{listen}: {e}"));
+        let cut = Arc::new(AtomicBool::new(false));
+        let conns = Arc::new(Mutex::new(Vec::new()));
+        let (c, k) = (cut.clone(), conns.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if c.load(Ordering::SeqCst) {
+                    continue; // dropped: the dialer sees its connection closed
+                }
+                let Ok(server) = TcpStream::connect(&target) else {
+                    continue;
+                };
+                let mut kept = k.lock().unwrap();
+                for s in [&client, &server] {
+                    kept.push(s.try_clone().unwrap());
+                }
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Proxy { cut, conns }
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.store(cut, Ordering::SeqCst);
+        if cut {
+            for c in self.conns.lock().unwrap().drain(..) {
+                let _ = c.shutdown(Shutdown::Both);
+            }
+        }
+    }
+}
+
 struct Node {
     id: u32,
     dir: tempfile::TempDir,
@@ -58,16 +113,35 @@ struct Cluster {
     nodes: Vec<Node>,
     client_port: u16,
     controller_port: u16,
+    /// With proxies, node i reaches node j's controller listener at 127.0.i.j (a proxy to
+    /// 127.0.0.j), so that the test can cut any node off the quorum.
+    proxies: Option<BTreeMap<(u32, u32), Proxy>>,
 }
 
 impl Cluster {
     fn start() -> Cluster {
+        Cluster::start_with(false)
+    }
+
+    fn start_with(proxied: bool) -> Cluster {
         let client_port = port_free_on_all();
         let mut controller_port = port_free_on_all();
         while controller_port == client_port {
             controller_port = port_free_on_all();
         }
+        let proxies = proxied.then(|| {
+            let mut proxies = BTreeMap::new();
+            for i in 1..=3 {
+                for j in (1..=3).filter(|&j| j != i) {
+                    let listen = format!("127.0.{i}.{j}:{controller_port}");
+                    let target = format!("127.0.0.{j}:{controller_port}");
+                    proxies.insert((i, j), Proxy::start(&listen, target));
+                }
+            }
+            proxies
+        });
         let mut cluster = Cluster {
+            proxies,
             nodes: (1..=3)
                 .map(|id| Node {
                     id,
@@ -84,9 +158,20 @@ impl Cluster {
         cluster
     }
 
-    /// Node `i`'s command line, exactly as the issue gives it.
+    /// Node `i`'s command line, exactly as the issue gives it (but for the voters' addresses,
+    /// with proxies).
     fn command(&self, i: u32, dir: &Path) -> Command {
         let (p, c) = (self.client_port, self.controller_port);
+        let voters = match self.proxies {
+            None => format!("1@127.0.0.1:{c},2@127.0.0.2:{c},3@127.0.0.3:{c}"),
+            Some(_) => (1..=3)
+                .map(|j| match j == i {
+                    true => format!("{j}@127.0.0.{j}:{c}"),
+                    false => format!("{j}@127.0.{i}.{j}:{c}"),
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+        };
         let mut cmd = Command::new(tidelog_bin());
         cmd.arg("serve")
             .arg("--data-dir")
@@ -94,12 +179,7 @@ impl Cluster {
             .args(["--set", &format!("node.id={i}")])
             .args(["--set", "process.roles=broker,controller"])
             .args(["--set", &format!("cluster.id={CLUSTER_ID}")])
-            .args([
-                "--set",
-                &format!(
-                    "controller.quorum.voters=1@127.0.0.1:{c},2@127.0.0.2:{c},3@127.0.0.3:{c}"
-                ),
-            ])
+            .args(["--set", &format!("controller.quorum.voters={voters}")])
             .args([
                 "--set",
                 &format!("listeners=PLAINTEXT://127.0.0.{i}:{p},CONTROLLER://127.0.0.{i}:{c}"),
@@ -114,6 +194,16 @@ impl Cluster {
         let mut serve = Serve::spawn(cmd);
         serve.wait_listening().expect("the node starts");
         self.nodes[i as usize - 1].serve = Some(serve);
+    }
+
+    /// Cuts node `i` off the other controllers (`cut`), or heals it: every proxy to or from
+    /// it drops its connections and refuses new ones.
+    fn cut(&self, i: u32, cut: bool) {
+        for ((from, to), proxy) in self.proxies.as_ref().expect("a proxied cluster") {
+            if *from == i || *to == i {
+                proxy.set_cut(cut);
+            }
+        }
     }
 
     fn kill(&mut self, i: u32) {
@@ -474,5 +564,75 @@ fn a_paused_controller_and_a_full_restart_leave_one_controller_and_the_same_meta
             first,
             "node {i} after restart"
         );
+    }
+}
+
+/// The leader node `i` knows of (DescribeQuorum), -1 for none.
+fn quorum_leader(cluster: &Cluster, i: u32) -> i32 {
+    use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+    let req = DescribeQuorumRequest::default().with_topics(vec![TopicData::default()
+        .with_topic_name(topic("__cluster_metadata"))
+        .with_partitions(vec![PartitionData::default().with_partition_index(0)])]);
+    let r = Raw::connect(&cluster.addr(i)).call(&req, 1);
+    r.topics[0].partitions[0].leader_id.0
+}
+
+/// The active controller cut off from the other two by a network fault (every connection to
+/// and from it dropped): the other two elect a new one and take metadata changes; the cut-off
+/// one steps down and applies nothing meanwhile; after the fault heals there is one
+/// controller and every node has the same metadata.
+#[test]
+fn a_controller_cut_off_by_the_network_steps_down_and_nothing_diverges() {
+    let cluster = Cluster::start_with(true);
+    for i in 1..=3 {
+        eventually(WAIT, || {
+            (broker_ids(&cluster.metadata(i)).len() == 3).then_some(())
+        })
+        .unwrap_or_else(|| panic!("node {i} lists three brokers"));
+    }
+    assert_eq!(create(&cluster, 1, "before", 2), 0);
+    let old = eventually(WAIT, || {
+        let leaders: BTreeSet<i32> = (1..=3).map(|i| quorum_leader(&cluster, i)).collect();
+        match leaders.into_iter().collect::<Vec<_>>().as_slice() {
+            [l] if *l > 0 => Some(*l as u32),
+            _ => None,
+        }
+    })
+    .expect("one leader known to every node");
+
+    cluster.cut(old, true);
+    let survivor = (1..=3).find(|&i| i != old).unwrap();
+    let cut_at = Instant::now();
+    eventually(Duration::from_secs(20), || {
+        (create(&cluster, survivor, "during", 2) == 0).then_some(())
+    })
+    .expect("the other two take a change while the controller is cut off");
+    eprintln!(
+        "topic created through the majority {} ms after the cut",
+        cut_at.elapsed().as_millis()
+    );
+    // The majority has a new leader; the cut-off node steps down (it knows no leader) and
+    // has not applied the change.
+    let new = eventually(WAIT, || {
+        let l = quorum_leader(&cluster, survivor);
+        (l > 0 && l as u32 != old).then_some(l)
+    })
+    .expect("a new leader");
+    eventually(WAIT, || {
+        (quorum_leader(&cluster, old) != old as i32).then_some(())
+    })
+    .expect("the cut-off controller steps down");
+    assert!(leaders(&cluster.metadata(old), "during").is_empty());
+
+    cluster.cut(old, false);
+    eventually(WAIT, || {
+        let leaders: BTreeSet<i32> = (1..=3).map(|i| quorum_leader(&cluster, i)).collect();
+        (leaders == BTreeSet::from([new])).then_some(())
+    })
+    .expect("after healing, every node follows the one new leader");
+    let topics = ["before", "during"];
+    let first = catalogue(&cluster, 1, &topics);
+    for i in 2..=3 {
+        assert_eq!(catalogue(&cluster, i, &topics), first, "node {i}");
     }
 }
