@@ -203,10 +203,11 @@ async fn shard_main(
             }
         },
     };
-    let mut accept = Some(glommio::spawn_local(crate::net::accept_loop(
-        shard.clone(),
-        listener,
-    )));
+    let serving = shard.clone();
+    let mut accept = Some(glommio::spawn_local(async move {
+        serving.until_serving().await;
+        crate::net::accept_loop(serving, listener).await
+    }));
     glommio::spawn_local(retention_loop(shard.clone())).detach();
     glommio::spawn_local(cleaner_loop(shard.clone())).detach();
     glommio::spawn_local(client_error_log_loop(shard.clone())).detach();

@@ -64,6 +64,8 @@ pub struct Shard {
     pub controller: Option<Controller>,
     /// The cluster this broker belongs to; `None` on a single node.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Woken (and emptied) whenever an image is installed.
+    image_waiters: RefCell<Vec<flume::Sender<()>>>,
     /// When a failed partition's reopen was last logged as failing (ms), to log it once a minute.
     heal_warned_ms: Cell<i64>,
 }
@@ -91,6 +93,7 @@ impl Shard {
             groups,
             controller,
             cluster: None,
+            image_waiters: RefCell::new(Vec::new()),
         }
     }
 
@@ -120,6 +123,25 @@ impl Shard {
     }
 
     /// A partition this shard owns, if it is open.
+    /// Returns once this broker may serve clients: at once on a single node; in a cluster once
+    /// the image has this broker registered and unfenced. Kafka's brokers too bind their
+    /// listener at start but process no request until they are unfenced, so that no client
+    /// is told a metadata view with no brokers, or with none it can use.
+    pub async fn until_serving(&self) {
+        if self.cluster.is_none() {
+            return;
+        }
+        loop {
+            let me = self.node_id();
+            if self.metadata().brokers.get(&me).is_some_and(|b| !b.fenced) {
+                return;
+            }
+            let (tx, rx) = flume::bounded(1);
+            self.image_waiters.borrow_mut().push(tx);
+            let _ = rx.recv_async().await;
+        }
+    }
+
     /// This broker's node id.
     pub fn node_id(&self) -> i32 {
         self.config.node_id
@@ -151,6 +173,9 @@ impl Shard {
             return;
         }
         let previous = std::mem::replace(&mut *self.metadata.borrow_mut(), image.clone());
+        for w in self.image_waiters.borrow_mut().drain(..) {
+            let _ = w.try_send(());
+        }
         if previous.broker_configs != image.broker_configs {
             let dynamic = configs::Dynamic::of(&image, self.config.node_id);
             let effective = configs::effective_broker_config(&self.config, dynamic);

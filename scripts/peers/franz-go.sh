@@ -2,12 +2,15 @@
 # franz-go's own integration suite (github.com/twmb/franz-go/pkg/kgo, version pinned in
 # tests/go/go.mod) against a tidelog broker this script starts.
 #
-#   scripts/peers/franz-go.sh          bounded run for the test command (KGO_TEST_RECORDS=20000)
+#   scripts/peers/franz-go.sh          bounded run for the test command (KGO_TEST_RECORDS=20000),
+#                                      against one broker, then against a 3-node cluster
 #   scripts/peers/franz-go.sh --long   not in CI: the suite with 500000 records, then TestGroupETL
 #                                      in chaos mode (KGO_TEST_CHAOS=1) three times, each on a
 #                                      fresh broker
 #   scripts/peers/franz-go.sh --soak   not in CI: TestGroupETL alone, SOAK_RUNS (5) times with
 #                                      SOAK_RECORDS (200000) records, each on a fresh broker
+#   scripts/peers/franz-go.sh --cluster  only the bounded run's second half: the suite against a
+#                                      3-node cluster on 127.0.0.1-3
 #
 # Tests for features tidelog has not built are skipped by name (SKIPS below, reason printed).
 # KGO_TEST_STABLE_FETCH, named in issue 10, does not exist in v1.21.5's helpers_test.go.
@@ -45,9 +48,10 @@ fi
 run_suite() { # label timeout [env and test flags...]
     local label=$1 timeout=$2 log=$PEERS_LOGS/peers-franz-go-$1.log
     shift 2
-    start_broker "franz-go-$label" || return 1
+    if [ "${CLUSTER:-0}" = 1 ]; then start_cluster "franz-go-$label" || return 1; else start_broker "franz-go-$label" || return 1; fi
     echo "franz-go ($label): running against $BROKER_ADDR, log $log"
-    # The suite's topics are created with replication factor 1: tidelog is one node.
+    # The suite's topics are created with replication factor 1: tidelog does not replicate
+    # partition data yet (a cluster's partitions are spread, one replica each).
     # The remaining arguments are NAME=VALUE settings for the suite and -test.* flags.
     local envs=() flags=() a
     for a in "$@"; do
@@ -56,7 +60,7 @@ run_suite() { # label timeout [env and test flags...]
     (cd "$PEERS_WORK/go" && env KGO_SEEDS="$BROKER_ADDR" KGO_TEST_RF=1 KGO_LOG_LEVEL=none "${envs[@]}" \
         "$BIN" -test.v -test.timeout "$timeout" -test.skip "$skip_re" "${flags[@]}") >"$log" 2>&1
     local rc=$? brc=0
-    stop_broker || brc=$?
+    if [ "${CLUSTER:-0}" = 1 ]; then stop_cluster || brc=$?; else stop_broker || brc=$?; fi
     local pass fail skip
     pass=$(grep -c -- '--- PASS' "$log"); fail=$(grep -c -- '--- FAIL' "$log"); skip=$(grep -c -- '--- SKIP' "$log")
     grep -- '--- FAIL' "$log" | sed 's/^ */  /'
@@ -68,7 +72,12 @@ run_suite() { # label timeout [env and test flags...]
 start=$SECONDS
 case $MODE in
 bounded)
-    run_suite bounded 15m KGO_TEST_RECORDS=20000
+    rc=0
+    run_suite bounded 15m KGO_TEST_RECORDS=20000 || rc=1
+    CLUSTER=1 run_suite cluster 15m KGO_TEST_RECORDS=20000 || rc=1
+    ;;
+--cluster)
+    CLUSTER=1 run_suite cluster 15m KGO_TEST_RECORDS=20000
     rc=$?
     ;;
 --long)
@@ -86,7 +95,7 @@ bounded)
         run_suite "soak-$i" 30m KGO_TEST_RECORDS="${SOAK_RECORDS:-200000}" '-test.run=^TestGroupETL$' || rc=1
     done
     ;;
-*) echo "usage: $0 [--long|--soak]"; exit 2 ;;
+*) echo "usage: $0 [--long|--soak|--cluster]"; exit 2 ;;
 esac
 echo "franz-go: $([ "$rc" = 0 ] && echo PASSED || echo FAILED) in $((SECONDS - start)) s"
 exit $rc

@@ -61,3 +61,70 @@ stop_broker() {
     BROKER_PID=
     return $rc
 }
+
+# Starts a 3-node cluster (every node process.roles=broker,controller) on 127.0.0.1, .2 and .3
+# with the same free client and controller ports on each, as README's "Run a 3-node cluster on
+# one machine"; sets CLUSTER_PIDS, CLUSTER_DATA and BROKER_ADDR (the three client addresses).
+start_cluster() { # log-name
+    local name=$1 i
+    [ -x "$TIDELOG_BIN" ] || { echo "tidelog binary not found at $TIDELOG_BIN (cargo build first)"; return 1; }
+    CLUSTER_DATA=$(mktemp -d "${TMPDIR:-/tmp}/tidelog-peers-cluster-XXXXXX")
+    local ports
+    ports=$(python3 - <<'PY'
+import socket
+def free():
+    while True:
+        s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close()
+        try:
+            for i in (2, 3):
+                t = socket.socket(); t.bind((f"127.0.0.{i}", p)); t.close()
+            return p
+        except OSError:
+            continue
+a = free(); b = free()
+while b == a: b = free()
+print(a, b)
+PY
+) || return 1
+    local p=${ports% *} c=${ports#* }
+    CLUSTER_PIDS=()
+    for i in 1 2 3; do
+        "$TIDELOG_BIN" serve --data-dir "$CLUSTER_DATA/$i" --shards 1 \
+            --set node.id=$i --set process.roles=broker,controller \
+            --set cluster.id=MkU3OEVBNTcwNTJENDM2Qk \
+            --set "controller.quorum.voters=1@127.0.0.1:$c,2@127.0.0.2:$c,3@127.0.0.3:$c" \
+            --set "listeners=PLAINTEXT://127.0.0.$i:$p,CONTROLLER://127.0.0.$i:$c" \
+            --set controller.listener.names=CONTROLLER \
+            >"$CLUSTER_DATA/$i.out" 2>"$PEERS_LOGS/peers-$name-node$i.log" &
+        CLUSTER_PIDS+=($!)
+    done
+    for i in 1 2 3; do
+        local line="" n
+        for n in $(seq 300); do
+            line=$(head -1 "$CLUSTER_DATA/$i.out" 2>/dev/null)
+            [[ $line == "listening on "* ]] && break
+            sleep 0.1
+        done
+        if [[ $line != "listening on "* ]]; then
+            echo "tidelog node $i did not start"; tail -20 "$PEERS_LOGS/peers-$name-node$i.log"
+            stop_cluster
+            return 1
+        fi
+    done
+    BROKER_ADDR="127.0.0.1:$p,127.0.0.2:$p,127.0.0.3:$p"
+    echo "tidelog cluster ${CLUSTER_PIDS[*]} listening on $BROKER_ADDR (logs: $PEERS_LOGS/peers-$name-node*.log)"
+}
+
+# SIGTERM every node and wait; a node that exited early or uncleanly is a failure.
+stop_cluster() {
+    local rc=0 pid
+    for pid in "${CLUSTER_PIDS[@]}"; do
+        if kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid"; else echo "tidelog node $pid exited during the suite"; rc=1; fi
+    done
+    for pid in "${CLUSTER_PIDS[@]}"; do
+        wait "$pid" || rc=1
+    done
+    rm -rf "$CLUSTER_DATA"
+    CLUSTER_PIDS=()
+    return $rc
+}
