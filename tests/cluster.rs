@@ -224,6 +224,42 @@ impl Cluster {
             .collect()
     }
 
+    /// Creates a 3-partition topic through node `via`, retrying for up to 20 s (the issue's
+    /// bound after a controller's loss), and prints how long it took since `after`.
+    fn create_within_20_s(&self, via: u32, name: &str, after: &str) {
+        let start = Instant::now();
+        eventually(Duration::from_secs(20), || {
+            (create(self, via, name, 3) == 0).then_some(())
+        })
+        .unwrap_or_else(|| panic!("topic {name} created through node {via} within 20 s"));
+        eprintln!(
+            "topic {name} created through node {via} {} ms after {after}",
+            start.elapsed().as_millis()
+        );
+    }
+
+    /// Waits until every node lists the three brokers (they have registered).
+    fn wait_for_three_brokers(&self) {
+        for i in 1..=3 {
+            eventually(WAIT, || {
+                (broker_ids(&self.metadata(i)) == BTreeSet::from([1, 2, 3])).then_some(())
+            })
+            .unwrap_or_else(|| panic!("node {i} lists three brokers"));
+        }
+    }
+
+    /// The one value `f` gives for every node, once they agree on one that is a node id.
+    fn agreed(&self, what: &str, f: impl Fn(u32) -> i32) -> u32 {
+        eventually(WAIT, || {
+            let seen: BTreeSet<i32> = (1..=3).map(&f).collect();
+            match seen.into_iter().collect::<Vec<_>>().as_slice() {
+                [id] if *id > 0 => Some(*id as u32),
+                _ => None,
+            }
+        })
+        .unwrap_or_else(|| panic!("every node agrees on {what}"))
+    }
+
     fn metadata(&self, i: u32) -> MetadataResponse {
         Raw::connect(&self.addr(i)).call(&MetadataRequest::default().with_topics(None), 12)
     }
@@ -327,13 +363,7 @@ fn consume_all(bootstrap: &str, name: &str, partitions: i32, n: usize) -> BTreeS
 fn three_nodes_on_one_machine_survive_the_loss_of_their_controller() {
     let mut cluster = Cluster::start();
 
-    // Every node lists the three brokers once they have registered.
-    for i in 1..=3 {
-        eventually(WAIT, || {
-            (broker_ids(&cluster.metadata(i)) == BTreeSet::from([1, 2, 3])).then_some(())
-        })
-        .unwrap_or_else(|| panic!("node {i} lists three brokers"));
-    }
+    cluster.wait_for_three_brokers();
 
     // A 6-partition RF=1 topic, created through node 2, is led by every broker.
     assert_eq!(create(&cluster, 2, "spread", 6), 0);
@@ -411,27 +441,12 @@ fn three_nodes_on_one_machine_survive_the_loss_of_their_controller() {
     assert_eq!(elsewhere.error_code, ErrorCode::NotCoordinator.code());
 
     // DescribeCluster names the active controller, the same on every node.
-    let active = eventually(WAIT, || {
-        let ids: BTreeSet<i32> = (1..=3).map(|i| controller(&cluster, i)).collect();
-        match ids.into_iter().collect::<Vec<_>>().as_slice() {
-            [id] if *id > 0 => Some(*id as u32),
-            _ => None,
-        }
-    })
-    .expect("one active controller named by every node");
+    let active = cluster.agreed("the active controller", |i| controller(&cluster, i));
 
     // SIGKILL the controller: a topic is created through a survivor within 20 s.
     cluster.kill(active);
     let survivor = cluster.running()[0];
-    let killed_at = Instant::now();
-    eventually(Duration::from_secs(20), || {
-        (create(&cluster, survivor, "after-failover", 3) == 0).then_some(())
-    })
-    .expect("a topic created through the survivors within 20 s");
-    eprintln!(
-        "topic created {} ms after the controller's SIGKILL",
-        killed_at.elapsed().as_millis()
-    );
+    cluster.create_within_20_s(survivor, "after-failover", "the controller's SIGKILL");
     let new_active = controller(&cluster, survivor);
     assert!(new_active > 0 && new_active as u32 != active);
 
@@ -509,12 +524,7 @@ fn catalogue(cluster: &Cluster, i: u32, topics: &[&str]) -> BTreeMap<String, BTr
 #[test]
 fn a_paused_controller_and_a_full_restart_leave_one_controller_and_the_same_metadata() {
     let mut cluster = Cluster::start();
-    for i in 1..=3 {
-        eventually(WAIT, || {
-            (broker_ids(&cluster.metadata(i)).len() == 3).then_some(())
-        })
-        .unwrap_or_else(|| panic!("node {i} lists three brokers"));
-    }
+    cluster.wait_for_three_brokers();
     assert_eq!(create(&cluster, 1, "before", 4), 0);
     let active = eventually(WAIT, || match controller(&cluster, 1) {
         id if id > 0 => Some(id as u32),
@@ -539,11 +549,9 @@ fn a_paused_controller_and_a_full_restart_leave_one_controller_and_the_same_meta
     created.expect("a topic created while the controller was paused");
 
     // One controller, named by every node, and the same metadata everywhere.
-    eventually(WAIT, || {
-        let ids: BTreeSet<i32> = (1..=3).map(|i| controller(&cluster, i)).collect();
-        (ids.len() == 1 && !ids.contains(&-1)).then_some(())
-    })
-    .expect("every node names the same single controller");
+    cluster.agreed("the controller after the pause", |i| {
+        controller(&cluster, i)
+    });
     let topics = ["before", "while-paused"];
     let first = catalogue(&cluster, 1, &topics);
     for i in 2..=3 {
@@ -584,33 +592,13 @@ fn quorum_leader(cluster: &Cluster, i: u32) -> i32 {
 #[test]
 fn a_controller_cut_off_by_the_network_steps_down_and_nothing_diverges() {
     let cluster = Cluster::start_with(true);
-    for i in 1..=3 {
-        eventually(WAIT, || {
-            (broker_ids(&cluster.metadata(i)).len() == 3).then_some(())
-        })
-        .unwrap_or_else(|| panic!("node {i} lists three brokers"));
-    }
+    cluster.wait_for_three_brokers();
     assert_eq!(create(&cluster, 1, "before", 2), 0);
-    let old = eventually(WAIT, || {
-        let leaders: BTreeSet<i32> = (1..=3).map(|i| quorum_leader(&cluster, i)).collect();
-        match leaders.into_iter().collect::<Vec<_>>().as_slice() {
-            [l] if *l > 0 => Some(*l as u32),
-            _ => None,
-        }
-    })
-    .expect("one leader known to every node");
+    let old = cluster.agreed("the quorum's leader", |i| quorum_leader(&cluster, i));
 
     cluster.cut(old, true);
     let survivor = (1..=3).find(|&i| i != old).unwrap();
-    let cut_at = Instant::now();
-    eventually(Duration::from_secs(20), || {
-        (create(&cluster, survivor, "during", 2) == 0).then_some(())
-    })
-    .expect("the other two take a change while the controller is cut off");
-    eprintln!(
-        "topic created through the majority {} ms after the cut",
-        cut_at.elapsed().as_millis()
-    );
+    cluster.create_within_20_s(survivor, "during", "the cut");
     // The majority has a new leader; the cut-off node steps down (it knows no leader) and
     // has not applied the change.
     let new = eventually(WAIT, || {
@@ -625,11 +613,11 @@ fn a_controller_cut_off_by_the_network_steps_down_and_nothing_diverges() {
     assert!(leaders(&cluster.metadata(old), "during").is_empty());
 
     cluster.cut(old, false);
-    eventually(WAIT, || {
-        let leaders: BTreeSet<i32> = (1..=3).map(|i| quorum_leader(&cluster, i)).collect();
-        (leaders == BTreeSet::from([new])).then_some(())
-    })
-    .expect("after healing, every node follows the one new leader");
+    let healed = cluster.agreed("the leader after healing", |i| quorum_leader(&cluster, i));
+    assert_eq!(
+        healed as i32, new,
+        "the returning node follows the new leader"
+    );
     let topics = ["before", "during"];
     let first = catalogue(&cluster, 1, &topics);
     for i in 2..=3 {
