@@ -1,10 +1,11 @@
 //! A broker's membership of a cluster (issue 12): the metadata quorum it runs, and the handle
 //! every shard uses to propose metadata changes and to ask who the active controller is.
 //!
-//! A node is in a cluster when `controller.quorum.voters` names several controllers; every
-//! node is then `process.roles=broker,controller`. The quorum ([`crate::quorum`], raft-rs)
-//! runs on the metadata shard, on the CONTROLLER listener; its applied images reach every
-//! shard as they do on a single node (`server` installs them). Any shard proposes through
+//! A node is in a cluster when `controller.quorum.voters` names several controllers (or others
+//! than itself). A controller (`process.roles` with `controller`) runs the quorum
+//! ([`crate::quorum`], raft-rs) on the metadata shard, on its CONTROLLER listener; a broker-only
+//! node follows the controllers without a vote (`quorum::observer`). Either way the applied
+//! images reach every shard as they do on a single node (`server` installs them). Any shard proposes through
 //! [`Cluster::propose`]; a follower's proposal is forwarded to the leader by Raft itself, so a
 //! broker never needs to find the active controller to change metadata.
 //!
@@ -39,11 +40,11 @@ pub struct Cluster {
     commands: flume::Sender<Command>,
 }
 
-/// What the metadata shard needs to run the quorum: built before the shards start, so that a
-/// wrong setting or a busy port stops the start with a readable line.
+/// What the metadata shard needs to take part in the quorum: built before the shards start, so
+/// that a wrong setting or a busy port stops the start with a readable line.
 pub struct QuorumStart {
-    pub node: QuorumNode,
-    pub listener: std::net::TcpListener,
+    role: Role,
+    /// The controllers this node talks to, by id.
     pub peers: BTreeMap<u64, SocketAddr>,
     pub commands: flume::Receiver<Command>,
     pub board: Arc<StatusBoard>,
@@ -52,23 +53,50 @@ pub struct QuorumStart {
     pub session: Duration,
 }
 
+/// A voter runs Raft on its controller listener; a broker-only node observes the voters.
+enum Role {
+    Voter {
+        node: Box<QuorumNode>,
+        listener: std::net::TcpListener,
+    },
+    Observer {
+        me: u64,
+        cluster_id: String,
+    },
+}
+
 impl QuorumStart {
-    /// Runs the quorum until the command channel closes (every [`Cluster`] handle dropped).
+    /// Takes part in the quorum until the command channel closes (every [`Cluster`] handle
+    /// dropped).
     pub async fn run(self) -> Result<(), String> {
-        // SAFETY: a descriptor bound by `open` and owned by nothing else.
-        let listener = unsafe {
-            use std::os::fd::{FromRawFd, IntoRawFd};
-            glommio::net::TcpListener::from_raw_fd(self.listener.into_raw_fd())
-        };
-        transport::run(
-            self.node,
-            listener,
-            self.peers,
-            self.commands,
-            self.board,
-            self.session,
-        )
-        .await
+        match self.role {
+            Role::Voter { node, listener } => {
+                // SAFETY: a descriptor bound by `open` and owned by nothing else.
+                let listener = unsafe {
+                    use std::os::fd::{FromRawFd, IntoRawFd};
+                    glommio::net::TcpListener::from_raw_fd(listener.into_raw_fd())
+                };
+                transport::run(
+                    *node,
+                    listener,
+                    self.peers,
+                    self.commands,
+                    self.board,
+                    self.session,
+                )
+                .await
+            }
+            Role::Observer { me, cluster_id } => {
+                crate::quorum::observer::observe(
+                    me,
+                    &cluster_id,
+                    self.peers,
+                    self.commands,
+                    self.board,
+                )
+                .await
+            }
+        }
     }
 }
 
@@ -81,12 +109,7 @@ impl Cluster {
         cluster_id: &str,
     ) -> Result<(Arc<Cluster>, QuorumStart), String> {
         let me = config.node_id;
-        let listener = config.controller_listener().ok_or(
-            "a cluster node needs a controller listener: name it in listeners and \
-             controller.listener.names",
-        )?;
-        let bind = resolve(&listener.host, listener.port)?;
-        let std_listener = bind_listener(bind)?;
+        let voter = config.controller_quorum_voters.iter().any(|v| v.id == me);
         let mut peers = BTreeMap::new();
         for v in config
             .controller_quorum_voters
@@ -104,16 +127,34 @@ impl Cluster {
             cluster_id: cluster_id.to_string(),
             ..MetadataImage::default()
         };
-        let dir = config.data_dir.join("__cluster_metadata").join("raft");
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let node = QuorumNode::open(&dir, me as u64, &voters, image, SNAPSHOT_ENTRIES)?;
-        if node.image().cluster_id != cluster_id {
-            return Err(format!(
-                "invalid cluster.id: the metadata log in {} belongs to cluster {}, not {cluster_id}",
-                dir.display(),
-                node.image().cluster_id
-            ));
-        }
+        let role = if voter {
+            let listener = config.controller_listener().ok_or(
+                "a controller needs a controller listener: name it in listeners and \
+                 controller.listener.names",
+            )?;
+            let listener = bind_listener(resolve(&listener.host, listener.port)?)?;
+            let dir = config.data_dir.join("__cluster_metadata").join("raft");
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            let node = QuorumNode::open(&dir, me as u64, &voters, image, SNAPSHOT_ENTRIES)?;
+            if node.image().cluster_id != cluster_id {
+                return Err(format!(
+                    "invalid cluster.id: the metadata log in {} belongs to cluster {}, not \
+                     {cluster_id}",
+                    dir.display(),
+                    node.image().cluster_id
+                ));
+            }
+            Role::Voter {
+                node: Box::new(node),
+                listener,
+            }
+        } else {
+            // A broker-only node keeps no metadata log: it takes the controllers' images.
+            Role::Observer {
+                me: me as u64,
+                cluster_id: cluster_id.to_string(),
+            }
+        };
         let (images_tx, images) = flume::unbounded();
         let board = Arc::new(StatusBoard::with_images(
             Arc::new(Changes::default()),
@@ -126,8 +167,7 @@ impl Cluster {
             commands: commands_tx,
         });
         let start = QuorumStart {
-            node,
-            listener: std_listener,
+            role,
             peers,
             commands,
             board,

@@ -566,9 +566,19 @@ impl BrokerConfig {
     }
 
     /// Whether this node is one of a cluster: `controller.quorum.voters` names several
-    /// controllers. One voter (Kafka's quickstart) or none is tidelog's single node.
+    /// controllers, or controllers other than this node (a broker-only node). One voter that
+    /// is this node (Kafka's quickstart), or none, is tidelog's single node.
     pub fn is_cluster(&self) -> bool {
         self.controller_quorum_voters.len() > 1
+            || self
+                .controller_quorum_voters
+                .iter()
+                .any(|v| v.id != self.node_id)
+    }
+
+    /// Whether this node serves clients: not a controller-only node.
+    pub fn serves_clients(&self) -> bool {
+        self.process_roles.is_none_or(|r| r.broker)
     }
 
     /// The address the controller listener binds: the first listener named in

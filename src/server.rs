@@ -61,8 +61,15 @@ pub fn run(mut config: BrokerConfig) -> Result<(), String> {
         (None, None)
     };
     // Held until the process exits: while it is held no other tidelog can claim the address.
-    let (listen, _port_guard) = claim_listen_address(config.listen)?;
-    config.listen = listen;
+    // A controller-only node serves no clients and binds no client listener.
+    let serves = config.serves_clients();
+    let _port_guard = if serves {
+        let (listen, guard) = claim_listen_address(config.listen)?;
+        config.listen = listen;
+        Some(guard)
+    } else {
+        None
+    };
     config.fd_budget = crate::config::FdBudget::new(nofile, shards, config.max_connections);
     let partitions = crate::admin::partition_count(&image).max(0) as u64;
     if let Some(why) = config.fd_budget.refuse(partitions) {
@@ -77,7 +84,7 @@ pub fn run(mut config: BrokerConfig) -> Result<(), String> {
              accepting at most connections_max"
         );
     }
-    let first = bind_reuseport(config.listen)?;
+    let first = serves.then(|| bind_reuseport(config.listen)).transpose()?;
     let config = Arc::new(config);
     block_termination_signals();
 
@@ -86,7 +93,7 @@ pub fn run(mut config: BrokerConfig) -> Result<(), String> {
         .unzip();
     let cpus = allowed_cpus();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
-    let mut first_fd = Some(first.into_raw_fd());
+    let mut first_fd = first.map(IntoRawFd::into_raw_fd);
     let mut controls = Vec::new();
     let mut handles = Vec::new();
     for i in 0..shards {
@@ -138,7 +145,11 @@ pub fn run(mut config: BrokerConfig) -> Result<(), String> {
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "listening on {}", config.listen).and_then(|()| out.flush());
+        let shown = match config.controller_listener() {
+            Some(l) if !serves => format!("{}:{}", l.host, l.port),
+            _ => config.listen.to_string(),
+        };
+        let _ = writeln!(out, "listening on {shown}").and_then(|()| out.flush());
     }
     use std::io::Write;
     let _ = std::io::stdout().flush();
@@ -187,6 +198,17 @@ async fn shard_main(
     shard.apply_metadata(image).await;
     if let Some(quorum) = membership.quorum {
         start_quorum(shard.clone(), quorum);
+    }
+    if !config.serves_clients() {
+        // A controller-only node: the quorum and nothing for clients.
+        let _ = ready.send(Ok(()));
+        while let Ok((phase, ack)) = control.recv_async().await {
+            if let Phase::Close = phase {
+                drop(ack);
+                break;
+            }
+        }
+        return;
     }
     let listener = match listener_fd {
         // SAFETY: the descriptor was bound by `run` and handed to this shard alone.
@@ -261,7 +283,9 @@ fn start_quorum(shard: Rc<Shard>, quorum: QuorumStart) {
         }
     })
     .detach();
-    glommio::spawn_local(register_broker(shard)).detach();
+    if shard.config.serves_clients() {
+        glommio::spawn_local(register_broker(shard)).detach();
+    }
 }
 
 /// Registers this broker (its advertised client endpoint and rack) until the quorum has it.

@@ -624,3 +624,126 @@ fn a_controller_cut_off_by_the_network_steps_down_and_nothing_diverges() {
         assert_eq!(catalogue(&cluster, i, &topics), first, "node {i}");
     }
 }
+
+/// A port free on 127.0.0.`first`..=`last`.
+fn port_free_on(first: u8, last: u8) -> u16 {
+    loop {
+        let probe = TcpListener::bind(format!("127.0.0.{first}:0")).unwrap();
+        let port = probe.local_addr().unwrap().port();
+        if (first + 1..=last).all(|i| TcpListener::bind(format!("127.0.0.{i}:{port}")).is_ok()) {
+            return port;
+        }
+    }
+}
+
+/// Kafka's other layout: three controller-only nodes (1-3, `process.roles=controller`, only a
+/// CONTROLLER listener) and two broker-only nodes (4, 5, `process.roles=broker`, following the
+/// controllers without a vote). Clients see the two brokers; topics live on them; the brokers
+/// go on when the active controller is killed, and a killed broker is fenced.
+#[test]
+fn three_controllers_and_two_brokers() {
+    let c = port_free_on(1, 3);
+    let p = port_free_on(4, 5);
+    let voters =
+        format!("controller.quorum.voters=1@127.0.0.1:{c},2@127.0.0.2:{c},3@127.0.0.3:{c}");
+    let dirs: Vec<tempfile::TempDir> = (0..5).map(|_| common::serve::data_dir()).collect();
+    let start = |i: u32| {
+        let (roles, listeners) = if i <= 3 {
+            (
+                "controller",
+                format!("listeners=CONTROLLER://127.0.0.{i}:{c}"),
+            )
+        } else {
+            ("broker", format!("listeners=PLAINTEXT://127.0.0.{i}:{p}"))
+        };
+        let mut cmd = Command::new(tidelog_bin());
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(dirs[i as usize - 1].path())
+            .args(["--set", &format!("node.id={i}")])
+            .args(["--set", &format!("process.roles={roles}")])
+            .args(["--set", &format!("cluster.id={CLUSTER_ID}")])
+            .args(["--set", &voters])
+            .args(["--set", &listeners])
+            .args(["--set", "controller.listener.names=CONTROLLER"])
+            .args(["--shards", "1"]);
+        let mut serve = Serve::spawn(cmd);
+        serve.wait_listening().expect("the node starts");
+        serve
+    };
+    let mut nodes: BTreeMap<u32, Serve> = (1..=5).map(|i| (i, start(i))).collect();
+    let addr = |i: u32| format!("127.0.0.{i}:{p}");
+    let metadata =
+        |i: u32| Raw::connect(&addr(i)).call(&MetadataRequest::default().with_topics(None), 12);
+
+    for b in [4, 5] {
+        eventually(WAIT, || {
+            (broker_ids(&metadata(b)) == BTreeSet::from([4, 5])).then_some(())
+        })
+        .unwrap_or_else(|| panic!("broker {b} lists the two brokers, no controller"));
+    }
+    let req = CreateTopicsRequest::default()
+        .with_timeout_ms(15_000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(topic("layout"))
+            .with_num_partitions(4)
+            .with_replication_factor(1)]);
+    assert_eq!(Raw::connect(&addr(5)).call(&req, 7).topics[0].error_code, 0);
+    let placed = eventually(WAIT, || {
+        let l = leaders(&metadata(4), "layout");
+        (l.len() == 4).then_some(l)
+    })
+    .expect("broker 4 sees the topic");
+    let led_by: BTreeSet<i32> = placed.values().copied().collect();
+    assert_eq!(led_by, BTreeSet::from([4, 5]), "{placed:?}");
+
+    produce(&addr(4), "layout", 200);
+    let expected: BTreeSet<String> = (0..200).map(|i| format!("v{i}")).collect();
+    assert_eq!(consume_all(&addr(5), "layout", 4, 200), expected);
+
+    // The active controller, as a broker sees it, is killed: the brokers go on.
+    let leader = {
+        use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+        let req = DescribeQuorumRequest::default().with_topics(vec![TopicData::default()
+            .with_topic_name(topic("__cluster_metadata"))
+            .with_partitions(vec![PartitionData::default().with_partition_index(0)])]);
+        eventually(WAIT, || {
+            let l = Raw::connect(&addr(4)).call(&req, 1).topics[0].partitions[0]
+                .leader_id
+                .0;
+            (1..=3).contains(&l).then_some(l as u32)
+        })
+        .expect("broker 4 knows the active controller")
+    };
+    let mut killed = nodes.remove(&leader).unwrap();
+    killed.child.kill().unwrap();
+    killed.child.wait().unwrap();
+    let req = CreateTopicsRequest::default()
+        .with_timeout_ms(15_000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(topic("layout-after"))
+            .with_num_partitions(2)
+            .with_replication_factor(1)]);
+    let killed_at = Instant::now();
+    eventually(Duration::from_secs(20), || {
+        (Raw::connect(&addr(4)).call(&req, 7).topics[0].error_code == 0).then_some(())
+    })
+    .expect("a topic created through a broker within 20 s of the controller's SIGKILL");
+    eprintln!(
+        "topic created through broker 4 {} ms after the controller's SIGKILL",
+        killed_at.elapsed().as_millis()
+    );
+
+    // A broker killed is fenced: the other stops listing it.
+    let mut five = nodes.remove(&5).unwrap();
+    five.child.kill().unwrap();
+    five.child.wait().unwrap();
+    eventually(WAIT, || {
+        (broker_ids(&metadata(4)) == BTreeSet::from([4])).then_some(())
+    })
+    .expect("broker 5 fenced");
+    for mut n in nodes.into_values() {
+        let _ = n.child.kill();
+        let _ = n.child.wait();
+    }
+}

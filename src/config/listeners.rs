@@ -187,14 +187,37 @@ pub fn resolve(c: &mut BrokerConfig) -> Result<(), ConfigError> {
         .listeners
         .iter()
         .find(|l| !controller_names.contains(&l.name))
-        .cloned()
-        .ok_or_else(|| {
-            ConfigError::invalid(
+        .cloned();
+    let controller_only = c.process_roles.is_some_and(|r| r.controller && !r.broker);
+    let client = match client {
+        Some(l) if controller_only => {
+            return Err(ConfigError::invalid(format!(
+                "process.roles=controller: listener {} is not a controller listener; a \
+                 controller-only node serves no clients (as Kafka requires)",
+                l.name
+            )))
+        }
+        Some(l) => l,
+        None if controller_only => {
+            // No client listener: the node serves the quorum only.
+            for l in &c.listeners {
+                if protocol(c, &l.name) != Some("PLAINTEXT") {
+                    return Err(ConfigError::invalid(format!(
+                        "listener {} must be PLAINTEXT",
+                        l.name
+                    )));
+                }
+            }
+            return check_roles(c);
+        }
+        None => {
+            return Err(ConfigError::invalid(
                 "listeners has no listener for clients: every one is named in \
                  controller.listener.names"
                     .to_string(),
-            )
-        })?;
+            ))
+        }
+    };
     for l in &c.listeners {
         match protocol(c, &l.name) {
             Some("PLAINTEXT") => {}
@@ -236,12 +259,13 @@ pub fn resolve(c: &mut BrokerConfig) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Kafka's role rules, and the node kinds tidelog runs (combined ones).
+/// Kafka's role rules: a controller is one of the voters and has a controller listener; a
+/// broker-only node is not a voter and needs controllers to follow.
 fn check_roles(c: &BrokerConfig) -> Result<(), ConfigError> {
     let Some(roles) = c.process_roles else {
-        if c.controller_quorum_voters.len() > 1 {
+        if c.is_cluster() {
             return Err(ConfigError::invalid(
-                "controller.quorum.voters names several controllers but process.roles is not \
+                "controller.quorum.voters names other controllers but process.roles is not \
                  set: a node of a cluster needs its roles (process.roles=broker,controller)"
                     .to_string(),
             ));
@@ -249,12 +273,23 @@ fn check_roles(c: &BrokerConfig) -> Result<(), ConfigError> {
         // No roles: tidelog's own single node, as before.
         return Ok(());
     };
-    if !(roles.broker && roles.controller) {
-        return Err(ConfigError::invalid(format!(
-            "process.roles={}: tidelog's nodes are combined (process.roles=broker,controller); \
-             broker-only and controller-only nodes are not supported yet",
-            if roles.broker { "broker" } else { "controller" }
-        )));
+    let voter = c.controller_quorum_voters.iter().any(|v| v.id == c.node_id);
+    if !roles.controller {
+        if c.controller_quorum_voters.is_empty() {
+            return Err(ConfigError::invalid(
+                "process.roles=broker needs controllers to follow: name them in \
+                 controller.quorum.voters"
+                    .to_string(),
+            ));
+        }
+        if voter {
+            return Err(ConfigError::invalid(format!(
+                "node.id {} is in controller.quorum.voters but process.roles does not include \
+                 controller",
+                c.node_id
+            )));
+        }
+        return Ok(());
     }
     if !c
         .controller_listener_names
@@ -434,7 +469,10 @@ mod tests {
             config(&s).unwrap_err().to_string()
         };
         let cases = [
-            (with("process.roles", "broker"), "process.roles=broker"),
+            (
+                with("process.roles", "broker"),
+                "does not include controller",
+            ),
             (
                 with("process.roles", "controller"),
                 "process.roles=controller",

@@ -24,8 +24,11 @@
 //! records to its own metadata log, `metadata::log`).
 
 mod disk;
+pub mod frames;
 mod leases;
 mod logger;
+pub mod observer;
+mod proposals;
 pub mod storage;
 pub mod transport;
 

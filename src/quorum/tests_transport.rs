@@ -211,9 +211,10 @@ fn three_controllers_over_tcp_replicate_and_go_on_without_their_leader() {
     }
 }
 
-/// A controller listener takes bytes from anyone: an oversized length, a frame that is not a
-/// raft message, and a connection closed in the middle of a frame each close only that
-/// connection; the quorum goes on.
+/// A controller listener takes bytes from anyone: an oversized length, a frame of no known
+/// kind, a connection closed in the middle of a frame, a proposal from a connection that never
+/// said who it is, and a frame only controllers send each close only that connection; the
+/// quorum goes on.
 #[test]
 fn hostile_bytes_on_the_controller_listener_close_that_connection_only() {
     use std::io::{Read, Write};
@@ -224,6 +225,15 @@ fn hostile_bytes_on_the_controller_listener_close_that_connection_only() {
             vec![0xff, 0xff, 0xff, 0xff],
             [&5u32.to_be_bytes()[..], &[0xde, 0xad, 0xbe, 0xef, 0xff]].concat(),
             [&100u32.to_be_bytes()[..], &[1, 2, 3]].concat(),
+            // A proposal before saying who it is, and frames only controllers send.
+            super::frames::encode(&super::frames::Frame::Propose {
+                tag: vec![1],
+                batch: vec![0, 0, 0, 0],
+            }),
+            super::frames::encode(&super::frames::Frame::Answer {
+                tag: vec![],
+                outcome: super::frames::Outcome::Applied,
+            }),
         ] {
             let mut c = std::net::TcpStream::connect(n.addr).unwrap();
             c.write_all(&bytes).unwrap();

@@ -6,9 +6,11 @@
 //! can propose), runs the ready loop after each event, hands Raft's messages to one writer task
 //! per peer, and answers each proposal when its entry is applied (or lost to an election).
 //! Connections: every node listens on its CONTROLLER listener and reads frames from whoever
-//! connects; it dials each peer for its own outgoing messages. A frame is `len: u32` then a
-//! raft `Message` in protobuf; a frame over [`FRAME_MAX_BYTES`] or one that does not parse
-//! closes that connection (a peer's bytes are no more trusted than a client's).
+//! connects; it dials each peer for its own outgoing messages. Frames are `quorum::frames`:
+//! Raft messages between controllers, and a broker-only node's hello, heartbeats and
+//! proposals, whose images and answers go back on the broker's own connection; a frame over
+//! [`FRAME_MAX_BYTES`] or one that does not parse closes that connection (a peer's bytes are
+//! no more trusted than a client's).
 //!
 //! A write that fails drops the connection and its message (Raft resends), reports the peer
 //! unreachable, and, for a snapshot, reports the snapshot failed: raft-rs sends nothing more to
@@ -20,21 +22,21 @@ use std::rc::Rc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncWriteExt;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::{TcpListener, TcpStream};
-use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
 
+use super::frames::{self, Frame};
 use super::leases::Leases;
+use super::proposals::{Proposals, Reply};
 use super::{NotTaken, QuorumNode};
 use crate::metadata::records::MetadataRecord;
 use crate::metadata::MetadataImage;
 
 /// How often the Raft clocks tick (election after 10-20 ticks, heartbeats every 2).
 pub const TICK: Duration = Duration::from_millis(100);
-/// The largest frame a controller accepts (a snapshot of the image is the largest message).
-pub const FRAME_MAX_BYTES: usize = 64 << 20;
+pub use frames::FRAME_MAX_BYTES;
 /// Waits between reconnection attempts to a peer.
 const RECONNECT_WAIT: Duration = Duration::from_millis(200);
 /// How long a connection attempt to a peer may take (a blackholed address).
@@ -147,6 +149,27 @@ impl StatusBoard {
         self.status.lock().expect("status lock").clone()
     }
 
+    /// An observer's view (`quorum::observer`): what a controller last told it.
+    pub fn publish_observed(
+        &self,
+        term: u64,
+        leader: u64,
+        applied_index: u64,
+        image: Arc<MetadataImage>,
+    ) {
+        let mut s = self.status.lock().expect("status lock");
+        let image_changed = applied_index != s.applied_index;
+        (s.term, s.leader, s.is_leader, s.applied_index) = (term, leader, false, applied_index);
+        if image_changed {
+            s.image = image.clone();
+            if let Some(tx) = &self.images {
+                let _ = tx.send(image);
+            }
+        }
+        drop(s);
+        self.changes.bump();
+    }
+
     /// Publishes the node's state if it differs from the last published; `image` is the
     /// node's image when it applied something since.
     fn publish(&self, node: &QuorumNode, image: Option<&Arc<MetadataImage>>) {
@@ -172,6 +195,18 @@ impl StatusBoard {
 
 enum Inbound {
     Message(Message),
+    /// An observer connected (or said it is alive again): its node id, and the writer of its
+    /// connection when it just connected.
+    Observer {
+        node: u64,
+        writer: Option<LocalSender<Vec<u8>>>,
+    },
+    /// An observer's proposal.
+    Remote {
+        node: u64,
+        tag: Vec<u8>,
+        batch: Vec<u8>,
+    },
     /// A writer could not deliver to `to` (`snapshot`: the lost message was a snapshot).
     Undelivered {
         to: u64,
@@ -214,8 +249,10 @@ pub async fn run(
     }
     let mut proposals = Proposals::new(node.id());
     let mut leases = Leases::new(session);
+    let mut observers = Observers::default();
     let mut next_tick = Instant::now() + TICK;
     let result = loop {
+        let mut remote_answers = Vec::new();
         match next_event(&inbox, &commands, next_tick).await {
             Event::Stop => break Ok(()),
             Event::Tick => {
@@ -224,7 +261,7 @@ pub async fn run(
                 if next_tick < Instant::now() {
                     next_tick = Instant::now() + TICK;
                 }
-                proposals.expire(Instant::now(), 0);
+                remote_answers.extend(proposals.expire(Instant::now(), 0));
                 let ready = node.can_propose().is_ok();
                 let records = leases.decide(ready, node.id(), node.image(), Instant::now());
                 for r in records {
@@ -242,12 +279,35 @@ pub async fn run(
                 }
             }
             Event::Inbound(Inbound::SnapshotSent { to }) => node.report_snapshot(to, true),
+            Event::Inbound(Inbound::Observer { node: id, writer }) => {
+                leases.heard_from(id, Instant::now());
+                if let Some(w) = writer {
+                    let _ = w.try_send(observers.image_frame(&node));
+                    observers.writers.insert(id, w);
+                }
+            }
+            Event::Inbound(Inbound::Remote {
+                node: id,
+                tag,
+                batch,
+            }) => {
+                let term = node.term_and_leader().0;
+                proposals.track_as(tag.clone(), term, Reply::Remote(id));
+                let taken = crate::metadata::records::decode_batch(&batch)
+                    .map_err(|_| ())
+                    .and_then(|records| node.propose_tagged(tag.clone(), &records).map_err(|_| ()));
+                if taken.is_err() {
+                    let leader = node.term_and_leader().1;
+                    remote_answers
+                        .extend(proposals.answer(&tag, Err(ProposeError::NotLeader { leader })));
+                }
+            }
             Event::Command(Command::Propose(records, reply)) => {
                 let tag = proposals.track(node.term_and_leader().0, reply.clone());
                 match node.propose_tagged(tag.clone(), &records) {
                     Ok(()) => {}
                     Err(NotTaken::NotLeader { leader } | NotTaken::NotReady { leader }) => {
-                        proposals.answer(&tag, Err(ProposeError::NotLeader { leader }));
+                        let _ = proposals.answer(&tag, Err(ProposeError::NotLeader { leader }));
                     }
                 }
             }
@@ -265,88 +325,23 @@ pub async fn run(
         if let Some(image) = &image {
             for a in out.applied {
                 let answer = a.outcome.map(|()| image.clone());
-                proposals.answer(&a.tag, answer.map_err(ProposeError::Refused));
+                remote_answers
+                    .extend(proposals.answer(&a.tag, answer.map_err(ProposeError::Refused)));
             }
         }
-        proposals.expire(Instant::now(), out.applied_term);
+        remote_answers.extend(proposals.expire(Instant::now(), out.applied_term));
         status.publish(&node, image.as_ref());
+        observers.send(remote_answers);
+        observers.follow(&node);
     };
     proposals.stop();
     drop(writers);
+    drop(observers);
     accept.cancel().await;
     for t in tasks {
         t.cancel().await;
     }
     result
-}
-
-/// The proposals this node made and waits on, by tag: this node's id, a number drawn at start
-/// (a restarted node's tags never match its previous life's entries) and a sequence number.
-///
-/// A proposal is known lost, before its timeout, once an entry of a later term than the one it
-/// was proposed in is applied: a leader's log holds the earlier terms' entries it will ever
-/// commit before its own term's first entry, so one not applied by then never will be (a
-/// follower that forwarded it to a leader that has since died learns so within an election).
-struct Proposals {
-    prefix: [u8; 16],
-    next: u64,
-    /// tag -> (deadline, term proposed in, answer).
-    waiting: BTreeMap<Vec<u8>, (Instant, u64, flume::Sender<Proposed>)>,
-}
-
-impl Proposals {
-    fn new(node: u64) -> Proposals {
-        let mut prefix = [0u8; 16];
-        prefix[..8].copy_from_slice(&node.to_be_bytes());
-        prefix[8..].copy_from_slice(&crate::metadata::random_uuid().as_bytes()[..8]);
-        Proposals {
-            prefix,
-            next: 0,
-            waiting: BTreeMap::new(),
-        }
-    }
-
-    /// A fresh tag that nobody waits on (the leader's own fencing decisions).
-    fn untracked(&mut self) -> Vec<u8> {
-        self.next += 1;
-        let mut tag = self.prefix.to_vec();
-        tag.extend_from_slice(&self.next.to_be_bytes());
-        tag
-    }
-
-    /// A fresh tag, proposed in `term`, whose outcome goes to `reply`.
-    fn track(&mut self, term: u64, reply: flume::Sender<Proposed>) -> Vec<u8> {
-        let tag = self.untracked();
-        let deadline = Instant::now() + PROPOSAL_TIMEOUT;
-        self.waiting.insert(tag.clone(), (deadline, term, reply));
-        tag
-    }
-
-    fn answer(&mut self, tag: &[u8], answer: Proposed) {
-        if let Some((_, _, reply)) = self.waiting.remove(tag) {
-            let _ = reply.send(answer);
-        }
-    }
-
-    /// Answers `Lost` to the proposals whose entries have not been applied in time, or were
-    /// proposed in a term before `applied_term`, the term of an entry just applied.
-    fn expire(&mut self, now: Instant, applied_term: u64) {
-        let lost: Vec<Vec<u8>> = self
-            .waiting
-            .iter()
-            .filter(|(_, (deadline, term, _))| *deadline <= now || *term < applied_term)
-            .map(|(tag, _)| tag.clone())
-            .collect();
-        for tag in lost {
-            self.answer(&tag, Err(ProposeError::Lost));
-        }
-    }
-
-    fn stop(self) {
-        for (_, (_, _, reply)) in self.waiting {
-            let _ = reply.send(Err(ProposeError::Stopped));
-        }
-    }
 }
 
 async fn next_event(
@@ -388,35 +383,103 @@ async fn accept_loop(listener: TcpListener, inbox: Rc<LocalSender<Inbound>>) {
     }
 }
 
-/// Reads frames from one peer connection into the inbox until it closes or misbehaves.
-async fn reader(mut stream: TcpStream, inbox: Rc<LocalSender<Inbound>>) {
+/// Reads frames from one connection into the inbox until it closes or misbehaves: Raft
+/// messages from a controller, or an observer's hello, heartbeats and proposals (an observer's
+/// connection is also where its images and answers go back).
+async fn reader(stream: TcpStream, inbox: Rc<LocalSender<Inbound>>) {
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
+    let (mut r, w) = futures_lite::io::split(stream);
+    let mut w = Some(w);
+    let mut observer = None;
     loop {
-        let mut len = [0u8; 4];
-        if stream.read_exact(&mut len).await.is_err() {
-            return;
-        }
-        let len = u32::from_be_bytes(len) as usize;
-        if len > FRAME_MAX_BYTES {
-            tracing::warn!(%peer, len, "controller connection closed: frame too large");
-            return;
-        }
-        let mut body = vec![0u8; len];
-        if stream.read_exact(&mut body).await.is_err() {
-            return;
-        }
-        match Message::parse_from_bytes(&body) {
-            Ok(m) => {
-                if inbox.try_send(Inbound::Message(m)).is_err() {
+        let inbound = match frames::read(&mut r).await {
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(%peer, "controller connection closed: {e}");
+                return;
+            }
+            Ok(Some(Frame::Raft(m))) => Inbound::Message(m),
+            Ok(Some(Frame::Observe { node })) => {
+                observer = Some(node);
+                let writer = w.take().map(|w| {
+                    let (tx, rx) = local_channel::new_unbounded::<Vec<u8>>();
+                    glommio::spawn_local(observer_writer(w, rx)).detach();
+                    tx
+                });
+                Inbound::Observer { node, writer }
+            }
+            Ok(Some(Frame::Propose { tag, batch })) => match observer {
+                Some(node) => Inbound::Remote { node, tag, batch },
+                None => {
+                    tracing::warn!(%peer, "controller connection closed: a proposal before hello");
                     return;
                 }
-            }
-            Err(e) => {
-                tracing::warn!(%peer, "controller connection closed: not a raft message: {e}");
+            },
+            Ok(Some(_)) => {
+                tracing::warn!(%peer, "controller connection closed: a frame only controllers send");
                 return;
+            }
+        };
+        if inbox.try_send(inbound).is_err() {
+            return;
+        }
+    }
+}
+
+/// Writes frames to one observer until its channel closes or a write fails.
+async fn observer_writer(
+    mut w: futures_lite::io::WriteHalf<TcpStream>,
+    frames: LocalReceiver<Vec<u8>>,
+) {
+    while let Some(f) = frames.recv().await {
+        if w.write_all(&f).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The observers connected to this controller: each gets this node's image when it connects
+/// and whenever it changes (or the leader does), and the answers to its proposals.
+#[derive(Default)]
+struct Observers {
+    writers: BTreeMap<u64, LocalSender<Vec<u8>>>,
+    /// (term, leader, applied index) last sent.
+    sent: (u64, u64, u64),
+}
+
+impl Observers {
+    fn image_frame(&self, node: &QuorumNode) -> Vec<u8> {
+        let (term, leader) = node.term_and_leader();
+        frames::encode(&Frame::Image {
+            term,
+            leader,
+            applied_index: node.applied_index(),
+            image: node.image().to_snapshot(),
+        })
+    }
+
+    /// Sends the image to every observer if it changed since last sent.
+    fn follow(&mut self, node: &QuorumNode) {
+        let (term, leader) = node.term_and_leader();
+        let now = (term, leader, node.applied_index());
+        if self.writers.is_empty() || now == self.sent {
+            return;
+        }
+        self.sent = now;
+        let frame = self.image_frame(node);
+        self.writers
+            .retain(|_, w| w.try_send(frame.clone()).is_ok());
+    }
+
+    fn send(&mut self, answers: Vec<(u64, Frame)>) {
+        for (node, frame) in answers {
+            if let Some(w) = self.writers.get(&node) {
+                if w.try_send(frames::encode(&frame)).is_err() {
+                    self.writers.remove(&node);
+                }
             }
         }
     }
@@ -435,13 +498,8 @@ async fn writer(
     let mut retry_at = Instant::now();
     while let Some(m) = outbox.recv().await {
         let snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
-        // The length prefix, then the message encoded straight after it: one buffer, no copy.
-        let mut frame = vec![0u8; 4];
-        if m.write_to_vec(&mut frame).is_err() {
-            continue;
-        }
-        let len = (frame.len() - 4) as u32;
-        frame[..4].copy_from_slice(&len.to_be_bytes());
+        // The message is encoded straight after the length prefix and kind: one buffer.
+        let frame = frames::encode(&Frame::Raft(m));
         if conn.is_none() && Instant::now() >= retry_at {
             conn = TcpStream::connect_timeout(addr, CONNECT_TIMEOUT).await.ok();
             match &conn {
