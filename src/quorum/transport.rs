@@ -331,8 +331,10 @@ pub async fn run(
         }
         remote_answers.extend(proposals.expire(Instant::now(), out.applied_term));
         status.publish(&node, image.as_ref());
-        observers.send(remote_answers);
+        // The image before the answers: an observer told its change applied already has
+        // the image with it.
         observers.follow(&node);
+        observers.send(remote_answers);
     };
     proposals.stop();
     drop(writers);
