@@ -151,13 +151,9 @@ impl Shard {
     /// node). Only those are opened here.
     pub fn hosts(&self, topic: &TopicMeta, partition: i32) -> bool {
         topic
-            .replicas(partition, self.node_id())
-            .contains(&self.node_id())
-    }
-
-    /// The partition's leader (`None`: offline), as every broker derives it from the image.
-    pub fn leader_of(&self, topic: &TopicMeta, partition: i32) -> Option<i32> {
-        self.metadata().leader(topic, partition, self.node_id())
+            .placement
+            .get(partition as usize)
+            .is_none_or(|replicas| replicas.contains(&self.node_id()))
     }
 
     pub fn partition(&self, topic: &str, partition: i32) -> Option<Rc<Partition>> {

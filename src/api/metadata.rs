@@ -165,23 +165,20 @@ pub struct BrokerEntry {
 }
 
 /// The brokers clients are told about: this node alone, or a cluster's live (registered,
-/// unfenced) brokers, with this node added while its registration is on its way (a client
-/// that reached it can always come back to it).
+/// unfenced) brokers. (A cluster's broker serves clients only once it is one of them:
+/// `Shard::until_serving`.)
 pub fn brokers(shard: &Shard) -> Vec<BrokerEntry> {
-    let me = || {
+    if shard.cluster.is_none() {
         let (host, port) = advertised(shard);
-        BrokerEntry {
+        return vec![BrokerEntry {
             id: shard.node_id(),
             host,
             port,
             rack: shard.config.broker_rack.clone(),
-        }
-    };
-    if shard.cluster.is_none() {
-        return vec![me()];
+        }];
     }
-    let image = shard.metadata();
-    let mut out: Vec<BrokerEntry> = image
+    shard
+        .metadata()
         .live_brokers()
         .map(|b| BrokerEntry {
             id: b.id,
@@ -189,11 +186,7 @@ pub fn brokers(shard: &Shard) -> Vec<BrokerEntry> {
             port: b.port,
             rack: b.rack.clone(),
         })
-        .collect();
-    if !image.brokers.contains_key(&shard.node_id()) {
-        out.push(me());
-    }
-    out
+        .collect()
 }
 
 /// The broker clients should send controller requests to: this node, or a cluster's active

@@ -7,9 +7,10 @@
 //! way its authors test it, by a harness that delivers, drops, delays and partitions messages
 //! (`tests.rs`). [`QuorumNode`] wraps one `RawNode`:
 //!
-//! - a proposal is a batch of metadata records, decided by the leader against its image (the
-//!   controller's job) and carried as one Raft entry; its id is the entry's (term, index), so
-//!   the proposer knows, when that index is applied, whether it was its entry or a successor's;
+//! - a proposal is a batch of metadata records carried as one Raft entry. The broker proposes
+//!   from any node with [`QuorumNode::propose_tagged`] (a follower forwards it to the leader)
+//!   and recognises its entry by the tag in the entry's context; [`QuorumNode::propose`], the
+//!   leader's own, identifies it by the entry's (term, index) (the deterministic tests use it);
 //! - a committed entry is applied to the image atomically: all its records, or, when one does
 //!   not fit (two leaders' decisions racing across an election), none, and the same on every
 //!   node, since every node applies the same entries to the same image;
@@ -19,9 +20,8 @@
 //!   entries before it are dropped; a follower too far behind receives the snapshot.
 //!
 //! The log is durable with [`QuorumNode::open`] (`disk.rs`); [`transport`] runs a node on a
-//! glommio executor and talks TCP with the other controllers. Not yet here: wiring into
-//! `tidelog serve` (today one node runs without Raft, writing the same
-//! records to its own metadata log, `metadata::log`).
+//! glommio executor and talks TCP with the other controllers and with broker-only nodes
+//! ([`observer`]); `crate::cluster` runs it in `tidelog serve`.
 
 mod disk;
 pub mod frames;

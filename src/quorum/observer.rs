@@ -21,7 +21,7 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 
 use super::frames::{self, Frame, Outcome};
-use super::transport::{Command, ProposeError, Proposed, StatusBoard, PROPOSAL_TIMEOUT, TICK};
+use super::transport::{Command, ProposeError, Proposed, StatusBoard, PROPOSAL_TIMEOUT};
 use crate::metadata::records;
 use crate::metadata::MetadataImage;
 
@@ -34,6 +34,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 enum Next {
     Event(Event),
     Command(Command),
+    /// The earliest proposal's deadline passed.
     Tick,
     Stop,
 }
@@ -90,8 +91,14 @@ pub async fn observe(
                         Err(_) => Next::Stop,
                     }
                 },
+                // Awake only for the next proposal's deadline: an idle broker sleeps.
                 async {
-                    glommio::timer::sleep(TICK).await;
+                    match waiting.values().map(|(deadline, _, _)| *deadline).min() {
+                        Some(d) => {
+                            glommio::timer::sleep(d.saturating_duration_since(Instant::now())).await
+                        }
+                        None => futures_lite::future::pending::<()>().await,
+                    }
                     Next::Tick
                 },
             ),
