@@ -18,7 +18,7 @@ use crate::error::{ApiError, ErrorCode, MetadataError};
 use crate::metadata::configs::{self, ConfigEdit};
 use crate::metadata::controller::Controller;
 use crate::metadata::records::{self, MetadataRecord};
-use crate::metadata::{self, MetadataImage, TopicMeta};
+use crate::metadata::{self, MetadataImage, PartitionState, TopicMeta};
 use crate::router::METADATA_SHARD;
 use crate::shard::Shard;
 
@@ -107,10 +107,10 @@ pub async fn create_topics(
                     id: metadata::random_uuid(),
                     partitions,
                     configs: t.configs.clone(),
-                    placement: Vec::new(),
+                    states: Vec::new(),
                 };
                 if s.cluster.is_some() {
-                    meta.placement = place(change.image(), 0, partitions);
+                    meta.states = place(change.image(), 0, partitions);
                 }
                 if !validate_only {
                     change.write(MetadataRecord::Topic {
@@ -119,13 +119,7 @@ pub async fn create_topics(
                         partitions,
                         configs: meta.configs.clone(),
                     })?;
-                    if !meta.placement.is_empty() {
-                        change.write(MetadataRecord::Placement {
-                            id: meta.id,
-                            first: 0,
-                            replicas: meta.placement.clone(),
-                        })?;
-                    }
+                    write_states(change, meta.id, 0, &meta.states)?;
                 }
                 Ok(Arc::new(meta))
             })
@@ -247,13 +241,10 @@ pub async fn create_partitions(
                         id: meta.id,
                         partitions: *count,
                     })?;
-                    if !meta.placement.is_empty() {
+                    if !meta.states.is_empty() {
                         let added = *count - meta.partitions;
-                        change.write(MetadataRecord::Placement {
-                            id: meta.id,
-                            first: meta.partitions,
-                            replicas: place(change.image(), meta.partitions, added),
-                        })?;
+                        let states = place(change.image(), meta.partitions, added);
+                        write_states(change, meta.id, meta.partitions, &states)?;
                     }
                 }
                 Ok(())
@@ -263,12 +254,32 @@ pub async fn create_partitions(
     .await
 }
 
-/// Replicas for partitions `first..first + count` of a cluster's topic, one each (no
-/// replication yet), round robin over the live brokers from a random start as Kafka places
-/// them.
-fn place(image: &MetadataImage, first: i32, count: i32) -> Vec<Vec<i32>> {
+/// The states of new partitions `first..first + count` of a cluster's topic: one replica each
+/// (no replication yet), round robin over the live brokers from a random start as Kafka
+/// places them, each led by its first replica.
+fn place(image: &MetadataImage, first: i32, count: i32) -> Vec<PartitionState> {
     let start = metadata::random_uuid().as_u128() as usize;
     crate::cluster::place(image, first, count, 1, start)
+        .into_iter()
+        .map(PartitionState::new)
+        .collect()
+}
+
+/// Writes the Partition records of new partitions `first..` (none on a single node).
+fn write_states(
+    change: &mut Change,
+    id: uuid::Uuid,
+    first: i32,
+    states: &[PartitionState],
+) -> Result<(), ApiError> {
+    for (index, state) in (first..).zip(states) {
+        change.write(MetadataRecord::Partition {
+            id,
+            index,
+            state: state.clone(),
+        })?;
+    }
+    Ok(())
 }
 
 /// Partitions in `image`, every topic (internal ones too) counted.

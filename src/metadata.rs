@@ -12,12 +12,15 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use crate::config::{PARTITIONS_PER_TOPIC_MAX, TOPIC_NAME_LEN_MAX};
-use crate::error::MetadataError;
+use crate::error::{ErrorCode, MetadataError};
 
 pub mod configs;
 pub mod controller;
 pub mod log;
 pub mod records;
+mod snapshot;
+
+use snapshot::{decode, encode};
 
 pub use configs::log_config;
 
@@ -29,19 +32,146 @@ pub struct TopicMeta {
     pub partitions: i32,
     /// Topic-level overrides only, by Kafka name (`retention.ms`, ...).
     pub configs: BTreeMap<String, String>,
-    /// Each partition's replicas, preferred leader first (a cluster's topics); empty on a
-    /// single node, where every partition is the one broker's.
-    pub placement: Vec<Vec<i32>>,
+    /// Each partition's replicas, ISR, leader and epochs (a cluster's topics, by partition
+    /// index); empty on a single node, where every partition is the one broker's and its
+    /// leader epoch never changes ([`SINGLE_NODE_EPOCH`]).
+    pub states: Vec<PartitionState>,
 }
 
+/// The leader epoch of a single node's partitions: a single node never changes leader.
+pub const SINGLE_NODE_EPOCH: i32 = 0;
+
+/// No leader: the partition is offline (Kafka's `NO_LEADER`).
+pub const NO_LEADER: i32 = -1;
+
 impl TopicMeta {
-    /// The replicas of `partition`: its placement, or `single` (the one node's id) when the
+    /// The state of `partition` in a cluster; `None` on a single node (or out of range).
+    pub fn state(&self, partition: i32) -> Option<&PartitionState> {
+        usize::try_from(partition)
+            .ok()
+            .and_then(|p| self.states.get(p))
+    }
+
+    /// The replicas of `partition`: its state's, or `single` (the one node's id) when the
     /// topic has none.
     pub fn replicas(&self, partition: i32, single: i32) -> Vec<i32> {
-        match self.placement.get(partition as usize) {
-            Some(r) => r.clone(),
-            None => vec![single],
+        self.state(partition)
+            .map_or_else(|| vec![single], |s| s.replicas.clone())
+    }
+
+    /// The in-sync replicas of `partition` (`single` on a single node).
+    pub fn isr(&self, partition: i32, single: i32) -> Vec<i32> {
+        self.state(partition)
+            .map_or_else(|| vec![single], |s| s.isr.clone())
+    }
+
+    /// The leader of `partition`: `single` on a single node, else its state's leader, `None`
+    /// when it has none (offline).
+    pub fn leader(&self, partition: i32, single: i32) -> Option<i32> {
+        match self.state(partition) {
+            None => Some(single),
+            Some(s) => (s.leader != NO_LEADER).then_some(s.leader),
         }
+    }
+
+    /// The current leader epoch of `partition`.
+    pub fn leader_epoch(&self, partition: i32) -> i32 {
+        self.state(partition)
+            .map_or(SINGLE_NODE_EPOCH, |s| s.leader_epoch)
+    }
+
+    /// Checks a client's `current_leader_epoch` for `partition` (-1: not given) against ours
+    /// (KIP-320): newer than ours is UNKNOWN_LEADER_EPOCH (this broker has not seen the change
+    /// yet), older is FENCED_LEADER_EPOCH (the client's metadata is stale).
+    pub fn check_leader_epoch(&self, partition: i32, current: i32) -> Option<ErrorCode> {
+        let ours = self.leader_epoch(partition);
+        match current {
+            c if c > ours => Some(ErrorCode::UnknownLeaderEpoch),
+            c if c >= 0 && c < ours => Some(ErrorCode::FencedLeaderEpoch),
+            _ => None,
+        }
+    }
+}
+
+/// One partition of a cluster topic: Kafka's PartitionRecord, as its PartitionChangeRecords
+/// leave it. Every node reads the leader and the epochs from here; only the active controller
+/// changes them (`quorum::elections`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionState {
+    /// The replicas, preferred leader first.
+    pub replicas: Vec<i32>,
+    /// The in-sync replicas: never empty; a partition whose last in-sync replica is fenced
+    /// keeps it here (and has no leader) so that only it can lead again, as Kafka does.
+    pub isr: Vec<i32>,
+    /// The leader, a member of the ISR, or [`NO_LEADER`].
+    pub leader: i32,
+    /// Raised on every change of leader (KIP-101, KIP-320): clients and replicas detect a
+    /// stale leader and a divergent log by it.
+    pub leader_epoch: i32,
+    /// Raised on every change of the partition (Kafka's partition epoch), so that two changes
+    /// decided from the same state cannot both apply.
+    pub partition_epoch: i32,
+}
+
+impl PartitionState {
+    /// A new partition on `replicas`, led by the first with every replica in sync.
+    pub fn new(replicas: Vec<i32>) -> PartitionState {
+        PartitionState {
+            leader: replicas.first().copied().unwrap_or(NO_LEADER),
+            isr: replicas.clone(),
+            replicas,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        }
+    }
+
+    /// Checks the state's own rules: replicas given and distinct, the ISR a non-empty subset
+    /// of them, the leader in the ISR or none, epochs not negative.
+    pub fn check(&self) -> Result<(), String> {
+        let distinct = self
+            .replicas
+            .iter()
+            .enumerate()
+            .all(|(i, r)| !self.replicas[..i].contains(r));
+        if self.replicas.is_empty() || !distinct {
+            return Err(format!("bad replicas {:?}", self.replicas));
+        }
+        if self.isr.is_empty() || !self.isr.iter().all(|b| self.replicas.contains(b)) {
+            return Err(format!(
+                "ISR {:?} is not a subset of replicas {:?}",
+                self.isr, self.replicas
+            ));
+        }
+        if self.leader != NO_LEADER && !self.isr.contains(&self.leader) {
+            return Err(format!(
+                "leader {} is not in the ISR {:?}",
+                self.leader, self.isr
+            ));
+        }
+        if self.leader_epoch < 0 || self.partition_epoch < 0 {
+            return Err("negative epoch".into());
+        }
+        Ok(())
+    }
+
+    /// Whether `next` may follow this state: one partition epoch later, and a leader epoch
+    /// that rises exactly when the leader changes.
+    pub fn check_change(&self, next: &PartitionState) -> Result<(), String> {
+        next.check()?;
+        if next.partition_epoch != self.partition_epoch + 1 {
+            return Err(format!(
+                "partition epoch {} follows {}",
+                next.partition_epoch, self.partition_epoch
+            ));
+        }
+        let expected = self.leader_epoch + i32::from(next.leader != self.leader);
+        if next.leader_epoch != expected {
+            return Err(format!(
+                "leader epoch {} after {} (leader {} -> {})",
+                next.leader_epoch, self.leader_epoch, self.leader, next.leader
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -85,21 +215,9 @@ impl MetadataImage {
         self.topics.values().find(|t| t.id == id)
     }
 
-    /// The leader of a partition: on a single node (no placement) `single`, the node itself;
-    /// in a cluster the first of its replicas that is registered and not fenced, or `None`
-    /// (offline) when none is. Derived the same way on every node from the same image.
-    ///
-    /// Until partition data is replicated (issue 13) every cluster topic has one replica, so
-    /// its leader never moves to another broker and the leader epoch stays
-    /// [`crate::partitions::LEADER_EPOCH`]; elections with epochs come with replication.
-    pub fn leader(&self, topic: &TopicMeta, partition: i32, single: i32) -> Option<i32> {
-        let Some(replicas) = topic.placement.get(partition as usize) else {
-            return Some(single);
-        };
-        replicas
-            .iter()
-            .copied()
-            .find(|id| self.brokers.get(id).is_some_and(|b| !b.fenced))
+    /// Whether broker `id` is registered and not fenced.
+    pub fn is_live(&self, id: i32) -> bool {
+        self.brokers.get(&id).is_some_and(|b| !b.fenced)
     }
 
     /// The brokers clients are told about: registered and not fenced.
@@ -243,187 +361,6 @@ pub fn store(data_dir: &Path, image: &MetadataImage) -> Result<(), MetadataError
     crate::durable::replace_file(dir, "topics.toml", encode(image).as_bytes()).map_err(io)
 }
 
-fn encode(image: &MetadataImage) -> String {
-    let mut root = toml::Table::new();
-    root.insert("cluster_id".into(), image.cluster_id.clone().into());
-    root.insert("applied".into(), (image.applied as i64).into());
-    let mut topics = toml::Table::new();
-    for t in image.topics.values() {
-        let mut e = toml::Table::new();
-        e.insert("id".into(), t.id.to_string().into());
-        e.insert("partitions".into(), i64::from(t.partitions).into());
-        let configs: toml::Table = t
-            .configs
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone().into()))
-            .collect();
-        e.insert("configs".into(), configs.into());
-        if !t.placement.is_empty() {
-            let placement: toml::value::Array = t
-                .placement
-                .iter()
-                .map(|r| {
-                    let r: toml::value::Array = r.iter().map(|&b| i64::from(b).into()).collect();
-                    toml::Value::from(r)
-                })
-                .collect();
-            e.insert("placement".into(), placement.into());
-        }
-        topics.insert(t.name.to_string(), e.into());
-    }
-    root.insert("topics".into(), topics.into());
-    let brokers: toml::Table = image
-        .broker_configs
-        .iter()
-        .map(|(name, configs)| {
-            let c: toml::Table = configs
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone().into()))
-                .collect();
-            (name.clone(), c.into())
-        })
-        .collect();
-    root.insert("broker_configs".into(), brokers.into());
-    if !image.brokers.is_empty() {
-        let registered: toml::Table = image
-            .brokers
-            .values()
-            .map(|b| {
-                let mut e = toml::Table::new();
-                e.insert("host".into(), b.host.clone().into());
-                e.insert("port".into(), i64::from(b.port).into());
-                if let Some(rack) = &b.rack {
-                    e.insert("rack".into(), rack.clone().into());
-                }
-                e.insert("fenced".into(), b.fenced.into());
-                (b.id.to_string(), e.into())
-            })
-            .collect();
-        root.insert("brokers".into(), registered.into());
-    }
-    if image.producer_ids_next != 0 {
-        root.insert("producer_ids_next".into(), image.producer_ids_next.into());
-    }
-    root.to_string()
-}
-
-fn decode(text: &str) -> Result<MetadataImage, String> {
-    let root: toml::Table = text.parse().map_err(|e| format!("{e}"))?;
-    let cluster_id = root
-        .get("cluster_id")
-        .and_then(|v| v.as_str())
-        .ok_or("missing cluster_id")?
-        .to_string();
-    // Absent in snapshots written before the metadata log existed: nothing applied from it.
-    let applied = root
-        .get("applied")
-        .map(|v| {
-            v.as_integer()
-                .filter(|n| *n >= 0)
-                .ok_or("applied is not a count")
-        })
-        .transpose()?
-        .unwrap_or(0) as u64;
-    let mut topics = BTreeMap::new();
-    if let Some(t) = root.get("topics").and_then(|v| v.as_table()) {
-        for (name, e) in t {
-            let id = e
-                .get("id")
-                .and_then(|v| v.as_str())
-                .ok_or("topic without id")?;
-            let id = Uuid::parse_str(id).map_err(|e| e.to_string())?;
-            let partitions = e
-                .get("partitions")
-                .and_then(|v| v.as_integer())
-                .ok_or("topic without partitions")? as i32;
-            let configs = e
-                .get("configs")
-                .and_then(|v| v.as_table())
-                .map(|c| {
-                    c.iter()
-                        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                        .collect()
-                })
-                .unwrap_or_default();
-            // Absent for a single node's topics.
-            let placement = match e.get("placement") {
-                None => Vec::new(),
-                Some(p) => p
-                    .as_array()
-                    .ok_or("placement is not a list")?
-                    .iter()
-                    .map(|r| {
-                        r.as_array()
-                            .ok_or("placement is not a list of lists")?
-                            .iter()
-                            .map(|b| b.as_integer().map(|b| b as i32).ok_or("not a node id"))
-                            .collect::<Result<Vec<i32>, _>>()
-                    })
-                    .collect::<Result<Vec<_>, _>>()?,
-            };
-            let name: Arc<str> = name.as_str().into();
-            topics.insert(
-                name.clone(),
-                Arc::new(TopicMeta {
-                    name,
-                    id,
-                    partitions,
-                    configs,
-                    placement,
-                }),
-            );
-        }
-    }
-    let string_table = |v: &toml::Value| -> BTreeMap<String, String> {
-        v.as_table()
-            .map(|c| {
-                c.iter()
-                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    // Absent in files written before dynamic broker configs existed.
-    let broker_configs = root
-        .get("broker_configs")
-        .and_then(|v| v.as_table())
-        .map(|t| {
-            t.iter()
-                .map(|(name, c)| (name.clone(), string_table(c)))
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut brokers = BTreeMap::new();
-    if let Some(t) = root.get("brokers").and_then(|v| v.as_table()) {
-        for (id, e) in t {
-            let id: i32 = id.parse().map_err(|_| format!("broker id {id:?}"))?;
-            let field = |k: &str| e.get(k).ok_or(format!("broker {id} without {k}"));
-            brokers.insert(
-                id,
-                BrokerMeta {
-                    id,
-                    host: field("host")?.as_str().ok_or("host")?.to_string(),
-                    port: field("port")?.as_integer().ok_or("port")? as i32,
-                    rack: e.get("rack").and_then(|v| v.as_str()).map(str::to_string),
-                    fenced: field("fenced")?.as_bool().ok_or("fenced")?,
-                },
-            );
-        }
-    }
-    let producer_ids_next = root
-        .get("producer_ids_next")
-        .and_then(|v| v.as_integer())
-        .unwrap_or(0);
-    Ok(MetadataImage {
-        cluster_id,
-        applied,
-        topics,
-        broker_configs,
-        brokers,
-        producer_ids_next,
-    })
-}
-
 /// What [`format`] found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Formatted {
@@ -550,7 +487,7 @@ mod tests {
                 id: random_uuid(),
                 partitions: 3,
                 configs,
-                placement: Vec::new(),
+                states: Vec::new(),
             }),
         );
         let dynamic = BTreeMap::from([("log.retention.ms".to_string(), "5".to_string())]);

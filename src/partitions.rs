@@ -7,7 +7,7 @@
 //! write failure) and unloaded (its topic deleted). The core thus never calls into the services
 //! built on it (`tests/module_graph.rs` keeps it that way).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -19,44 +19,59 @@ use std::time::Instant;
 use crate::error::ErrorCode;
 use crate::log::{AppendInfo, Durability, LogError, Offset, PartitionLog, ReadSlice};
 
-/// The leader epoch of every partition: a single node never changes leader.
-pub const LEADER_EPOCH: i32 = 0;
-
-/// Checks a client's `current_leader_epoch` (-1: not given) against ours (KIP-320): newer than
-/// ours is UNKNOWN_LEADER_EPOCH, older is FENCED_LEADER_EPOCH.
-pub fn check_leader_epoch(current: i32) -> Option<crate::error::ErrorCode> {
-    use crate::error::ErrorCode;
-    match current {
-        c if c > LEADER_EPOCH => Some(ErrorCode::UnknownLeaderEpoch),
-        c if c >= 0 && c != LEADER_EPOCH => Some(ErrorCode::FencedLeaderEpoch),
-        _ => None,
-    }
-}
-
 /// Identifies a partition on its owner shard.
 pub type PartitionKey = (Arc<str>, i32);
 
 /// One topic's partitions on this shard, by index.
 type TopicPartitions = HashMap<i32, Rc<Partition>>;
 
-/// A partition owned by this shard: its log and the fetches parked on it.
+/// A partition owned by this shard: its log, its role and the fetches parked on it.
 ///
 /// Created when a metadata image that names it reaches the owner shard; dropped (and its
 /// directory removed) when an image without its topic arrives.
 pub struct Partition {
     pub topic_id: uuid::Uuid,
     pub log: PartitionLog,
+    /// What the latest image says of this broker's replica ([`Partition::set_role`]).
+    role: Cell<Role>,
     /// Parked fetches: each fires once the high watermark passes its offset.
     waiters: RefCell<Vec<(i64, flume::Sender<()>)>>,
 }
 
+/// This broker's replica of a partition, as the metadata image has it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Role {
+    /// This broker leads the partition (always, on a single node).
+    pub leader: bool,
+    /// The partition's leader epoch.
+    pub leader_epoch: i32,
+}
+
 impl Partition {
-    pub fn new(topic_id: uuid::Uuid, log: PartitionLog) -> Partition {
+    /// A partition opened in `role`; call [`Partition::set_role`] before it serves, so that a
+    /// new leader epoch reaches the log.
+    pub fn new(topic_id: uuid::Uuid, log: PartitionLog, role: Role) -> Partition {
         Partition {
             topic_id,
             log,
+            role: Cell::new(role),
             waiters: RefCell::new(Vec::new()),
         }
+    }
+
+    pub fn role(&self) -> Role {
+        self.role.get()
+    }
+
+    /// Takes the role the latest image gives this broker's replica. A leader of a new epoch
+    /// notes where its epoch starts in the log's epoch cache before anything is appended in
+    /// it (Kafka's `makeLeader`), so OffsetForLeaderEpoch for the previous epoch ends there.
+    pub async fn set_role(&self, role: Role) -> Result<(), LogError> {
+        self.role.set(role);
+        if role.leader {
+            self.log.begin_epoch(role.leader_epoch).await?;
+        }
+        Ok(())
     }
 
     /// Signals `tx` once the high watermark exceeds `offset`. A waiting read hands the same
@@ -73,16 +88,19 @@ impl Partition {
         w.push((offset, tx));
     }
 
-    /// Appends a batch as this broker's leader (`LEADER_EPOCH`) and wakes the fetches that the
-    /// new data satisfies: every append of the broker goes through here, so none can forget
-    /// the wake-up. (Replication will hook in here: a leader's append, then the high watermark
+    /// Appends a batch as this broker's leader, stamped with the current leader epoch, and
+    /// wakes the fetches that the new data satisfies: every append of the broker goes through
+    /// here, so none can forget the wake-up. (Replication will hook in here: a leader's append, then the high watermark
     /// moving once followers have it.)
     pub async fn append(
         &self,
         batch: &[u8],
         durability: Durability,
     ) -> Result<AppendInfo, LogError> {
-        let r = self.log.append(batch, LEADER_EPOCH, durability).await;
+        let r = self
+            .log
+            .append(batch, self.role.get().leader_epoch, durability)
+            .await;
         self.notify();
         r
     }
@@ -284,10 +302,11 @@ impl Wait {
 }
 
 impl Partitions {
-    /// A partition this shard owns, or NOT_LEADER_OR_FOLLOWER (the answer Kafka gives for a
-    /// partition a broker does not lead).
+    /// A partition this shard owns and leads, or NOT_LEADER_OR_FOLLOWER (the answer Kafka
+    /// gives for a partition a broker does not lead).
     pub fn leader(&self, topic: &str, partition: i32) -> Result<Rc<Partition>, ErrorCode> {
         self.get(topic, partition)
+            .filter(|p| p.role.get().leader)
             .ok_or(ErrorCode::NotLeaderOrFollower)
     }
 

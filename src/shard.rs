@@ -18,7 +18,7 @@ use crate::log::{LogError, OffsetMap, PartitionLog};
 use crate::metadata::controller::Controller;
 use crate::metadata::{self, configs, MetadataImage, TopicMeta};
 use crate::partitions::Partitions;
-pub use crate::partitions::{check_leader_epoch, Partition, PartitionKey, LEADER_EPOCH};
+pub use crate::partitions::{Partition, PartitionKey, Role};
 use crate::router::{shard_for, Router, METADATA_SHARD};
 
 /// The suffix of a deleted partition's directory, as in Kafka (`<topic>-<p>.<id>-delete`).
@@ -151,9 +151,17 @@ impl Shard {
     /// node). Only those are opened here.
     pub fn hosts(&self, topic: &TopicMeta, partition: i32) -> bool {
         topic
-            .placement
-            .get(partition as usize)
-            .is_none_or(|replicas| replicas.contains(&self.node_id()))
+            .state(partition)
+            .is_none_or(|s| s.replicas.contains(&self.node_id()))
+    }
+
+    /// The role `topic` gives this broker's replica of `partition`.
+    fn role(&self, topic: &TopicMeta, partition: i32) -> Role {
+        let me = self.node_id();
+        Role {
+            leader: topic.leader(partition, me) == Some(me),
+            leader_epoch: topic.leader_epoch(partition),
+        }
     }
 
     pub fn partition(&self, topic: &str, partition: i32) -> Option<Rc<Partition>> {
@@ -194,6 +202,7 @@ impl Shard {
             self.discard_partition_dir(&key, p.topic_id).await;
         }
         self.refresh_configs(&image);
+        self.refresh_roles(&image).await;
         for topic in image.topics.values() {
             for p in 0..topic.partitions {
                 if self.owner(topic, p) != self.id()
@@ -207,6 +216,24 @@ impl Shard {
                     // (NOT_LEADER_OR_FOLLOWER) until the cause is fixed and it reopens.
                     error!(topic = %topic.name, partition = p, "cannot open partition: {e}");
                 }
+            }
+        }
+    }
+
+    /// Gives this shard's partitions the roles the image names (a leader elected, moved away
+    /// or at a new epoch).
+    async fn refresh_roles(&self, image: &MetadataImage) {
+        for ((topic, index), p) in self.owned_partitions() {
+            let Some(meta) = image.topic(&topic).filter(|m| m.id == p.topic_id) else {
+                continue;
+            };
+            let role = self.role(meta, index);
+            if role == p.role() {
+                continue;
+            }
+            info!(%topic, partition = index, leader = role.leader, epoch = role.leader_epoch, "partition role changed");
+            if let Err(e) = p.set_role(role).await {
+                error!(%topic, partition = index, "taking the partition's new role: {e}");
             }
         }
     }
@@ -261,7 +288,9 @@ impl Shard {
             metadata::log_config(&broker, &Default::default()).expect("broker defaults are valid")
         });
         let log = PartitionLog::open(dir, cfg).await?;
-        let p = Rc::new(Partition::new(topic.id, log));
+        let role = self.role(topic, partition);
+        let p = Rc::new(Partition::new(topic.id, log, role));
+        p.set_role(role).await?;
         self.partitions.load(topic.name.clone(), partition, p).await;
         Ok(())
     }

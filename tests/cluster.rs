@@ -7,7 +7,9 @@
 //! consumed through node 3; consumer groups coordinated by different brokers; DescribeCluster
 //! naming the active controller; SIGKILL of that controller, then a topic created through the
 //! survivors (the time it took is printed); the killed broker fenced and dropped from
-//! Metadata, its partitions offline; back after a restart with its data; and every node's
+//! Metadata, its partitions offline; back after a restart with its data, leading them at a new
+//! leader epoch (fenced and unknown epochs refused, the epoch cache and new batches carrying
+//! it); and every node's
 //! metadata the same at the end. Faults: the active controller cut off by the network (a proxy
 //! between every pair of controllers drops everything) steps down while the other two go on,
 //! and nothing diverges after healing; a paused controller (SIGSTOP) and a full restart of
@@ -28,10 +30,16 @@ use common::serve::Serve;
 use common::{eventually, tidelog_bin};
 use kafka_protocol::error::ResponseError as ErrorCode;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+use kafka_protocol::messages::offset_for_leader_epoch_request::{
+    OffsetForLeaderPartition, OffsetForLeaderTopic,
+};
 use kafka_protocol::messages::{
-    CreateTopicsRequest, DescribeClusterRequest, DescribeQuorumRequest, FindCoordinatorRequest,
-    GroupId, MetadataRequest, MetadataResponse, OffsetFetchRequest,
+    BrokerId, CreateTopicsRequest, DescribeClusterRequest, DescribeQuorumRequest, FetchRequest,
+    FindCoordinatorRequest, GroupId, ListOffsetsRequest, MetadataRequest, MetadataResponse,
+    OffsetFetchRequest, OffsetForLeaderEpochRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::config::ClientConfig;
@@ -293,6 +301,98 @@ fn leaders(md: &MetadataResponse, name: &str) -> BTreeMap<i32, i32> {
         .collect()
 }
 
+/// Partition -> leader epoch of `name` in `md`.
+fn leader_epochs(md: &MetadataResponse, name: &str) -> BTreeMap<i32, i32> {
+    md.topics
+        .iter()
+        .filter(|t| t.name.as_ref().is_some_and(|n| n.as_str() == name))
+        .flat_map(|t| t.partitions.iter())
+        .map(|p| (p.partition_index, p.leader_epoch))
+        .collect()
+}
+
+/// After broker `back` was fenced and returned, the partitions it leads (`offline` while it
+/// was away) are at leader epoch 2 (one change to no leader, one back) and the others still at
+/// 0; its log starts epoch 2 where epoch 0 ended; a client with an older epoch is fenced, one
+/// with a newer epoch told it is unknown; and a batch appended now carries epoch 2.
+fn leader_epochs_moved(cluster: &Cluster, via: u32, back: u32, offline: &[i32]) {
+    let epochs = leader_epochs(&cluster.metadata(via), "spread");
+    for (p, e) in &epochs {
+        let want = if offline.contains(p) { 2 } else { 0 };
+        assert_eq!(*e, want, "leader epoch of spread-{p}: {epochs:?}");
+    }
+    let Some(&p) = offline.first() else {
+        return;
+    };
+    let mut leader = Raw::connect(&cluster.addr(back));
+    let mut latest = |current: i32| {
+        let req = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![ListOffsetsTopic::default()
+                .with_name(topic("spread"))
+                .with_partitions(vec![ListOffsetsPartition::default()
+                    .with_partition_index(p)
+                    .with_current_leader_epoch(current)
+                    .with_timestamp(-1)])]);
+        leader.call(&req, 7).topics[0].partitions[0].clone()
+    };
+    assert_eq!(latest(0).error_code, ErrorCode::FencedLeaderEpoch.code());
+    assert_eq!(latest(3).error_code, ErrorCode::UnknownLeaderEpoch.code());
+    let now = latest(2);
+    assert_eq!((now.error_code, now.leader_epoch), (0, 2));
+    let end_of = |epoch: i32| {
+        let req = OffsetForLeaderEpochRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![OffsetForLeaderTopic::default()
+                .with_topic(topic("spread"))
+                .with_partitions(vec![OffsetForLeaderPartition::default()
+                    .with_partition(p)
+                    .with_current_leader_epoch(2)
+                    .with_leader_epoch(epoch)])]);
+        let r = Raw::connect(&cluster.addr(back)).call(&req, 4);
+        let r = &r.topics[0].partitions[0];
+        assert_eq!(r.error_code, 0);
+        (r.leader_epoch, r.end_offset)
+    };
+    assert_eq!(
+        end_of(0),
+        (0, now.offset),
+        "epoch 0 ends where epoch 2 began"
+    );
+    assert_eq!(end_of(2), (2, now.offset));
+    // A record appended now is stamped with epoch 2 (the batch header's partitionLeaderEpoch).
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.addr(via))
+        .create()
+        .expect("producer");
+    producer
+        .send(
+            BaseRecord::<str, str>::to("spread")
+                .partition(p)
+                .payload("after"),
+        )
+        .expect("enqueue");
+    producer.flush(Duration::from_secs(20)).expect("flush");
+    let req = FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_max_bytes(1 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(topic("spread"))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(p)
+                .with_current_leader_epoch(2)
+                .with_fetch_offset(now.offset)
+                .with_partition_max_bytes(1 << 20)])]);
+    let r = Raw::connect(&cluster.addr(back)).call(&req, 12);
+    let part = &r.responses[0].partitions[0];
+    assert_eq!(part.error_code, 0);
+    let batch = part.records.clone().expect("the new record");
+    assert!(batch.len() > 16);
+    let epoch = i32::from_be_bytes(batch[12..16].try_into().unwrap());
+    assert_eq!(epoch, 2, "the new batch's partition leader epoch");
+}
+
 /// CreateTopics through node `via`: the error code.
 fn create(cluster: &Cluster, via: u32, name: &str, partitions: i32) -> i16 {
     let req = CreateTopicsRequest::default()
@@ -478,6 +578,7 @@ fn three_nodes_on_one_machine_survive_the_loss_of_their_controller() {
     })
     .expect("the restarted broker leads its partitions again");
     assert_eq!(consume_all(&cluster.addr(3), "spread", 6, n), expected);
+    leader_epochs_moved(&cluster, survivor, active, &offline);
 
     // Every node ends with the same metadata.
     let views: Vec<View> = (1..=3)

@@ -102,7 +102,7 @@ fn fetch_while(
         id: topic_owned_by(owners, shards),
         partitions: owners.len() as i32,
         configs: BTreeMap::new(),
-        placement: Vec::new(),
+        states: Vec::new(),
     };
     let mut image = MetadataImage::default();
     image.topics.insert(meta.name.clone(), Arc::new(meta));

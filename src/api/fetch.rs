@@ -16,7 +16,7 @@ use crate::protocol::fetch::{
     encode_fetch_response, FetchHeader, FetchPartition, FetchTopic, FileRange,
 };
 use crate::protocol::request::{Request, RequestError};
-use crate::shard::{check_leader_epoch, Shard};
+use crate::shard::Shard;
 
 /// One requested topic, in request order, with how many partitions it asked for.
 struct RequestedTopic {
@@ -169,10 +169,10 @@ fn resolve(
                 Some(m) if p.partition < 0 || p.partition >= m.partitions => {
                     slot.error = Some(ErrorCode::UnknownTopicOrPartition)
                 }
-                Some(_) if check_leader_epoch(p.current_leader_epoch).is_some() => {
-                    slot.error = check_leader_epoch(p.current_leader_epoch)
-                }
-                Some(m) => slot.owner = shard.owner(m, p.partition),
+                Some(m) => match m.check_leader_epoch(p.partition, p.current_leader_epoch) {
+                    Some(e) => slot.error = Some(e),
+                    None => slot.owner = shard.owner(m, p.partition),
+                },
             }
             slots.push(slot);
         }

@@ -12,7 +12,7 @@ use super::{log_client_error, respond, Outcome, Session};
 use crate::error::ErrorCode;
 use crate::partitions::OffsetQuery;
 use crate::protocol::request::{Request, RequestError};
-use crate::shard::{check_leader_epoch, Shard, LEADER_EPOCH};
+use crate::shard::Shard;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -40,8 +40,13 @@ pub async fn handle(
                 Some(m) if p.partition_index < 0 || p.partition_index >= m.partitions => {
                     Err(ErrorCode::UnknownTopicOrPartition)
                 }
-                Some(_) if check_leader_epoch(p.current_leader_epoch).is_some() => {
-                    Err(check_leader_epoch(p.current_leader_epoch).expect("checked"))
+                Some(m)
+                    if m.check_leader_epoch(p.partition_index, p.current_leader_epoch)
+                        .is_some() =>
+                {
+                    Err(m
+                        .check_leader_epoch(p.partition_index, p.current_leader_epoch)
+                        .expect("checked"))
                 }
                 Some(_) if p.timestamp == MAX_TIMESTAMP && req.version() < 7 => {
                     Err(ErrorCode::UnsupportedVersion)
@@ -87,7 +92,10 @@ pub async fn handle(
                 Ok((offset, timestamp)) => {
                     r = r.with_offset(offset).with_timestamp(timestamp);
                     if req.version() >= 4 {
-                        r = r.with_leader_epoch(LEADER_EPOCH);
+                        let epoch = image
+                            .topic(&t.name.0)
+                            .map_or(-1, |m| m.leader_epoch(p.partition_index));
+                        r = r.with_leader_epoch(epoch);
                     }
                 }
                 Err(code) => {

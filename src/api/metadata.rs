@@ -18,7 +18,7 @@ use crate::admin::{self, NewTopic};
 use crate::error::ErrorCode;
 use crate::metadata::{is_internal_topic, validate_topic_name, TopicMeta};
 use crate::protocol::request::{Request, RequestError};
-use crate::shard::{Shard, LEADER_EPOCH};
+use crate::shard::Shard;
 
 pub async fn handle(
     shard: &Rc<Shard>,
@@ -132,8 +132,15 @@ fn topic_entry(shard: &Shard, t: &TopicMeta) -> MetadataResponseTopic {
     let node = shard.node_id();
     let partitions = (0..t.partitions)
         .map(|p| {
-            let replicas: Vec<BrokerId> = t.replicas(p, node).into_iter().map(BrokerId).collect();
-            let leader = image.leader(t, p, node);
+            let ids = |list: Vec<i32>| list.into_iter().map(BrokerId).collect::<Vec<_>>();
+            let replicas = t.replicas(p, node);
+            // Kafka lists the replicas on brokers that are not live as offline.
+            let offline = replicas
+                .iter()
+                .copied()
+                .filter(|&b| shard.cluster.is_some() && !image.is_live(b))
+                .collect();
+            let leader = t.leader(p, node);
             // An offline partition (its replicas fenced): no leader, as Kafka answers it.
             let error = match leader {
                 Some(_) => 0,
@@ -143,9 +150,10 @@ fn topic_entry(shard: &Shard, t: &TopicMeta) -> MetadataResponseTopic {
                 .with_error_code(error)
                 .with_partition_index(p)
                 .with_leader_id(BrokerId(leader.unwrap_or(-1)))
-                .with_leader_epoch(LEADER_EPOCH)
-                .with_isr_nodes(replicas.clone())
-                .with_replica_nodes(replicas)
+                .with_leader_epoch(t.leader_epoch(p))
+                .with_isr_nodes(ids(t.isr(p, node)))
+                .with_replica_nodes(ids(replicas))
+                .with_offline_replicas(ids(offline))
         })
         .collect();
     MetadataResponseTopic::default()

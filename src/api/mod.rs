@@ -194,8 +194,7 @@ async fn group_coordinator(
     let meta = image
         .topic(OFFSETS_TOPIC)
         .ok_or(crate::error::ErrorCode::CoordinatorNotAvailable)?;
-    image
-        .leader(meta, partition_for(group_id), shard.node_id())
+    meta.leader(partition_for(group_id), shard.node_id())
         .ok_or(crate::error::ErrorCode::CoordinatorNotAvailable)
 }
 

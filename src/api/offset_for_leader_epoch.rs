@@ -10,7 +10,7 @@ use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpoch
 use super::{log_client_error, respond, Outcome, Session};
 use crate::error::ErrorCode;
 use crate::protocol::request::{Request, RequestError};
-use crate::shard::{check_leader_epoch, Shard};
+use crate::shard::Shard;
 
 /// (leader epoch, end offset) or Kafka's error.
 type Answer = Result<(i32, i64), ErrorCode>;
@@ -34,8 +34,13 @@ pub async fn handle(
                 Some(m) if p.partition < 0 || p.partition >= m.partitions => {
                     Err(ErrorCode::UnknownTopicOrPartition)
                 }
-                Some(_) if check_leader_epoch(p.current_leader_epoch).is_some() => {
-                    Err(check_leader_epoch(p.current_leader_epoch).expect("checked"))
+                Some(m)
+                    if m.check_leader_epoch(p.partition, p.current_leader_epoch)
+                        .is_some() =>
+                {
+                    Err(m
+                        .check_leader_epoch(p.partition, p.current_leader_epoch)
+                        .expect("checked"))
                 }
                 Some(m) => {
                     let owner = shard.owner(m, p.partition);

@@ -445,6 +445,23 @@ impl PartitionLog {
         best
     }
 
+    /// A new leader's epoch starts at the log end (Kafka's `assignEpochStartOffset` on
+    /// becoming leader); nothing when the cache has this epoch or a later one. Persisted when
+    /// the log holds data; an empty log's entry needs no checkpoint (there is nothing before
+    /// it to diverge from, and the first batch carries the epoch for recovery to find).
+    pub async fn begin_epoch(&self, epoch: i32) -> Result<(), LogError> {
+        let persist = {
+            let mut st = self.st.borrow_mut();
+            let leo = st.leo;
+            st.epochs.assign(epoch, leo) && leo > st.log_start
+        };
+        if persist {
+            let data = self.st.borrow().epochs.encode();
+            self.write_checkpoint(LEADER_EPOCH_CHECKPOINT, data).await?;
+        }
+        Ok(())
+    }
+
     /// OffsetForLeaderEpoch: `(largest epoch <= epoch, its end offset)`; `None` is undefined.
     pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, Offset)> {
         let st = self.st.borrow();

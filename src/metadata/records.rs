@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::{BrokerMeta, MetadataImage, TopicMeta};
+use super::{BrokerMeta, MetadataImage, PartitionState, TopicMeta};
 
 /// One metadata change.
 #[derive(Clone, Debug, PartialEq)]
@@ -48,14 +48,22 @@ pub enum MetadataRecord {
         resource: String,
         configs: BTreeMap<String, String>,
     },
-    /// The replicas of partitions `first..first + replicas.len()` of a topic, in preference
-    /// order (Kafka's PartitionRecord's `replicas`); written in the same batch as the Topic or
-    /// Partitions record that created them. A topic without placement (a single node's) has
-    /// every partition on the one broker.
-    Placement {
+    /// Partition `index` of a cluster topic is created with `state` (Kafka's PartitionRecord);
+    /// written in the same batch as the Topic or Partitions record that made it, for each
+    /// partition in order. A topic without states (a single node's) has every partition on
+    /// the one broker.
+    Partition {
         id: Uuid,
-        first: i32,
-        replicas: Vec<Vec<i32>>,
+        index: i32,
+        state: PartitionState,
+    },
+    /// The active controller changes a partition's leader, ISR or replicas (Kafka's
+    /// PartitionChangeRecord, carried whole). It fits only the state it was decided from: its
+    /// partition epoch is one more than the current one (`PartitionState::check_change`).
+    PartitionChange {
+        id: Uuid,
+        index: i32,
+        state: PartitionState,
     },
     /// A broker registers its client endpoint and rack (Kafka's RegisterBrokerRecord); it
     /// keeps its fenced state if it was registered before, and starts unfenced otherwise.
@@ -79,10 +87,12 @@ const REMOVE_TOPIC: u8 = 2;
 const PARTITIONS: u8 = 3;
 const TOPIC_CONFIGS: u8 = 4;
 const BROKER_CONFIGS: u8 = 5;
-const PLACEMENT: u8 = 6;
 const REGISTER_BROKER: u8 = 7;
 const BROKER_FENCED: u8 = 8;
 const PRODUCER_IDS: u8 = 9;
+// 6 was an earlier development build's replica placement, replaced by these two.
+const PARTITION: u8 = 10;
+const PARTITION_CHANGE: u8 = 11;
 
 /// Applies one record to `image` and counts it in `image.applied`. Deterministic: the same
 /// records in the same order give the same image on every node. `Err` means the record does not
@@ -115,7 +125,7 @@ fn apply_change(image: &mut MetadataImage, record: &MetadataRecord) -> Result<()
                     id: *id,
                     partitions: *partitions,
                     configs: configs.clone(),
-                    placement: Vec::new(),
+                    states: Vec::new(),
                 }),
             );
         }
@@ -155,27 +165,34 @@ fn apply_change(image: &mut MetadataImage, record: &MetadataRecord) -> Result<()
                     .insert(resource.clone(), configs.clone());
             }
         }
-        MetadataRecord::Placement {
-            id,
-            first,
-            replicas,
-        } => {
+        MetadataRecord::Partition { id, index, state } => {
             let name = topic_name(image, *id)?;
             let meta = &image.topics[&name];
-            let end = i64::from(*first) + replicas.len() as i64;
-            if *first as usize != meta.placement.len() || end > i64::from(meta.partitions) {
+            if *index as usize != meta.states.len() || *index >= meta.partitions {
                 return Err(format!(
-                    "placement of {name} partitions {first}..{end}: the topic has {} partitions, \
-                     {} placed",
+                    "partition {name}-{index}: the topic has {} partitions, {} with a state",
                     meta.partitions,
-                    meta.placement.len()
+                    meta.states.len()
                 ));
             }
-            if replicas.iter().any(|r| r.is_empty()) {
-                return Err(format!("placement of {name}: a partition without replicas"));
-            }
+            state
+                .check()
+                .map_err(|e| format!("partition {name}-{index}: {e}"))?;
             let mut meta = (**meta).clone();
-            meta.placement.extend(replicas.iter().cloned());
+            meta.states.push(state.clone());
+            image.topics.insert(name, Arc::new(meta));
+        }
+        MetadataRecord::PartitionChange { id, index, state } => {
+            let name = topic_name(image, *id)?;
+            let meta = &image.topics[&name];
+            let current = meta
+                .state(*index)
+                .ok_or_else(|| format!("partition {name}-{index} has no state"))?;
+            current
+                .check_change(state)
+                .map_err(|e| format!("partition {name}-{index}: {e}"))?;
+            let mut meta = (**meta).clone();
+            meta.states[*index as usize] = state.clone();
             image.topics.insert(name, Arc::new(meta));
         }
         MetadataRecord::RegisterBroker {
@@ -290,21 +307,13 @@ impl MetadataRecord {
                 put_str(&mut out, resource);
                 put_map(&mut out, configs);
             }
-            MetadataRecord::Placement {
-                id,
-                first,
-                replicas,
-            } => {
-                out.push(PLACEMENT);
-                out.extend_from_slice(id.as_bytes());
-                out.extend_from_slice(&first.to_be_bytes());
-                out.extend_from_slice(&(replicas.len() as u32).to_be_bytes());
-                for r in replicas {
-                    out.extend_from_slice(&(r.len() as u32).to_be_bytes());
-                    for b in r {
-                        out.extend_from_slice(&b.to_be_bytes());
-                    }
-                }
+            MetadataRecord::Partition { id, index, state } => {
+                out.push(PARTITION);
+                put_partition(&mut out, id, *index, state);
+            }
+            MetadataRecord::PartitionChange { id, index, state } => {
+                out.push(PARTITION_CHANGE);
+                put_partition(&mut out, id, *index, state);
             }
             MetadataRecord::RegisterBroker {
                 id,
@@ -357,23 +366,13 @@ impl MetadataRecord {
                 resource: r.string()?,
                 configs: r.map()?,
             },
-            PLACEMENT => {
-                let id = r.uuid()?;
-                let first = r.i32()?;
-                let count = r.u32()?;
-                let mut replicas = Vec::new();
-                for _ in 0..count {
-                    let n = r.u32()?;
-                    // Every count is checked against the bytes left before anything is
-                    // allocated for it (hostile or corrupt bytes).
-                    r.check_left(n as usize * 4)?;
-                    replicas.push((0..n).map(|_| r.i32()).collect::<Result<Vec<_>, _>>()?);
-                }
-                MetadataRecord::Placement {
-                    id,
-                    first,
-                    replicas,
-                }
+            PARTITION => {
+                let (id, index, state) = r.partition()?;
+                MetadataRecord::Partition { id, index, state }
+            }
+            PARTITION_CHANGE => {
+                let (id, index, state) = r.partition()?;
+                MetadataRecord::PartitionChange { id, index, state }
             }
             REGISTER_BROKER => {
                 let id = r.i32()?;
@@ -412,6 +411,23 @@ impl MetadataRecord {
 fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&(s.len() as u32).to_be_bytes());
     out.extend_from_slice(s.as_bytes());
+}
+
+fn put_ids(out: &mut Vec<u8>, ids: &[i32]) {
+    out.extend_from_slice(&(ids.len() as u32).to_be_bytes());
+    for b in ids {
+        out.extend_from_slice(&b.to_be_bytes());
+    }
+}
+
+fn put_partition(out: &mut Vec<u8>, id: &Uuid, index: i32, s: &PartitionState) {
+    out.extend_from_slice(id.as_bytes());
+    out.extend_from_slice(&index.to_be_bytes());
+    put_ids(out, &s.replicas);
+    put_ids(out, &s.isr);
+    for n in [s.leader, s.leader_epoch, s.partition_epoch] {
+        out.extend_from_slice(&n.to_be_bytes());
+    }
 }
 
 fn put_map(out: &mut Vec<u8>, map: &BTreeMap<String, String>) {
@@ -470,6 +486,27 @@ impl Reader<'_> {
         let len = self.u32()? as usize;
         let b = self.take(len)?;
         String::from_utf8(b.to_vec()).map_err(|e| e.to_string())
+    }
+
+    /// A list of node ids; its count is checked against the bytes left before anything is
+    /// allocated for it (hostile or corrupt bytes).
+    fn ids(&mut self) -> Result<Vec<i32>, String> {
+        let n = self.u32()? as usize;
+        self.check_left(n.saturating_mul(4))?;
+        (0..n).map(|_| self.i32()).collect()
+    }
+
+    fn partition(&mut self) -> Result<(Uuid, i32, PartitionState), String> {
+        let id = self.uuid()?;
+        let index = self.i32()?;
+        let state = PartitionState {
+            replicas: self.ids()?,
+            isr: self.ids()?,
+            leader: self.i32()?,
+            leader_epoch: self.i32()?,
+            partition_epoch: self.i32()?,
+        };
+        Ok((id, index, state))
     }
 
     fn map(&mut self) -> Result<BTreeMap<String, String>, String> {

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::super::records::{apply, MetadataRecord};
-use super::super::{load, MetadataImage};
+use super::super::{load, MetadataImage, PartitionState, TopicMeta, NO_LEADER, SINGLE_NODE_EPOCH};
 use super::*;
 use crate::util::TestRng;
 
@@ -18,10 +18,10 @@ fn configs(rng: &mut TestRng) -> BTreeMap<String, String> {
 }
 
 /// A valid next change for `image`: one record the controller could have written, a
-/// cluster's (brokers, placement, producer ids) among them.
+/// cluster's (brokers, partition states and their changes, producer ids) among them.
 fn change(rng: &mut TestRng, image: &MetadataImage, serial: &mut u64) -> MetadataRecord {
     let topics: Vec<_> = image.topics.values().cloned().collect();
-    let pick = rng.below(9);
+    let pick = rng.below(10);
     match pick {
         5 => {
             let id = 1 + rng.below(3) as i32;
@@ -49,15 +49,30 @@ fn change(rng: &mut TestRng, image: &MetadataImage, serial: &mut u64) -> Metadat
         8 => {
             if let Some(t) = topics
                 .iter()
-                .find(|t| t.placement.len() < t.partitions as usize)
+                .find(|t| t.states.len() < t.partitions as usize)
             {
-                let first = t.placement.len() as i32;
-                return MetadataRecord::Placement {
+                let p = t.states.len() as i32;
+                return MetadataRecord::Partition {
                     id: t.id,
-                    first,
-                    replicas: (first..t.partitions)
-                        .map(|p| vec![1 + p % 3, 1 + (p + 1) % 3])
-                        .collect(),
+                    index: p,
+                    state: PartitionState::new(vec![1 + p % 3, 1 + (p + 1) % 3]),
+                };
+            }
+        }
+        9 => {
+            if let Some(t) = topics.iter().find(|t| !t.states.is_empty()) {
+                let index = rng.below(t.states.len() as u64) as i32;
+                let mut state = t.states[index as usize].clone();
+                state.leader = match state.leader {
+                    NO_LEADER => state.isr[rng.below(state.isr.len() as u64) as usize],
+                    _ => NO_LEADER,
+                };
+                state.leader_epoch += 1;
+                state.partition_epoch += 1;
+                return MetadataRecord::PartitionChange {
+                    id: t.id,
+                    index,
+                    state,
                 };
             }
         }
@@ -132,11 +147,11 @@ fn every_record_round_trips_and_a_damaged_one_is_refused() {
     assert_eq!(image.applied, 500);
     assert!(MetadataRecord::decode(&[99]).is_err());
     assert!(!image.brokers.is_empty() && image.producer_ids_next > 0);
-    assert!(image.topics.values().any(|t| !t.placement.is_empty()));
+    assert!(image.topics.values().any(|t| !t.states.is_empty()));
 }
 
 #[test]
-fn a_partition_is_led_by_its_first_live_replica_the_same_on_every_image() {
+fn a_partition_change_applies_only_to_the_state_it_was_decided_from() {
     let mut image = MetadataImage::default();
     let id = uuid::Uuid::from_u64_pair(1, 1);
     let records = [
@@ -146,49 +161,92 @@ fn a_partition_is_led_by_its_first_live_replica_the_same_on_every_image() {
             partitions: 2,
             configs: BTreeMap::new(),
         },
-        MetadataRecord::Placement {
+        MetadataRecord::Partition {
             id,
-            first: 0,
-            replicas: vec![vec![2, 1], vec![3]],
+            index: 0,
+            state: PartitionState::new(vec![2, 1]),
         },
-        MetadataRecord::RegisterBroker {
-            id: 1,
-            host: "h1".into(),
-            port: 1,
-            rack: None,
-        },
-        MetadataRecord::RegisterBroker {
-            id: 2,
-            host: "h2".into(),
-            port: 1,
-            rack: None,
+        MetadataRecord::Partition {
+            id,
+            index: 1,
+            state: PartitionState::new(vec![3]),
         },
     ];
     for r in &records {
         apply(&mut image, r).unwrap();
     }
     let t = image.topic("a").unwrap().clone();
-    assert_eq!(image.leader(&t, 0, 1), Some(2));
-    // Broker 3 never registered: its partition is offline.
-    assert_eq!(image.leader(&t, 1, 1), None);
-    apply(
-        &mut image,
-        &MetadataRecord::BrokerFenced {
-            id: 2,
-            fenced: true,
+    assert_eq!((t.leader(0, 9), t.leader_epoch(0)), (Some(2), 0));
+    assert_eq!(t.isr(0, 9), vec![2, 1]);
+    // Leader 2 fenced: 1 leads at the next epoch, 2 leaves the ISR.
+    let moved = PartitionState {
+        leader: 1,
+        isr: vec![1],
+        leader_epoch: 1,
+        partition_epoch: 1,
+        ..t.states[0].clone()
+    };
+    let change = MetadataRecord::PartitionChange {
+        id,
+        index: 0,
+        state: moved.clone(),
+    };
+    apply(&mut image, &change).unwrap();
+    let t = image.topic("a").unwrap().clone();
+    assert_eq!((t.leader(0, 9), t.leader_epoch(0)), (Some(1), 1));
+    // The same decision again (a second controller's, or a retry) no longer fits.
+    let before = image.clone();
+    assert!(apply(&mut image, &change).is_err());
+    // Nor does a leader change without a new leader epoch, an ISR-only change that raises
+    // it, or a leader outside the ISR.
+    for bad in [
+        PartitionState {
+            leader: NO_LEADER,
+            partition_epoch: 2,
+            ..moved.clone()
         },
-    )
-    .unwrap();
-    assert_eq!(image.leader(&t, 0, 1), Some(1));
-    assert_eq!(image.live_brokers().count(), 1);
-    // A re-registration keeps the fence; a single node's topic (no placement) is the node's.
-    apply(&mut image, &records[3]).unwrap();
-    assert!(image.brokers[&2].fenced);
-    let single = super::super::TopicMeta {
-        placement: Vec::new(),
+        PartitionState {
+            isr: vec![1, 2],
+            leader_epoch: 2,
+            partition_epoch: 2,
+            ..moved.clone()
+        },
+        PartitionState {
+            leader: 2,
+            leader_epoch: 2,
+            partition_epoch: 2,
+            ..moved.clone()
+        },
+    ] {
+        let r = MetadataRecord::PartitionChange {
+            id,
+            index: 0,
+            state: bad,
+        };
+        assert!(apply(&mut image, &r).is_err(), "{r:?}");
+        assert_eq!(image, before);
+    }
+    // An offline partition has no leader; a single node's topic (no states) is the node's,
+    // at the single node's epoch.
+    let offline = PartitionState {
+        leader: NO_LEADER,
+        leader_epoch: 1,
+        partition_epoch: 1,
+        ..t.states[1].clone()
+    };
+    let r = MetadataRecord::PartitionChange {
+        id,
+        index: 1,
+        state: offline,
+    };
+    apply(&mut image, &r).unwrap();
+    assert_eq!(image.topic("a").unwrap().leader(1, 9), None);
+    let single = TopicMeta {
+        states: Vec::new(),
         ..(*t).clone()
     };
-    assert_eq!(image.leader(&single, 1, 7), Some(7));
+    assert_eq!(single.leader(1, 7), Some(7));
+    assert_eq!(single.leader_epoch(1), SINGLE_NODE_EPOCH);
 }
 
 #[test]
@@ -209,21 +267,31 @@ fn a_record_that_does_not_fit_the_image_is_refused_and_changes_nothing() {
             id: uuid::Uuid::from_u64_pair(2, 2),
         },
         MetadataRecord::Partitions { id, partitions: 2 },
-        // Placement must start where the last ended and stay within the partitions.
-        MetadataRecord::Placement {
+        // Partitions get a state in order, within the partitions, with valid replicas.
+        MetadataRecord::Partition {
             id,
-            first: 1,
-            replicas: vec![vec![1]],
+            index: 1,
+            state: PartitionState::new(vec![1]),
         },
-        MetadataRecord::Placement {
+        MetadataRecord::Partition {
             id,
-            first: 0,
-            replicas: vec![vec![1], vec![2], vec![3]],
+            index: 2,
+            state: PartitionState::new(vec![1]),
         },
-        MetadataRecord::Placement {
+        MetadataRecord::Partition {
             id,
-            first: 0,
-            replicas: vec![vec![]],
+            index: 0,
+            state: PartitionState::new(vec![]),
+        },
+        MetadataRecord::Partition {
+            id,
+            index: 0,
+            state: PartitionState::new(vec![1, 1]),
+        },
+        MetadataRecord::PartitionChange {
+            id,
+            index: 0,
+            state: PartitionState::new(vec![1]),
         },
         MetadataRecord::BrokerFenced {
             id: 1,

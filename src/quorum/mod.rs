@@ -19,11 +19,15 @@
 //! - every `snapshot_entries` applied entries the image becomes the log's snapshot and the
 //!   entries before it are dropped; a follower too far behind receives the snapshot.
 //!
+//! The active controller decides broker fencing (`leases.rs`) and, in the same entry, the
+//! partition leadership changes it calls for (`elections.rs`).
+//!
 //! The log is durable with [`QuorumNode::open`] (`disk.rs`); [`transport`] runs a node on a
 //! glommio executor and talks TCP with the other controllers and with broker-only nodes
 //! ([`observer`]); `crate::cluster` runs it in `tidelog serve`.
 
 mod disk;
+mod elections;
 pub mod frames;
 mod leases;
 mod logger;

@@ -27,6 +27,7 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::{TcpListener, TcpStream};
 use raft::eraftpb::{Message, MessageType};
 
+use super::elections::Elections;
 use super::frames::{self, Frame};
 use super::leases::Leases;
 use super::proposals::{Proposals, Reply};
@@ -249,6 +250,7 @@ pub async fn run(
     }
     let mut proposals = Proposals::new(node.id());
     let mut leases = Leases::new(session);
+    let mut elections = Elections::default();
     let mut observers = Observers::default();
     let mut next_tick = Instant::now() + TICK;
     let result = loop {
@@ -263,9 +265,11 @@ pub async fn run(
                 }
                 remote_answers.extend(proposals.expire(Instant::now(), 0));
                 let ready = node.can_propose().is_ok();
-                let records = leases.decide(ready, node.id(), node.image(), Instant::now());
-                for r in records {
-                    let _ = node.propose_tagged(proposals.untracked(), &[r]);
+                let now = Instant::now();
+                let fencing = leases.decide(ready, node.id(), node.image(), now);
+                let records = elections.decide(ready, node.image(), fencing, now);
+                if !records.is_empty() {
+                    let _ = node.propose_tagged(proposals.untracked(), &records);
                 }
             }
             Event::Inbound(Inbound::Message(m)) => {

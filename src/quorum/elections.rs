@@ -1,0 +1,265 @@
+//! Partition leadership, decided by the active controller (Kafka's `PartitionChangeBuilder`
+//! and the controller's reaction to a fenced or unfenced broker).
+//!
+//! Every leader, ISR and leader epoch is a record in the metadata log: brokers read them from
+//! the image and never derive them. The active controller changes them with
+//! `PartitionChange` records, decided here from the image it has applied:
+//!
+//! - a replica on a broker that is not live (fenced, or never registered) leaves the ISR,
+//!   unless it is the last member: a partition keeps its last in-sync replica, so that only
+//!   that replica can lead it again (no unclean election);
+//! - a partition whose leader is not live, or that has none, is led by the first replica in
+//!   preference order that is in the ISR and live, at the next leader epoch; when there is
+//!   none it has no leader (offline) until one comes back.
+//!
+//! A fencing decision and the partition changes it calls for are proposed as one entry, so no
+//! image ever shows a fenced broker leading. Each change fits only the partition epoch it was
+//! decided from, so a decision proposed twice (a retry, two controllers across an election)
+//! applies once.
+
+use std::time::{Duration, Instant};
+
+use crate::metadata::records::{self, MetadataRecord};
+use crate::metadata::{MetadataImage, PartitionState, NO_LEADER};
+
+/// How long a decision stays in flight before the same image may call for it again.
+const RETRY: Duration = Duration::from_secs(2);
+
+/// The partition changes `image` calls for (see the module docs), in topic and partition
+/// order.
+pub fn reconcile(image: &MetadataImage) -> Vec<MetadataRecord> {
+    let mut out = Vec::new();
+    for t in image.topics.values() {
+        for (index, state) in (0..).zip(&t.states) {
+            if let Some(next) = next_state(image, state) {
+                out.push(MetadataRecord::PartitionChange {
+                    id: t.id,
+                    index,
+                    state: next,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The state that should follow `state` in `image`, or `None` when it stands.
+fn next_state(image: &MetadataImage, state: &PartitionState) -> Option<PartitionState> {
+    let live: Vec<i32> = state
+        .isr
+        .iter()
+        .copied()
+        .filter(|&b| image.is_live(b))
+        .collect();
+    let isr = if live.is_empty() {
+        state.isr.clone()
+    } else {
+        live
+    };
+    let leader = if state.leader != NO_LEADER
+        && image.is_live(state.leader)
+        && isr.contains(&state.leader)
+    {
+        state.leader
+    } else {
+        state
+            .replicas
+            .iter()
+            .copied()
+            .find(|&b| isr.contains(&b) && image.is_live(b))
+            .unwrap_or(NO_LEADER)
+    };
+    if leader == state.leader && isr == state.isr {
+        return None;
+    }
+    Some(PartitionState {
+        leader_epoch: state.leader_epoch + i32::from(leader != state.leader),
+        partition_epoch: state.partition_epoch + 1,
+        isr,
+        leader,
+        replicas: state.replicas.clone(),
+    })
+}
+
+/// The controller's side: what to propose on each tick.
+#[derive(Default)]
+pub struct Elections {
+    /// The image (by applied count) a proposal was last decided from, and when.
+    tried: Option<(u64, Instant)>,
+}
+
+impl Elections {
+    /// The records to propose now, as one entry: the leases' `fencing` decisions with the
+    /// partition changes they call for; or, with none, the changes the image calls for on its
+    /// own (an offline partition whose replica is back, a change lost to an election), once
+    /// per applied image or [`RETRY`]. Nothing unless `ready` (this node leads and may
+    /// propose).
+    pub fn decide(
+        &mut self,
+        ready: bool,
+        image: &MetadataImage,
+        fencing: Vec<MetadataRecord>,
+        now: Instant,
+    ) -> Vec<MetadataRecord> {
+        if !ready {
+            self.tried = None;
+            return Vec::new();
+        }
+        if fencing.is_empty() {
+            if let Some((applied, at)) = self.tried {
+                if applied == image.applied && now.duration_since(at) < RETRY {
+                    return Vec::new();
+                }
+            }
+            let changes = reconcile(image);
+            if !changes.is_empty() {
+                self.tried = Some((image.applied, now));
+            }
+            return changes;
+        }
+        let mut after = image.clone();
+        for r in &fencing {
+            // Fencing records always fit: the leases decided them from this image.
+            let _ = records::apply(&mut after, r);
+        }
+        self.tried = Some((image.applied, now));
+        let mut out = fencing;
+        out.extend(reconcile(&after));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::{BrokerMeta, TopicMeta};
+    use std::sync::Arc;
+
+    fn image(brokers: &[(i32, bool)], states: Vec<PartitionState>) -> MetadataImage {
+        let mut image = MetadataImage::default();
+        for &(id, fenced) in brokers {
+            image.brokers.insert(
+                id,
+                BrokerMeta {
+                    id,
+                    host: "h".into(),
+                    port: 1,
+                    rack: None,
+                    fenced,
+                },
+            );
+        }
+        let name: Arc<str> = "t".into();
+        image.topics.insert(
+            name.clone(),
+            Arc::new(TopicMeta {
+                name,
+                id: uuid::Uuid::from_u64_pair(1, 1),
+                partitions: states.len() as i32,
+                configs: Default::default(),
+                states,
+            }),
+        );
+        image
+    }
+
+    fn changed(records: &[MetadataRecord]) -> Vec<(i32, PartitionState)> {
+        records
+            .iter()
+            .filter_map(|r| match r {
+                MetadataRecord::PartitionChange { index, state, .. } => {
+                    Some((*index, state.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn state(replicas: &[i32], isr: &[i32], leader: i32, epoch: i32) -> PartitionState {
+        PartitionState {
+            replicas: replicas.to_vec(),
+            isr: isr.to_vec(),
+            leader,
+            leader_epoch: epoch,
+            partition_epoch: epoch,
+        }
+    }
+
+    #[test]
+    fn a_fenced_leader_hands_over_to_the_next_in_sync_replica_at_the_next_epoch() {
+        let states = vec![
+            state(&[1, 2, 3], &[1, 2, 3], 1, 4),
+            state(&[2, 1], &[2], 2, 0),
+        ];
+        let img = image(&[(1, true), (2, false), (3, false)], states);
+        let got = changed(&reconcile(&img));
+        // Partition 0: 1 leaves the ISR and 2 leads at epoch 5; partition 1 is untouched.
+        assert_eq!(
+            got,
+            vec![(
+                0,
+                PartitionState {
+                    partition_epoch: 5,
+                    ..state(&[1, 2, 3], &[2, 3], 2, 5)
+                }
+            )]
+        );
+        // Applied, the image calls for nothing more.
+        let mut after = img.clone();
+        for r in reconcile(&img) {
+            records::apply(&mut after, &r).unwrap();
+        }
+        assert!(reconcile(&after).is_empty());
+    }
+
+    #[test]
+    fn the_last_in_sync_replica_stays_and_alone_leads_again() {
+        let states = vec![state(&[1, 2], &[1], 1, 0)];
+        // 1 fenced: no leader, ISR kept as [1]; 2 is live but out of sync, so not elected.
+        let img = image(&[(1, true), (2, false)], states);
+        let got = changed(&reconcile(&img));
+        let offline = PartitionState {
+            partition_epoch: 1,
+            ..state(&[1, 2], &[1], NO_LEADER, 1)
+        };
+        assert_eq!(got, vec![(0, offline.clone())]);
+        // 1 back: it leads again, one epoch later.
+        let back = image(&[(1, false), (2, false)], vec![offline]);
+        let got = changed(&reconcile(&back));
+        assert_eq!(
+            got,
+            vec![(
+                0,
+                PartitionState {
+                    partition_epoch: 2,
+                    ..state(&[1, 2], &[1], 1, 2)
+                }
+            )]
+        );
+    }
+
+    #[test]
+    fn fencing_and_its_changes_go_out_together_once_per_image() {
+        let states = vec![state(&[1], &[1], 1, 0)];
+        let img = image(&[(1, false), (2, false)], states);
+        let mut e = Elections::default();
+        let t0 = Instant::now();
+        assert!(e.decide(true, &img, Vec::new(), t0).is_empty());
+        let fence = MetadataRecord::BrokerFenced {
+            id: 1,
+            fenced: true,
+        };
+        let out = e.decide(true, &img, vec![fence.clone()], t0);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0], fence);
+        assert_eq!(changed(&out)[0].1.leader, NO_LEADER);
+        // The whole batch applies to the image it was decided from.
+        let mut after = img.clone();
+        for r in &out {
+            records::apply(&mut after, r).unwrap();
+        }
+        assert!(e.decide(true, &after, Vec::new(), t0).is_empty());
+        // A follower never decides.
+        assert!(e.decide(false, &img, vec![fence], t0).is_empty());
+    }
+}
