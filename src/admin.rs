@@ -36,8 +36,9 @@ pub struct NewTopic {
 /// The outcome for one topic: its id and partition count, or Kafka's error with a message.
 pub type TopicResult = Result<Arc<TopicMeta>, ApiError>;
 
-/// Checks a topic to create against Kafka's rules and the current image.
-fn validate(shard: &Shard, image: &MetadataImage, t: &NewTopic) -> Result<i32, ApiError> {
+/// Checks a topic to create against Kafka's rules and the current image: its partition count
+/// and replication factor.
+fn validate(shard: &Shard, image: &MetadataImage, t: &NewTopic) -> Result<(i32, i16), ApiError> {
     metadata::validate_topic_name(&t.name)?;
     if image.topic(&t.name).is_some() {
         return Err(ApiError::new(
@@ -76,17 +77,8 @@ fn validate(shard: &Shard, image: &MetadataImage, t: &NewTopic) -> Result<i32, A
             ),
         ));
     }
-    if replication_factor > 1 {
-        return Err(ApiError::new(
-            ErrorCode::InvalidReplicationFactor,
-            format!(
-                "Unable to replicate the partition {replication_factor} time(s): tidelog does \
-                 not replicate partition data yet; create topics with replication factor 1"
-            ),
-        ));
-    }
     metadata::log_config(&shard.broker_config(), &t.configs)?;
-    Ok(partitions)
+    Ok((partitions, replication_factor))
 }
 
 /// Creates topics (or only validates them). Runs on the metadata shard whatever shard calls it.
@@ -100,7 +92,7 @@ pub async fn create_topics(
         topics
             .iter()
             .map(|t| {
-                let partitions = validate(s, change.image(), t)?;
+                let (partitions, rf) = validate(s, change.image(), t)?;
                 check_fd_budget(s, &mut total, partitions.into())?;
                 let mut meta = TopicMeta {
                     name: t.name.as_str().into(),
@@ -110,7 +102,7 @@ pub async fn create_topics(
                     states: Vec::new(),
                 };
                 if s.cluster.is_some() {
-                    meta.states = place(change.image(), 0, partitions);
+                    meta.states = place(change.image(), 0, partitions, rf as usize);
                 }
                 if !validate_only {
                     change.write(MetadataRecord::Topic {
@@ -243,7 +235,8 @@ pub async fn create_partitions(
                     })?;
                     if !meta.states.is_empty() {
                         let added = *count - meta.partitions;
-                        let states = place(change.image(), meta.partitions, added);
+                        let rf = meta.states[0].replicas.len();
+                        let states = place(change.image(), meta.partitions, added, rf);
                         write_states(change, meta.id, meta.partitions, &states)?;
                     }
                 }
@@ -254,12 +247,12 @@ pub async fn create_partitions(
     .await
 }
 
-/// The states of new partitions `first..first + count` of a cluster's topic: one replica each
-/// (no replication yet), round robin over the live brokers from a random start as Kafka
-/// places them, each led by its first replica.
-fn place(image: &MetadataImage, first: i32, count: i32) -> Vec<PartitionState> {
+/// The states of new partitions `first..first + count` of a cluster's topic, `rf` replicas
+/// each, round robin over the live brokers from a random start as Kafka places them, each led
+/// by its first replica with every replica in sync.
+fn place(image: &MetadataImage, first: i32, count: i32, rf: usize) -> Vec<PartitionState> {
     let start = metadata::random_uuid().as_u128() as usize;
-    crate::cluster::place(image, first, count, 1, start)
+    crate::cluster::place(image, first, count, rf, start)
         .into_iter()
         .map(PartitionState::new)
         .collect()

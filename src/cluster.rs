@@ -240,7 +240,7 @@ pub fn registered(image: &MetadataImage, record: &MetadataRecord) -> bool {
     image
         .brokers
         .get(id)
-        .is_some_and(|b| &b.host == host && b.port == *port && &b.rack == rack)
+        .is_some_and(|b| &b.host == host && b.port == *port && &b.rack == rack && !b.shutting_down)
 }
 
 /// Replicas for partitions `first..first + count` over the live brokers, Kafka's way: round
@@ -281,6 +281,12 @@ fn rack_alternated(image: &MetadataImage) -> Vec<i32> {
         .collect()
 }
 
+/// A broker's advertised client endpoint as an address to connect to.
+pub fn resolve_endpoint(host: &str, port: i32) -> Result<SocketAddr, String> {
+    let port = u16::try_from(port).map_err(|_| format!("port {port} is out of range"))?;
+    resolve(host, port)
+}
+
 fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
     let host = if host.is_empty() { "0.0.0.0" } else { host };
     (host, port)
@@ -317,6 +323,7 @@ mod tests {
                     port: 9092,
                     rack: rack.map(str::to_string),
                     fenced,
+                    shutting_down: false,
                 },
             );
         }

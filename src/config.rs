@@ -103,6 +103,9 @@ pub const FETCH_MAX_BYTES_DEFAULT: u32 = 55 << 20;
 pub const FETCH_CUT_SCAN_BATCHES_MAX: usize = 1024;
 /// How long a fetch may be parked waiting for `min_bytes` at most, whatever the client asks.
 pub const FETCH_MAX_WAIT_MS_MAX: i32 = 30_000;
+
+/// Kafka's default `replica.lag.time.max.ms`.
+pub const REPLICA_LAG_TIME_MAX_MS_DEFAULT: u64 = 30_000;
 /// Partitions in one topic at most (CreateTopics answers INVALID_PARTITIONS above it).
 pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
 /// Kafka's topic-name length limit.
@@ -332,6 +335,8 @@ pub struct BrokerConfig {
     pub default_replication_factor: i16,
     /// `broker.session.timeout.ms`: a cluster's broker lease.
     pub broker_session_timeout_ms: u64,
+    /// `replica.lag.time.max.ms`.
+    pub replica_lag_time_max_ms: u64,
     /// `cluster.id`: generated at first start when unset, then persisted in the data dir.
     pub cluster_id: Option<String>,
     /// `num.partitions`.
@@ -423,6 +428,7 @@ impl Default for BrokerConfig {
             broker_rack: None,
             default_replication_factor: 1,
             broker_session_timeout_ms: 9000,
+            replica_lag_time_max_ms: REPLICA_LAG_TIME_MAX_MS_DEFAULT,
             cluster_id: None,
             num_partitions: 1,
             auto_create_topics_enable: true,

@@ -186,6 +186,9 @@ pub struct BrokerMeta {
     /// Fenced by the active controller: it lost its lease; it leads nothing and clients are
     /// not told about it.
     pub fenced: bool,
+    /// In controlled shutdown (SIGTERM): it leads nothing and is in no ISR, though it still
+    /// serves until it exits; cleared when it registers again.
+    pub shutting_down: bool,
 }
 
 /// An immutable snapshot of cluster metadata.
@@ -215,9 +218,11 @@ impl MetadataImage {
         self.topics.values().find(|t| t.id == id)
     }
 
-    /// Whether broker `id` is registered and not fenced.
+    /// Whether broker `id` may lead and be in sync: registered, not fenced, not shutting down.
     pub fn is_live(&self, id: i32) -> bool {
-        self.brokers.get(&id).is_some_and(|b| !b.fenced)
+        self.brokers
+            .get(&id)
+            .is_some_and(|b| !b.fenced && !b.shutting_down)
     }
 
     /// The brokers clients are told about: registered and not fenced.

@@ -14,10 +14,12 @@ use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::error::ErrorCode;
 use crate::log::{AppendInfo, Durability, LogError, Offset, PartitionLog, ReadSlice};
+use crate::replica::Followers;
+pub use crate::replica::Role;
 
 /// Identifies a partition on its owner shard.
 pub type PartitionKey = (Arc<str>, i32);
@@ -25,7 +27,7 @@ pub type PartitionKey = (Arc<str>, i32);
 /// One topic's partitions on this shard, by index.
 type TopicPartitions = HashMap<i32, Rc<Partition>>;
 
-/// A partition owned by this shard: its log, its role and the fetches parked on it.
+/// A partition owned by this shard: its log, its replication and the fetches parked on it.
 ///
 /// Created when a metadata image that names it reaches the owner shard; dropped (and its
 /// directory removed) when an image without its topic arrives.
@@ -33,87 +35,261 @@ pub struct Partition {
     pub topic_id: uuid::Uuid,
     pub log: PartitionLog,
     /// What the latest image says of this broker's replica ([`Partition::set_role`]).
-    role: Cell<Role>,
-    /// Parked fetches: each fires once the high watermark passes its offset.
-    waiters: RefCell<Vec<(i64, flume::Sender<()>)>>,
+    role: RefCell<Role>,
+    /// The replicated high watermark, where the role does not make it the written end
+    /// ([`Partition::high_watermark`]).
+    hwm: Cell<i64>,
+    /// On a leader: where its followers are.
+    followers: RefCell<Followers>,
+    /// When this leader last proposed an ISR change that the image does not show yet.
+    isr_proposed: Cell<Option<Instant>>,
+    /// Parked waits: each fires once its end passes its offset ([`Waiter`]).
+    waiters: RefCell<Vec<Waiter>>,
 }
 
-/// This broker's replica of a partition, as the metadata image has it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Role {
-    /// This broker leads the partition (always, on a single node).
-    pub leader: bool,
-    /// The partition's leader epoch.
-    pub leader_epoch: i32,
+/// A parked wait: a fetch (or an acks=all produce) woken once the high watermark, or for a
+/// follower's fetch the written end, passes `offset`.
+struct Waiter {
+    offset: i64,
+    replica: bool,
+    tx: flume::Sender<()>,
 }
 
 impl Partition {
     /// A partition opened in `role`; call [`Partition::set_role`] before it serves, so that a
     /// new leader epoch reaches the log.
     pub fn new(topic_id: uuid::Uuid, log: PartitionLog, role: Role) -> Partition {
+        let hwm = log.high_watermark().0;
+        let hwm = if role.alone() {
+            hwm
+        } else {
+            // Nothing says how far a replicated log was replicated before this start (Kafka
+            // keeps a checkpoint): the followers' fetches move it up from the log start.
+            log.log_start_offset().0
+        };
         Partition {
             topic_id,
             log,
-            role: Cell::new(role),
+            role: RefCell::new(role),
+            hwm: Cell::new(hwm),
+            followers: RefCell::new(Followers::default()),
+            isr_proposed: Cell::new(None),
             waiters: RefCell::new(Vec::new()),
         }
     }
 
     pub fn role(&self) -> Role {
-        self.role.get()
+        self.role.borrow().clone()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.role.borrow().is_leader()
+    }
+
+    /// A leader alone in its ISR (see [`Role::alone`]).
+    pub fn alone(&self) -> bool {
+        self.role.borrow().alone()
+    }
+
+    /// Whether broker `id` is another replica of this partition (one that may fetch as a
+    /// follower).
+    pub fn has_follower(&self, id: i32) -> bool {
+        let role = self.role.borrow();
+        id != role.me && role.replicas.contains(&id)
+    }
+
+    /// How many replicas are in sync.
+    pub fn isr_len(&self) -> usize {
+        self.role.borrow().isr.len()
     }
 
     /// Takes the role the latest image gives this broker's replica. A leader of a new epoch
     /// notes where its epoch starts in the log's epoch cache before anything is appended in
-    /// it (Kafka's `makeLeader`), so OffsetForLeaderEpoch for the previous epoch ends there.
+    /// it (Kafka's `makeLeader`), so OffsetForLeaderEpoch for the previous epoch ends there,
+    /// and starts tracking its followers afresh.
     pub async fn set_role(&self, role: Role) -> Result<(), LogError> {
-        self.role.set(role);
-        if role.leader {
+        let hwm_before = self.high_watermark();
+        let before = self.role.replace(role.clone());
+        if role.isr != before.isr || role.leader_epoch != before.leader_epoch {
+            self.isr_proposed.set(None);
+        }
+        if role.is_leader() && (!before.is_leader() || before.leader_epoch != role.leader_epoch) {
+            self.followers.borrow_mut().reset(Instant::now());
+        }
+        // The high watermark never moves back here; a leader recomputes it for its new ISR
+        // (one follower fewer may let it move up), a follower keeps the leader's.
+        let hwm = if role.is_leader() {
+            let written = self.log.high_watermark().0;
+            self.followers
+                .borrow()
+                .high_watermark(&role, written, hwm_before)
+        } else {
+            hwm_before.min(self.log.log_end_offset().0)
+        };
+        self.hwm.set(hwm);
+        // A partition whose leader moved away or whose ISR changed may have waits to end.
+        self.notify();
+        if role.is_leader() {
             self.log.begin_epoch(role.leader_epoch).await?;
         }
         Ok(())
     }
 
-    /// Signals `tx` once the high watermark exceeds `offset`. A waiting read hands the same
-    /// sender to every partition it waits on and drops the receiver when it ends, which lets
-    /// the next [`Partition::notify`] or `watch` forget the stale entry. Private: fetches wait
-    /// through [`Partitions::read_or_watch`].
-    fn watch(&self, offset: i64, tx: flume::Sender<()>) {
-        if self.log.high_watermark().0 > offset {
+    /// The high watermark: what consumers may read and acks=all waits for. The written end on
+    /// a leader alone in its ISR; otherwise the replicated one ([`crate::replica`]).
+    pub fn high_watermark(&self) -> i64 {
+        let role = self.role.borrow();
+        if role.is_leader() && role.alone() {
+            return self.log.high_watermark().0;
+        }
+        self.hwm.get()
+    }
+
+    /// Signals `tx` once the high watermark (for a follower's fetch, `replica`, the written
+    /// end) exceeds `offset`. A waiting read hands the same sender to every partition it waits
+    /// on and drops the receiver when it ends, which lets the next [`Partition::notify`] or
+    /// `watch` forget the stale entry.
+    fn watch(&self, offset: i64, replica: bool, tx: flume::Sender<()>) {
+        if self.end_for(replica) > offset {
             let _ = tx.try_send(());
             return;
         }
         let mut w = self.waiters.borrow_mut();
-        w.retain(|(_, tx)| !tx.is_disconnected());
-        w.push((offset, tx));
+        w.retain(|w| !w.tx.is_disconnected());
+        w.push(Waiter {
+            offset,
+            replica,
+            tx,
+        });
+    }
+
+    fn end_for(&self, replica: bool) -> i64 {
+        if replica {
+            self.log.high_watermark().0
+        } else {
+            self.high_watermark()
+        }
     }
 
     /// Appends a batch as this broker's leader, stamped with the current leader epoch, and
     /// wakes the fetches that the new data satisfies: every append of the broker goes through
-    /// here, so none can forget the wake-up. (Replication will hook in here: a leader's append, then the high watermark
-    /// moving once followers have it.)
+    /// here, so none can forget the wake-up. The high watermark moves with the append only on
+    /// a leader alone in its ISR; otherwise when the followers have the batch.
     pub async fn append(
         &self,
         batch: &[u8],
         durability: Durability,
     ) -> Result<AppendInfo, LogError> {
-        let r = self
-            .log
-            .append(batch, self.role.get().leader_epoch, durability)
-            .await;
+        let epoch = self.role.borrow().leader_epoch;
+        let r = self.log.append(batch, epoch, durability).await;
         self.notify();
         r
     }
 
-    /// Wakes the parked fetches that new data satisfies.
+    /// Follower `id` fetched at `offset` (its log end): moves the high watermark and wakes
+    /// what that satisfies. Returns the ISR this leader should propose, if any.
+    pub fn follower_fetched(&self, id: i32, offset: i64, lag_max: Duration) -> Option<Vec<i32>> {
+        let role = self.role.borrow().clone();
+        if !role.is_leader() || !role.replicas.contains(&id) {
+            return None;
+        }
+        let now = Instant::now();
+        let written = self.log.high_watermark().0;
+        let mut followers = self.followers.borrow_mut();
+        followers.fetched(id, offset, self.log.log_end_offset().0, now);
+        let hwm = followers.high_watermark(&role, written, self.hwm.get());
+        let change = followers.isr_change(&role, hwm, now, lag_max);
+        drop(followers);
+        if hwm != self.hwm.get() {
+            self.hwm.set(hwm);
+            self.notify();
+        }
+        self.propose_once(change, now)
+    }
+
+    /// The ISR change a leader should propose now for followers that stopped fetching (a
+    /// periodic check; a fetching follower is checked at each fetch).
+    pub fn isr_check(&self, lag_max: Duration) -> Option<Vec<i32>> {
+        let role = self.role.borrow().clone();
+        if !role.is_leader() || role.replicas.len() < 2 {
+            return None;
+        }
+        let now = Instant::now();
+        let change = self
+            .followers
+            .borrow()
+            .isr_change(&role, self.high_watermark(), now, lag_max);
+        self.propose_once(change, now)
+    }
+
+    /// `change`, unless one is in flight (proposed within the last few seconds and not yet in
+    /// the image).
+    fn propose_once(&self, change: Option<Vec<i32>>, now: Instant) -> Option<Vec<i32>> {
+        let change = change?;
+        if self
+            .isr_proposed
+            .get()
+            .is_some_and(|at| now.duration_since(at) < ISR_PROPOSAL_RETRY)
+        {
+            return None;
+        }
+        self.isr_proposed.set(Some(now));
+        Some(change)
+    }
+
+    /// The ISR change last proposed was dropped before it reached the quorum: the next one may
+    /// go at once.
+    pub fn isr_proposal_done(&self) {
+        self.isr_proposed.set(None);
+    }
+
+    /// A follower learnt the leader's high watermark: its own is that, capped at its log end.
+    pub fn follow_high_watermark(&self, leader_hwm: i64) {
+        let hwm = leader_hwm.min(self.log.log_end_offset().0);
+        if hwm != self.hwm.get() {
+            self.hwm.set(hwm);
+            self.notify();
+        }
+    }
+
+    /// Waits until the high watermark passes `last` (acks=all): `Ok` then, NOT_LEADER_OR_FOLLOWER
+    /// when this broker stops leading first, REQUEST_TIMED_OUT at `deadline`.
+    pub async fn wait_replicated(&self, last: i64, deadline: Instant) -> Result<(), ErrorCode> {
+        loop {
+            if !self.is_leader() {
+                return Err(ErrorCode::NotLeaderOrFollower);
+            }
+            if self.high_watermark() > last {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(ErrorCode::RequestTimedOut);
+            }
+            let (tx, rx) = flume::bounded(1);
+            self.watch(last, false, tx);
+            futures_lite::future::or(
+                async {
+                    let _ = crate::router::recv_cross_shard(&rx).await;
+                },
+                glommio::timer::sleep(deadline - now),
+            )
+            .await;
+        }
+    }
+
+    /// Wakes the parked waits that new data, a moved high watermark or a new role satisfies.
     fn notify(&self) {
-        let hw = self.log.high_watermark().0;
-        self.waiters.borrow_mut().retain(|(offset, tx)| {
-            if hw > *offset {
-                let _ = tx.try_send(());
+        let hw = self.high_watermark();
+        let written = self.log.high_watermark().0;
+        let leader = self.is_leader();
+        self.waiters.borrow_mut().retain(|w| {
+            let end = if w.replica { written } else { hw };
+            if end > w.offset || (!leader && !w.replica) {
+                let _ = w.tx.try_send(());
                 false
             } else {
-                !tx.is_disconnected()
+                !w.tx.is_disconnected()
             }
         });
     }
@@ -123,7 +299,7 @@ impl Partition {
         self.waiters
             .borrow()
             .iter()
-            .filter(|(_, tx)| !tx.is_disconnected())
+            .filter(|w| !w.tx.is_disconnected())
             .count()
     }
 
@@ -132,6 +308,9 @@ impl Partition {
         self.waiters.borrow_mut().clear();
     }
 }
+
+/// How long an ISR change stays in flight before the leader may propose it again.
+const ISR_PROPOSAL_RETRY: Duration = Duration::from_secs(5);
 
 /// A future a listener returns; it runs on the owner shard.
 pub type LocalFuture<'a> = Pin<Box<dyn Future<Output = ()> + 'a>>;
@@ -153,18 +332,56 @@ pub trait PartitionListener {
     fn unloaded(&self, topic: &str, index: i32);
 }
 
+/// An ISR a leader proposes for one of its partitions: topic, partition, the new ISR.
+pub type IsrChange = (Arc<str>, i32, Vec<i32>);
+
 /// The partitions this shard owns. Lives in its `Shard` for the life of the process; other
 /// shards reach it only through `Router::invoke_on`.
-#[derive(Default)]
 pub struct Partitions {
     /// Topic → partition index → partition. Nested so that a lookup by `&str` allocates
     /// nothing: every produce and fetch does one per partition.
     map: RefCell<HashMap<Arc<str>, TopicPartitions>>,
     /// Weak, so that a listener may hold this service without a reference cycle.
     listeners: RefCell<Vec<Weak<dyn PartitionListener>>>,
+    /// `replica.lag.time.max.ms`: how long an in-sync follower may go without catching up.
+    replica_lag_max: Cell<Duration>,
+    /// ISR changes this shard's leaders decided, for the shard's replication task to propose
+    /// (`Shard::propose_isr_changes`).
+    isr_changes: (flume::Sender<IsrChange>, flume::Receiver<IsrChange>),
+}
+
+impl Default for Partitions {
+    fn default() -> Partitions {
+        Partitions {
+            map: RefCell::default(),
+            listeners: RefCell::default(),
+            replica_lag_max: Cell::new(Duration::from_millis(
+                crate::config::REPLICA_LAG_TIME_MAX_MS_DEFAULT,
+            )),
+            isr_changes: flume::unbounded(),
+        }
+    }
 }
 
 impl Partitions {
+    pub fn replica_lag_max(&self) -> Duration {
+        self.replica_lag_max.get()
+    }
+
+    pub fn set_replica_lag_max(&self, lag: Duration) {
+        self.replica_lag_max.set(lag);
+    }
+
+    /// Queues an ISR change for the shard's replication task.
+    pub fn propose_isr(&self, topic: Arc<str>, partition: i32, isr: Vec<i32>) {
+        let _ = self.isr_changes.0.try_send((topic, partition, isr));
+    }
+
+    /// The queue of ISR changes (the replication task's end).
+    pub fn isr_changes(&self) -> flume::Receiver<IsrChange> {
+        self.isr_changes.1.clone()
+    }
+
     /// Registers `listener` for every partition loaded or unloaded from now on.
     pub fn listen(&self, listener: Weak<dyn PartitionListener>) {
         self.listeners.borrow_mut().push(listener);
@@ -249,6 +466,10 @@ pub struct ReadAt {
     /// beyond it, and otherwise waits for it to get there. The fetch offset at first, the high
     /// watermark the fetch last saw afterwards (when what it got was less than `min_bytes`).
     pub wake_after: i64,
+    /// The follower whose fetch this is (Kafka's replica id), or `None` for a consumer. A
+    /// follower reads up to the written end, and its fetch offset tells the leader where it
+    /// is.
+    pub replica: Option<i32>,
 }
 
 /// What the owner read for one [`ReadAt`].
@@ -306,7 +527,7 @@ impl Partitions {
     /// gives for a partition a broker does not lead).
     pub fn leader(&self, topic: &str, partition: i32) -> Result<Rc<Partition>, ErrorCode> {
         self.get(topic, partition)
-            .filter(|p| p.role.get().leader)
+            .filter(|p| p.is_leader())
             .ok_or(ErrorCode::NotLeaderOrFollower)
     }
 
@@ -317,10 +538,11 @@ impl Partitions {
         partition: i32,
         query: OffsetQuery,
     ) -> Result<(i64, i64), ErrorCode> {
-        let log = &self.leader(topic, partition)?.log;
+        let p = self.leader(topic, partition)?;
+        let log = &p.log;
         Ok(match query {
             OffsetQuery::Earliest => (log.log_start_offset().0, -1),
-            OffsetQuery::Latest => (log.high_watermark().0, -1),
+            OffsetQuery::Latest => (p.high_watermark(), -1),
             OffsetQuery::MaxTimestamp => log.max_timestamp().map_or((-1, -1), |(o, t)| (o.0, t)),
             OffsetQuery::Timestamp(t) => match log.offset_for_timestamp(t).await {
                 Ok(found) => found.map_or((-1, -1), |(o, t)| (o.0, t)),
@@ -376,7 +598,7 @@ impl Partitions {
             let (tx, data) = flume::bounded::<()>(1);
             for r in reads {
                 if let Some(p) = self.get(&r.topic, r.partition) {
-                    p.watch(r.wake_after, tx.clone());
+                    p.watch(r.wake_after, r.replica.is_some(), tx.clone());
                 }
             }
             drop(tx);
@@ -410,22 +632,38 @@ impl Partitions {
         out
     }
 
-    /// Never waits for the disk on the shard's thread (`read_async`).
+    /// Never waits for the disk on the shard's thread (`read_async`). A consumer reads up to
+    /// the high watermark; a follower up to the written end, and tells the leader where it is.
     async fn read_one(&self, r: &ReadAt) -> PartitionRead {
         let p = match self.leader(&r.topic, r.partition) {
             Ok(p) => p,
             Err(code) => return PartitionRead::failed(code),
         };
-        match p.log.read_async(Offset(r.offset), r.max_bytes).await {
+        // Only another replica of the partition reads past the high watermark.
+        let replica = r.replica.filter(|&id| p.has_follower(id));
+        if let Some(id) = replica {
+            if let Some(isr) = p.follower_fetched(id, r.offset, self.replica_lag_max()) {
+                self.propose_isr(r.topic.clone(), r.partition, isr);
+            }
+        }
+        let hwm = p.high_watermark();
+        let read = if replica.is_some() || p.alone() {
+            p.log.read_async(Offset(r.offset), r.max_bytes).await
+        } else {
+            p.log
+                .read_async_upto(Offset(r.offset), r.max_bytes, Offset(hwm))
+                .await
+        };
+        match read {
             Ok(slice) => PartitionRead {
                 error: None,
-                high_watermark: slice.high_watermark.0,
+                high_watermark: hwm,
                 log_start_offset: slice.log_start_offset.0,
                 slice: (slice.len > 0).then_some(slice),
             },
             Err(e) => PartitionRead {
                 error: Some(e.error_code()),
-                high_watermark: p.log.high_watermark().0,
+                high_watermark: hwm,
                 log_start_offset: p.log.log_start_offset().0,
                 slice: None,
             },
@@ -435,8 +673,9 @@ impl Partitions {
 
 /// Whether a read found something the fetch has not seen: an error, or data past `wake_after`.
 fn has_news(reads: &[ReadAt], out: &[PartitionRead]) -> bool {
-    reads
-        .iter()
-        .zip(out)
-        .any(|(r, o)| o.error.is_some() || o.high_watermark > r.wake_after)
+    reads.iter().zip(out).any(|(r, o)| {
+        o.error.is_some()
+            || o.high_watermark > r.wake_after
+            || (r.replica.is_some() && o.slice.is_some())
+    })
 }

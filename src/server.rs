@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::cluster::{Cluster, QuorumStart};
 use crate::config::{BrokerConfig, SHARD_CHANNEL_CAPACITY};
@@ -17,6 +17,7 @@ use crate::config::{
     LOG_RETENTION_CHECK_INTERVAL_MS_MIN, PORT_RELEASE_POLL_MS, PORT_RELEASE_WAIT_MS_MAX,
     SHARD_PREEMPT_TIMER_MS, SHUTDOWN_DRAIN_MS_MAX, SHUTDOWN_DRAIN_POLL_MS,
 };
+use crate::metadata::records::MetadataRecord;
 use crate::metadata::{self, MetadataImage};
 use crate::router::{self, Job, Router};
 use crate::runtime::raise_memlock_limit;
@@ -25,6 +26,9 @@ use crate::shard::Shard;
 /// Shutdown phases, sent from the main thread to every shard.
 #[derive(Clone, Copy, Debug)]
 enum Phase {
+    /// In a cluster, hand this broker's leaderships over before anything stops (controlled
+    /// shutdown; the metadata shard does it, the others only acknowledge).
+    Handover,
     /// Stop accepting and wait for in-flight requests, on every shard, before any shard closes.
     Drain,
     /// Flush and close partitions, then end the executor.
@@ -156,7 +160,7 @@ pub fn run(mut config: BrokerConfig) -> Result<(), String> {
 
     let sig = wait_for_termination_signal();
     info!(signal = sig, "shutting down");
-    for phase in [Phase::Drain, Phase::Close] {
+    for phase in [Phase::Handover, Phase::Drain, Phase::Close] {
         let (ack_tx, ack_rx) = std::sync::mpsc::channel();
         for c in &controls {
             let _ = c.send((phase, ack_tx.clone()));
@@ -234,9 +238,18 @@ async fn shard_main(
     glommio::spawn_local(cleaner_loop(shard.clone())).detach();
     glommio::spawn_local(client_error_log_loop(shard.clone())).detach();
     glommio::spawn_local(heal_loop(shard.clone())).detach();
+    if shard.cluster.is_some() {
+        crate::fetcher::start(shard.clone());
+    }
     let _ = ready.send(Ok(()));
     while let Ok((phase, ack)) = control.recv_async().await {
         match phase {
+            Phase::Handover => {
+                if shard.id() == crate::router::METADATA_SHARD {
+                    controlled_shutdown(&shard).await;
+                }
+                drop(ack);
+            }
             Phase::Drain => {
                 shard.shutting_down.set(true);
                 shard.groups.release_waiters();
@@ -287,6 +300,76 @@ fn start_quorum(shard: Rc<Shard>, quorum: QuorumStart) {
         glommio::spawn_local(register_broker(shard)).detach();
     }
 }
+
+/// Kafka's controlled shutdown: tells the controller this broker is going (its leaderships
+/// move to other in-sync replicas and it leaves every ISR) and waits until the image shows it
+/// leading nothing, for at most [`CONTROLLED_SHUTDOWN_WAIT`]; so a rolling restart costs
+/// clients only retriable errors. A single node, or a partition with no other in-sync
+/// replica, has nobody to hand over to.
+async fn controlled_shutdown(shard: &Rc<Shard>) {
+    let Some(cluster) = shard.cluster.clone() else {
+        return;
+    };
+    if !shard.config.serves_clients() {
+        return;
+    }
+    let me = shard.node_id();
+    let deadline = std::time::Instant::now() + CONTROLLED_SHUTDOWN_WAIT;
+    let proposed = futures_lite::future::or(
+        async {
+            Some(
+                cluster
+                    .propose(vec![MetadataRecord::ControlledShutdown { id: me }])
+                    .await,
+            )
+        },
+        async {
+            glommio::timer::sleep(CONTROLLED_SHUTDOWN_WAIT).await;
+            None
+        },
+    )
+    .await;
+    match proposed {
+        Some(Ok(image)) => crate::admin::install(shard, image).await,
+        Some(Err(e)) => {
+            warn!("controlled shutdown: the controller did not take it ({e:?}); stopping anyway");
+            return;
+        }
+        None => {
+            warn!("controlled shutdown: no answer from the controller; stopping anyway");
+            return;
+        }
+    }
+    loop {
+        let led = leaderships_movable(&shard.metadata(), me);
+        if led == 0 {
+            info!("controlled shutdown: this broker leads nothing that can move");
+            return;
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            warn!(
+                partitions = led,
+                "controlled shutdown: still leading partitions; stopping anyway"
+            );
+            return;
+        }
+        futures_lite::future::or(shard.next_image(), glommio::timer::sleep(left)).await;
+    }
+}
+
+/// Partitions `me` leads that another live in-sync replica could take over.
+fn leaderships_movable(image: &MetadataImage, me: i32) -> usize {
+    image
+        .topics
+        .values()
+        .flat_map(|t| t.states.iter())
+        .filter(|s| s.leader == me && s.isr.iter().any(|&b| b != me && image.is_live(b)))
+        .count()
+}
+
+/// How long a controlled shutdown waits for its leaderships to move.
+const CONTROLLED_SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 
 /// Registers this broker (its advertised client endpoint and rack) until the quorum has it.
 async fn register_broker(shard: Rc<Shard>) {

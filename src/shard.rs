@@ -81,6 +81,9 @@ impl Shard {
         let partitions = Rc::new(Partitions::default());
         let groups = Coordinator::new(config.clone(), partitions.clone());
         let controller = (router.shard_id() == METADATA_SHARD).then(Controller::default);
+        partitions.set_replica_lag_max(std::time::Duration::from_millis(
+            config.replica_lag_time_max_ms,
+        ));
         Shard {
             config,
             broker_config: RefCell::new(effective),
@@ -157,11 +160,15 @@ impl Shard {
 
     /// The role `topic` gives this broker's replica of `partition`.
     fn role(&self, topic: &TopicMeta, partition: i32) -> Role {
-        let me = self.node_id();
-        Role {
-            leader: topic.leader(partition, me) == Some(me),
-            leader_epoch: topic.leader_epoch(partition),
-        }
+        Role::of(topic, partition, self.node_id())
+    }
+
+    /// Waits for the next metadata image to be installed (its partitions opened and their
+    /// roles taken).
+    pub async fn next_image(&self) {
+        let (tx, rx) = flume::bounded(1);
+        self.image_waiters.borrow_mut().push(tx);
+        let _ = rx.recv_async().await;
     }
 
     pub fn partition(&self, topic: &str, partition: i32) -> Option<Rc<Partition>> {
@@ -177,9 +184,6 @@ impl Shard {
             return;
         }
         let previous = std::mem::replace(&mut *self.metadata.borrow_mut(), image.clone());
-        for w in self.image_waiters.borrow_mut().drain(..) {
-            let _ = w.try_send(());
-        }
         if previous.broker_configs != image.broker_configs {
             let dynamic = configs::Dynamic::of(&image, self.config.node_id);
             let effective = configs::effective_broker_config(&self.config, dynamic);
@@ -218,6 +222,9 @@ impl Shard {
                 }
             }
         }
+        for w in self.image_waiters.borrow_mut().drain(..) {
+            let _ = w.try_send(());
+        }
     }
 
     /// Gives this shard's partitions the roles the image names (a leader elected, moved away
@@ -231,7 +238,8 @@ impl Shard {
             if role == p.role() {
                 continue;
             }
-            info!(%topic, partition = index, leader = role.leader, epoch = role.leader_epoch, "partition role changed");
+            info!(%topic, partition = index, leader = role.leader, epoch = role.leader_epoch,
+                isr = ?role.isr, "partition role changed");
             if let Err(e) = p.set_role(role).await {
                 error!(%topic, partition = index, "taking the partition's new role: {e}");
             }
@@ -289,7 +297,7 @@ impl Shard {
         });
         let log = PartitionLog::open(dir, cfg).await?;
         let role = self.role(topic, partition);
-        let p = Rc::new(Partition::new(topic.id, log, role));
+        let p = Rc::new(Partition::new(topic.id, log, role.clone()));
         p.set_role(role).await?;
         self.partitions.load(topic.name.clone(), partition, p).await;
         Ok(())

@@ -35,6 +35,8 @@ struct Slot {
     max_bytes: u32,
     /// Set when the partition cannot be read at all (unknown topic, fenced epoch).
     error: Option<ErrorCode>,
+    /// The follower fetching, for a replica's fetch.
+    replica: Option<i32>,
 }
 
 /// What the owner read for one slot.
@@ -141,6 +143,13 @@ fn resolve(
 ) -> (Vec<RequestedTopic>, Vec<Slot>) {
     let image = shard.metadata();
     let by_id = req.version() >= 13;
+    // A follower's fetch names its broker (Kafka's FetchRequest.replicaId()); consumers -1.
+    let replica_id = if req.version() >= 15 {
+        body.replica_state.replica_id.0
+    } else {
+        body.replica_id.0
+    };
+    let replica = (replica_id >= 0).then_some(replica_id);
     let mut topics = Vec::new();
     let mut slots = Vec::new();
     for t in &body.topics {
@@ -162,6 +171,7 @@ fn resolve(
                 offset: p.fetch_offset,
                 max_bytes: (p.partition_max_bytes.max(0) as u32).min(max_bytes),
                 error: None,
+                replica,
             };
             match meta {
                 None if by_id => slot.error = Some(ErrorCode::UnknownTopicId),
@@ -204,6 +214,7 @@ async fn read_or_watch(
                 offset: s.offset,
                 max_bytes: s.max_bytes,
                 wake_after: after,
+                replica: s.replica,
             };
             (i, (s.owner, at))
         })

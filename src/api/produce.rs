@@ -2,6 +2,7 @@
 
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{
@@ -16,7 +17,7 @@ use crate::log::batch;
 use crate::log::validate::{RecordError, ValidateOptions};
 use crate::log::{AppendInfo, CompressionType, Durability, LogError};
 use crate::protocol::request::{Request, RequestError};
-use crate::shard::Shard;
+use crate::shard::{Partition, Shard};
 use crate::util::join_all;
 
 /// One partition's piece of a produce request, as sent to its owner.
@@ -145,10 +146,13 @@ pub async fn handle(
     } else {
         Durability::PageCache
     };
+    // acks=all waits for the ISR until the request's timeout.
+    let replicated =
+        (acks == -1).then(|| Instant::now() + Duration::from_millis(body.timeout_ms.max(0) as u64));
     let appended = shard
         .router
         .scatter_gather(shard, pieces, move |s, pieces| {
-            append_all(s, pieces, durability)
+            append_all(s, pieces, durability, replicated)
         })
         .await;
     for (slot, r) in appended {
@@ -175,10 +179,13 @@ fn is_transactional(records: &[u8]) -> bool {
 }
 
 /// Runs on the owner shard: appends every piece concurrently, one result per piece in order.
+/// With `replicated` (acks=all), each answer waits until the ISR has the batch, or that
+/// deadline.
 async fn append_all(
     shard: Rc<Shard>,
     pieces: Vec<Piece>,
     durability: Durability,
+    replicated: Option<Instant>,
 ) -> Vec<(usize, AppendResult)> {
     let appends = pieces.into_iter().map(|piece| {
         let shard = shard.clone();
@@ -197,11 +204,53 @@ async fn append_all(
                 Ok(r) => r,
                 Err(e) => return (piece.slot, Err(e.into())),
             };
-            let r = p.append(&records, durability).await;
-            (piece.slot, r.map_err(Failure::from))
+            let min_isr = replicated.map(|_| min_insync_replicas(&shard, &piece.topic));
+            if let Some(min) = min_isr {
+                if let Err(e) = enough_in_sync(&p, min, ErrorCode::NotEnoughReplicas) {
+                    return (piece.slot, Err(e.into()));
+                }
+            }
+            let info = match p.append(&records, durability).await {
+                Ok(info) => info,
+                Err(e) => return (piece.slot, Err(e.into())),
+            };
+            if let (Some(deadline), Some(min)) = (replicated, min_isr) {
+                if let Err(code) = p.wait_replicated(info.last_offset.0, deadline).await {
+                    let e = ApiError::new(code, "the in-sync replicas do not have the batch");
+                    return (piece.slot, Err(e.into()));
+                }
+                if let Err(e) = enough_in_sync(&p, min, ErrorCode::NotEnoughReplicasAfterAppend) {
+                    return (piece.slot, Err(e.into()));
+                }
+            }
+            (piece.slot, Ok(info))
         }
     });
     join_all(appends.collect()).await
+}
+
+/// `min.insync.replicas` of `topic`: its override, else the broker's.
+fn min_insync_replicas(shard: &Shard, topic: &str) -> i32 {
+    shard
+        .metadata()
+        .topic(topic)
+        .and_then(|t| t.configs.get("min.insync.replicas"))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| shard.broker_config().min_insync_replicas)
+}
+
+/// Kafka's acks=all check: the ISR must hold at least `min` replicas (NOT_ENOUGH_REPLICAS
+/// before the append, NOT_ENOUGH_REPLICAS_AFTER_APPEND once the batch is written). A partition
+/// with fewer replicas than `min` can never satisfy it, as in Kafka.
+fn enough_in_sync(p: &Partition, min: i32, code: ErrorCode) -> Result<(), ApiError> {
+    let in_sync = p.isr_len() as i32;
+    if in_sync >= min {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        code,
+        format!("the ISR has {in_sync} replicas, min.insync.replicas is {min}"),
+    ))
 }
 
 /// The piece's batch, rewritten when the topic's `compression.type` names another codec. The

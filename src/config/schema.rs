@@ -834,7 +834,7 @@ pub static SETTINGS: &[Setting] = &[
         T::Int,
         Some("1"),
         Dynamic,
-        "Replicas that must acknowledge acks=all; always 1 on a single node.",
+        "The in-sync replicas a partition needs for acks=all: fewer answer NOT_ENOUGH_REPLICAS.",
         |c, key, value| {
             c.min_insync_replicas = parse(key, value)?;
             Ok(())
@@ -845,7 +845,7 @@ pub static SETTINGS: &[Setting] = &[
         synonyms: &["min.insync.replicas"],
         config_type: T::Int,
         default: "1",
-        doc: "Replicas that must acknowledge acks=all; always 1 on a single node.",
+        doc: "The in-sync replicas a partition needs for acks=all: fewer answer NOT_ENOUGH_REPLICAS.",
         apply: |_, key, value| number::<i32>(key, value, 1, "INT").map(drop),
         inherited: |b| b.min_insync_replicas.to_string(),
     }),
@@ -896,6 +896,21 @@ pub static SETTINGS: &[Setting] = &[
         "`broker,controller` (KRaft combined) or unset; a node with one role needs the cluster.",
         |c, key, value| {
             c.process_roles = Some(listeners::parse_roles(key, value)?);
+            Ok(())
+        },
+    ),
+    setting(
+        "replica.lag.time.max.ms",
+        T::Long,
+        Some("30000"),
+        ReadOnly,
+        "How long an in-sync follower may go without catching up to its leader before the leader takes it out of the ISR.",
+        |c, key, value| {
+            let v: u64 = parse(key, value)?;
+            if v == 0 {
+                return Err(ConfigError::invalid(format!("{key} must be positive, got {value:?}")));
+            }
+            c.replica_lag_time_max_ms = v;
             Ok(())
         },
     ),

@@ -47,7 +47,7 @@ const STAGE_CAPACITY_MIN: usize = 64 << 10;
 
 /// Copies `batch` into the staged run that ends at `pos` in `seg` (or a new run) and returns
 /// the copy, for the header rewrite. This is the only copy of the record bytes on the way in.
-fn stage<'a>(
+pub(super) fn stage<'a>(
     st: &'a mut State,
     seg: &Rc<Segment>,
     pos: u64,
@@ -113,10 +113,14 @@ impl PartitionLog {
                 max: segment_bytes as u32,
             });
         }
+        // Nothing awaits between the gate opening and the reservation, nor between the
+        // reservation and the count that a truncation waits on.
+        self.truncation_done().await;
         let w = match self.reserve(batch, &h, leader_epoch, now, &cfg)? {
             Reserved::Duplicate(info) => return Ok(info),
             Reserved::Write(w) => w,
         };
+        let _in_flight = self.append_in_flight();
         self.write_staged(w.seq).await?;
         self.wait_written(w.info.last_offset).await?;
         if let Some(old) = w.rolled {
@@ -158,7 +162,8 @@ impl PartitionLog {
             }));
         }
         let base = st.leo;
-        let rolled = self.maybe_roll(&mut st, h, now, cfg)?;
+        let last = base.0 + i64::from(h.last_offset_delta);
+        let rolled = self.maybe_roll(&mut st, h.total_len(), last, now, cfg)?;
         let seg = st.active().clone();
         let pos = seg.st.borrow().size;
         let seq = st.pending_head + st.pending.len() as u64;
@@ -204,13 +209,15 @@ impl PartitionLog {
         })))
     }
 
-    /// Rolls to a new segment when the batch would overflow `segment.bytes`, the active segment
+    /// Rolls to a new segment (based at the log end, so segments stay contiguous) when a batch
+    /// of `len` bytes ending at offset `last` would overflow `segment.bytes`, the active segment
     /// is older than `segment.ms`, or relative offsets would overflow u32. Returns the segment
     /// that was active before, which the caller finishes once its writes are done.
-    fn maybe_roll(
+    pub(super) fn maybe_roll(
         &self,
         st: &mut State,
-        h: &BatchHeader,
+        len: usize,
+        last: i64,
         now: i64,
         cfg: &LogConfig,
     ) -> Result<Option<Rc<Segment>>, LogError> {
@@ -219,9 +226,9 @@ impl PartitionLog {
             let s = active.st.borrow();
             (s.size, s.created_ms)
         };
-        let last_rel = st.leo.0 + i64::from(h.last_offset_delta) - active.base.0;
+        let last_rel = last - active.base.0;
         let roll = size > 0
-            && (size + h.total_len() as u64 > cfg.segment_bytes_effective()
+            && (size + len as u64 > cfg.segment_bytes_effective()
                 || now.saturating_sub(created) > cfg.segment_ms
                 || last_rel > i64::from(u32::MAX));
         if !roll {
@@ -237,7 +244,7 @@ impl PartitionLog {
     /// `write` of many batches) and completes them; the others wait. So a burst of appends costs
     /// a few io_uring writes rather than one each, which matters because buffered io_uring
     /// writes cost tens of microseconds apiece on ext4 (see tuning.md).
-    async fn write_staged(&self, seq: u64) -> Result<(), LogError> {
+    pub(super) async fn write_staged(&self, seq: u64) -> Result<(), LogError> {
         loop {
             let listen = self.event.listen();
             let job = {
@@ -382,7 +389,7 @@ impl PartitionLog {
     }
 
     /// `flush.messages` / `flush.ms` for data acknowledged without fsync.
-    async fn maybe_flush(&self, now: i64, cfg: &LogConfig) -> Result<(), LogError> {
+    pub(super) async fn maybe_flush(&self, now: i64, cfg: &LogConfig) -> Result<(), LogError> {
         let (due, hwm) = {
             let st = self.st.borrow();
             let by_count = st.unflushed_messages >= cfg.flush_messages;
@@ -399,7 +406,7 @@ impl PartitionLog {
 
     /// After a roll: make the closed segment durable, write its indexes, snapshot the producer
     /// state and move the recovery point, so a crash only rescans the segments after it.
-    async fn finish_segment(&self, old: &Segment) -> Result<(), LogError> {
+    pub(super) async fn finish_segment(&self, old: &Segment) -> Result<(), LogError> {
         let end = old.st.borrow().next_offset;
         self.flush_to(end).await?;
         old.persist_indexes().await?;

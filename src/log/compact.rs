@@ -147,6 +147,9 @@ impl PartitionLog {
         let Some(plan) = self.plan(&cfg, now_ms) else {
             return Ok(None);
         };
+        // A truncation changes segments in place (see `truncate.rs`): a pass planned before one
+        // must not install copies of what it read.
+        let truncations = self.st.borrow().truncations;
         tracing::info!(dir = %self.dir.display(), first_dirty = plan.first_dirty.0,
             segments = plan.cleanable.len(), "compacting");
         let map_end = self.build_map(&plan, map).await?;
@@ -170,12 +173,20 @@ impl PartitionLog {
             ..CleanStats::default()
         };
         for group in groups(&range, cfg.segment_bytes_effective()) {
-            self.clean_group(&group, &mut filter, &mut stats).await?;
+            self.clean_group(&group, &mut filter, &mut stats, truncations)
+                .await?;
         }
         let state = CleanerState {
             first_dirty: map_end,
             tombstones_due_ms: filter.tombstones_due_ms,
         };
+        // Under the directory lock, which a truncation holds until it has clamped the cleaner's
+        // progress: a pass that a truncation overtook records nothing, or it would count the
+        // batches appended since as cleaned.
+        let _dir = self.dir_lock.acquire_permit(1).await?;
+        if self.st.borrow().truncations != truncations {
+            return Ok(Some(stats));
+        }
         self.cleaner.set(state);
         self.write_checkpoint(CLEANER_CHECKPOINT, state.encode())
             .await?;
@@ -263,6 +274,7 @@ impl PartitionLog {
         group: &[Rc<Segment>],
         filter: &mut Filter<'_>,
         stats: &mut CleanStats,
+        truncations: u64,
     ) -> Result<(), LogError> {
         let base = group[0].base;
         let path = swap::cleaned_path(&self.dir, base);
@@ -274,7 +286,7 @@ impl PartitionLog {
                 return Err(e);
             }
         };
-        let installed = changed && self.install(group, cleaned.clone()).await?;
+        let installed = changed && self.install(group, cleaned.clone(), truncations).await?;
         if !installed {
             std::fs::remove_file(&path)?;
             stats.segments_after += group.len();
@@ -345,7 +357,8 @@ impl PartitionLog {
     }
 
     /// Swaps the cleaned segment in for `group`, on disk and in memory, unless the group changed
-    /// meanwhile (retention, DeleteRecords) or the log closed. A failure after the commit point
+    /// meanwhile (retention, DeleteRecords, a truncation since the pass was planned, which is
+    /// `truncations` apart) or the log closed. A failure after the commit point
     /// fails the log, like a write error: the next open completes the swap.
     ///
     /// The directory steps run off the shard (`swap::install`), so the partition state is not
@@ -353,11 +366,17 @@ impl PartitionLog {
     /// changing the segment set meanwhile; appends only add segments after the group. Readers
     /// see the old segments until the splice, which is correct data either way: the same
     /// records, before compaction.
-    async fn install(&self, group: &[Rc<Segment>], new: Rc<Segment>) -> Result<bool, LogError> {
+    async fn install(
+        &self,
+        group: &[Rc<Segment>],
+        new: Rc<Segment>,
+        truncations: u64,
+    ) -> Result<bool, LogError> {
         let _dir = self.dir_lock.acquire_permit(1).await?;
         let installable = {
             let st = self.st.borrow();
             st.failed.is_none()
+                && st.truncations == truncations
                 && st.segments.len() > group.len()
                 && group_position(&st.segments, group).is_some()
         };
@@ -384,6 +403,19 @@ impl PartitionLog {
             return Err(e.into());
         }
         Ok(true)
+    }
+
+    /// After a truncation to `end`: nothing at or past it counts as cleaned any more. A crash
+    /// before the checkpoint is written is covered by the clamp to the log end at open.
+    pub(crate) async fn clamp_cleaner(&self, end: Offset) -> Result<(), LogError> {
+        let mut state = self.cleaner.get();
+        if state.first_dirty <= end {
+            return Ok(());
+        }
+        state.first_dirty = end;
+        self.cleaner.set(state);
+        self.write_checkpoint(CLEANER_CHECKPOINT, state.encode())
+            .await
     }
 }
 
@@ -427,8 +459,9 @@ fn corrupt(h: &BatchHeader) -> LogError {
     LogError::CorruptMessage(format!("rewritten batch at {} is malformed", h.base_offset))
 }
 
-/// Reads a segment's committed batches in order through io_uring, a chunk at a time.
-struct BatchReader<'a> {
+/// Reads a segment's committed batches in order through io_uring, a chunk at a time (also
+/// truncation's re-indexing walk, `truncate.rs`).
+pub(crate) struct BatchReader<'a> {
     seg: &'a Segment,
     pos: u64,
     end: u64,
@@ -437,7 +470,7 @@ struct BatchReader<'a> {
 }
 
 impl<'a> BatchReader<'a> {
-    fn new(seg: &'a Segment) -> Self {
+    pub(crate) fn new(seg: &'a Segment) -> Self {
         BatchReader {
             seg,
             pos: 0,
@@ -447,8 +480,13 @@ impl<'a> BatchReader<'a> {
         }
     }
 
+    /// The bytes of a batch [`BatchReader::next`] returned.
+    pub(crate) fn bytes(&self, at: Range<usize>) -> &[u8] {
+        &self.buf[at]
+    }
+
     /// The next batch's header and its bytes' range in `buf`.
-    async fn next(&mut self) -> Result<Option<(BatchHeader, Range<usize>)>, LogError> {
+    pub(crate) async fn next(&mut self) -> Result<Option<(BatchHeader, Range<usize>)>, LogError> {
         if self.pos + batch::HEADER_LEN as u64 > self.end {
             return Ok(None);
         }

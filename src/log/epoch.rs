@@ -53,6 +53,11 @@ impl LeaderEpochCache {
         }
     }
 
+    /// The latest epoch, Kafka's `latestEpoch`.
+    pub(crate) fn latest(&self) -> Option<i32> {
+        self.entries.last().map(|&(e, _)| e)
+    }
+
     /// Removes entries starting at or after `end` (truncation by recovery).
     pub(crate) fn truncate_from_end(&mut self, end: Offset) -> bool {
         let n = self.entries.len();

@@ -24,6 +24,8 @@
 //! - `producer`: idempotent-producer state and its snapshot.
 //! - `epoch`: the leader-epoch cache.
 //! - `partition` (+ `append`, `recovery`, `retention`): [`PartitionLog`] itself.
+//! - `replica` (+ `truncate`): what replication needs of the log: a follower's verbatim appends
+//!   of its leader's batches, and truncating a divergent tail.
 //! - `record`: record-level access (keys, tombstones) and the codecs, for compaction.
 //! - [`validate`] (+ `codec`): every record of a produced batch checked as Kafka's
 //!   LogValidator does, streaming through the codecs; topic recompression on the same walk.
@@ -42,6 +44,7 @@ mod partition;
 mod producer;
 mod record;
 mod recovery;
+mod replica;
 mod retention;
 mod segment;
 mod swap;
@@ -50,7 +53,14 @@ mod tests;
 #[cfg(test)]
 mod tests_compact;
 #[cfg(test)]
+mod tests_kill;
+#[cfg(test)]
 mod tests_offshard;
+#[cfg(test)]
+mod tests_replica;
+#[cfg(test)]
+mod tests_truncate;
+mod truncate;
 pub mod validate;
 
 use std::fmt;
@@ -59,6 +69,7 @@ use std::sync::Arc;
 pub use compact::CleanStats;
 pub use offset_map::OffsetMap;
 pub use partition::PartitionLog;
+pub use replica::ReplicaAppend;
 
 use crate::config;
 

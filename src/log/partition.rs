@@ -1,7 +1,8 @@
 //! [`PartitionLog`]: the segments of one partition, its watermarks and the read side.
 //!
 //! Appends and flushes are in `append.rs`, opening and crash recovery in `recovery.rs`,
-//! retention and DeleteRecords in `retention.rs`; they all work on the same [`State`].
+//! retention and DeleteRecords in `retention.rs`, a follower's appends in `replica.rs` and
+//! truncation in `truncate.rs`; they all work on the same [`State`].
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -78,6 +79,13 @@ pub(crate) struct State {
     /// Set on the first write error (and by close): the log refuses further appends, as Kafka
     /// takes a failed log directory offline.
     pub failed: Option<String>,
+    /// Appends between their reservation and their return; a truncation waits for none to be
+    /// left (see `truncate.rs`).
+    pub appends_in_flight: u64,
+    /// A truncation is under way: appends wait before they reserve.
+    pub truncating: bool,
+    /// Truncations since open: a compaction pass planned before one does not install.
+    pub truncations: u64,
 }
 
 impl State {
@@ -156,7 +164,7 @@ impl PartitionLog {
     /// batch headers are read to get exact boundaries. Those reads wait for the disk when the
     /// page cache is cold, stalling the shard: request handlers use [`PartitionLog::read_async`].
     pub fn read(&self, offset: Offset, max_bytes: u32) -> Result<ReadSlice, LogError> {
-        match self.read_by(offset, max_bytes, false)? {
+        match self.read_by(offset, max_bytes, false, None)? {
             Lookup::Done(slice) => Ok(slice),
             Lookup::Cold(..) => unreachable!("a blocking read never reports a cold page"),
         }
@@ -166,8 +174,31 @@ impl PartitionLog {
     /// headers are read from the page cache only, and on a miss the pages are brought in
     /// through io_uring (its workers wait, the shard serves other work) before trying again.
     pub async fn read_async(&self, offset: Offset, max_bytes: u32) -> Result<ReadSlice, LogError> {
+        self.read_warming(offset, max_bytes, None).await
+    }
+
+    /// [`PartitionLog::read_async`] that stops below `upto`: the range holds only batches whose
+    /// last offset is below it, and reading at or past it gives an empty range, as reading at
+    /// the written end does. A leader reads for consumers up to its replication high watermark
+    /// this way, which lies below its written end while followers catch up. `upto` is a batch
+    /// boundary at most the written end (a later one reads as [`PartitionLog::read_async`]).
+    pub async fn read_async_upto(
+        &self,
+        offset: Offset,
+        max_bytes: u32,
+        upto: Offset,
+    ) -> Result<ReadSlice, LogError> {
+        self.read_warming(offset, max_bytes, Some(upto)).await
+    }
+
+    async fn read_warming(
+        &self,
+        offset: Offset,
+        max_bytes: u32,
+        upto: Option<Offset>,
+    ) -> Result<ReadSlice, LogError> {
         for _ in 0..COLD_ROUNDS_MAX {
-            match self.read_by(offset, max_bytes, true)? {
+            match self.read_by(offset, max_bytes, true, upto)? {
                 Lookup::Done(slice) => return Ok(slice),
                 Lookup::Cold(seg, pos) => self.warm(&seg, pos).await?,
             }
@@ -206,7 +237,14 @@ impl PartitionLog {
         Err(thrashing())
     }
 
-    fn read_by(&self, offset: Offset, max_bytes: u32, cached: bool) -> Result<Lookup, LogError> {
+    /// The lookup behind every read; `upto` is [`PartitionLog::read_async_upto`]'s bound.
+    fn read_by(
+        &self,
+        offset: Offset,
+        max_bytes: u32,
+        cached: bool,
+        upto: Option<Offset>,
+    ) -> Result<Lookup, LogError> {
         let st = self.st.borrow();
         if offset < st.log_start || offset > st.leo {
             return Err(LogError::OffsetOutOfRange {
@@ -224,7 +262,10 @@ impl PartitionLog {
             high_watermark: st.hwm,
             log_start_offset: st.log_start,
         };
-        if offset >= st.hwm {
+        // A bound below the written end, or none: at the written end the committed bytes are
+        // the bound, as they always were.
+        let cap = upto.filter(|u| *u < st.hwm);
+        if offset >= st.hwm || cap.is_some_and(|u| offset >= u) {
             return Ok(Lookup::Done(slice));
         }
         // The first batch whose last offset is at or past `offset`, in this segment or a later
@@ -259,7 +300,7 @@ impl PartitionLog {
             }) else {
                 continue;
             };
-            if h.base_offset >= st.hwm.0 {
+            if h.base_offset >= st.hwm.0 || cap.is_some_and(|u| h.last_offset() >= u.0) {
                 break;
             }
             if i + 1 < segments.len() {
@@ -280,16 +321,18 @@ impl PartitionLog {
                     continue;
                 }
             }
-            return Self::range(slice, seg, pos, h, max_bytes, cached);
+            return Self::range(slice, seg, pos, h, max_bytes, cached, cap);
         }
         if let Some((seg, pos, h)) = passed_over {
-            return Self::range(slice, seg, pos, h, max_bytes, cached);
+            return Self::range(slice, seg, pos, h, max_bytes, cached, cap);
         }
         Ok(Lookup::Done(slice))
     }
 
     /// `slice` completed with the range of whole batches of `seg` from the batch `h` at `pos`,
-    /// at most `max_bytes` long except that the first batch is always whole.
+    /// at most `max_bytes` long except that the first batch is always whole, and ending before
+    /// the batch that holds `cap` (the first batch, whose last offset the caller checked, is
+    /// below it).
     fn range(
         mut slice: ReadSlice,
         seg: &Rc<Segment>,
@@ -297,7 +340,28 @@ impl PartitionLog {
         h: batch::BatchHeader,
         max_bytes: u32,
         cached: bool,
+        cap: Option<Offset>,
     ) -> Result<Lookup, LogError> {
+        let max_bytes = match cap.filter(|u| *u < seg.st.borrow().next_offset) {
+            None => max_bytes,
+            Some(u) => {
+                let found = if cached {
+                    seg.find_batch_cached(u)
+                } else {
+                    seg.find_batch(u)
+                };
+                match found {
+                    Err(e) => match cold_at(&e) {
+                        Some(at) => return Ok(Lookup::Cold(seg.clone(), at)),
+                        None => return Err(e.into()),
+                    },
+                    Ok(Some((end, _))) => {
+                        max_bytes.min(u32::try_from(end.saturating_sub(pos)).unwrap_or(u32::MAX))
+                    }
+                    Ok(None) => max_bytes,
+                }
+            }
+        };
         let first_end = pos + h.total_len() as u64;
         let end = if cached {
             seg.range_end_cached(pos, first_end, max_bytes)
@@ -466,6 +530,12 @@ impl PartitionLog {
     pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, Offset)> {
         let st = self.st.borrow();
         st.epochs.end_offset_for(epoch, st.leo)
+    }
+
+    /// The latest leader epoch in the cache (Kafka's `latestEpoch`): the epoch a follower asks
+    /// its leader about with OffsetForLeaderEpoch before it truncates. `None` when it is empty.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.st.borrow().epochs.latest()
     }
 
     /// Replaces the topic config; it applies to the next append, roll and retention pass.

@@ -149,7 +149,21 @@ impl ProducerState {
             .collect()
     }
 
-    /// Forgets batches at or past `end` (the log was truncated there by recovery).
+    /// Every producer's epoch and remembered batches, by producer id, without the eviction
+    /// clock (which counts updates, not state).
+    #[cfg(test)]
+    pub(crate) fn view(&self) -> Vec<(i64, i16, Vec<BatchMeta>)> {
+        let mut v: Vec<_> = self
+            .producers
+            .iter()
+            .map(|(p, e)| (*p, e.epoch, e.batches.iter().copied().collect()))
+            .collect();
+        v.sort_by_key(|e| e.0);
+        v
+    }
+
+    /// Forgets batches at or past `end` (the log was truncated there by recovery, or by a
+    /// follower's truncation).
     pub(crate) fn truncate(&mut self, end: Offset) {
         for e in self.producers.values_mut() {
             e.batches.retain(|b| b.base_offset < end.0);

@@ -310,5 +310,8 @@ fn finish_state(segments: Vec<Rc<Segment>>, log_start: Offset, mut rb: Rebuild) 
         producers: rb.producers,
         epochs: rb.epochs,
         failed: None,
+        appends_in_flight: 0,
+        truncating: false,
+        truncations: 0,
     }
 }

@@ -76,6 +76,10 @@ pub enum MetadataRecord {
     /// The active controller fences a broker that lost its lease, or unfences one that is
     /// back (Kafka's FenceBrokerRecord / UnfenceBrokerRecord). A fenced broker leads nothing.
     BrokerFenced { id: i32, fenced: bool },
+    /// A broker begins a controlled shutdown (Kafka's BrokerRegistrationChangeRecord with
+    /// `inControlledShutdown`): its leaderships move and it leaves every ISR, in the same
+    /// entry; its next registration ends it.
+    ControlledShutdown { id: i32 },
     /// A block of producer ids `start..start + len` is handed to `broker` (Kafka's
     /// ProducerIdsRecord). It fits only where the previous block ended, so two controllers
     /// deciding at once cannot hand out the same ids.
@@ -93,6 +97,7 @@ const PRODUCER_IDS: u8 = 9;
 // 6 was an earlier development build's replica placement, replaced by these two.
 const PARTITION: u8 = 10;
 const PARTITION_CHANGE: u8 = 11;
+const CONTROLLED_SHUTDOWN: u8 = 12;
 
 /// Applies one record to `image` and counts it in `image.applied`. Deterministic: the same
 /// records in the same order give the same image on every node. `Err` means the record does not
@@ -210,6 +215,7 @@ fn apply_change(image: &mut MetadataImage, record: &MetadataRecord) -> Result<()
                     port: *port,
                     rack: rack.clone(),
                     fenced,
+                    shutting_down: false,
                 },
             );
         }
@@ -219,6 +225,13 @@ fn apply_change(image: &mut MetadataImage, record: &MetadataRecord) -> Result<()
                 .get_mut(id)
                 .ok_or_else(|| format!("broker {id} is not registered"))?;
             b.fenced = *fenced;
+        }
+        MetadataRecord::ControlledShutdown { id } => {
+            image
+                .brokers
+                .get_mut(id)
+                .ok_or_else(|| format!("broker {id} is not registered"))?
+                .shutting_down = true;
         }
         MetadataRecord::ProducerIds {
             broker: _,
@@ -333,6 +346,10 @@ impl MetadataRecord {
                 out.extend_from_slice(&id.to_be_bytes());
                 out.push(u8::from(*fenced));
             }
+            MetadataRecord::ControlledShutdown { id } => {
+                out.push(CONTROLLED_SHUTDOWN);
+                out.extend_from_slice(&id.to_be_bytes());
+            }
             MetadataRecord::ProducerIds { broker, start, len } => {
                 out.push(PRODUCER_IDS);
                 out.extend_from_slice(&broker.to_be_bytes());
@@ -391,6 +408,7 @@ impl MetadataRecord {
                 id: r.i32()?,
                 fenced: r.u8()? != 0,
             },
+            CONTROLLED_SHUTDOWN => MetadataRecord::ControlledShutdown { id: r.i32()? },
             PRODUCER_IDS => MetadataRecord::ProducerIds {
                 broker: r.i32()?,
                 start: r.i64()?,

@@ -54,6 +54,9 @@ pub(super) fn encode(image: &MetadataImage) -> String {
                     e.insert("rack".into(), rack.clone().into());
                 }
                 e.insert("fenced".into(), b.fenced.into());
+                if b.shutting_down {
+                    e.insert("shutting_down".into(), true.into());
+                }
                 (b.id.to_string(), e.into())
             })
             .collect();
@@ -158,6 +161,10 @@ pub(super) fn decode(text: &str) -> Result<MetadataImage, String> {
                     port: field("port")?.as_integer().ok_or("port")? as i32,
                     rack: e.get("rack").and_then(|v| v.as_str()).map(str::to_string),
                     fenced: field("fenced")?.as_bool().ok_or("fenced")?,
+                    shutting_down: e
+                        .get("shutting_down")
+                        .and_then(|v| v.as_bool())
+                        .unwrap_or(false),
                 },
             );
         }

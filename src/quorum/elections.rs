@@ -146,6 +146,7 @@ mod tests {
                     port: 1,
                     rack: None,
                     fenced,
+                    shutting_down: false,
                 },
             );
         }

@@ -101,6 +101,7 @@ mod tests {
                     port: 1,
                     rack: None,
                     fenced: f,
+                    shutting_down: false,
                 },
             );
         }

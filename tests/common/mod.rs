@@ -8,6 +8,7 @@
 // Each tests/*.rs file compiles this module separately and uses a different part of it.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod raw;
 
 use std::io::{BufRead, BufReader, Write};

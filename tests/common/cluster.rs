@@ -1,0 +1,346 @@
+//! A three-node cluster on one machine for the cluster and replication tests: nodes 1, 2 and 3
+//! on 127.0.0.1, .2 and .3, each `process.roles=broker,controller`, started with the exact
+//! command line of issue 12 (same client port and controller port on every address), with
+//! optional proxies between the controllers to cut any node off the quorum.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::{
+    CreateTopicsRequest, DescribeClusterRequest, MetadataRequest, MetadataResponse,
+};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::raw::{topic, Raw};
+use super::serve::Serve;
+use super::{eventually, tidelog_bin};
+
+pub const CLUSTER_ID: &str = "MkU3OEVBNTcwNTJENDM2Qk";
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// A port free on 127.0.0.1, .2 and .3 alike.
+pub fn port_free_on_all() -> u16 {
+    loop {
+        let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = first.local_addr().unwrap().port();
+        if (2..=3).all(|i| std::net::TcpListener::bind(format!("127.0.0.{i}:{port}")).is_ok()) {
+            return port;
+        }
+    }
+}
+
+/// A TCP proxy that can drop everything: a network fault between two controllers.
+pub struct Proxy {
+    cut: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    pub fn start(listen: &str, target: String) -> Proxy {
+        let listener = TcpListener::bind(listen).unwrap_or_else(|e| panic!("{listen}: {e}"));
+        let cut = Arc::new(AtomicBool::new(false));
+        let conns = Arc::new(Mutex::new(Vec::new()));
+        let (c, k) = (cut.clone(), conns.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if c.load(Ordering::SeqCst) {
+                    continue; // dropped: the dialer sees its connection closed
+                }
+                let Ok(server) = TcpStream::connect(&target) else {
+                    continue;
+                };
+                let mut kept = k.lock().unwrap();
+                for s in [&client, &server] {
+                    kept.push(s.try_clone().unwrap());
+                }
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Proxy { cut, conns }
+    }
+
+    pub fn set_cut(&self, cut: bool) {
+        self.cut.store(cut, Ordering::SeqCst);
+        if cut {
+            for c in self.conns.lock().unwrap().drain(..) {
+                let _ = c.shutdown(Shutdown::Both);
+            }
+        }
+    }
+}
+
+pub struct Node {
+    pub id: u32,
+    pub dir: tempfile::TempDir,
+    pub serve: Option<Serve>,
+}
+
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+    pub client_port: u16,
+    pub controller_port: u16,
+    /// With proxies, node i reaches node j's controller listener at 127.0.i.j (a proxy to
+    /// 127.0.0.j), so that the test can cut any node off the quorum.
+    pub proxies: Option<BTreeMap<(u32, u32), Proxy>>,
+}
+
+impl Cluster {
+    pub fn start() -> Cluster {
+        Cluster::start_with(false)
+    }
+
+    pub fn start_with(proxied: bool) -> Cluster {
+        let client_port = port_free_on_all();
+        let mut controller_port = port_free_on_all();
+        while controller_port == client_port {
+            controller_port = port_free_on_all();
+        }
+        let proxies = proxied.then(|| {
+            let mut proxies = BTreeMap::new();
+            for i in 1..=3 {
+                for j in (1..=3).filter(|&j| j != i) {
+                    let listen = format!("127.0.{i}.{j}:{controller_port}");
+                    let target = format!("127.0.0.{j}:{controller_port}");
+                    proxies.insert((i, j), Proxy::start(&listen, target));
+                }
+            }
+            proxies
+        });
+        let mut cluster = Cluster {
+            proxies,
+            nodes: (1..=3)
+                .map(|id| Node {
+                    id,
+                    dir: super::serve::data_dir(),
+                    serve: None,
+                })
+                .collect(),
+            client_port,
+            controller_port,
+        };
+        for i in 1..=3 {
+            cluster.start_node(i);
+        }
+        cluster
+    }
+
+    /// Node `i`'s command line, exactly as the issue gives it (but for the voters' addresses,
+    /// with proxies).
+    pub fn command(&self, i: u32, dir: &Path) -> Command {
+        let (p, c) = (self.client_port, self.controller_port);
+        let voters = match self.proxies {
+            None => format!("1@127.0.0.1:{c},2@127.0.0.2:{c},3@127.0.0.3:{c}"),
+            Some(_) => (1..=3)
+                .map(|j| match j == i {
+                    true => format!("{j}@127.0.0.{j}:{c}"),
+                    false => format!("{j}@127.0.{i}.{j}:{c}"),
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+        };
+        let mut cmd = Command::new(tidelog_bin());
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--set", &format!("node.id={i}")])
+            .args(["--set", "process.roles=broker,controller"])
+            .args(["--set", &format!("cluster.id={CLUSTER_ID}")])
+            .args(["--set", &format!("controller.quorum.voters={voters}")])
+            .args([
+                "--set",
+                &format!("listeners=PLAINTEXT://127.0.0.{i}:{p},CONTROLLER://127.0.0.{i}:{c}"),
+            ])
+            .args(["--set", "controller.listener.names=CONTROLLER"])
+            .args(["--shards", "2"]);
+        cmd
+    }
+
+    pub fn start_node(&mut self, i: u32) {
+        let cmd = self.command(i, self.nodes[i as usize - 1].dir.path());
+        let mut serve = Serve::spawn(cmd);
+        serve.wait_listening().expect("the node starts");
+        self.nodes[i as usize - 1].serve = Some(serve);
+    }
+
+    /// Cuts node `i` off the other controllers (`cut`), or heals it: every proxy to or from
+    /// it drops its connections and refuses new ones.
+    pub fn cut(&self, i: u32, cut: bool) {
+        for ((from, to), proxy) in self.proxies.as_ref().expect("a proxied cluster") {
+            if *from == i || *to == i {
+                proxy.set_cut(cut);
+            }
+        }
+    }
+
+    pub fn kill(&mut self, i: u32) {
+        let mut serve = self.nodes[i as usize - 1].serve.take().expect("running");
+        serve.child.kill().unwrap();
+        serve.child.wait().unwrap();
+    }
+
+    /// SIGTERM node `i` and wait for it to exit cleanly; its stderr.
+    pub fn stop(&mut self, i: u32) -> String {
+        let mut serve = self.nodes[i as usize - 1].serve.take().expect("running");
+        assert!(serve.stop().success(), "node {i} exits cleanly");
+        serve.stderr_after_exit()
+    }
+
+    pub fn addr(&self, i: u32) -> String {
+        format!("127.0.0.{i}:{}", self.client_port)
+    }
+
+    pub fn running(&self) -> Vec<u32> {
+        self.nodes
+            .iter()
+            .filter(|n| n.serve.is_some())
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// Creates a 3-partition topic through node `via`, retrying for up to 20 s (the issue's
+    /// bound after a controller's loss), and prints how long it took since `after`.
+    pub fn create_within_20_s(&self, via: u32, name: &str, after: &str) {
+        let start = Instant::now();
+        eventually(Duration::from_secs(20), || {
+            (create(self, via, name, 3) == 0).then_some(())
+        })
+        .unwrap_or_else(|| panic!("topic {name} created through node {via} within 20 s"));
+        eprintln!(
+            "topic {name} created through node {via} {} ms after {after}",
+            start.elapsed().as_millis()
+        );
+    }
+
+    /// Waits until every node lists the three brokers (they have registered).
+    pub fn wait_for_three_brokers(&self) {
+        for i in 1..=3 {
+            eventually(WAIT, || {
+                (broker_ids(&self.metadata(i)) == BTreeSet::from([1, 2, 3])).then_some(())
+            })
+            .unwrap_or_else(|| panic!("node {i} lists three brokers"));
+        }
+    }
+
+    /// The one value `f` gives for every node, once they agree on one that is a node id.
+    pub fn agreed(&self, what: &str, f: impl Fn(u32) -> i32) -> u32 {
+        eventually(WAIT, || {
+            let seen: BTreeSet<i32> = (1..=3).map(&f).collect();
+            match seen.into_iter().collect::<Vec<_>>().as_slice() {
+                [id] if *id > 0 => Some(*id as u32),
+                _ => None,
+            }
+        })
+        .unwrap_or_else(|| panic!("every node agrees on {what}"))
+    }
+
+    pub fn metadata(&self, i: u32) -> MetadataResponse {
+        Raw::connect(&self.addr(i)).call(&MetadataRequest::default().with_topics(None), 12)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(mut s) = n.serve.take() {
+                let _ = s.child.kill();
+                let _ = s.child.wait();
+            }
+        }
+    }
+}
+
+pub fn broker_ids(md: &MetadataResponse) -> BTreeSet<i32> {
+    md.brokers.iter().map(|b| b.node_id.0).collect()
+}
+
+/// Partition -> leader of `name` in `md`.
+pub fn leaders(md: &MetadataResponse, name: &str) -> BTreeMap<i32, i32> {
+    md.topics
+        .iter()
+        .filter(|t| t.name.as_ref().is_some_and(|n| n.as_str() == name))
+        .flat_map(|t| t.partitions.iter())
+        .map(|p| (p.partition_index, p.leader_id.0))
+        .collect()
+}
+
+/// CreateTopics of an RF=1 topic through node `via`: the error code.
+pub fn create(cluster: &Cluster, via: u32, name: &str, partitions: i32) -> i16 {
+    create_rf(cluster, via, name, partitions, 1)
+}
+
+/// CreateTopics through node `via` with replication factor `rf`: the error code.
+pub fn create_rf(cluster: &Cluster, via: u32, name: &str, partitions: i32, rf: i16) -> i16 {
+    let req = CreateTopicsRequest::default()
+        .with_timeout_ms(15_000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(topic(name))
+            .with_num_partitions(partitions)
+            .with_replication_factor(rf)]);
+    Raw::connect(&cluster.addr(via)).call(&req, 7).topics[0].error_code
+}
+
+pub fn controller(cluster: &Cluster, via: u32) -> i32 {
+    Raw::connect(&cluster.addr(via))
+        .call(&DescribeClusterRequest::default(), 1)
+        .controller_id
+        .0
+}
+
+pub fn produce(bootstrap: &str, name: &str, n: usize) {
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "30000")
+        .create()
+        .expect("producer");
+    for i in 0..n {
+        let (key, value) = (format!("k{i}"), format!("v{i}"));
+        p.send(BaseRecord::to(name).key(&key).payload(&value))
+            .expect("queued");
+        p.poll(Duration::ZERO);
+    }
+    p.flush(WAIT).expect("every record acknowledged");
+}
+
+/// Reads every partition of `name` from the start through `bootstrap` until `n` records.
+pub fn consume_all(bootstrap: &str, name: &str, partitions: i32, n: usize) -> BTreeSet<String> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "cluster-test-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(name, p, Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let mut seen = BTreeSet::new();
+    let deadline = Instant::now() + WAIT;
+    while seen.len() < n && Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+            seen.insert(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
+        }
+    }
+    seen
+}
