@@ -335,6 +335,8 @@ pub struct BrokerConfig {
     pub default_replication_factor: i16,
     /// `broker.session.timeout.ms`: a cluster's broker lease.
     pub broker_session_timeout_ms: u64,
+    /// `offsets.topic.replication.factor`.
+    pub offsets_topic_replication_factor: i16,
     /// `replica.lag.time.max.ms`.
     pub replica_lag_time_max_ms: u64,
     /// `cluster.id`: generated at first start when unset, then persisted in the data dir.
@@ -429,6 +431,7 @@ impl Default for BrokerConfig {
             default_replication_factor: 1,
             broker_session_timeout_ms: 9000,
             replica_lag_time_max_ms: REPLICA_LAG_TIME_MAX_MS_DEFAULT,
+            offsets_topic_replication_factor: 3,
             cluster_id: None,
             num_partitions: 1,
             auto_create_topics_enable: true,

@@ -184,6 +184,7 @@ impl LogError {
             LogError::RecordErrors(_) => ErrorCode::InvalidRecord,
             LogError::TimestampErrors(_) => ErrorCode::InvalidTimestamp,
             LogError::BatchTooLarge(_) => ErrorCode::MessageTooLarge,
+            LogError::NotLeader(_) => ErrorCode::NotLeaderOrFollower,
         }
     }
 }
@@ -340,6 +341,11 @@ mod tests {
                 LogError::BatchTooLarge("x".into()),
                 ErrorCode::MessageTooLarge,
                 10,
+            ),
+            (
+                LogError::NotLeader("x".into()),
+                ErrorCode::NotLeaderOrFollower,
+                6,
             ),
         ];
         for (e, want, wire) in table {

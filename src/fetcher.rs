@@ -23,7 +23,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -37,7 +37,6 @@ use kafka_protocol::protocol::{Decodable, Request, StrBytes};
 use tracing::{debug, info, warn};
 
 use crate::error::ErrorCode;
-use crate::log::{LogError, Offset};
 use crate::metadata::records::MetadataRecord;
 use crate::partitions::Partition;
 use crate::shard::Shard;
@@ -50,6 +49,8 @@ const FETCH_MAX_BYTES: i32 = 16 << 20;
 /// The pause after a failed connection or request before the next try.
 const BACKOFF: Duration = Duration::from_millis(200);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a request may go unanswered (Kafka's `replica.socket.timeout.ms`).
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// The Fetch and OffsetForLeaderEpoch versions the fetcher speaks (topics by name).
 const FETCH_VERSION: i16 = 12;
 const EPOCH_VERSION: i16 = 4;
@@ -90,21 +91,35 @@ fn leaders_followed(shard: &Shard) -> BTreeSet<i32> {
         .collect()
 }
 
-/// One partition this shard follows on `leader`, and whether its log was truncated for the
-/// current leader epoch.
+/// One partition this shard follows on a leader, at the leader epoch the image gave it.
 struct Followed {
-    topic: Arc<str>,
-    index: i32,
+    key: Key,
     partition: Rc<Partition>,
     epoch: i32,
 }
 
-/// Fetches from `leader` until this shard follows nothing there.
+type Key = (Arc<str>, i32);
+
+/// What a round did for one partition.
+enum Outcome {
+    /// Truncated (or found nothing to cut) for this leader epoch.
+    Truncated(i32),
+    /// Refused or failed: left alone for a while.
+    Failed,
+    /// Its log is ahead of the leader's: truncate again before fetching.
+    Diverged,
+}
+
+/// Fetches from `leader` until this shard follows nothing there. A partition whose epoch is
+/// new is truncated first; the others fetch meanwhile. A partition that fails is left out for
+/// [`BACKOFF`] (a leadership change on its way, an epoch the leader has not seen yet), so one
+/// bad partition neither spins nor holds the others back.
 async fn fetch_from(shard: &Rc<Shard>, leader: i32) {
     let me = shard.node_id();
     let mut conn: Option<Conn> = None;
     // Partition -> the leader epoch its log was last truncated for.
-    let mut truncated: HashMap<(Arc<str>, i32), i32> = HashMap::new();
+    let mut truncated: HashMap<Key, i32> = HashMap::new();
+    let mut backoff: HashMap<Key, Instant> = HashMap::new();
     info!(leader, "following partitions on broker {leader}");
     loop {
         if shard.shutting_down.get() {
@@ -113,11 +128,10 @@ async fn fetch_from(shard: &Rc<Shard>, leader: i32) {
         let followed: Vec<Followed> = shard
             .owned_partitions()
             .into_iter()
-            .filter_map(|((topic, index), p)| {
+            .filter_map(|(key, p)| {
                 let role = p.role();
                 (role.is_follower() && role.leader == leader).then_some(Followed {
-                    topic,
-                    index,
+                    key,
                     partition: p,
                     epoch: role.leader_epoch,
                 })
@@ -130,6 +144,16 @@ async fn fetch_from(shard: &Rc<Shard>, leader: i32) {
             );
             return;
         }
+        let now = Instant::now();
+        backoff.retain(|_, until| *until > now);
+        let ready: Vec<&Followed> = followed
+            .iter()
+            .filter(|f| !backoff.contains_key(&f.key))
+            .collect();
+        if ready.is_empty() {
+            glommio::timer::sleep(BACKOFF).await;
+            continue;
+        }
         let c = match conn.as_mut() {
             Some(c) => c,
             None => match Conn::open(shard, leader).await {
@@ -141,19 +165,34 @@ async fn fetch_from(shard: &Rc<Shard>, leader: i32) {
                 }
             },
         };
-        let to_truncate: Vec<&Followed> = followed
-            .iter()
-            .filter(|f| truncated.get(&(f.topic.clone(), f.index)) != Some(&f.epoch))
-            .collect();
-        let round = if to_truncate.is_empty() {
-            fetch_round(c, me, &followed).await
-        } else {
-            truncate_round(c, me, &to_truncate).await.map(|done| {
-                for (key, epoch) in done {
+        let (to_truncate, to_fetch): (Vec<&Followed>, Vec<&Followed>) = ready
+            .into_iter()
+            .partition(|f| truncated.get(&f.key) != Some(&f.epoch));
+        let mut outcomes = Vec::new();
+        let mut round = Ok(());
+        if !to_truncate.is_empty() {
+            round = truncate_round(c, me, leader, &to_truncate)
+                .await
+                .map(|o| outcomes.extend(o));
+        }
+        if round.is_ok() && !to_fetch.is_empty() {
+            round = fetch_round(c, me, leader, &to_fetch)
+                .await
+                .map(|o| outcomes.extend(o));
+        }
+        for (key, outcome) in outcomes {
+            match outcome {
+                Outcome::Truncated(epoch) => {
                     truncated.insert(key, epoch);
                 }
-            })
-        };
+                Outcome::Failed => {
+                    backoff.insert(key, Instant::now() + BACKOFF);
+                }
+                Outcome::Diverged => {
+                    truncated.remove(&key);
+                }
+            }
+        }
         if let Err(e) = round {
             debug!(leader, "replica fetch from broker {leader} failed: {e}");
             conn = None;
@@ -163,24 +202,25 @@ async fn fetch_from(shard: &Rc<Shard>, leader: i32) {
 }
 
 /// Asks the leader where each partition's latest local epoch ends there and truncates the
-/// local log to it. Returns the partitions done, with the epoch they were done for.
+/// local log to it.
 async fn truncate_round(
     c: &mut Conn,
     me: i32,
+    leader: i32,
     partitions: &[&Followed],
-) -> Result<Vec<((Arc<str>, i32), i32)>, String> {
+) -> Result<Vec<(Key, Outcome)>, String> {
     let mut topics: Vec<OffsetForLeaderTopic> = Vec::new();
     for f in partitions {
         let latest = f.partition.log.latest_epoch().unwrap_or(-1);
         let p = OffsetForLeaderPartition::default()
-            .with_partition(f.index)
+            .with_partition(f.key.1)
             .with_current_leader_epoch(f.epoch)
             .with_leader_epoch(latest);
-        match topics.iter_mut().find(|t| t.topic.0.as_str() == &*f.topic) {
+        match topics.iter_mut().find(|t| t.topic.0.as_str() == &*f.key.0) {
             Some(t) => t.partitions.push(p),
             None => topics.push(
                 OffsetForLeaderTopic::default()
-                    .with_topic(topic_name(&f.topic))
+                    .with_topic(topic_name(&f.key.0))
                     .with_partitions(vec![p]),
             ),
         }
@@ -189,18 +229,22 @@ async fn truncate_round(
         .with_replica_id(BrokerId(me))
         .with_topics(topics);
     let resp = c.call(&req, EPOCH_VERSION).await?;
-    let mut done = Vec::new();
+    let mut out: Vec<(Key, Outcome)> = partitions
+        .iter()
+        .map(|f| (f.key.clone(), Outcome::Failed))
+        .collect();
     for t in &resp.topics {
         for r in &t.partitions {
-            let Some(f) = partitions
+            let Some(i) = partitions
                 .iter()
-                .find(|f| &*f.topic == t.topic.0.as_str() && f.index == r.partition)
+                .position(|f| &*f.key.0 == t.topic.0.as_str() && f.key.1 == r.partition)
             else {
                 continue;
             };
+            let f = partitions[i];
             if r.error_code != 0 {
                 // A stale epoch on either side: the next image settles it.
-                debug!(topic = %f.topic, partition = f.index, code = r.error_code, "epoch lookup refused");
+                debug!(topic = %f.key.0, partition = f.key.1, code = r.error_code, "epoch lookup refused");
                 continue;
             }
             let log = &f.partition.log;
@@ -216,34 +260,47 @@ async fn truncate_round(
                 r.end_offset.min(ours)
             };
             if target < leo {
-                info!(topic = %f.topic, partition = f.index, from = leo, to = target,
+                info!(topic = %f.key.0, partition = f.key.1, from = leo, to = target,
                     "truncating the divergent tail of a follower's log");
-                log.truncate_to(Offset(target))
+                if let Err(e) = f
+                    .partition
+                    .replica_truncate(leader, f.epoch, target, false)
                     .await
-                    .map_err(|e| e.to_string())?;
+                {
+                    warn!(topic = %f.key.0, partition = f.key.1, "truncating: {e}");
+                    continue;
+                }
             }
-            done.push(((f.topic.clone(), f.index), f.epoch));
+            out[i].1 = Outcome::Truncated(f.epoch);
         }
     }
-    Ok(done)
+    Ok(out)
 }
 
-/// One Fetch for every followed partition; appends what comes back.
-async fn fetch_round(c: &mut Conn, me: i32, partitions: &[Followed]) -> Result<(), String> {
+/// One Fetch for the given partitions; appends what comes back.
+async fn fetch_round(
+    c: &mut Conn,
+    me: i32,
+    leader: i32,
+    partitions: &[&Followed],
+) -> Result<Vec<(Key, Outcome)>, String> {
     let mut topics: Vec<FetchTopic> = Vec::new();
+    let mut offsets = Vec::with_capacity(partitions.len());
     for f in partitions {
         let log = &f.partition.log;
+        let offset = log.log_end_offset().0;
+        offsets.push(offset);
         let p = FetchPartition::default()
-            .with_partition(f.index)
+            .with_partition(f.key.1)
             .with_current_leader_epoch(f.epoch)
-            .with_fetch_offset(log.log_end_offset().0)
+            .with_fetch_offset(offset)
             .with_log_start_offset(log.log_start_offset().0)
             .with_partition_max_bytes(PARTITION_MAX_BYTES);
-        match topics.iter_mut().find(|t| t.topic.0.as_str() == &*f.topic) {
+        match topics.iter_mut().find(|t| t.topic.0.as_str() == &*f.key.0) {
             Some(t) => t.partitions.push(p),
             None => topics.push(
                 FetchTopic::default()
-                    .with_topic(topic_name(&f.topic))
+                    .with_topic(topic_name(&f.key.0))
                     .with_partitions(vec![p]),
             ),
         }
@@ -259,63 +316,60 @@ async fn fetch_round(c: &mut Conn, me: i32, partitions: &[Followed]) -> Result<(
     if resp.error_code != 0 {
         return Err(format!("fetch refused with error {}", resp.error_code));
     }
-    let mut refused = 0;
+    let mut out = Vec::new();
     for t in &resp.responses {
         for r in &t.partitions {
-            let Some(f) = partitions
+            let Some(i) = partitions
                 .iter()
-                .find(|f| &*f.topic == t.topic.0.as_str() && f.index == r.partition_index)
+                .position(|f| &*f.key.0 == t.topic.0.as_str() && f.key.1 == r.partition_index)
             else {
                 continue;
             };
-            let log = &f.partition.log;
-            match ErrorCode::try_from_code(r.error_code) {
-                None => {}
-                Some(ErrorCode::OffsetOutOfRange)
-                    if log.log_end_offset().0 < r.log_start_offset =>
-                {
+            let f = partitions[i];
+            let outcome = match ErrorCode::try_from_code(r.error_code) {
+                None => {
+                    let records = r.records.as_ref().filter(|b| !b.is_empty());
+                    let appended = match records {
+                        Some(records) => {
+                            f.partition
+                                .replica_append(leader, f.epoch, offsets[i], records)
+                                .await
+                        }
+                        None => Ok(()),
+                    };
+                    match appended {
+                        Ok(()) => {
+                            f.partition.follow_high_watermark(r.high_watermark);
+                            continue;
+                        }
+                        Err(e) => {
+                            warn!(topic = %f.key.0, partition = f.key.1, "appending the leader's batches: {e}");
+                            Outcome::Failed
+                        }
+                    }
+                }
+                Some(ErrorCode::OffsetOutOfRange) if offsets[i] < r.log_start_offset => {
                     // The leader deleted what we lack (retention): start over at its start.
-                    log.truncate_fully_and_start_at(Offset(r.log_start_offset))
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    continue;
+                    let restarted = f
+                        .partition
+                        .replica_truncate(leader, f.epoch, r.log_start_offset, true)
+                        .await;
+                    match restarted {
+                        Ok(()) => continue,
+                        Err(_) => Outcome::Failed,
+                    }
                 }
+                // Our log ends past the leader's: find the divergence again.
+                Some(ErrorCode::OffsetOutOfRange) => Outcome::Diverged,
                 Some(code) => {
-                    debug!(topic = %f.topic, partition = f.index, ?code, "replica fetch refused");
-                    refused += 1;
-                    continue;
+                    debug!(topic = %f.key.0, partition = f.key.1, ?code, "replica fetch refused");
+                    Outcome::Failed
                 }
-            }
-            if let Some(records) = r.records.as_ref().filter(|b| !b.is_empty()) {
-                if let Err(e) = append(log, records).await {
-                    warn!(topic = %f.topic, partition = f.index, "appending the leader's batches: {e}");
-                    refused += 1;
-                    continue;
-                }
-            }
-            f.partition.follow_high_watermark(r.high_watermark);
+            };
+            out.push((f.key.clone(), outcome));
         }
     }
-    if refused > 0 && refused == partitions.len() {
-        // Every partition refused (a leadership change on its way): wait for the image.
-        glommio::timer::sleep(BACKOFF).await;
-    }
-    Ok(())
-}
-
-/// Appends the leader's batches. An empty log that restarted at the leader's log start may get
-/// a first batch that begins below it (the leader's start is inside that batch, after
-/// DeleteRecords): it restarts at the batch's base, as Kafka's follower does.
-async fn append(log: &crate::log::PartitionLog, records: &[u8]) -> Result<(), LogError> {
-    let empty = log.log_end_offset() == log.log_start_offset();
-    let base = crate::protocol::batch::peek_offset_and_len(records).map(|(base, _)| base);
-    match base {
-        Some(base) if empty && base < log.log_end_offset().0 => {
-            log.truncate_fully_and_start_at(Offset(base)).await?;
-        }
-        _ => {}
-    }
-    log.append_replica(records).await.map(drop)
+    Ok(out)
 }
 
 fn topic_name(name: &str) -> TopicName {
@@ -348,7 +402,20 @@ impl Conn {
         })
     }
 
+    /// One request and its response, within [`CALL_TIMEOUT`] (a leader that died without
+    /// closing the connection must not hold the fetcher for ever).
     async fn call<R: Request>(&mut self, req: &R, version: i16) -> Result<R::Response, String>
+    where
+        R::Response: Decodable,
+    {
+        futures_lite::future::or(self.exchange(req, version), async {
+            glommio::timer::sleep(CALL_TIMEOUT).await;
+            Err(format!("no answer within {CALL_TIMEOUT:?}"))
+        })
+        .await
+    }
+
+    async fn exchange<R: Request>(&mut self, req: &R, version: i16) -> Result<R::Response, String>
     where
         R::Response: Decodable,
     {
@@ -421,6 +488,9 @@ async fn propose_isr_changes(shard: Rc<Shard>) {
         if let Err(e) = cluster.propose(vec![record]).await {
             // Another change won (its partition epoch moved): the leader decides again.
             debug!(%topic, partition = index, "ISR change not applied: {e:?}");
+            if let Some(p) = shard.partition(&topic, index) {
+                p.isr_proposal_done();
+            }
         }
     }
 }

@@ -3,9 +3,11 @@
 //! [`Partitions`] is the owner shard's map of open partitions. It knows nothing of what is stored
 //! in them: a service that keeps state derived from some partitions (the group coordinator
 //! replays `__consumer_offsets`; a transaction coordinator will replay its own log) registers a
-//! [`PartitionListener`] and is told when each partition is loaded (opened, or reopened after a
-//! write failure) and unloaded (its topic deleted). The core thus never calls into the services
-//! built on it (`tests/module_graph.rs` keeps it that way).
+//! [`PartitionListener`] and is told when this broker starts leading each partition (opened as
+//! its leader, reopened after a write failure, or made leader by the image) and when it stops
+//! (its topic deleted, or another replica leads it), since only a leader serves such state. The
+//! core thus never calls into the services built on it (`tests/module_graph.rs` keeps it that
+//! way).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -36,13 +38,21 @@ pub struct Partition {
     pub log: PartitionLog,
     /// What the latest image says of this broker's replica ([`Partition::set_role`]).
     role: RefCell<Role>,
+    /// The role fence: every write (a leader's append, a follower's copy or truncation) holds
+    /// it shared and checks the role under it; a role change holds it exclusively. So a write
+    /// that began under one role never lands under the next (a produce validated while
+    /// leadership moved, a fetch answered by a former leader), as Kafka's `leaderIsrUpdateLock`.
+    fence: glommio::sync::RwLock<()>,
     /// The replicated high watermark, where the role does not make it the written end
     /// ([`Partition::high_watermark`]).
     hwm: Cell<i64>,
     /// On a leader: where its followers are.
     followers: RefCell<Followers>,
     /// When this leader last proposed an ISR change that the image does not show yet.
-    isr_proposed: Cell<Option<Instant>>,
+    isr_proposed: RefCell<Option<(Instant, Vec<i32>)>>,
+    /// Where this leader's epoch began in its log: a follower joins the ISR only once it has
+    /// reached it (Kafka's `isFollowerInSync`).
+    epoch_start: Cell<i64>,
     /// Parked waits: each fires once its end passes its offset ([`Waiter`]).
     waiters: RefCell<Vec<Waiter>>,
 }
@@ -59,6 +69,7 @@ impl Partition {
     /// A partition opened in `role`; call [`Partition::set_role`] before it serves, so that a
     /// new leader epoch reaches the log.
     pub fn new(topic_id: uuid::Uuid, log: PartitionLog, role: Role) -> Partition {
+        let log_end = log.log_end_offset().0;
         let hwm = log.high_watermark().0;
         let hwm = if role.alone() {
             hwm
@@ -71,9 +82,13 @@ impl Partition {
             topic_id,
             log,
             role: RefCell::new(role),
+            fence: glommio::sync::RwLock::new(()),
             hwm: Cell::new(hwm),
-            followers: RefCell::new(Followers::default()),
-            isr_proposed: Cell::new(None),
+            followers: RefCell::new(Followers::started(Instant::now())),
+            isr_proposed: RefCell::new(None),
+            // Opened as leader: its followers must reach where its log ends now before they
+            // join (a restarted leader cannot tell where its epoch began in this process).
+            epoch_start: Cell::new(log_end),
             waiters: RefCell::new(Vec::new()),
         }
     }
@@ -86,9 +101,25 @@ impl Partition {
         self.role.borrow().is_leader()
     }
 
-    /// A leader alone in its ISR (see [`Role::alone`]).
+    /// A leader alone in its ISR (see [`Role::alone`]), with no follower's joining proposed.
     pub fn alone(&self) -> bool {
-        self.role.borrow().alone()
+        let role = self.role.borrow();
+        role.is_leader() && role.alone() && self.isr_proposed.borrow().is_none()
+    }
+
+    /// `role` with the ISR this leader proposed added to its own (KIP-497's maximal ISR): a
+    /// joining follower counts for the high watermark from the moment the leader proposes it,
+    /// since once the controller applies the change it may be elected.
+    fn maximal(&self, role: &Role) -> Role {
+        let mut role = role.clone();
+        if let Some((_, proposed)) = self.isr_proposed.borrow().as_ref() {
+            for b in proposed {
+                if !role.isr.contains(b) {
+                    role.isr.push(*b);
+                }
+            }
+        }
+        role
     }
 
     /// Whether broker `id` is another replica of this partition (one that may fetch as a
@@ -96,6 +127,14 @@ impl Partition {
     pub fn has_follower(&self, id: i32) -> bool {
         let role = self.role.borrow();
         id != role.me && role.replicas.contains(&id)
+    }
+
+    /// Where this leader's epoch began in its log (its log end when it became leader).
+    pub fn epoch_start(&self) -> i64 {
+        if self.alone() {
+            return 0;
+        }
+        self.epoch_start.get()
     }
 
     /// How many replicas are in sync.
@@ -108,13 +147,15 @@ impl Partition {
     /// it (Kafka's `makeLeader`), so OffsetForLeaderEpoch for the previous epoch ends there,
     /// and starts tracking its followers afresh.
     pub async fn set_role(&self, role: Role) -> Result<(), LogError> {
+        let _fence = self.fence.write().await.map_err(fence_closed)?;
         let hwm_before = self.high_watermark();
         let before = self.role.replace(role.clone());
         if role.isr != before.isr || role.leader_epoch != before.leader_epoch {
-            self.isr_proposed.set(None);
+            self.isr_proposed.replace(None);
         }
         if role.is_leader() && (!before.is_leader() || before.leader_epoch != role.leader_epoch) {
             self.followers.borrow_mut().reset(Instant::now());
+            self.epoch_start.set(self.log.log_end_offset().0);
         }
         // The high watermark never moves back here; a leader recomputes it for its new ISR
         // (one follower fewer may let it move up), a follower keeps the leader's.
@@ -122,7 +163,7 @@ impl Partition {
             let written = self.log.high_watermark().0;
             self.followers
                 .borrow()
-                .high_watermark(&role, written, hwm_before)
+                .high_watermark(&self.maximal(&role), written, hwm_before)
         } else {
             hwm_before.min(self.log.log_end_offset().0)
         };
@@ -138,8 +179,7 @@ impl Partition {
     /// The high watermark: what consumers may read and acks=all waits for. The written end on
     /// a leader alone in its ISR; otherwise the replicated one ([`crate::replica`]).
     pub fn high_watermark(&self) -> i64 {
-        let role = self.role.borrow();
-        if role.is_leader() && role.alone() {
+        if self.alone() {
             return self.log.high_watermark().0;
         }
         self.hwm.get()
@@ -180,10 +220,77 @@ impl Partition {
         batch: &[u8],
         durability: Durability,
     ) -> Result<AppendInfo, LogError> {
-        let epoch = self.role.borrow().leader_epoch;
+        let _fence = self.fence.read().await.map_err(fence_closed)?;
+        let (leader, epoch) = {
+            let role = self.role.borrow();
+            (role.is_leader(), role.leader_epoch)
+        };
+        if !leader {
+            return Err(LogError::NotLeader("leadership moved".into()));
+        }
         let r = self.log.append(batch, epoch, durability).await;
         self.notify();
         r
+    }
+
+    /// A follower's copy of its leader's batches, fetched at `fetch_offset` from `leader` at
+    /// `epoch`: applied only if this replica still follows that leader at that epoch and its log
+    /// still ends at `fetch_offset` (Kafka's fetcher check), else NOT_LEADER (dropped).
+    pub async fn replica_append(
+        &self,
+        leader: i32,
+        epoch: i32,
+        fetch_offset: i64,
+        records: &[u8],
+    ) -> Result<(), LogError> {
+        let _fence = self.fence.read().await.map_err(fence_closed)?;
+        self.still_following(leader, epoch)?;
+        let log = &self.log;
+        if log.log_end_offset().0 != fetch_offset {
+            return Err(LogError::NotLeader(format!(
+                "the log moved from {fetch_offset} to {} meanwhile",
+                log.log_end_offset().0
+            )));
+        }
+        // An empty log restarted at the leader's log start may get a first batch that begins
+        // below it (the start is inside that batch, after DeleteRecords): it restarts at the
+        // batch's base, as Kafka's follower does.
+        let empty = log.log_end_offset() == log.log_start_offset();
+        if let Some((base, _)) = crate::protocol::batch::peek_offset_and_len(records) {
+            if empty && base < log.log_end_offset().0 {
+                log.truncate_fully_and_start_at(Offset(base)).await?;
+            }
+        }
+        log.append_replica(records).await.map(drop)
+    }
+
+    /// A follower's truncation to `offset` (divergence found with `leader` at `epoch`), or,
+    /// with `restart`, its restart at `offset` (the leader deleted what it lacks); under the
+    /// same check as [`Partition::replica_append`].
+    pub async fn replica_truncate(
+        &self,
+        leader: i32,
+        epoch: i32,
+        offset: i64,
+        restart: bool,
+    ) -> Result<(), LogError> {
+        let _fence = self.fence.read().await.map_err(fence_closed)?;
+        self.still_following(leader, epoch)?;
+        if restart {
+            self.log.truncate_fully_and_start_at(Offset(offset)).await
+        } else {
+            self.log.truncate_to(Offset(offset)).await
+        }
+    }
+
+    fn still_following(&self, leader: i32, epoch: i32) -> Result<(), LogError> {
+        let role = self.role.borrow();
+        if role.is_follower() && role.leader == leader && role.leader_epoch == epoch {
+            return Ok(());
+        }
+        Err(LogError::NotLeader(format!(
+            "no longer following broker {leader} at epoch {epoch}"
+        )))
     }
 
     /// Follower `id` fetched at `offset` (its log end): moves the high watermark and wakes
@@ -195,10 +302,12 @@ impl Partition {
         }
         let now = Instant::now();
         let written = self.log.high_watermark().0;
+        let current = self.high_watermark();
         let mut followers = self.followers.borrow_mut();
         followers.fetched(id, offset, self.log.log_end_offset().0, now);
-        let hwm = followers.high_watermark(&role, written, self.hwm.get());
-        let change = followers.isr_change(&role, hwm, now, lag_max);
+        let hwm = followers.high_watermark(&self.maximal(&role), written, current);
+        let join_from = hwm.max(self.epoch_start.get());
+        let change = followers.isr_change(&role, join_from, now, lag_max);
         drop(followers);
         if hwm != self.hwm.get() {
             self.hwm.set(hwm);
@@ -215,10 +324,11 @@ impl Partition {
             return None;
         }
         let now = Instant::now();
+        let join_from = self.high_watermark().max(self.epoch_start.get());
         let change = self
             .followers
             .borrow()
-            .isr_change(&role, self.high_watermark(), now, lag_max);
+            .isr_change(&role, join_from, now, lag_max);
         self.propose_once(change, now)
     }
 
@@ -228,19 +338,24 @@ impl Partition {
         let change = change?;
         if self
             .isr_proposed
-            .get()
-            .is_some_and(|at| now.duration_since(at) < ISR_PROPOSAL_RETRY)
+            .borrow()
+            .as_ref()
+            .is_some_and(|(at, _)| now.duration_since(*at) < ISR_PROPOSAL_RETRY)
         {
             return None;
         }
-        self.isr_proposed.set(Some(now));
+        // The high watermark stops being the written end once a follower may join: it is
+        // where it stands now until the joiner has caught up (it has: it joins at the HWM).
+        let hwm = self.high_watermark();
+        self.hwm.set(hwm);
+        self.isr_proposed.replace(Some((now, change.clone())));
         Some(change)
     }
 
     /// The ISR change last proposed was dropped before it reached the quorum: the next one may
     /// go at once.
     pub fn isr_proposal_done(&self) {
-        self.isr_proposed.set(None);
+        self.isr_proposed.replace(None);
     }
 
     /// A follower learnt the leader's high watermark: its own is that, capped at its log end.
@@ -309,18 +424,23 @@ impl Partition {
     }
 }
 
+fn fence_closed(e: glommio::GlommioError<()>) -> LogError {
+    LogError::Io(std::io::Error::other(format!("partition role fence: {e}")))
+}
+
 /// How long an ISR change stays in flight before the leader may propose it again.
 const ISR_PROPOSAL_RETRY: Duration = Duration::from_secs(5);
 
 /// A future a listener returns; it runs on the owner shard.
 pub type LocalFuture<'a> = Pin<Box<dyn Future<Output = ()> + 'a>>;
 
-/// A service told when partitions of this shard are loaded and unloaded (see the module docs).
+/// A service told when this shard starts and stops leading its partitions (see the module docs).
 pub trait PartitionListener {
-    /// `partition` of `topic` was opened on this shard (at start-up, when its topic was created
-    /// or grown, or when it was reopened after a write failure). Awaited before the partition
-    /// counts as loaded: the metadata image that opened it is installed only after every
-    /// listener has finished, as the replay of `__consumer_offsets` needs.
+    /// This broker leads `partition` of `topic` now: it was opened as its leader (at start-up,
+    /// when its topic was created or grown, or when it was reopened after a write failure), or
+    /// the image made it leader. Awaited before the partition counts as loaded: the metadata
+    /// image that opened it is installed only after every listener has finished, as the replay
+    /// of `__consumer_offsets` needs.
     fn loaded<'a>(
         &'a self,
         topic: &'a str,
@@ -328,7 +448,8 @@ pub trait PartitionListener {
         partition: &'a Rc<Partition>,
     ) -> LocalFuture<'a>;
 
-    /// `partition` of `topic` was removed from this shard (its topic was deleted).
+    /// This broker no longer leads `partition` of `topic`: it was removed (its topic was
+    /// deleted) or another replica leads it now.
     fn unloaded(&self, topic: &str, index: i32);
 }
 
@@ -421,8 +542,22 @@ impl Partitions {
             .entry(topic.clone())
             .or_default()
             .insert(index, partition.clone());
+        if partition.is_leader() {
+            self.led(&topic, index, &partition).await;
+        }
+    }
+
+    /// Tells the listeners this broker leads `partition` now.
+    pub async fn led(&self, topic: &str, index: i32, partition: &Rc<Partition>) {
         for l in self.listeners() {
-            l.loaded(&topic, index, &partition).await;
+            l.loaded(topic, index, partition).await;
+        }
+    }
+
+    /// Tells the listeners this broker no longer leads partition `index` of `topic`.
+    pub fn resigned(&self, topic: &str, index: i32) {
+        for l in self.listeners() {
+            l.unloaded(topic, index);
         }
     }
 
@@ -437,8 +572,8 @@ impl Partitions {
             removed
         }?;
         removed.notify_gone();
-        for l in self.listeners() {
-            l.unloaded(&key.0, key.1);
+        if removed.is_leader() {
+            self.resigned(&key.0, key.1);
         }
         Some(removed)
     }
@@ -542,10 +677,21 @@ impl Partitions {
         let log = &p.log;
         Ok(match query {
             OffsetQuery::Earliest => (log.log_start_offset().0, -1),
+            // A leader whose high watermark has not reached its epoch start yet does not know
+            // the committed end: Kafka answers OFFSET_NOT_AVAILABLE (KIP-207) and clients retry.
+            OffsetQuery::Latest if p.high_watermark() < p.epoch_start() => {
+                return Err(ErrorCode::OffsetNotAvailable)
+            }
             OffsetQuery::Latest => (p.high_watermark(), -1),
-            OffsetQuery::MaxTimestamp => log.max_timestamp().map_or((-1, -1), |(o, t)| (o.0, t)),
+            // Only what consumers may read: below the high watermark, as Kafka filters it.
+            OffsetQuery::MaxTimestamp => log
+                .max_timestamp()
+                .filter(|(o, _)| o.0 < p.high_watermark())
+                .map_or((-1, -1), |(o, t)| (o.0, t)),
             OffsetQuery::Timestamp(t) => match log.offset_for_timestamp(t).await {
-                Ok(found) => found.map_or((-1, -1), |(o, t)| (o.0, t)),
+                Ok(found) => found
+                    .filter(|(o, _)| o.0 < p.high_watermark())
+                    .map_or((-1, -1), |(o, t)| (o.0, t)),
                 Err(e) => return Err(e.error_code()),
             },
         })
@@ -641,7 +787,10 @@ impl Partitions {
         };
         // Only another replica of the partition reads past the high watermark.
         let replica = r.replica.filter(|&id| p.has_follower(id));
-        if let Some(id) = replica {
+        // A follower's position counts only when it is one this log has (Kafka records it
+        // after a successful read); an offset past the end is answered out of range.
+        let valid = (p.log.log_start_offset().0..=p.log.log_end_offset().0).contains(&r.offset);
+        if let Some(id) = replica.filter(|_| valid) {
             if let Some(isr) = p.follower_fetched(id, r.offset, self.replica_lag_max()) {
                 self.propose_isr(r.topic.clone(), r.partition, isr);
             }

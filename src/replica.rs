@@ -94,6 +94,14 @@ pub struct Followers {
 }
 
 impl Followers {
+    /// No follower heard from yet, counting from `now` (a partition just opened).
+    pub fn started(now: Instant) -> Followers {
+        Followers {
+            by_id: BTreeMap::new(),
+            since: Some(now),
+        }
+    }
+
     /// Forgets every follower (the role changed).
     pub fn reset(&mut self, now: Instant) {
         self.by_id.clear();
@@ -136,12 +144,12 @@ impl Followers {
     }
 
     /// The ISR the leader should propose now, if it differs from `role.isr`: followers whose
-    /// log end reached `hwm` join, in-sync followers not caught up for `lag_max` leave. In
-    /// replica order, the leader first among equals.
+    /// log end reached `join_from` (the high watermark, and at least where this leader's epoch
+    /// began) join, in-sync followers not caught up for `lag_max` leave. In replica order.
     pub fn isr_change(
         &self,
         role: &Role,
-        hwm: i64,
+        join_from: i64,
         now: Instant,
         lag_max: Duration,
     ) -> Option<Vec<i32>> {
@@ -156,7 +164,7 @@ impl Followers {
                 now.saturating_duration_since(caught_up) <= lag_max
             } else {
                 f.is_some_and(|f| {
-                    f.leo >= hwm && now.saturating_duration_since(f.caught_up) <= lag_max
+                    f.leo >= join_from && now.saturating_duration_since(f.caught_up) <= lag_max
                 })
             }
         };

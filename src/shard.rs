@@ -240,8 +240,14 @@ impl Shard {
             }
             info!(%topic, partition = index, leader = role.leader, epoch = role.leader_epoch,
                 isr = ?role.isr, "partition role changed");
+            let (was, is) = (p.is_leader(), role.is_leader());
             if let Err(e) = p.set_role(role).await {
                 error!(%topic, partition = index, "taking the partition's new role: {e}");
+            }
+            match (was, is) {
+                (false, true) => self.partitions.led(&topic, index, &p).await,
+                (true, false) => self.partitions.resigned(&topic, index),
+                _ => {}
             }
         }
     }

@@ -8,7 +8,12 @@
 //! acknowledged record is still there; the killed broker, restarted, catches up and rejoins
 //! the ISR; and after that, the loss of the new leader still loses nothing (the returned
 //! broker has every record too). A SIGTERM of a leader (controlled shutdown) moves its
-//! leaderships to the other in-sync replicas before it exits, and producers go on.
+//! leaderships to the other in-sync replicas before it exits, and producers go on. A group's
+//! committed offsets survive the loss of its coordinator: `__consumer_offsets` is replicated
+//! too, and the new leader of the group's partition coordinates it with the same offsets. A
+//! leader that wrote records nobody else has (acks=1, its followers paused) and died comes
+//! back, drops that divergent tail by leader epoch, and ends byte-for-byte equal to the new
+//! leader; the tail, never below the high watermark, is never served.
 
 mod common;
 
@@ -20,9 +25,13 @@ use common::cluster::{broker_ids, consume_all, Cluster, WAIT};
 use common::eventually;
 use common::raw::{topic, Raw};
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
-use kafka_protocol::messages::{CreateTopicsRequest, MetadataResponse};
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+use kafka_protocol::messages::{
+    CreateTopicsRequest, FindCoordinatorRequest, GroupId, MetadataResponse, OffsetFetchRequest,
+};
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::ClientContext;
 
@@ -73,19 +82,33 @@ impl ProducerContext for Acks {
 /// Produces `values` with acks=all (idempotent) through `bootstrap`; returns what was
 /// acknowledged.
 fn produce_all(bootstrap: &str, values: impl Iterator<Item = String>) -> BTreeSet<String> {
+    produce_to(bootstrap, "all", None, values)
+}
+
+/// Produces `values` with `acks` through `bootstrap`, to `partition` or spread by key; returns
+/// what was acknowledged.
+fn produce_to(
+    bootstrap: &str,
+    acks_setting: &str,
+    partition: Option<i32>,
+    values: impl Iterator<Item = String>,
+) -> BTreeSet<String> {
     let acks = Acks::default();
     let p: BaseProducer<Acks> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
+        .set("acks", acks_setting)
+        .set("enable.idempotence", (acks_setting == "all").to_string())
         .set("linger.ms", "5")
         .set("message.timeout.ms", "60000")
         .create_with_context(acks.clone())
         .expect("producer");
     for (i, v) in values.enumerate() {
         let key = format!("k{i}");
-        p.send(BaseRecord::to(TOPIC).key(&key).payload(&v))
-            .expect("queued");
+        let mut record = BaseRecord::to(TOPIC).key(&key).payload(&v);
+        if let Some(p) = partition {
+            record = record.partition(p);
+        }
+        p.send(record).expect("queued");
         p.poll(Duration::ZERO);
     }
     p.flush(Duration::from_secs(90)).expect("flushed");
@@ -211,4 +234,162 @@ fn a_sigterm_hands_leadership_over_before_the_broker_exits() {
         consume_all(&cluster.addr(survivor), TOPIC, PARTITIONS, 2 * n),
         everything
     );
+}
+
+/// The coordinator of `group` as node `via` answers it, once there is one.
+fn coordinator(cluster: &Cluster, via: u32, group: &str) -> i32 {
+    eventually(WAIT, || {
+        let req = FindCoordinatorRequest::default()
+            .with_key(StrBytes::from_string(group.to_string()))
+            .with_key_type(0);
+        let r = Raw::connect(&cluster.addr(via)).call(&req, 3);
+        (r.error_code == 0).then_some(r.node_id.0)
+    })
+    .expect("a coordinator")
+}
+
+#[test]
+fn committed_offsets_survive_the_loss_of_the_coordinator() {
+    let (mut cluster, _) = cluster_with_topic();
+    let n = 300;
+    let acked = produce_all(&cluster.addr(1), (0..n).map(|i| format!("a{i}")));
+    assert_eq!(acked.len(), n);
+    let group = "survivors";
+    let first = coordinator(&cluster, 1, group);
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.addr(1))
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    c.subscribe(&[TOPIC]).unwrap();
+    let mut got = 0;
+    let deadline = std::time::Instant::now() + WAIT;
+    while got < n && std::time::Instant::now() < deadline {
+        if let Some(Ok(_)) = c.poll(Duration::from_millis(200)) {
+            got += 1;
+        }
+    }
+    assert_eq!(got, n, "the group read every record");
+    c.commit_consumer_state(CommitMode::Sync).expect("commit");
+    c.unsubscribe();
+    drop(c);
+
+    cluster.kill(first as u32);
+    let survivor = (1..=3).find(|&i| i != first as u32).unwrap();
+    let next = eventually(WAIT, || {
+        let c = coordinator(&cluster, survivor, group);
+        (c != first).then_some(c)
+    })
+    .expect("another broker coordinates the group");
+    let req = OffsetFetchRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+        .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+            .with_name(topic(TOPIC))
+            .with_partition_indexes((0..PARTITIONS).collect())]));
+    let total = eventually(WAIT, || {
+        let r = Raw::connect(&cluster.addr(next as u32)).call(&req, 5);
+        (r.error_code == 0).then(|| {
+            r.topics[0]
+                .partitions
+                .iter()
+                .map(|p| p.committed_offset)
+                .sum::<i64>()
+        })
+    })
+    .expect("the new coordinator answers OffsetFetch");
+    assert_eq!(
+        total, n as i64,
+        "the committed offsets moved with the coordinator"
+    );
+}
+
+#[test]
+fn a_returning_leader_drops_its_divergent_tail() {
+    let (mut cluster, first) = cluster_with_topic();
+    let n = 200;
+    let acked = produce_all(&cluster.addr(1), (0..n).map(|i| format!("a{i}")));
+    assert_eq!(acked.len(), n);
+    let (old, _, _, _) = first[&0];
+    let old = old as u32;
+    let followers: Vec<u32> = (1..=3).filter(|&i| i != old).collect();
+    // The followers stop fetching; the leader alone takes acks=1 writes (acknowledged by its
+    // own write, never below the high watermark), then dies.
+    for &f in &followers {
+        cluster.signal(f, libc::SIGSTOP);
+    }
+    // A fetch each paused follower left parked at the leader is answered with the first record
+    // written after the pause (the barrier, which they get when they resume); nothing after it
+    // reaches them.
+    let barrier = produce_to(
+        &cluster.addr(old),
+        "1",
+        Some(0),
+        std::iter::once("barrier".into()),
+    );
+    assert_eq!(barrier.len(), 1);
+    let tail = produce_to(
+        &cluster.addr(old),
+        "1",
+        Some(0),
+        (0..50).map(|i| format!("tail{i}")),
+    );
+    assert_eq!(tail.len(), 50, "the lone leader acknowledged acks=1 writes");
+    cluster.kill(old);
+    for &f in &followers {
+        cluster.signal(f, libc::SIGCONT);
+    }
+    let survivor = followers[0];
+    eventually(Duration::from_secs(60), || {
+        let (leader, _, _, _) = states(&cluster.metadata(survivor)).get(&0)?.clone();
+        followers.contains(&(leader as u32)).then_some(())
+    })
+    .expect("a follower leads partition 0");
+    let after = produce_to(
+        &cluster.addr(survivor),
+        "all",
+        Some(0),
+        (0..100).map(|i| format!("after{i}")),
+    );
+    assert_eq!(after.len(), 100);
+
+    // The old leader returns: it truncates its tail, copies the new leader's records and
+    // rejoins the ISR; every replica then holds the same bytes.
+    cluster.start_node(old);
+    let truncated = || {
+        cluster.nodes[old as usize - 1]
+            .serve
+            .as_ref()
+            .is_some_and(|s| {
+                s.stderr_lines()
+                    .iter()
+                    .any(|l| l.contains("truncating the divergent tail"))
+            })
+    };
+    eventually(Duration::from_secs(60), || {
+        let (_, _, _, isr) = states(&cluster.metadata(survivor)).get(&0)?.clone();
+        isr.contains(&(old as i32)).then_some(())
+    })
+    .expect("the old leader rejoins the ISR");
+    eventually(WAIT, || {
+        let logs: Vec<Vec<u8>> = (1..=3)
+            .map(|i| cluster.segment_bytes(i, TOPIC, 0))
+            .collect();
+        (!logs[0].is_empty() && logs.windows(2).all(|w| w[0] == w[1])).then_some(())
+    })
+    .expect("every replica of partition 0 holds the same bytes");
+    assert!(truncated(), "the old leader truncated its divergent tail");
+    let seen = consume_all(&cluster.addr(survivor), TOPIC, PARTITIONS, n + 101);
+    assert!(after.is_subset(&seen), "the new leader's records are there");
+    let missing: Vec<_> = acked.difference(&seen).collect();
+    assert!(
+        missing.is_empty(),
+        "the records acknowledged by all are there: {} of {} missing, e.g. {:?}; seen {}",
+        missing.len(),
+        acked.len(),
+        &missing[..missing.len().min(5)],
+        seen.len()
+    );
+    assert!(seen.is_disjoint(&tail), "the divergent tail is gone");
 }

@@ -134,11 +134,14 @@ fn topic_entry(shard: &Shard, t: &TopicMeta) -> MetadataResponseTopic {
         .map(|p| {
             let ids = |list: Vec<i32>| list.into_iter().map(BrokerId).collect::<Vec<_>>();
             let replicas = t.replicas(p, node);
-            // Kafka lists the replicas on brokers that are not live as offline.
+            // Kafka lists the replicas on brokers that are fenced or gone as offline (one in
+            // controlled shutdown still serves).
             let offline = replicas
                 .iter()
                 .copied()
-                .filter(|&b| shard.cluster.is_some() && !image.is_live(b))
+                .filter(|&b| {
+                    shard.cluster.is_some() && image.brokers.get(&b).is_none_or(|b| b.fenced)
+                })
                 .collect();
             let leader = t.leader(p, node);
             // An offline partition (its replicas fenced): no leader, as Kafka answers it.

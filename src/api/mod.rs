@@ -188,7 +188,7 @@ async fn group_coordinator(
 ) -> Result<i32, crate::error::ErrorCode> {
     use crate::group::store::{partition_for, OFFSETS_TOPIC};
     if shard.metadata().topic(OFFSETS_TOPIC).is_none() {
-        crate::admin::create_topics(shard, vec![offsets_topic()], false).await;
+        crate::admin::create_topics(shard, vec![offsets_topic(shard)], false).await;
     }
     let image = shard.metadata();
     let meta = image
@@ -209,7 +209,21 @@ async fn group_owner(shard: &Rc<Shard>, group_id: &str) -> Result<usize, crate::
 }
 
 /// `__consumer_offsets` as it is created: compacted, with small segments.
-fn offsets_topic() -> crate::admin::NewTopic {
+/// `offsets.topic.replication.factor` capped at the live brokers.
+fn offsets_replication_factor(shard: &Shard) -> i16 {
+    match shard.cluster {
+        None => 1,
+        Some(_) => {
+            let live = shard.metadata().live_brokers().count().max(1);
+            shard
+                .config
+                .offsets_topic_replication_factor
+                .min(i16::try_from(live).unwrap_or(i16::MAX))
+        }
+    }
+}
+
+fn offsets_topic(shard: &Shard) -> crate::admin::NewTopic {
     use crate::config::{OFFSETS_TOPIC_PARTITIONS, OFFSETS_TOPIC_SEGMENT_BYTES};
     let configs = [
         ("cleanup.policy".to_string(), "compact".to_string()),
@@ -221,9 +235,9 @@ fn offsets_topic() -> crate::admin::NewTopic {
     crate::admin::NewTopic {
         name: crate::group::store::OFFSETS_TOPIC.to_string(),
         partitions: OFFSETS_TOPIC_PARTITIONS,
-        // Kafka sizes it by offsets.topic.replication.factor, not default.replication.factor;
-        // a single node holds one replica whatever that says (accepted, not used).
-        replication_factor: 1,
+        // Kafka sizes it by offsets.topic.replication.factor, not default.replication.factor:
+        // that many replicas, or every live broker when there are fewer (one on a single node).
+        replication_factor: offsets_replication_factor(shard),
         configs: configs.into_iter().collect(),
     }
 }

@@ -22,6 +22,7 @@ pub enum ConfigType {
     Boolean = 1,
     String = 2,
     Int = 3,
+    Short = 4,
     Long = 5,
     Double = 6,
     List = 7,
@@ -34,6 +35,7 @@ impl ConfigType {
             ConfigType::Boolean => "boolean",
             ConfigType::String => "string",
             ConfigType::Int => "int",
+            ConfigType::Short => "short",
             ConfigType::Long => "long",
             ConfigType::Double => "double",
             ConfigType::List => "list",
@@ -884,9 +886,20 @@ pub static SETTINGS: &[Setting] = &[
         "num.recovery.threads.per.data.dir",
         "Kafka's recovery pool; each shard recovers its own partitions. Checked, not used.",
     ),
-    accepted(
+    setting(
         "offsets.topic.replication.factor",
-        "One replica on a single node until replication lands. Checked, not used.",
+        T::Short,
+        Some("3"),
+        ReadOnly,
+        "Replicas of `__consumer_offsets` when it is created: this many, or every live broker when there are fewer (one on a single node).",
+        |c, key, value| {
+            let v: i16 = parse(key, value)?;
+            if v < 1 {
+                return Err(ConfigError::invalid(format!("{key} must be at least 1, got {value:?}")));
+            }
+            c.offsets_topic_replication_factor = v;
+            Ok(())
+        },
     ),
     setting(
         "process.roles",

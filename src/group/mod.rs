@@ -71,14 +71,20 @@ impl PartitionListener for Coordinator {
     ) -> LocalFuture<'a> {
         Box::pin(async move {
             if topic == OFFSETS_TOPIC {
+                // What an earlier leadership of this broker left is stale: the log is the truth.
+                self.resign(index);
                 offsets::replay(self, index, partition).await;
             }
         })
     }
 
-    /// Nothing to do: `__consumer_offsets` is internal and never deleted, so a group outlives
-    /// no partition of it.
-    fn unloaded(&self, _topic: &str, _index: i32) {}
+    /// This broker no longer leads an offsets partition (another replica does): its groups
+    /// move with it (Kafka's `onResignation`).
+    fn unloaded(&self, topic: &str, index: i32) {
+        if topic == OFFSETS_TOPIC {
+            self.resign(index);
+        }
+    }
 }
 
 /// A JoinGroup, as the coordinating shard needs it (`Send`, to cross shards).
@@ -155,6 +161,25 @@ impl Coordinator {
                 }
             }
         }
+    }
+
+    /// Drops the groups of offsets partition `index`, answering their waiting JoinGroup and
+    /// SyncGroup with NOT_COORDINATOR (the clients look the coordinator up again).
+    fn resign(&self, index: i32) {
+        self.groups.borrow_mut().retain(|id, g| {
+            if store::partition_for(id) != index {
+                return true;
+            }
+            for m in g.members.values_mut() {
+                if let Some(tx) = m.awaiting_join.take() {
+                    let _ = tx.send(join_error(ErrorCode::NotCoordinator, &m.id));
+                }
+                if let Some(tx) = m.awaiting_sync.take() {
+                    let _ = tx.send(sync_error(ErrorCode::NotCoordinator));
+                }
+            }
+            false
+        });
     }
 
     fn new_member_id(&self, client_id: &str) -> String {

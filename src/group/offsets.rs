@@ -30,8 +30,12 @@ pub struct CommitArgs {
     pub partitions: Vec<(String, i32, i64, i32, Option<String>)>,
 }
 
-/// Appends records to the group's offsets partition and waits for fsync: a commit is
-/// acknowledged only once it would survive a crash.
+/// Kafka's `offsets.commit.timeout.ms`: how long a commit waits for the in-sync replicas.
+const OFFSET_COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Appends records to the group's offsets partition and waits for fsync and for the in-sync
+/// replicas: a commit is acknowledged only once it would survive a crash or the loss of the
+/// leader.
 async fn append(
     coord: &Coordinator,
     group_id: &str,
@@ -39,15 +43,23 @@ async fn append(
 ) -> Result<(), ErrorCode> {
     let p = coord
         .partitions
-        .get(OFFSETS_TOPIC, store::partition_for(group_id))
-        .ok_or(ErrorCode::CoordinatorNotAvailable)?;
+        .leader(OFFSETS_TOPIC, store::partition_for(group_id))
+        .map_err(|_| ErrorCode::NotCoordinator)?;
     let batch =
         store::batch(records, crate::util::now_ms()).map_err(|_| ErrorCode::UnknownServerError)?;
-    p.append(&batch, Durability::Fsync).await.map_err(|e| {
+    let info = p.append(&batch, Durability::Fsync).await.map_err(|e| {
         warn!(group = group_id, "writing to {OFFSETS_TOPIC}: {e}");
         ErrorCode::CoordinatorNotAvailable
     })?;
-    Ok(())
+    // As Kafka's offset commits (acks=all): answered once the in-sync replicas have it, with
+    // the codes its GroupMetadataManager maps append errors to.
+    let deadline = std::time::Instant::now() + OFFSET_COMMIT_TIMEOUT;
+    p.wait_replicated(info.last_offset.0, deadline)
+        .await
+        .map_err(|code| match code {
+            ErrorCode::NotLeaderOrFollower => ErrorCode::NotCoordinator,
+            _ => ErrorCode::CoordinatorNotAvailable,
+        })
 }
 
 /// Persists the group's protocol type and generation (its membership is rebuilt by rejoins).

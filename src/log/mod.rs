@@ -315,6 +315,9 @@ pub enum LogError {
     /// A batch that is too large in a way `max.message.bytes` alone does not say (it expands
     /// past the decompression bound, or its recompressed form does not fit).
     BatchTooLarge(String),
+    /// A write for a role this replica no longer has (it stopped leading, or following that
+    /// leader, while the write waited): NOT_LEADER_OR_FOLLOWER.
+    NotLeader(String),
 }
 
 impl fmt::Display for LogError {
@@ -361,6 +364,7 @@ impl fmt::Display for LogError {
                 "One or more records have been rejected due to invalid timestamp"
             ),
             LogError::BatchTooLarge(m) => write!(f, "batch too large: {m}"),
+            LogError::NotLeader(m) => write!(f, "not the leader: {m}"),
         }
     }
 }

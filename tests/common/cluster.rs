@@ -197,6 +197,30 @@ impl Cluster {
         serve.child.wait().unwrap();
     }
 
+    /// Sends `signal` (SIGSTOP, SIGCONT) to node `i`.
+    pub fn signal(&self, i: u32, signal: i32) {
+        let serve = self.nodes[i as usize - 1].serve.as_ref().expect("running");
+        // SAFETY: kill(2) on our own unreaped child.
+        unsafe { libc::kill(serve.child.id() as libc::pid_t, signal) };
+    }
+
+    /// The bytes of every segment file of `partition` of `topic` on node `i`, in order.
+    pub fn segment_bytes(&self, i: u32, topic: &str, partition: i32) -> Vec<u8> {
+        let dir = self.nodes[i as usize - 1]
+            .dir
+            .path()
+            .join(format!("{topic}-{partition}"));
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        files.retain(|f: &std::path::PathBuf| f.extension().is_some_and(|x| x == "log"));
+        files.sort();
+        files
+            .iter()
+            .flat_map(|f| std::fs::read(f).unwrap_or_default())
+            .collect()
+    }
+
     /// SIGTERM node `i` and wait for it to exit cleanly; its stderr.
     pub fn stop(&mut self, i: u32) -> String {
         let mut serve = self.nodes[i as usize - 1].serve.take().expect("running");

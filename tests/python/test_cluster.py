@@ -174,3 +174,73 @@ def test_kafka_python_and_confluent_kafka_use_the_cluster(cluster):
     assert wait_for(created, timeout_s=30, interval_s=0.5)
     ck = AdminClient({"bootstrap.servers": cluster.bootstrap(survivor)})
     assert "after" in ck.list_topics(timeout=10).topics
+
+
+def test_clients_carry_on_through_the_loss_of_a_leader(cluster):
+    """Issue 13: an RF=3 topic with min.insync.replicas=2; kafka-python (acks=all, retries) and
+    confluent-kafka (idempotent) produce through a SIGKILL of a partition leader; every
+    acknowledged record is read back, and the clients saw only retriable errors."""
+    ck = AdminClient({"bootstrap.servers": cluster.bootstrap(1)})
+    assert wait_for(lambda: live_brokers(ck) == {1, 2, 3}, timeout_s=30)
+    admin = KafkaAdminClient(bootstrap_servers=cluster.bootstrap(1), request_timeout_ms=20000)
+    admin.create_topics([NewTopic(name="replicated", num_partitions=3, replication_factor=3,
+                                  topic_configs={"min.insync.replicas": "2"})])
+    admin.close()
+
+    def states():
+        t = ck.list_topics("replicated", timeout=10).topics["replicated"]
+        return {p.id: (p.leader, set(p.isrs)) for p in t.partitions.values()}
+
+    first = wait_for(lambda: (lambda s: s if len(s) == 3 and all(
+        isr == {1, 2, 3} for _, isr in s.values()) else None)(states()), timeout_s=30)
+
+    acked = set()
+    errors = []
+
+    def delivered(err, msg):
+        if err is None:
+            acked.add(msg.value().decode())
+        else:
+            errors.append(err)
+
+    ckp = Producer({"bootstrap.servers": cluster.bootstrap(1), "enable.idempotence": True,
+                    "message.timeout.ms": 60000})
+    kp = KafkaProducer(bootstrap_servers=cluster.bootstrap(1), acks="all", retries=20,
+                       retry_backoff_ms=500, request_timeout_ms=30000)
+    futures = []
+
+    def produce(prefix, n):
+        for i in range(n):
+            ckp.produce("replicated", key=f"{prefix}{i}", value=f"ck-{prefix}{i}",
+                        on_delivery=delivered)
+            ckp.poll(0)
+            futures.append(kp.send("replicated", key=f"{prefix}{i}".encode(),
+                                   value=f"kp-{prefix}{i}".encode()))
+
+    produce("a", 300)
+    assert ckp.flush(30) == 0
+    kp.flush(30)
+    # SIGKILL the leader of partition 0 while both producers go on.
+    victim = first[0][0]
+    cluster.kill(victim)
+    produce("b", 300)
+    assert ckp.flush(90) == 0, errors
+    kp.flush(90)
+    kp.close()
+    for f in futures:
+        f.get(timeout=1)  # raises if kafka-python gave up on a record
+    kp_acked = {f"kp-{p}{i}" for p in "ab" for i in range(300)}
+    assert not errors, errors
+    survivor = next(iter(cluster.procs))
+    consumer = Consumer({"bootstrap.servers": cluster.bootstrap(survivor),
+                         "group.id": "replicated-readers", "auto.offset.reset": "earliest"})
+    consumer.subscribe(["replicated"])
+    want = acked | kp_acked
+    seen = set()
+    deadline = time.monotonic() + 60
+    while not want <= seen and time.monotonic() < deadline:
+        m = consumer.poll(0.5)
+        if m is not None and m.error() is None:
+            seen.add(m.value().decode())
+    consumer.close()
+    assert want - seen == set(), sorted(want - seen)[:5]

@@ -133,8 +133,7 @@ class ClusterTest {
         boolean holds() throws Exception;
     }
 
-    @Test
-    void threeNodesServeTheJavaClientAndSurviveTheLossOfTheirController() throws Exception {
+    private void startCluster() throws Exception {
         dir = Files.createTempDirectory("tidelog-java-cluster-");
         port = freeOnAll();
         controllerPort = freeOnAll();
@@ -144,6 +143,11 @@ class ClusterTest {
         for (int i = 1; i <= 3; i++) {
             startNode(i);
         }
+    }
+
+    @Test
+    void threeNodesServeTheJavaClientAndSurviveTheLossOfTheirController() throws Exception {
+        startCluster();
         try (Admin admin = Admin.create(admin(bootstrap(2)))) {
             eventually("three brokers", () -> admin.describeCluster().nodes().get().size() == 3);
             admin.createTopics(List.of(new NewTopic("java-spread", 6, (short) 1))).all().get();
@@ -210,5 +214,65 @@ class ClusterTest {
             Set<String> names = admin.listTopics().names().get().stream().collect(Collectors.toSet());
             assertTrue(names.contains("java-after"), "topics " + names);
         }
+    }
+
+    /**
+     * Issue 13: an RF=3 topic with min.insync.replicas=2; an idempotent acks=all producer writes
+     * through the SIGKILL of a partition leader without an application-visible error (the client
+     * retries what is retriable), and a consumer group reads every acknowledged record.
+     */
+    @Test
+    void anIdempotentProducerCarriesOnThroughTheLossOfALeader() throws Exception {
+        startCluster();
+        int victim;
+        try (Admin admin = Admin.create(admin(bootstrap(1)))) {
+            eventually("three brokers", () -> admin.describeCluster().nodes().get().size() == 3);
+            admin.createTopics(List.of(new NewTopic("java-replicated", 3, (short) 3)
+                    .configs(Map.of("min.insync.replicas", "2")))).all().get();
+            eventually("every replica in sync", () -> {
+                TopicDescription d = admin.describeTopics(List.of("java-replicated"))
+                        .allTopicNames().get().get("java-replicated");
+                return d.partitions().size() == 3 && d.partitions().stream()
+                        .allMatch(p -> p.leader() != null && p.isr().size() == 3);
+            });
+            victim = admin.describeTopics(List.of("java-replicated")).allTopicNames().get()
+                    .get("java-replicated").partitions().get(0).leader().id();
+        }
+        Properties pp = Clients.producer(bootstrap(victim == 1 ? 2 : 1));
+        pp.put(ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, "true");
+        pp.put(ProducerConfig.ACKS_CONFIG, "all");
+        Set<String> acked = java.util.concurrent.ConcurrentHashMap.newKeySet();
+        List<Exception> failures = java.util.Collections.synchronizedList(new ArrayList<>());
+        try (KafkaProducer<String, String> producer = new KafkaProducer<>(pp)) {
+            for (int round = 0; round < 2; round++) {
+                for (int i = 0; i < RECORDS; i++) {
+                    String v = "r" + round + "-" + i;
+                    producer.send(new ProducerRecord<>("java-replicated", "k" + i, v), (m, e) -> {
+                        if (e == null) {
+                            acked.add(v);
+                        } else {
+                            failures.add(e);
+                        }
+                    });
+                }
+                if (round == 0) {
+                    producer.flush();
+                    byId.get(victim).destroyForcibly().waitFor();
+                }
+            }
+            producer.flush();
+        }
+        assertTrue(failures.isEmpty(), "no application-visible errors: " + failures);
+        assertEquals(2 * RECORDS, acked.size(), "every record acknowledged");
+        int survivor = victim == 1 ? 2 : 1;
+        Set<String> seen = new HashSet<>();
+        try (KafkaConsumer<String, String> consumer =
+                new KafkaConsumer<>(Clients.consumer(bootstrap(survivor), "java-replicated-group"))) {
+            consumer.subscribe(List.of("java-replicated"));
+            for (ConsumerRecord<String, String> r : Clients.pollExactly(consumer, 2 * RECORDS)) {
+                seen.add(r.value());
+            }
+        }
+        assertEquals(acked, seen, "every acknowledged record read back");
     }
 }
