@@ -25,6 +25,9 @@ pub struct Args {
     /// Create missing topics (CreateTopics) instead of failing.
     #[arg(long)]
     pub create_topic: bool,
+    /// Replication factor of created topics (default: the broker's `default.replication.factor`).
+    #[arg(long)]
+    pub replication_factor: Option<i16>,
     /// Topic configs for created topics, KEY=VALUE (repeatable): `--topic-config segment.bytes=…`.
     #[arg(long, value_name = "KEY=VALUE")]
     pub topic_config: Vec<String>,

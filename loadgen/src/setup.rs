@@ -148,7 +148,7 @@ fn ensure_topic(client: &mut Client, args: &Args, name: &str) -> Result<TopicInf
             .create_topic(&TopicSpec {
                 name: name.to_owned(),
                 partitions: Some(args.partitions),
-                replication_factor: None,
+                replication_factor: args.replication_factor,
                 configs,
             })
             .map_err(|e| e.to_string())?;
