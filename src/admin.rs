@@ -247,6 +247,68 @@ pub async fn create_partitions(
     .await
 }
 
+/// Leader elections an operator asks for (ElectLeaders, `kafka-leader-election.sh`): for each
+/// partition, the preferred replica (or, `unclean`, any live replica) made leader, or why not.
+/// On a single node every partition already has its only possible leader.
+pub async fn elect_leaders(
+    shard: &Rc<Shard>,
+    partitions: Vec<(String, i32)>,
+    unclean: bool,
+) -> Vec<ChangeResult> {
+    use crate::quorum::elections::{self, NoElection};
+    change_metadata(shard, "leaders elected", move |_, change| {
+        partitions
+            .iter()
+            .map(|(name, index)| {
+                let meta = change
+                    .image()
+                    .topic(name)
+                    .cloned()
+                    .ok_or_else(|| unknown_topic(name))?;
+                if *index < 0 || *index >= meta.partitions {
+                    return Err(ApiError::new(
+                        ErrorCode::UnknownTopicOrPartition,
+                        format!("{name}-{index} does not exist"),
+                    ));
+                }
+                let Some(state) = meta.state(*index) else {
+                    return Err(ApiError::new(
+                        ErrorCode::ElectionNotNeeded,
+                        "a single node leads every partition",
+                    ));
+                };
+                let elected = match unclean {
+                    false => elections::preferred(change.image(), state),
+                    true => elections::unclean(change.image(), state),
+                };
+                let next = elected.map_err(|why| match why {
+                    NoElection::NotNeeded => ApiError::new(
+                        ErrorCode::ElectionNotNeeded,
+                        "the leader is already the one this election would choose",
+                    ),
+                    NoElection::PreferredNotAvailable => ApiError::new(
+                        ErrorCode::PreferredLeaderNotAvailable,
+                        format!(
+                            "the preferred leader {} is not live or not in sync",
+                            state.replicas[0]
+                        ),
+                    ),
+                    NoElection::NoEligibleLeader => ApiError::new(
+                        ErrorCode::EligibleLeadersNotAvailable,
+                        "no live replica can lead",
+                    ),
+                })?;
+                change.write(MetadataRecord::PartitionChange {
+                    id: meta.id,
+                    index: *index,
+                    state: next,
+                })
+            })
+            .collect()
+    })
+    .await
+}
+
 /// The states of new partitions `first..first + count` of a cluster's topic, `rf` replicas
 /// each, round robin over the live brokers from a random start as Kafka places them, each led
 /// by its first replica with every replica in sync.

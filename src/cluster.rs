@@ -50,7 +50,7 @@ pub struct QuorumStart {
     pub board: Arc<StatusBoard>,
     /// Every newly applied image, to install on the shards.
     pub images: flume::Receiver<Arc<MetadataImage>>,
-    pub session: Duration,
+    pub timing: transport::ControllerTiming,
 }
 
 /// A voter runs Raft on its controller listener; a broker-only node observes the voters.
@@ -82,7 +82,7 @@ impl QuorumStart {
                     self.peers,
                     self.commands,
                     self.board,
-                    self.session,
+                    self.timing,
                 )
                 .await
             }
@@ -172,7 +172,12 @@ impl Cluster {
             commands,
             board,
             images,
-            session: Duration::from_millis(config.broker_session_timeout_ms),
+            timing: transport::ControllerTiming {
+                session: Duration::from_millis(config.broker_session_timeout_ms),
+                rebalance: config
+                    .auto_leader_rebalance_enable
+                    .then(|| Duration::from_secs(config.leader_imbalance_check_interval_seconds)),
+            },
         };
         Ok((cluster, start))
     }

@@ -337,6 +337,10 @@ pub struct BrokerConfig {
     pub broker_session_timeout_ms: u64,
     /// `offsets.topic.replication.factor`.
     pub offsets_topic_replication_factor: i16,
+    /// `auto.leader.rebalance.enable`.
+    pub auto_leader_rebalance_enable: bool,
+    /// `leader.imbalance.check.interval.seconds`.
+    pub leader_imbalance_check_interval_seconds: u64,
     /// `replica.lag.time.max.ms`.
     pub replica_lag_time_max_ms: u64,
     /// `cluster.id`: generated at first start when unset, then persisted in the data dir.
@@ -432,6 +436,8 @@ impl Default for BrokerConfig {
             broker_session_timeout_ms: 9000,
             replica_lag_time_max_ms: REPLICA_LAG_TIME_MAX_MS_DEFAULT,
             offsets_topic_replication_factor: 3,
+            auto_leader_rebalance_enable: true,
+            leader_imbalance_check_interval_seconds: 300,
             cluster_id: None,
             num_partitions: 1,
             auto_create_topics_enable: true,

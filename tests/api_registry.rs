@@ -452,6 +452,18 @@ fn exchange(c: &mut Raw, f: &Fixture, key: ApiKey, version: i16) {
             assert_eq!(p.current_voters.len(), 1, "{what}");
             assert!(p.high_watermark > 0, "{what}: the test's topic is a record");
         }
+        ApiKey::ElectLeaders => {
+            // A single node leads every partition already.
+            let req = ElectLeadersRequest::default()
+                .with_topic_partitions(Some(vec![elect_leaders_request::TopicPartitions::default(
+                )
+                .with_topic(topic(TOPIC))
+                .with_partitions(vec![0])]))
+                .with_timeout_ms(5000);
+            let r = c.call(&req, version);
+            let p = &r.replica_election_results[0].partition_result[0];
+            expect(p.error_code, ErrorCode::ElectionNotNeeded, what);
+        }
         other => panic!(
             "{other:?} is in the API registry but tests/api_registry.rs has no request for it"
         ),

@@ -252,7 +252,7 @@ fn default_frame(key: ApiKey, version: i16) -> Vec<u8> {
         IncrementalAlterConfigs => IncrementalAlterConfigsRequest,
         CreatePartitions => CreatePartitionsRequest, DeleteRecords => DeleteRecordsRequest,
         DescribeCluster => DescribeClusterRequest, DescribeLogDirs => DescribeLogDirsRequest,
-        DescribeQuorum => DescribeQuorumRequest,
+        DescribeQuorum => DescribeQuorumRequest, ElectLeaders => ElectLeadersRequest,
     }
 }
 

@@ -13,7 +13,8 @@
 //! too, and the new leader of the group's partition coordinates it with the same offsets. A
 //! leader that wrote records nobody else has (acks=1, its followers paused) and died comes
 //! back, drops that divergent tail by leader epoch, and ends byte-for-byte equal to the new
-//! leader; the tail, never below the high watermark, is never served.
+//! leader; the tail, never below the high watermark, is never served. After a rolling restart,
+//! ElectLeaders gives a partition back to its preferred replica.
 
 mod common;
 
@@ -24,10 +25,13 @@ use std::time::Duration;
 use common::cluster::{broker_ids, consume_all, Cluster, WAIT};
 use common::eventually;
 use common::raw::{topic, Raw};
+use kafka_protocol::error::ResponseError as ErrorCode;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::{
-    CreateTopicsRequest, FindCoordinatorRequest, GroupId, MetadataResponse, OffsetFetchRequest,
+    CreateTopicsRequest, ElectLeadersRequest, FindCoordinatorRequest, GroupId, MetadataResponse,
+    OffsetFetchRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::config::ClientConfig;
@@ -230,6 +234,38 @@ fn a_sigterm_hands_leadership_over_before_the_broker_exits() {
     let more = produce_all(&cluster.addr(survivor), (0..n).map(|i| format!("b{i}")));
     assert_eq!(more.len(), n);
     let everything: BTreeSet<String> = acked.union(&more).cloned().collect();
+    assert_eq!(
+        consume_all(&cluster.addr(survivor), TOPIC, PARTITIONS, 2 * n),
+        everything
+    );
+
+    // Back after the rolling restart, it catches up; a preferred-leader election
+    // (ElectLeaders, what kafka-leader-election.sh sends) gives it partition 0 again.
+    cluster.start_node(leader as u32);
+    let all = BTreeSet::from([1, 2, 3]);
+    eventually(Duration::from_secs(60), || {
+        let (_, _, _, isr) = states(&cluster.metadata(survivor)).get(&0)?.clone();
+        (isr == all).then_some(())
+    })
+    .expect("the restarted broker rejoins partition 0's ISR");
+    let elect = |version: i16| {
+        let req = ElectLeadersRequest::default()
+            .with_election_type(0)
+            .with_topic_partitions(Some(vec![TopicPartitions::default()
+                .with_topic(topic(TOPIC))
+                .with_partitions(vec![0])]))
+            .with_timeout_ms(10_000);
+        let r = Raw::connect(&cluster.addr(survivor)).call(&req, version);
+        r.replica_election_results[0].partition_result[0].error_code
+    };
+    assert_eq!(elect(2), 0, "the preferred replica is elected");
+    assert_eq!(elect(2), ErrorCode::ElectionNotNeeded.code());
+    let (back, e2, _, _) = eventually(WAIT, || {
+        let s = states(&cluster.metadata(survivor)).get(&0)?.clone();
+        (s.0 == leader).then_some(s)
+    })
+    .expect("partition 0 led by its preferred replica again");
+    assert_eq!((back, e2), (leader, epoch + 2));
     assert_eq!(
         consume_all(&cluster.addr(survivor), TOPIC, PARTITIONS, 2 * n),
         everything

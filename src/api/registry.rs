@@ -142,6 +142,7 @@ registry! {
     DescribeCluster         0..=1  => describe_cluster;
     DescribeLogDirs         1..=4  => describe_log_dirs;
     DescribeQuorum          0..=2  => describe_quorum;
+    ElectLeaders            0..=2  => elect_leaders;
 }
 
 // Every entry's ranges are ordered, and no key has two entries (lookup would hide the second).
@@ -255,6 +256,7 @@ mod tests {
             (ApiKey::DescribeCluster, 0, 1),
             (ApiKey::DescribeLogDirs, 1, 4),
             (ApiKey::DescribeQuorum, 0, 2),
+            (ApiKey::ElectLeaders, 0, 2),
         ];
         let got: Vec<(i16, i16, i16)> = advertised()
             .iter()

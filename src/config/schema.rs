@@ -186,6 +186,17 @@ pub static SETTINGS: &[Setting] = &[
         },
     ),
     setting(
+        "auto.leader.rebalance.enable",
+        T::Boolean,
+        Some("true"),
+        ReadOnly,
+        "In a cluster, the active controller moves leadership back to each partition's preferred replica (its first) every `leader.imbalance.check.interval.seconds`.",
+        |c, key, value| {
+            c.auto_leader_rebalance_enable = parse(key, value)?;
+            Ok(())
+        },
+    ),
+    setting(
         "broker.rack",
         T::String,
         None,
@@ -337,6 +348,21 @@ pub static SETTINGS: &[Setting] = &[
         "The listener brokers use among themselves; checked; the cluster's brokers talk over the controller listener today.",
         |c, _, value| {
             c.inter_broker_listener_name = listeners::parse_names(value).pop();
+            Ok(())
+        },
+    ),
+    setting(
+        "leader.imbalance.check.interval.seconds",
+        T::Long,
+        Some("300"),
+        ReadOnly,
+        "How often the active controller moves leadership back to preferred replicas (with `auto.leader.rebalance.enable`).",
+        |c, key, value| {
+            let v: u64 = parse(key, value)?;
+            if v == 0 {
+                return Err(ConfigError::invalid(format!("{key} must be positive, got {value:?}")));
+            }
+            c.leader_imbalance_check_interval_seconds = v;
             Ok(())
         },
     ),

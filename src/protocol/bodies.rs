@@ -43,6 +43,7 @@ pub fn decode_any(req: &Request) -> Option<Result<(), RequestError>> {
         ApiKey::DescribeCluster => ok(req.decode_body::<DescribeClusterRequest>()),
         ApiKey::DescribeQuorum => ok(req.decode_body::<DescribeQuorumRequest>()),
         ApiKey::DescribeLogDirs => ok(req.decode_body::<DescribeLogDirsRequest>()),
+        ApiKey::ElectLeaders => ok(req.decode_body::<ElectLeadersRequest>()),
         _ => None,
     }
 }

@@ -81,14 +81,117 @@ fn next_state(image: &MetadataImage, state: &PartitionState) -> Option<Partition
     })
 }
 
+/// Why a requested election (ElectLeaders) does not happen, as Kafka's error codes say it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoElection {
+    /// The wanted leader leads already (ELECTION_NOT_NEEDED).
+    NotNeeded,
+    /// The preferred replica is not live or not in sync (PREFERRED_LEADER_NOT_AVAILABLE).
+    PreferredNotAvailable,
+    /// No live replica may lead (ELIGIBLE_LEADERS_NOT_AVAILABLE).
+    NoEligibleLeader,
+}
+
+/// A preferred-leader election (Kafka's `PREFERRED` election type and the controller's
+/// auto-rebalance): the first replica leads, if it is live and in sync.
+pub fn preferred(
+    image: &MetadataImage,
+    state: &PartitionState,
+) -> Result<PartitionState, NoElection> {
+    let want = state.replicas[0];
+    if state.leader == want {
+        return Err(NoElection::NotNeeded);
+    }
+    if !image.is_live(want) || !state.isr.contains(&want) {
+        return Err(NoElection::PreferredNotAvailable);
+    }
+    Ok(PartitionState {
+        leader: want,
+        leader_epoch: state.leader_epoch + 1,
+        partition_epoch: state.partition_epoch + 1,
+        ..state.clone()
+    })
+}
+
+/// An unclean election (Kafka's `UNCLEAN` type): a partition without a live leader is led by a
+/// live in-sync replica if there is one, else by any live replica, which becomes the whole ISR
+/// (records only the old ISR had are lost: the operator asked for availability over them).
+pub fn unclean(
+    image: &MetadataImage,
+    state: &PartitionState,
+) -> Result<PartitionState, NoElection> {
+    if state.leader != NO_LEADER && image.is_live(state.leader) {
+        return Err(NoElection::NotNeeded);
+    }
+    let live = |b: &&i32| image.is_live(**b);
+    let (leader, isr) = match state
+        .replicas
+        .iter()
+        .filter(|b| state.isr.contains(b))
+        .find(live)
+    {
+        Some(&b) => (
+            b,
+            state
+                .isr
+                .iter()
+                .copied()
+                .filter(|&i| image.is_live(i))
+                .collect(),
+        ),
+        None => match state.replicas.iter().find(live) {
+            Some(&b) => (b, vec![b]),
+            None => return Err(NoElection::NoEligibleLeader),
+        },
+    };
+    Ok(PartitionState {
+        leader,
+        isr,
+        leader_epoch: state.leader_epoch + 1,
+        partition_epoch: state.partition_epoch + 1,
+        replicas: state.replicas.clone(),
+    })
+}
+
+/// The preferred-leader elections a rebalance makes now (Kafka's `auto.leader.rebalance.enable`):
+/// every partition whose preferred replica is live, in sync and not leading.
+pub fn rebalance(image: &MetadataImage) -> Vec<MetadataRecord> {
+    let mut out = Vec::new();
+    for t in image.topics.values() {
+        for (index, state) in (0..).zip(&t.states) {
+            if let Ok(next) = preferred(image, state) {
+                out.push(MetadataRecord::PartitionChange {
+                    id: t.id,
+                    index,
+                    state: next,
+                });
+            }
+        }
+    }
+    out
+}
+
 /// The controller's side: what to propose on each tick.
 #[derive(Default)]
 pub struct Elections {
     /// The image (by applied count) a proposal was last decided from, and when.
     tried: Option<(u64, Instant)>,
+    /// How often leadership moves back to preferred replicas (`None`: never), and when it
+    /// last did.
+    rebalance_every: Option<Duration>,
+    rebalanced: Option<Instant>,
 }
 
 impl Elections {
+    /// Elections that also move leadership back to preferred replicas every `rebalance_every`
+    /// (`leader.imbalance.check.interval.seconds` with `auto.leader.rebalance.enable`).
+    pub fn new(rebalance_every: Option<Duration>) -> Elections {
+        Elections {
+            rebalance_every,
+            ..Elections::default()
+        }
+    }
+
     /// The records to propose now, as one entry: the leases' `fencing` decisions with the
     /// partition changes they call for; or, with none, the changes the image calls for on its
     /// own (an offline partition whose replica is back, a change lost to an election), once
@@ -103,9 +206,22 @@ impl Elections {
     ) -> Vec<MetadataRecord> {
         if !ready {
             self.tried = None;
+            self.rebalanced = None;
             return Vec::new();
         }
         if fencing.is_empty() {
+            if let Some(every) = self.rebalance_every {
+                // A new leader waits one interval, as Kafka's controller schedules its check.
+                let last = *self.rebalanced.get_or_insert(now);
+                if now.duration_since(last) >= every {
+                    self.rebalanced = Some(now);
+                    let moves = rebalance(image);
+                    if !moves.is_empty() {
+                        self.tried = Some((image.applied, now));
+                        return moves;
+                    }
+                }
+            }
             if let Some((applied, at)) = self.tried {
                 if applied == image.applied && now.duration_since(at) < RETRY {
                     return Vec::new();
@@ -262,5 +378,60 @@ mod tests {
         assert!(e.decide(true, &after, Vec::new(), t0).is_empty());
         // A follower never decides.
         assert!(e.decide(false, &img, vec![fence], t0).is_empty());
+    }
+
+    #[test]
+    fn preferred_and_unclean_elections_follow_kafka() {
+        // 1 is preferred, in sync and live, but 2 leads (after 1 came back).
+        let st = state(&[1, 2, 3], &[2, 1], 2, 4);
+        let img = image(&[(1, false), (2, false), (3, false)], vec![st.clone()]);
+        let next = preferred(&img, &st).unwrap();
+        assert_eq!(
+            (next.leader, next.leader_epoch, next.isr.clone()),
+            (1, 5, vec![2, 1])
+        );
+        assert_eq!(preferred(&img, &next), Err(NoElection::NotNeeded));
+        // Out of sync, or fenced: not available.
+        let out = state(&[3, 2, 1], &[2, 1], 2, 4);
+        assert_eq!(
+            preferred(&img, &out),
+            Err(NoElection::PreferredNotAvailable)
+        );
+        let fenced = image(&[(1, true), (2, false), (3, false)], vec![st.clone()]);
+        assert_eq!(
+            preferred(&fenced, &st),
+            Err(NoElection::PreferredNotAvailable)
+        );
+        // Unclean: a live leader needs none; an offline partition takes a live in-sync replica
+        // first, else any live replica, which becomes the whole ISR.
+        assert_eq!(unclean(&img, &st), Err(NoElection::NotNeeded));
+        let offline = state(&[1, 2, 3], &[1], NO_LEADER, 4);
+        let only3 = image(&[(1, true), (2, true), (3, false)], vec![offline.clone()]);
+        let next = unclean(&only3, &offline).unwrap();
+        assert_eq!(
+            (next.leader, next.isr.clone(), next.leader_epoch),
+            (3, vec![3], 5)
+        );
+        let none = image(&[(1, true), (2, true), (3, true)], vec![offline.clone()]);
+        assert_eq!(unclean(&none, &offline), Err(NoElection::NoEligibleLeader));
+    }
+
+    #[test]
+    fn the_controller_rebalances_to_preferred_leaders_once_an_interval() {
+        let every = Duration::from_secs(300);
+        let st = state(&[1, 2], &[2, 1], 2, 0);
+        let img = image(&[(1, false), (2, false)], vec![st]);
+        let mut e = Elections::new(Some(every));
+        let t0 = Instant::now();
+        // A new leader waits a whole interval first.
+        assert!(e.decide(true, &img, Vec::new(), t0).is_empty());
+        let later = t0 + every;
+        let moves = changed(&e.decide(true, &img, Vec::new(), later));
+        assert_eq!(moves.len(), 1);
+        assert_eq!((moves[0].1.leader, moves[0].1.leader_epoch), (1, 1));
+        // Not again before the next interval; never without auto-rebalance.
+        assert!(e.decide(true, &img, Vec::new(), later).is_empty());
+        let mut off = Elections::new(None);
+        assert!(off.decide(true, &img, Vec::new(), later).is_empty());
     }
 }

@@ -27,7 +27,7 @@
 //! ([`observer`]); `crate::cluster` runs it in `tidelog serve`.
 
 mod disk;
-mod elections;
+pub mod elections;
 pub mod frames;
 mod leases;
 mod logger;

@@ -93,7 +93,11 @@ fn start(n: u64) -> Cluster {
                         ..MetadataImage::default()
                     };
                     let node = QuorumNode::new(id, &voters, image, 50)?;
-                    run(node, listener, peers, rx, shown, SESSION).await
+                    let timing = super::transport::ControllerTiming {
+                        session: SESSION,
+                        rebalance: None,
+                    };
+                    run(node, listener, peers, rx, shown, timing).await
                 })
             });
             Running {

@@ -226,17 +226,27 @@ enum Event {
     Stop,
 }
 
+/// The active controller's timing: brokers are fenced after `session` without a word
+/// (`broker.session.timeout.ms`); with `rebalance`, leadership moves back to preferred replicas
+/// that often (`auto.leader.rebalance.enable`, `leader.imbalance.check.interval.seconds`).
+#[derive(Clone, Copy, Debug)]
+pub struct ControllerTiming {
+    pub session: Duration,
+    pub rebalance: Option<Duration>,
+}
+
 /// Runs `node` until `commands` closes: the node's driver, its listener's reader tasks and a
 /// writer task per peer in `peers` (id -> CONTROLLER address). While it leads, it fences the
-/// brokers it has not heard from for `session` and unfences them when they are back
-/// ([`Leases`]). Returns the error that stopped it, if its storage failed.
+/// brokers it has not heard from for `timing.session` and unfences them when they are back
+/// ([`Leases`]), with the partition elections that calls for ([`Elections`]). Returns the error
+/// that stopped it, if its storage failed.
 pub async fn run(
     mut node: QuorumNode,
     listener: TcpListener,
     peers: BTreeMap<u64, SocketAddr>,
     commands: flume::Receiver<Command>,
     status: Arc<StatusBoard>,
-    session: Duration,
+    timing: ControllerTiming,
 ) -> Result<(), String> {
     let (inbox_tx, inbox) = local_channel::new_unbounded::<Inbound>();
     let inbox_tx = Rc::new(inbox_tx);
@@ -249,8 +259,8 @@ pub async fn run(
         tasks.push(glommio::spawn_local(writer(id, addr, rx, inbox_tx.clone())));
     }
     let mut proposals = Proposals::new(node.id());
-    let mut leases = Leases::new(session);
-    let mut elections = Elections::default();
+    let mut leases = Leases::new(timing.session);
+    let mut elections = Elections::new(timing.rebalance);
     let mut observers = Observers::default();
     let mut next_tick = Instant::now() + TICK;
     let result = loop {
