@@ -23,7 +23,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::cluster::{
-    broker_ids, consume_all, controller, create, leaders, produce, Cluster, CLUSTER_ID, WAIT,
+    broker_ids, consume_all, consume_and_commit, controller, create, leaders, produce, Cluster,
+    CLUSTER_ID, WAIT,
 };
 use common::raw::{topic, Raw};
 use common::serve::Serve;
@@ -43,7 +44,6 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 /// What a node's Metadata says: its brokers, and each test topic's leaders.
@@ -191,25 +191,8 @@ fn three_nodes_on_one_machine_survive_the_loss_of_their_controller() {
         .iter()
         .find(|(_, node)| **node != 1)
         .expect("a group coordinated by node 2 or 3");
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", cluster.addr(1))
-        .set("group.id", group)
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    c.subscribe(&["spread"]).unwrap();
-    let mut got = 0;
-    let deadline = Instant::now() + WAIT;
-    while got < n && Instant::now() < deadline {
-        if let Some(Ok(_)) = c.poll(Duration::from_millis(200)) {
-            got += 1;
-        }
-    }
+    let got = consume_and_commit(&cluster.addr(1), group, "spread", n);
     assert_eq!(got, n, "the group read every record");
-    c.commit_consumer_state(CommitMode::Sync).expect("commit");
-    c.unsubscribe();
-    drop(c);
     // The committed offsets, asked of the group's coordinator directly.
     let coordinator = coordinators[group];
     let req = OffsetFetchRequest::default()

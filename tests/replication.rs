@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::cluster::{broker_ids, consume_all, Cluster, WAIT};
+use common::cluster::{broker_ids, consume_all, consume_and_commit, Cluster, WAIT};
 use common::eventually;
 use common::raw::{topic, Raw};
 use kafka_protocol::error::ResponseError as ErrorCode;
@@ -35,7 +35,6 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::ClientContext;
 
@@ -151,6 +150,25 @@ fn cluster_with_topic() -> (Cluster, States) {
     (cluster, first)
 }
 
+/// Produces `n` more records with acks=all through node `via` and reads the whole topic back
+/// there: it must be exactly `acked` and the new ones. Returns them all.
+fn more_then_everything(
+    cluster: &Cluster,
+    via: u32,
+    acked: &BTreeSet<String>,
+    n: usize,
+) -> BTreeSet<String> {
+    let more = produce_all(&cluster.addr(via), (0..n).map(|i| format!("b{i}")));
+    assert_eq!(more.len(), n, "every record acknowledged");
+    let everything: BTreeSet<String> = acked.union(&more).cloned().collect();
+    let total = everything.len();
+    assert_eq!(
+        consume_all(&cluster.addr(via), TOPIC, PARTITIONS, total),
+        everything
+    );
+    everything
+}
+
 #[test]
 fn rf3_with_acks_all_loses_nothing_when_a_leader_dies() {
     let (mut cluster, first) = cluster_with_topic();
@@ -176,13 +194,7 @@ fn rf3_with_acks_all_loses_nothing_when_a_leader_dies() {
 
     // The survivors take acks=all writes (two in sync, min.insync.replicas=2), and nothing
     // acknowledged is lost.
-    let more = produce_all(&cluster.addr(survivor), (0..n).map(|i| format!("b{i}")));
-    assert_eq!(more.len(), n);
-    let everything: BTreeSet<String> = acked.union(&more).cloned().collect();
-    assert_eq!(
-        consume_all(&cluster.addr(survivor), TOPIC, PARTITIONS, 2 * n),
-        everything
-    );
+    let everything = more_then_everything(&cluster, survivor, &acked, n);
 
     // The killed broker comes back, catches up and rejoins every ISR.
     cluster.start_node(victim as u32);
@@ -231,13 +243,7 @@ fn a_sigterm_hands_leadership_over_before_the_broker_exits() {
     assert!(now != leader && now > 0, "partition 0 led by {now}");
     assert_eq!(e, epoch + 1);
     assert!(!isr.contains(&leader));
-    let more = produce_all(&cluster.addr(survivor), (0..n).map(|i| format!("b{i}")));
-    assert_eq!(more.len(), n);
-    let everything: BTreeSet<String> = acked.union(&more).cloned().collect();
-    assert_eq!(
-        consume_all(&cluster.addr(survivor), TOPIC, PARTITIONS, 2 * n),
-        everything
-    );
+    let everything = more_then_everything(&cluster, survivor, &acked, n);
 
     // Back after the rolling restart, it catches up; a preferred-leader election
     // (ElectLeaders, what kafka-leader-election.sh sends) gives it partition 0 again.
@@ -292,25 +298,8 @@ fn committed_offsets_survive_the_loss_of_the_coordinator() {
     assert_eq!(acked.len(), n);
     let group = "survivors";
     let first = coordinator(&cluster, 1, group);
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", cluster.addr(1))
-        .set("group.id", group)
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    c.subscribe(&[TOPIC]).unwrap();
-    let mut got = 0;
-    let deadline = std::time::Instant::now() + WAIT;
-    while got < n && std::time::Instant::now() < deadline {
-        if let Some(Ok(_)) = c.poll(Duration::from_millis(200)) {
-            got += 1;
-        }
-    }
+    let got = consume_and_commit(&cluster.addr(1), group, TOPIC, n);
     assert_eq!(got, n, "the group read every record");
-    c.commit_consumer_state(CommitMode::Sync).expect("commit");
-    c.unsubscribe();
-    drop(c);
 
     cluster.kill(first as u32);
     let survivor = (1..=3).find(|&i| i != first as u32).unwrap();

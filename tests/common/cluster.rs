@@ -368,3 +368,27 @@ pub fn consume_all(bootstrap: &str, name: &str, partitions: i32, n: usize) -> BT
     }
     seen
 }
+
+/// Reads `n` records of `topic` as a member of `group` through `bootstrap`, then commits its
+/// positions synchronously and leaves; how many it read.
+pub fn consume_and_commit(bootstrap: &str, group: &str, topic: &str, n: usize) -> usize {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    c.subscribe(&[topic]).unwrap();
+    let mut got = 0;
+    let deadline = Instant::now() + WAIT;
+    while got < n && Instant::now() < deadline {
+        if let Some(Ok(_)) = c.poll(Duration::from_millis(200)) {
+            got += 1;
+        }
+    }
+    c.commit_consumer_state(rdkafka::consumer::CommitMode::Sync)
+        .expect("commit");
+    c.unsubscribe();
+    got
+}
