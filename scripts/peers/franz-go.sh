@@ -50,8 +50,8 @@ run_suite() { # label timeout [env and test flags...]
     shift 2
     if [ "${CLUSTER:-0}" = 1 ]; then start_cluster "franz-go-$label" || return 1; else start_broker "franz-go-$label" || return 1; fi
     echo "franz-go ($label): running against $BROKER_ADDR, log $log"
-    # The suite's topics are created with replication factor 1: tidelog does not replicate
-    # partition data yet (a cluster's partitions are spread, one replica each).
+    # The suite's topics have replication factor 1 on one broker; the cluster runs pass
+    # KGO_TEST_RF=3 (a later assignment wins), so every topic there is replicated.
     # The remaining arguments are NAME=VALUE settings for the suite and -test.* flags.
     local envs=() flags=() a
     for a in "$@"; do
@@ -74,10 +74,10 @@ case $MODE in
 bounded)
     rc=0
     run_suite bounded 15m KGO_TEST_RECORDS=20000 || rc=1
-    CLUSTER=1 run_suite cluster 15m KGO_TEST_RECORDS=20000 || rc=1
+    CLUSTER=1 run_suite cluster 15m KGO_TEST_RECORDS=20000 KGO_TEST_RF=3 || rc=1
     ;;
 --cluster)
-    CLUSTER=1 run_suite cluster 15m KGO_TEST_RECORDS=20000
+    CLUSTER=1 run_suite cluster 15m KGO_TEST_RECORDS=20000 KGO_TEST_RF=3
     rc=$?
     ;;
 --long)
