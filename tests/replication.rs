@@ -298,6 +298,21 @@ fn committed_offsets_survive_the_loss_of_the_coordinator() {
     assert_eq!(acked.len(), n);
     let group = "survivors";
     let first = coordinator(&cluster, 1, group);
+    // offsets.topic.replication.factor (3): every partition of __consumer_offsets on all three.
+    let md = cluster.metadata(1);
+    let offsets = md
+        .topics
+        .iter()
+        .find(|t| {
+            t.name
+                .as_ref()
+                .is_some_and(|n| n.as_str() == "__consumer_offsets")
+        })
+        .expect("__consumer_offsets exists");
+    assert!(offsets
+        .partitions
+        .iter()
+        .all(|p| p.replica_nodes.len() == 3));
     let got = consume_and_commit(&cluster.addr(1), group, TOPIC, n);
     assert_eq!(got, n, "the group read every record");
 

@@ -189,7 +189,8 @@ async fn group_coordinator(
 ) -> Result<i32, crate::error::ErrorCode> {
     use crate::group::store::{partition_for, OFFSETS_TOPIC};
     if shard.metadata().topic(OFFSETS_TOPIC).is_none() {
-        crate::admin::create_topics(shard, vec![offsets_topic(shard)], false).await;
+        let rf = offsets_replication_factor(shard)?;
+        crate::admin::create_topics(shard, vec![offsets_topic(rf)], false).await;
     }
     let image = shard.metadata();
     let meta = image
@@ -209,22 +210,37 @@ async fn group_owner(shard: &Rc<Shard>, group_id: &str) -> Result<usize, crate::
         .ok_or(crate::error::ErrorCode::CoordinatorNotAvailable)
 }
 
-/// `__consumer_offsets` as it is created: compacted, with small segments.
-/// `offsets.topic.replication.factor` capped at the live brokers.
-fn offsets_replication_factor(shard: &Shard) -> i16 {
-    match shard.cluster {
-        None => 1,
-        Some(_) => {
-            let live = shard.metadata().live_brokers().count().max(1);
-            shard
-                .config
-                .offsets_topic_replication_factor
-                .min(i16::try_from(live).unwrap_or(i16::MAX))
-        }
+/// `offsets.topic.replication.factor` capped at the brokers there are.
+///
+/// A combined node (`broker,controller`) counts every voter as a broker, since in that layout
+/// they all are: a cluster still starting answers COORDINATOR_NOT_AVAILABLE (clients retry)
+/// until they have registered, as Kafka waits for enough brokers, instead of creating the topic
+/// with fewer replicas for good.
+fn offsets_replication_factor(shard: &Shard) -> Result<i16, crate::error::ErrorCode> {
+    if shard.cluster.is_none() {
+        return Ok(1);
     }
+    let live = shard.metadata().live_brokers().count();
+    let combined = shard
+        .config
+        .process_roles
+        .is_some_and(|r| r.broker && r.controller);
+    let expected = match combined {
+        true => live.max(shard.config.controller_quorum_voters.len()),
+        false => live,
+    };
+    let rf = usize::try_from(shard.config.offsets_topic_replication_factor)
+        .unwrap_or(1)
+        .min(expected)
+        .max(1);
+    if live < rf {
+        return Err(crate::error::ErrorCode::CoordinatorNotAvailable);
+    }
+    Ok(i16::try_from(rf).unwrap_or(i16::MAX))
 }
 
-fn offsets_topic(shard: &Shard) -> crate::admin::NewTopic {
+/// `__consumer_offsets` as it is created: compacted, with small segments.
+fn offsets_topic(replication_factor: i16) -> crate::admin::NewTopic {
     use crate::config::{OFFSETS_TOPIC_PARTITIONS, OFFSETS_TOPIC_SEGMENT_BYTES};
     let configs = [
         ("cleanup.policy".to_string(), "compact".to_string()),
@@ -238,7 +254,7 @@ fn offsets_topic(shard: &Shard) -> crate::admin::NewTopic {
         partitions: OFFSETS_TOPIC_PARTITIONS,
         // Kafka sizes it by offsets.topic.replication.factor, not default.replication.factor:
         // that many replicas, or every live broker when there are fewer (one on a single node).
-        replication_factor: offsets_replication_factor(shard),
+        replication_factor,
         configs: configs.into_iter().collect(),
     }
 }
