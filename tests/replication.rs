@@ -14,7 +14,9 @@
 //! leader that wrote records nobody else has (acks=1, its followers paused) and died comes
 //! back, drops that divergent tail by leader epoch, and ends byte-for-byte equal to the new
 //! leader; the tail, never below the high watermark, is never served. After a rolling restart,
-//! ElectLeaders gives a partition back to its preferred replica.
+//! ElectLeaders gives a partition back to its preferred replica. A leader paused past its
+//! session (a zombie) is replaced; when it resumes, what producers send it is either refused or
+//! lands exactly once on the new leader, and its own divergent writes are cut.
 
 mod common;
 
@@ -22,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::cluster::{broker_ids, consume_all, consume_and_commit, Cluster, WAIT};
+use common::cluster::{broker_ids, consume_all, consume_and_commit, consume_list, Cluster, WAIT};
 use common::eventually;
 use common::raw::{topic, Raw};
 use kafka_protocol::error::ResponseError as ErrorCode;
@@ -182,6 +184,7 @@ fn rf3_with_acks_all_loses_nothing_when_a_leader_dies() {
 
     // SIGKILL the leader of partition 0: another ISR member leads it at the next epoch.
     let (victim, epoch, _, _) = first[&0];
+    let killed = std::time::Instant::now();
     cluster.kill(victim as u32);
     let survivor = (1..=3).find(|&i| i != victim as u32).unwrap();
     let moved = eventually(WAIT, || {
@@ -190,6 +193,7 @@ fn rf3_with_acks_all_loses_nothing_when_a_leader_dies() {
         (leader != victim && leader > 0 && !isr.contains(&victim)).then_some((leader, e))
     })
     .expect("partition 0 has a new leader");
+    fault_window("leader SIGKILL", killed);
     assert!(moved.1 > epoch, "leader epoch {} after {epoch}", moved.1);
 
     // The survivors take acks=all writes (two in sync, min.insync.replicas=2), and nothing
@@ -228,6 +232,7 @@ fn a_sigterm_hands_leadership_over_before_the_broker_exits() {
     let acked = produce_all(&cluster.addr(1), (0..n).map(|i| format!("a{i}")));
     assert_eq!(acked.len(), n);
     let (leader, epoch, _, _) = first[&0];
+    let stopped = std::time::Instant::now();
     let stderr = cluster.stop(leader as u32);
     assert!(
         stderr.contains("controlled shutdown: this broker leads nothing that can move"),
@@ -240,6 +245,7 @@ fn a_sigterm_hands_leadership_over_before_the_broker_exits() {
         (s.0 != leader && s.0 > 0).then_some(s)
     })
     .expect("the survivors see partition 0's new leader");
+    fault_window("leader SIGTERM (controlled shutdown)", stopped);
     assert!(now != leader && now > 0, "partition 0 led by {now}");
     assert_eq!(e, epoch + 1);
     assert!(!isr.contains(&leader));
@@ -275,6 +281,15 @@ fn a_sigterm_hands_leadership_over_before_the_broker_exits() {
     assert_eq!(
         consume_all(&cluster.addr(survivor), TOPIC, PARTITIONS, 2 * n),
         everything
+    );
+}
+
+/// Prints how long partition 0 had no leader clients could use after a fault (from the fault to
+/// the survivors' metadata naming another leader), for `scripts/faults/replication.sh`.
+fn fault_window(fault: &str, since: std::time::Instant) {
+    eprintln!(
+        "FAULT {fault}: partition 0 led again after {} ms",
+        since.elapsed().as_millis()
     );
 }
 
@@ -432,4 +447,49 @@ fn a_returning_leader_drops_its_divergent_tail() {
         seen.len()
     );
     assert!(seen.is_disjoint(&tail), "the divergent tail is gone");
+}
+
+#[test]
+fn a_paused_leader_comes_back_as_a_follower_and_nothing_is_lost_or_doubled() {
+    let (cluster, first) = cluster_with_topic();
+    let n = 300;
+    let a = produce_all(&cluster.addr(1), (0..n).map(|i| format!("a{i}")));
+    assert_eq!(a.len(), n);
+    let (old, epoch, _, _) = first[&0];
+    let old = old as u32;
+    let survivor = (1..=3).find(|&i| i != old).unwrap();
+    // Paused for longer than its session: fenced, its partitions led by others.
+    let paused = std::time::Instant::now();
+    cluster.signal(old, libc::SIGSTOP);
+    eventually(Duration::from_secs(60), || {
+        let (leader, e, _, _) = states(&cluster.metadata(survivor)).get(&0)?.clone();
+        (leader != old as i32 && leader > 0 && e > epoch).then_some(())
+    })
+    .expect("partition 0 has a new leader");
+    fault_window("leader SIGSTOP past its session", paused);
+    let b = produce_all(&cluster.addr(survivor), (0..n).map(|i| format!("b{i}")));
+    assert_eq!(b.len(), n);
+    // It resumes believing it leads; an idempotent acks=all producer bootstrapping from it
+    // gets every record acknowledged once, by whoever really leads.
+    cluster.signal(old, libc::SIGCONT);
+    let c = produce_all(&cluster.addr(old), (0..n).map(|i| format!("c{i}")));
+    assert_eq!(c.len(), n);
+    let all = BTreeSet::from([1, 2, 3]);
+    eventually(Duration::from_secs(60), || {
+        let s = states(&cluster.metadata(survivor));
+        s.values().all(|(_, _, _, isr)| *isr == all).then_some(())
+    })
+    .expect("the resumed broker rejoins every ISR");
+    eventually(WAIT, || {
+        let logs: Vec<Vec<u8>> = (1..=3)
+            .map(|i| cluster.segment_bytes(i, TOPIC, 0))
+            .collect();
+        (!logs[0].is_empty() && logs.windows(2).all(|w| w[0] == w[1])).then_some(())
+    })
+    .expect("every replica of partition 0 holds the same bytes");
+    let want: BTreeSet<String> = a.iter().chain(&b).chain(&c).cloned().collect();
+    let read = consume_list(&cluster.addr(survivor), TOPIC, PARTITIONS, want.len());
+    let distinct: BTreeSet<String> = read.iter().cloned().collect();
+    assert_eq!(read.len(), distinct.len(), "no record twice");
+    assert_eq!(distinct, want, "every acknowledged record, nothing else");
 }

@@ -210,33 +210,31 @@ async fn group_owner(shard: &Rc<Shard>, group_id: &str) -> Result<usize, crate::
         .ok_or(crate::error::ErrorCode::CoordinatorNotAvailable)
 }
 
-/// `offsets.topic.replication.factor` capped at the brokers there are.
+/// `offsets.topic.replication.factor` capped at the live brokers.
 ///
 /// A combined node (`broker,controller`) counts every voter as a broker, since in that layout
-/// they all are: a cluster still starting answers COORDINATOR_NOT_AVAILABLE (clients retry)
-/// until they have registered, as Kafka waits for enough brokers, instead of creating the topic
-/// with fewer replicas for good.
+/// they all are: a cluster still starting (not every voter registered yet) answers
+/// COORDINATOR_NOT_AVAILABLE, which clients retry, instead of creating the topic with fewer
+/// replicas for good. Once they have all registered, a broker that is down meanwhile only
+/// lowers the factor to the live brokers, as the issue asks.
 fn offsets_replication_factor(shard: &Shard) -> Result<i16, crate::error::ErrorCode> {
     if shard.cluster.is_none() {
         return Ok(1);
     }
-    let live = shard.metadata().live_brokers().count();
+    let image = shard.metadata();
     let combined = shard
         .config
         .process_roles
         .is_some_and(|r| r.broker && r.controller);
-    let expected = match combined {
-        true => live.max(shard.config.controller_quorum_voters.len()),
-        false => live,
-    };
-    let rf = usize::try_from(shard.config.offsets_topic_replication_factor)
-        .unwrap_or(1)
-        .min(expected)
-        .max(1);
-    if live < rf {
+    if combined && image.brokers.len() < shard.config.controller_quorum_voters.len() {
         return Err(crate::error::ErrorCode::CoordinatorNotAvailable);
     }
-    Ok(i16::try_from(rf).unwrap_or(i16::MAX))
+    let live = i16::try_from(image.live_brokers().count()).unwrap_or(i16::MAX);
+    Ok(shard
+        .config
+        .offsets_topic_replication_factor
+        .min(live)
+        .max(1))
 }
 
 /// `__consumer_offsets` as it is created: compacted, with small segments.

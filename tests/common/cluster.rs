@@ -347,6 +347,33 @@ pub fn produce(bootstrap: &str, name: &str, n: usize) {
 
 /// Reads every partition of `name` from the start through `bootstrap` until `n` records.
 pub fn consume_all(bootstrap: &str, name: &str, partitions: i32, n: usize) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    read_from_start(bootstrap, name, partitions, |v| {
+        seen.insert(v);
+        seen.len() < n
+    });
+    seen
+}
+
+/// Every record of `name` read from the start through `bootstrap`, duplicates included, until
+/// `n` have come (or [`WAIT`] passes).
+pub fn consume_list(bootstrap: &str, name: &str, partitions: i32, n: usize) -> Vec<String> {
+    let mut seen = Vec::new();
+    read_from_start(bootstrap, name, partitions, |v| {
+        seen.push(v);
+        seen.len() < n
+    });
+    seen
+}
+
+/// Reads every partition of `name` from the start, handing each payload to `more` until it
+/// says stop or [`WAIT`] passes.
+fn read_from_start(
+    bootstrap: &str,
+    name: &str,
+    partitions: i32,
+    mut more: impl FnMut(String) -> bool,
+) {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "cluster-test-reader")
@@ -359,14 +386,15 @@ pub fn consume_all(bootstrap: &str, name: &str, partitions: i32, n: usize) -> BT
             .unwrap();
     }
     c.assign(&tpl).unwrap();
-    let mut seen = BTreeSet::new();
     let deadline = Instant::now() + WAIT;
-    while seen.len() < n && Instant::now() < deadline {
+    while Instant::now() < deadline {
         if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
-            seen.insert(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
+            let v = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
+            if !more(v) {
+                return;
+            }
         }
     }
-    seen
 }
 
 /// Reads `n` records of `topic` as a member of `group` through `bootstrap`, then commits its
