@@ -284,6 +284,18 @@ fn a_sigterm_hands_leadership_over_before_the_broker_exits() {
     );
 }
 
+/// Waits until every replica of partition 0 holds the same segment bytes (the followers have
+/// copied, and any divergent tail been cut).
+fn replicas_become_identical(cluster: &Cluster) {
+    eventually(WAIT, || {
+        let logs: Vec<Vec<u8>> = (1..=3)
+            .map(|i| cluster.segment_bytes(i, TOPIC, 0))
+            .collect();
+        (!logs[0].is_empty() && logs.windows(2).all(|w| w[0] == w[1])).then_some(())
+    })
+    .expect("every replica of partition 0 holds the same bytes");
+}
+
 /// Prints how long partition 0 had no leader clients could use after a fault (from the fault to
 /// the survivors' metadata naming another leader), for `scripts/faults/replication.sh`.
 fn fault_window(fault: &str, since: std::time::Instant) {
@@ -427,13 +439,7 @@ fn a_returning_leader_drops_its_divergent_tail() {
         isr.contains(&(old as i32)).then_some(())
     })
     .expect("the old leader rejoins the ISR");
-    eventually(WAIT, || {
-        let logs: Vec<Vec<u8>> = (1..=3)
-            .map(|i| cluster.segment_bytes(i, TOPIC, 0))
-            .collect();
-        (!logs[0].is_empty() && logs.windows(2).all(|w| w[0] == w[1])).then_some(())
-    })
-    .expect("every replica of partition 0 holds the same bytes");
+    replicas_become_identical(&cluster);
     assert!(truncated(), "the old leader truncated its divergent tail");
     let seen = consume_all(&cluster.addr(survivor), TOPIC, PARTITIONS, n + 101);
     assert!(after.is_subset(&seen), "the new leader's records are there");
@@ -480,13 +486,7 @@ fn a_paused_leader_comes_back_as_a_follower_and_nothing_is_lost_or_doubled() {
         s.values().all(|(_, _, _, isr)| *isr == all).then_some(())
     })
     .expect("the resumed broker rejoins every ISR");
-    eventually(WAIT, || {
-        let logs: Vec<Vec<u8>> = (1..=3)
-            .map(|i| cluster.segment_bytes(i, TOPIC, 0))
-            .collect();
-        (!logs[0].is_empty() && logs.windows(2).all(|w| w[0] == w[1])).then_some(())
-    })
-    .expect("every replica of partition 0 holds the same bytes");
+    replicas_become_identical(&cluster);
     let want: BTreeSet<String> = a.iter().chain(&b).chain(&c).cloned().collect();
     let read = consume_list(&cluster.addr(survivor), TOPIC, PARTITIONS, want.len());
     let distinct: BTreeSet<String> = read.iter().cloned().collect();
