@@ -276,19 +276,26 @@ impl Partition {
     /// Follower `id` fetched at `offset` (its log end): moves the high watermark and wakes
     /// what that satisfies. Returns the ISR this leader should propose, if any.
     pub fn follower_fetched(&self, id: i32, offset: i64, lag_max: Duration) -> Option<Vec<i32>> {
-        let role = self.role.borrow().clone();
-        if !role.is_leader() || !role.replicas.contains(&id) {
+        if !self.is_leader() || !self.has_follower(id) {
             return None;
         }
         let now = Instant::now();
         let written = self.log.high_watermark().0;
         let current = self.high_watermark();
+        // Borrowed, not copied: this runs for every partition of every follower fetch. Only a
+        // pending ISR proposal needs the (copied) maximal ISR.
+        let role = self.role.borrow();
         let mut followers = self.followers.borrow_mut();
         followers.fetched(id, offset, self.log.log_end_offset().0, now);
-        let hwm = followers.high_watermark(&self.maximal(&role), written, current);
+        let hwm = if self.isr_proposed.borrow().is_some() {
+            followers.high_watermark(&self.maximal(&role), written, current)
+        } else {
+            followers.high_watermark(&role, written, current)
+        };
         let join_from = hwm.max(self.epoch_start.get());
         let change = followers.isr_change(&role, join_from, now, lag_max);
         drop(followers);
+        drop(role);
         if hwm != self.hwm.get() {
             self.hwm.set(hwm);
             self.notify();
