@@ -260,17 +260,7 @@ pub async fn elect_leaders(
         partitions
             .iter()
             .map(|(name, index)| {
-                let meta = change
-                    .image()
-                    .topic(name)
-                    .cloned()
-                    .ok_or_else(|| unknown_topic(name))?;
-                if *index < 0 || *index >= meta.partitions {
-                    return Err(ApiError::new(
-                        ErrorCode::UnknownTopicOrPartition,
-                        format!("{name}-{index} does not exist"),
-                    ));
-                }
+                let meta = existing_partition(change, name, *index)?;
                 let Some(state) = meta.state(*index) else {
                     return Err(ApiError::new(
                         ErrorCode::ElectionNotNeeded,
@@ -307,6 +297,80 @@ pub async fn elect_leaders(
             .collect()
     })
     .await
+}
+
+/// Partition reassignments an operator asks for (AlterPartitionReassignments,
+/// `kafka-reassign-partitions.sh --execute` and `--cancel`): for each partition, a target
+/// replica list to move to, or `None` to cancel the reassignment in progress
+/// (`quorum::reassignment`). With `allow_factor_change` false the target must keep the
+/// replica count (KIP-860). On a single node the only replica list is this node.
+pub async fn alter_reassignments(
+    shard: &Rc<Shard>,
+    moves: Vec<(String, i32, Option<Vec<i32>>)>,
+    allow_factor_change: bool,
+) -> Vec<ChangeResult> {
+    use crate::quorum::reassignment::{self, Refusal};
+    change_metadata(shard, "reassignments changed", move |s, change| {
+        moves
+            .iter()
+            .map(|(name, index, target)| {
+                let meta = existing_partition(change, name, *index)?;
+                let refused = |why| match why {
+                    Refusal::BadTarget(m) => ApiError::new(ErrorCode::InvalidReplicaAssignment, m),
+                    Refusal::FactorChange { from, to } => ApiError::new(
+                        ErrorCode::InvalidReplicationFactor,
+                        format!("the reassignment changes the replica count from {from} to {to}; allow_replication_factor_change is false"),
+                    ),
+                    Refusal::NoneInProgress => ApiError::new(
+                        ErrorCode::NoReassignmentInProgress,
+                        format!("no reassignment of {name}-{index} is in progress"),
+                    ),
+                };
+                let Some(state) = meta.state(*index) else {
+                    return match target.as_deref() {
+                        Some([b]) if *b == s.node_id() => Ok(()),
+                        Some(_) => Err(refused(Refusal::BadTarget(format!(
+                            "a single node holds every replica on broker {}",
+                            s.node_id()
+                        )))),
+                        None => Err(refused(Refusal::NoneInProgress)),
+                    };
+                };
+                let next = match target {
+                    Some(t) => reassignment::start(change.image(), state, t, allow_factor_change),
+                    None => reassignment::cancel(change.image(), state),
+                }
+                .map_err(refused)?;
+                if next.replicas == state.replicas && next.isr == state.isr && next.leader == state.leader {
+                    return Ok(());
+                }
+                info!(topic = %name, partition = index, from = ?state.replicas, to = ?next.replicas,
+                    adding = ?next.adding, removing = ?next.removing, "partition reassignment");
+                change.write(MetadataRecord::PartitionChange {
+                    id: meta.id,
+                    index: *index,
+                    state: next,
+                })
+            })
+            .collect()
+    })
+    .await
+}
+
+/// The topic of partition `name`-`index` in the change's image, or UNKNOWN_TOPIC_OR_PARTITION.
+fn existing_partition(change: &Change, name: &str, index: i32) -> Result<Arc<TopicMeta>, ApiError> {
+    let meta = change
+        .image()
+        .topic(name)
+        .cloned()
+        .ok_or_else(|| unknown_topic(name))?;
+    if index < 0 || index >= meta.partitions {
+        return Err(ApiError::new(
+            ErrorCode::UnknownTopicOrPartition,
+            format!("{name}-{index} does not exist"),
+        ));
+    }
+    Ok(meta)
 }
 
 /// The states of new partitions `first..first + count` of a cluster's topic, `rf` replicas

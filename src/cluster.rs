@@ -177,6 +177,7 @@ impl Cluster {
                 rebalance: config
                     .auto_leader_rebalance_enable
                     .then(|| Duration::from_secs(config.leader_imbalance_check_interval_seconds)),
+                unclean: config.unclean_leader_election_enable,
             },
         };
         Ok((cluster, start))

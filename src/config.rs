@@ -341,6 +341,8 @@ pub struct BrokerConfig {
     pub auto_leader_rebalance_enable: bool,
     /// `leader.imbalance.check.interval.seconds`.
     pub leader_imbalance_check_interval_seconds: u64,
+    /// `unclean.leader.election.enable`: the default of the topic config of that name.
+    pub unclean_leader_election_enable: bool,
     /// `replica.lag.time.max.ms`.
     pub replica_lag_time_max_ms: u64,
     /// `cluster.id`: generated at first start when unset, then persisted in the data dir.
@@ -438,6 +440,7 @@ impl Default for BrokerConfig {
             offsets_topic_replication_factor: 3,
             auto_leader_rebalance_enable: true,
             leader_imbalance_check_interval_seconds: 300,
+            unclean_leader_election_enable: false,
             cluster_id: None,
             num_partitions: 1,
             auto_create_topics_enable: true,

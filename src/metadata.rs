@@ -96,7 +96,7 @@ impl TopicMeta {
 /// One partition of a cluster topic: Kafka's PartitionRecord, as its PartitionChangeRecords
 /// leave it. Every node reads the leader and the epochs from here; only the active controller
 /// changes them (`quorum::elections`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PartitionState {
     /// The replicas, preferred leader first.
     pub replicas: Vec<i32>,
@@ -111,6 +111,12 @@ pub struct PartitionState {
     /// Raised on every change of the partition (Kafka's partition epoch), so that two changes
     /// decided from the same state cannot both apply.
     pub partition_epoch: i32,
+    /// A reassignment in progress (Kafka's addingReplicas / removingReplicas): replicas that
+    /// join (`replicas` holds them already; they follow but lead nothing until they are in
+    /// sync) and replicas that leave once every replica of the target is in sync. Both empty
+    /// when no reassignment is in progress.
+    pub adding: Vec<i32>,
+    pub removing: Vec<i32>,
 }
 
 impl PartitionState {
@@ -122,7 +128,24 @@ impl PartitionState {
             replicas,
             leader_epoch: 0,
             partition_epoch: 0,
+            adding: Vec::new(),
+            removing: Vec::new(),
         }
+    }
+
+    /// Whether a reassignment is in progress.
+    pub fn is_reassigning(&self) -> bool {
+        !self.adding.is_empty() || !self.removing.is_empty()
+    }
+
+    /// The replicas a reassignment in progress ends with (all of them, when none is).
+    pub fn target(&self) -> Vec<i32> {
+        without(&self.replicas, &self.removing)
+    }
+
+    /// The replicas before the reassignment in progress began (all of them, when none is).
+    pub fn original(&self) -> Vec<i32> {
+        without(&self.replicas, &self.adding)
     }
 
     /// Checks the state's own rules: replicas given and distinct, the ISR a non-empty subset
@@ -151,6 +174,14 @@ impl PartitionState {
         if self.leader_epoch < 0 || self.partition_epoch < 0 {
             return Err("negative epoch".into());
         }
+        let moving = self.adding.iter().chain(&self.removing);
+        let distinct = !self.adding.iter().any(|b| self.removing.contains(b));
+        if !distinct || !moving.clone().all(|b| self.replicas.contains(b)) {
+            return Err(format!(
+                "adding {:?} and removing {:?} are not distinct replicas of {:?}",
+                self.adding, self.removing, self.replicas
+            ));
+        }
         Ok(())
     }
 
@@ -173,6 +204,14 @@ impl PartitionState {
         }
         Ok(())
     }
+}
+
+/// `list` without the members of `minus`, in order.
+fn without(list: &[i32], minus: &[i32]) -> Vec<i32> {
+    list.iter()
+        .copied()
+        .filter(|b| !minus.contains(b))
+        .collect()
 }
 
 /// A registered broker (Kafka's RegisterBrokerRecord and its fencing).
@@ -492,7 +531,15 @@ mod tests {
                 id: random_uuid(),
                 partitions: 3,
                 configs,
-                states: Vec::new(),
+                states: vec![
+                    PartitionState::new(vec![1, 2]),
+                    PartitionState {
+                        adding: vec![3],
+                        removing: vec![1],
+                        ..PartitionState::new(vec![2, 3, 1])
+                    },
+                    PartitionState::new(vec![2, 1]),
+                ],
             }),
         );
         let dynamic = BTreeMap::from([("log.retention.ms".to_string(), "5".to_string())]);

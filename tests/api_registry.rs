@@ -464,6 +464,43 @@ fn exchange(c: &mut Raw, f: &Fixture, key: ApiKey, version: i16) {
             let p = &r.replica_election_results[0].partition_result[0];
             expect(p.error_code, ErrorCode::ElectionNotNeeded, what);
         }
+        ApiKey::AlterPartitionReassignments => {
+            // On a single node the only replica list is this node's: a move there changes
+            // nothing; any other broker is not registered; there is nothing to cancel.
+            use alter_partition_reassignments_request::{ReassignablePartition, ReassignableTopic};
+            let to = |replicas: Option<Vec<i32>>| {
+                AlterPartitionReassignmentsRequest::default().with_topics(vec![
+                    ReassignableTopic::default()
+                        .with_name(topic(TOPIC))
+                        .with_partitions(vec![ReassignablePartition::default()
+                            .with_partition_index(0)
+                            .with_replicas(
+                                replicas.map(|r| r.into_iter().map(BrokerId).collect()),
+                            )]),
+                ])
+            };
+            for (replicas, want) in [
+                (Some(vec![1]), None),
+                (Some(vec![2]), Some(ErrorCode::InvalidReplicaAssignment)),
+                (None, Some(ErrorCode::NoReassignmentInProgress)),
+            ] {
+                let r = c.call(&to(replicas), version);
+                ok(r.error_code, what);
+                let code = r.responses[0].partitions[0].error_code;
+                match want {
+                    None => ok(code, what),
+                    Some(e) => expect(code, e, what),
+                }
+            }
+        }
+        ApiKey::ListPartitionReassignments => {
+            let r = c.call(
+                &ListPartitionReassignmentsRequest::default().with_topics(None),
+                version,
+            );
+            ok(r.error_code, what);
+            assert!(r.topics.is_empty(), "{what}: nothing in progress");
+        }
         other => panic!(
             "{other:?} is in the API registry but tests/api_registry.rs has no request for it"
         ),

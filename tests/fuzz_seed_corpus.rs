@@ -253,6 +253,8 @@ fn default_frame(key: ApiKey, version: i16) -> Vec<u8> {
         CreatePartitions => CreatePartitionsRequest, DeleteRecords => DeleteRecordsRequest,
         DescribeCluster => DescribeClusterRequest, DescribeLogDirs => DescribeLogDirsRequest,
         DescribeQuorum => DescribeQuorumRequest, ElectLeaders => ElectLeadersRequest,
+        AlterPartitionReassignments => AlterPartitionReassignmentsRequest,
+        ListPartitionReassignments => ListPartitionReassignmentsRequest,
     }
 }
 

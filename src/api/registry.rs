@@ -143,6 +143,8 @@ registry! {
     DescribeLogDirs         1..=4  => describe_log_dirs;
     DescribeQuorum          0..=2  => describe_quorum;
     ElectLeaders            0..=2  => elect_leaders;
+    AlterPartitionReassignments 0..=1 => alter_partition_reassignments;
+    ListPartitionReassignments  0..=0 => list_partition_reassignments;
 }
 
 // Every entry's ranges are ordered, and no key has two entries (lookup would hide the second).
@@ -257,6 +259,8 @@ mod tests {
             (ApiKey::DescribeLogDirs, 1, 4),
             (ApiKey::DescribeQuorum, 0, 2),
             (ApiKey::ElectLeaders, 0, 2),
+            (ApiKey::AlterPartitionReassignments, 0, 1),
+            (ApiKey::ListPartitionReassignments, 0, 0),
         ];
         let got: Vec<(i16, i16, i16)> = advertised()
             .iter()

@@ -1006,7 +1006,29 @@ pub static SETTINGS: &[Setting] = &[
         "transaction.state.log.replication.factor",
         "Transactions are not served yet. Checked, not used.",
     ),
+    setting(
+        "unclean.leader.election.enable",
+        T::Boolean,
+        Some("false"),
+        Dynamic,
+        UNCLEAN_DOC,
+        |c, key, value| {
+            c.unclean_leader_election_enable = parse(key, value)?;
+            Ok(())
+        },
+    )
+    .topic(TopicConfig {
+        name: "unclean.leader.election.enable",
+        synonyms: &["unclean.leader.election.enable"],
+        config_type: T::Boolean,
+        default: "false",
+        doc: UNCLEAN_DOC,
+        apply: |_, key, value| parse::<bool>(key, value).map(drop),
+        inherited: |b| b.unclean_leader_election_enable.to_string(),
+    }),
 ];
+
+const UNCLEAN_DOC: &str = "In a cluster, a partition whose in-sync replicas are all down is led by any live replica (losing what only they had) instead of waiting for one of them.";
 
 // The table's shape is checked when the broker compiles: rows sorted by name (DescribeConfigs
 // lists them in table order, as Kafka does), and a topic config hung on the row of its first,

@@ -446,6 +446,12 @@ fn put_partition(out: &mut Vec<u8>, id: &Uuid, index: i32, s: &PartitionState) {
     for n in [s.leader, s.leader_epoch, s.partition_epoch] {
         out.extend_from_slice(&n.to_be_bytes());
     }
+    // A reassignment's lists end the record only when there is one, so that a state without
+    // one reads the same as before reassignments existed.
+    if s.is_reassigning() {
+        put_ids(out, &s.adding);
+        put_ids(out, &s.removing);
+    }
 }
 
 fn put_map(out: &mut Vec<u8>, map: &BTreeMap<String, String>) {
@@ -523,6 +529,15 @@ impl Reader<'_> {
             leader: self.i32()?,
             leader_epoch: self.i32()?,
             partition_epoch: self.i32()?,
+            ..PartitionState::default()
+        };
+        let state = match self.pos < self.bytes.len() {
+            true => PartitionState {
+                adding: self.ids()?,
+                removing: self.ids()?,
+                ..state
+            },
+            false => state,
         };
         Ok((id, index, state))
     }

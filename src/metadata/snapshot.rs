@@ -200,6 +200,10 @@ fn encode_state(s: &PartitionState) -> toml::Value {
         "partition_epoch".into(),
         i64::from(s.partition_epoch).into(),
     );
+    if s.is_reassigning() {
+        e.insert("adding".into(), ids(&s.adding));
+        e.insert("removing".into(), ids(&s.removing));
+    }
     e.into()
 }
 
@@ -228,6 +232,11 @@ fn decode_state(v: &toml::Value) -> Result<PartitionState, String> {
         leader: int("leader")?,
         leader_epoch: int("leader_epoch")?,
         partition_epoch: int("partition_epoch")?,
+        // Written only while a reassignment is in progress.
+        adding: v.get("adding").map_or(Ok(Vec::new()), |_| list("adding"))?,
+        removing: v
+            .get("removing")
+            .map_or(Ok(Vec::new()), |_| list("removing"))?,
     };
     state.check()?;
     Ok(state)

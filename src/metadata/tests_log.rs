@@ -69,6 +69,14 @@ fn change(rng: &mut TestRng, image: &MetadataImage, serial: &mut u64) -> Metadat
                 };
                 state.leader_epoch += 1;
                 state.partition_epoch += 1;
+                // Every other change begins or ends a reassignment that adds broker 9.
+                if state.is_reassigning() {
+                    state.replicas.retain(|&b| b != 9);
+                    state.adding.clear();
+                } else if rng.below(2) == 0 {
+                    state.replicas.push(9);
+                    state.adding.push(9);
+                }
                 return MetadataRecord::PartitionChange {
                     id: t.id,
                     index,
@@ -148,6 +156,10 @@ fn every_record_round_trips_and_a_damaged_one_is_refused() {
     assert!(MetadataRecord::decode(&[99]).is_err());
     assert!(!image.brokers.is_empty() && image.producer_ids_next > 0);
     assert!(image.topics.values().any(|t| !t.states.is_empty()));
+    assert!(image
+        .topics
+        .values()
+        .any(|t| t.states.iter().any(|s| s.is_reassigning())));
 }
 
 #[test]

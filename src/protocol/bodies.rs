@@ -44,6 +44,12 @@ pub fn decode_any(req: &Request) -> Option<Result<(), RequestError>> {
         ApiKey::DescribeQuorum => ok(req.decode_body::<DescribeQuorumRequest>()),
         ApiKey::DescribeLogDirs => ok(req.decode_body::<DescribeLogDirsRequest>()),
         ApiKey::ElectLeaders => ok(req.decode_body::<ElectLeadersRequest>()),
+        ApiKey::AlterPartitionReassignments => {
+            ok(req.decode_body::<AlterPartitionReassignmentsRequest>())
+        }
+        ApiKey::ListPartitionReassignments => {
+            ok(req.decode_body::<ListPartitionReassignmentsRequest>())
+        }
         _ => None,
     }
 }

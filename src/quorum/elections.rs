@@ -19,6 +19,11 @@
 
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeMap;
+
+use tracing::warn;
+
+use super::reassignment;
 use crate::metadata::records::{self, MetadataRecord};
 use crate::metadata::{MetadataImage, PartitionState, NO_LEADER};
 
@@ -27,11 +32,12 @@ const RETRY: Duration = Duration::from_secs(2);
 
 /// The partition changes `image` calls for (see the module docs), in topic and partition
 /// order.
-pub fn reconcile(image: &MetadataImage) -> Vec<MetadataRecord> {
+pub fn reconcile(image: &MetadataImage, unclean_default: bool) -> Vec<MetadataRecord> {
     let mut out = Vec::new();
     for t in image.topics.values() {
+        let unclean = unclean_allowed(image, &t.configs, unclean_default);
         for (index, state) in (0..).zip(&t.states) {
-            if let Some(next) = next_state(image, state) {
+            if let Some(next) = next_state(image, state, unclean) {
                 out.push(MetadataRecord::PartitionChange {
                     id: t.id,
                     index,
@@ -43,8 +49,28 @@ pub fn reconcile(image: &MetadataImage) -> Vec<MetadataRecord> {
     out
 }
 
-/// The state that should follow `state` in `image`, or `None` when it stands.
-fn next_state(image: &MetadataImage, state: &PartitionState) -> Option<PartitionState> {
+/// Whether a topic with `configs` may elect an out-of-sync replica: its own
+/// `unclean.leader.election.enable`, else the cluster-wide dynamic one, else `default`.
+fn unclean_allowed(
+    image: &MetadataImage,
+    configs: &BTreeMap<String, String>,
+    default: bool,
+) -> bool {
+    const KEY: &str = "unclean.leader.election.enable";
+    configs
+        .get(KEY)
+        .or_else(|| image.broker_configs.get("").and_then(|c| c.get(KEY)))
+        .map_or(default, |v| v.eq_ignore_ascii_case("true"))
+}
+
+/// The state that should follow `state` in `image`, or `None` when it stands. With `unclean`
+/// (`unclean.leader.election.enable`), a partition left without an in-sync replica to lead
+/// takes any live replica instead, as Kafka's controller does.
+fn next_state(
+    image: &MetadataImage,
+    state: &PartitionState,
+    unclean: bool,
+) -> Option<PartitionState> {
     let live: Vec<i32> = state
         .isr
         .iter()
@@ -56,29 +82,27 @@ fn next_state(image: &MetadataImage, state: &PartitionState) -> Option<Partition
     } else {
         live
     };
-    let leader = if state.leader != NO_LEADER
-        && image.is_live(state.leader)
-        && isr.contains(&state.leader)
-    {
-        state.leader
-    } else {
-        state
-            .replicas
-            .iter()
-            .copied()
-            .find(|&b| isr.contains(&b) && image.is_live(b))
-            .unwrap_or(NO_LEADER)
-    };
-    if leader == state.leader && isr == state.isr {
-        return None;
-    }
-    Some(PartitionState {
-        leader_epoch: state.leader_epoch + i32::from(leader != state.leader),
-        partition_epoch: state.partition_epoch + 1,
+    let mut next = PartitionState {
         isr,
-        leader,
-        replicas: state.replicas.clone(),
-    })
+        ..state.clone()
+    };
+    // A reassignment whose target is all in sync completes (`reassignment`).
+    if let Some(done) = reassignment::completed(&next) {
+        next = done;
+    }
+    let mut next = reassignment::settle(image, state, next);
+    if next.leader == NO_LEADER && unclean {
+        if let Ok(elected) = self::unclean(image, state) {
+            warn!(leader = elected.leader, isr = ?elected.isr, "unclean leader election");
+            next = elected;
+        }
+    }
+    let same = PartitionState {
+        leader_epoch: state.leader_epoch,
+        partition_epoch: state.partition_epoch,
+        ..next.clone()
+    };
+    (same != *state).then_some(next)
 }
 
 /// Why a requested election (ElectLeaders) does not happen, as Kafka's error codes say it.
@@ -149,7 +173,7 @@ pub fn unclean(
         isr,
         leader_epoch: state.leader_epoch + 1,
         partition_epoch: state.partition_epoch + 1,
-        replicas: state.replicas.clone(),
+        ..state.clone()
     })
 }
 
@@ -180,14 +204,17 @@ pub struct Elections {
     /// last did.
     rebalance_every: Option<Duration>,
     rebalanced: Option<Instant>,
+    /// `unclean.leader.election.enable` where neither the topic nor the cluster sets it.
+    unclean_default: bool,
 }
 
 impl Elections {
     /// Elections that also move leadership back to preferred replicas every `rebalance_every`
     /// (`leader.imbalance.check.interval.seconds` with `auto.leader.rebalance.enable`).
-    pub fn new(rebalance_every: Option<Duration>) -> Elections {
+    pub fn new(rebalance_every: Option<Duration>, unclean_default: bool) -> Elections {
         Elections {
             rebalance_every,
+            unclean_default,
             ..Elections::default()
         }
     }
@@ -227,7 +254,7 @@ impl Elections {
                     return Vec::new();
                 }
             }
-            let changes = reconcile(image);
+            let changes = reconcile(image, self.unclean_default);
             if !changes.is_empty() {
                 self.tried = Some((image.applied, now));
             }
@@ -240,7 +267,7 @@ impl Elections {
         }
         self.tried = Some((image.applied, now));
         let mut out = fencing;
-        out.extend(reconcile(&after));
+        out.extend(reconcile(&after, self.unclean_default));
         out
     }
 }
@@ -299,6 +326,7 @@ mod tests {
             leader,
             leader_epoch: epoch,
             partition_epoch: epoch,
+            ..PartitionState::default()
         }
     }
 
@@ -309,7 +337,7 @@ mod tests {
             state(&[2, 1], &[2], 2, 0),
         ];
         let img = image(&[(1, true), (2, false), (3, false)], states);
-        let got = changed(&reconcile(&img));
+        let got = changed(&reconcile(&img, false));
         // Partition 0: 1 leaves the ISR and 2 leads at epoch 5; partition 1 is untouched.
         assert_eq!(
             got,
@@ -323,10 +351,10 @@ mod tests {
         );
         // Applied, the image calls for nothing more.
         let mut after = img.clone();
-        for r in reconcile(&img) {
+        for r in reconcile(&img, false) {
             records::apply(&mut after, &r).unwrap();
         }
-        assert!(reconcile(&after).is_empty());
+        assert!(reconcile(&after, false).is_empty());
     }
 
     #[test]
@@ -334,7 +362,7 @@ mod tests {
         let states = vec![state(&[1, 2], &[1], 1, 0)];
         // 1 fenced: no leader, ISR kept as [1]; 2 is live but out of sync, so not elected.
         let img = image(&[(1, true), (2, false)], states);
-        let got = changed(&reconcile(&img));
+        let got = changed(&reconcile(&img, false));
         let offline = PartitionState {
             partition_epoch: 1,
             ..state(&[1, 2], &[1], NO_LEADER, 1)
@@ -342,7 +370,7 @@ mod tests {
         assert_eq!(got, vec![(0, offline.clone())]);
         // 1 back: it leads again, one epoch later.
         let back = image(&[(1, false), (2, false)], vec![offline]);
-        let got = changed(&reconcile(&back));
+        let got = changed(&reconcile(&back, false));
         assert_eq!(
             got,
             vec![(
@@ -417,11 +445,57 @@ mod tests {
     }
 
     #[test]
+    fn unclean_elections_follow_the_topic_then_the_cluster_then_the_default() {
+        // 1, the only in-sync replica, is fenced; 2 is live but out of sync.
+        let st = state(&[1, 2], &[1], 1, 0);
+        let mut img = image(&[(1, true), (2, false)], vec![st]);
+        let leader = |img: &MetadataImage, default| changed(&reconcile(img, default))[0].1.leader;
+        assert_eq!(leader(&img, false), NO_LEADER);
+        assert_eq!(leader(&img, true), 2);
+        let key = "unclean.leader.election.enable".to_string();
+        img.broker_configs
+            .insert(String::new(), [(key.clone(), "true".to_string())].into());
+        assert_eq!(leader(&img, false), 2);
+        let mut topic = (*img.topics["t"]).clone();
+        topic.configs.insert(key, "false".into());
+        img.topics.insert("t".into(), Arc::new(topic));
+        assert_eq!(leader(&img, true), NO_LEADER);
+    }
+
+    #[test]
+    fn a_reassignment_completes_when_its_target_is_in_sync() {
+        // 1,2 → 2,3: 3 added; once the leader 1 has 3 in its ISR, 1 leaves and 2 leads.
+        let moving = PartitionState {
+            adding: vec![3],
+            removing: vec![1],
+            ..state(&[2, 3, 1], &[1, 2], 1, 2)
+        };
+        let img = image(&[(1, false), (2, false), (3, false)], vec![moving.clone()]);
+        assert!(reconcile(&img, false).is_empty());
+        let in_sync = PartitionState {
+            isr: vec![1, 2, 3],
+            ..moving
+        };
+        let img = image(&[(1, false), (2, false), (3, false)], vec![in_sync]);
+        let got = changed(&reconcile(&img, false));
+        assert_eq!(
+            got,
+            vec![(
+                0,
+                PartitionState {
+                    partition_epoch: 3,
+                    ..state(&[2, 3], &[2, 3], 2, 3)
+                }
+            )]
+        );
+    }
+
+    #[test]
     fn the_controller_rebalances_to_preferred_leaders_once_an_interval() {
         let every = Duration::from_secs(300);
         let st = state(&[1, 2], &[2, 1], 2, 0);
         let img = image(&[(1, false), (2, false)], vec![st]);
-        let mut e = Elections::new(Some(every));
+        let mut e = Elections::new(Some(every), false);
         let t0 = Instant::now();
         // A new leader waits a whole interval first.
         assert!(e.decide(true, &img, Vec::new(), t0).is_empty());
@@ -431,7 +505,7 @@ mod tests {
         assert_eq!((moves[0].1.leader, moves[0].1.leader_epoch), (1, 1));
         // Not again before the next interval; never without auto-rebalance.
         assert!(e.decide(true, &img, Vec::new(), later).is_empty());
-        let mut off = Elections::new(None);
+        let mut off = Elections::new(None, false);
         assert!(off.decide(true, &img, Vec::new(), later).is_empty());
     }
 }

@@ -33,6 +33,7 @@ mod leases;
 mod logger;
 pub mod observer;
 mod proposals;
+pub mod reassignment;
 pub mod storage;
 pub mod transport;
 

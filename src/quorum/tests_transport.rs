@@ -96,6 +96,7 @@ fn start(n: u64) -> Cluster {
                     let timing = super::transport::ControllerTiming {
                         session: SESSION,
                         rebalance: None,
+                        unclean: false,
                     };
                     run(node, listener, peers, rx, shown, timing).await
                 })

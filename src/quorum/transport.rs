@@ -228,11 +228,14 @@ enum Event {
 
 /// The active controller's timing: brokers are fenced after `session` without a word
 /// (`broker.session.timeout.ms`); with `rebalance`, leadership moves back to preferred replicas
-/// that often (`auto.leader.rebalance.enable`, `leader.imbalance.check.interval.seconds`).
+/// that often (`auto.leader.rebalance.enable`, `leader.imbalance.check.interval.seconds`);
+/// `unclean` is this node's `unclean.leader.election.enable`, the default that cluster-wide
+/// dynamic configs and topic configs override.
 #[derive(Clone, Copy, Debug)]
 pub struct ControllerTiming {
     pub session: Duration,
     pub rebalance: Option<Duration>,
+    pub unclean: bool,
 }
 
 /// Runs `node` until `commands` closes: the node's driver, its listener's reader tasks and a
@@ -260,7 +263,7 @@ pub async fn run(
     }
     let mut proposals = Proposals::new(node.id());
     let mut leases = Leases::new(timing.session);
-    let mut elections = Elections::new(timing.rebalance);
+    let mut elections = Elections::new(timing.rebalance, timing.unclean);
     let mut observers = Observers::default();
     let mut next_tick = Instant::now() + TICK;
     let result = loop {

@@ -1,0 +1,224 @@
+//! Partition reassignment (KIP-455, issue 13) against the real binaries: a three-node cluster,
+//! AlterPartitionReassignments and ListPartitionReassignments as `kafka-reassign-partitions.sh`
+//! sends them.
+//!
+//! Checked: a partition on two brokers moves to the third and one of the two, its leader among
+//! the removed; records acknowledged before and during the move are all read back afterwards;
+//! the new replica ends byte-for-byte equal to the one that stayed, leads (it is the target's
+//! first), and the removed broker deletes its copy. A move to a broker that cannot catch up
+//! (paused) stays in progress, listed with its adding and removing replicas, until it is
+//! cancelled, which restores the replicas it began from. Refusals carry Kafka's codes.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::cluster::{broker_ids, consume_all, create_rf, Cluster, WAIT};
+use common::eventually;
+use common::raw::{topic, Raw};
+use kafka_protocol::error::ResponseError as ErrorCode;
+use kafka_protocol::messages::alter_partition_reassignments_request::{
+    ReassignablePartition, ReassignableTopic,
+};
+use kafka_protocol::messages::list_partition_reassignments_response::OngoingPartitionReassignment;
+use kafka_protocol::messages::{
+    AlterPartitionReassignmentsRequest, BrokerId, ListPartitionReassignmentsRequest,
+    MetadataResponse,
+};
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+const TOPIC: &str = "moving";
+
+/// Partition 0 of `TOPIC` in `md`: leader, replicas in order, ISR.
+fn partition0(md: &MetadataResponse) -> Option<(i32, Vec<i32>, BTreeSet<i32>)> {
+    let t = md
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == TOPIC))?;
+    let p = t.partitions.iter().find(|p| p.partition_index == 0)?;
+    Some((
+        p.leader_id.0,
+        p.replica_nodes.iter().map(|b| b.0).collect(),
+        p.isr_nodes.iter().map(|b| b.0).collect(),
+    ))
+}
+
+/// Produces `n` records `{prefix}{i}` with acks=all (idempotent) through `bootstrap`; every one
+/// must be acknowledged.
+fn produce(bootstrap: &str, prefix: &str, n: usize) -> BTreeSet<String> {
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "60000")
+        .create()
+        .expect("producer");
+    let values: BTreeSet<String> = (0..n).map(|i| format!("{prefix}{i}")).collect();
+    for v in &values {
+        p.send(BaseRecord::to(TOPIC).key(v).payload(v))
+            .expect("queued");
+        p.poll(Duration::ZERO);
+    }
+    p.flush(Duration::from_secs(90))
+        .expect("every record acknowledged");
+    values
+}
+
+/// AlterPartitionReassignments of partition 0 of `name` to `target` (`None`: cancel), at
+/// `version` with `allow_factor_change`, through node `via`: the partition's error code.
+fn reassign(
+    cluster: &Cluster,
+    via: u32,
+    name: &str,
+    target: Option<&[i32]>,
+    version: i16,
+    allow_factor_change: bool,
+) -> i16 {
+    let req = AlterPartitionReassignmentsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_allow_replication_factor_change(allow_factor_change)
+        .with_topics(vec![ReassignableTopic::default()
+            .with_name(topic(name))
+            .with_partitions(vec![ReassignablePartition::default()
+                .with_partition_index(0)
+                .with_replicas(
+                    target.map(|t| t.iter().map(|&b| BrokerId(b)).collect()),
+                )])]);
+    let r = Raw::connect(&cluster.addr(via)).call(&req, version);
+    assert_eq!(r.error_code, 0, "{r:?}");
+    r.responses[0].partitions[0].error_code
+}
+
+/// The reassignments in progress as node `via` lists them (every topic).
+fn in_progress(cluster: &Cluster, via: u32) -> Vec<OngoingPartitionReassignment> {
+    let r = Raw::connect(&cluster.addr(via)).call(
+        &ListPartitionReassignmentsRequest::default().with_topics(None),
+        0,
+    );
+    assert_eq!(r.error_code, 0);
+    r.topics.into_iter().flat_map(|t| t.partitions).collect()
+}
+
+/// Waits until every running node's metadata shows partition 0 with `replicas` (in order), all
+/// in sync, led by `leader`.
+fn settled(cluster: &Cluster, replicas: &[i32], leader: i32) {
+    let want = (
+        leader,
+        replicas.to_vec(),
+        replicas.iter().copied().collect(),
+    );
+    eventually(WAIT, || {
+        cluster
+            .running()
+            .iter()
+            .all(|&i| partition0(&cluster.metadata(i)).as_ref() == Some(&want))
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("partition 0 on {replicas:?}, all in sync, led by {leader}"));
+}
+
+#[test]
+fn a_partition_moves_to_a_new_broker_and_a_stuck_move_is_cancelled() {
+    let cluster = Cluster::start();
+    cluster.wait_for_three_brokers();
+    assert_eq!(create_rf(&cluster, 1, TOPIC, 1, 2), 0);
+    let (leader, replicas, _) = eventually(WAIT, || {
+        partition0(&cluster.metadata(1)).filter(|(_, r, isr)| {
+            r.len() == 2 && *isr == r.iter().copied().collect::<BTreeSet<i32>>()
+        })
+    })
+    .expect("partition 0 on two replicas, both in sync");
+    let fresh = *broker_ids(&cluster.metadata(1))
+        .iter()
+        .find(|b| !replicas.contains(b))
+        .unwrap();
+    let kept = *replicas.iter().find(|&&b| b != leader).unwrap();
+    let bootstrap = cluster.addr(fresh as u32);
+    let mut acked = produce(&bootstrap, "before", 2000);
+
+    // Refusals first, none of which changes anything.
+    let none = ErrorCode::NoReassignmentInProgress.code();
+    assert_eq!(reassign(&cluster, 2, TOPIC, None, 0, true), none);
+    let bad = ErrorCode::InvalidReplicaAssignment.code();
+    assert_eq!(
+        reassign(&cluster, 2, TOPIC, Some(&[fresh, 9]), 0, true),
+        bad
+    );
+    assert_eq!(
+        reassign(&cluster, 2, TOPIC, Some(&[fresh, fresh]), 0, true),
+        bad
+    );
+    let factor = ErrorCode::InvalidReplicationFactor.code();
+    assert_eq!(
+        reassign(&cluster, 2, TOPIC, Some(&[1, 2, 3]), 1, false),
+        factor
+    );
+    let unknown = ErrorCode::UnknownTopicOrPartition.code();
+    assert_eq!(
+        reassign(&cluster, 2, "nowhere", Some(&[1, 2]), 0, true),
+        unknown
+    );
+    assert!(in_progress(&cluster, 1).is_empty());
+
+    // The move: the leader leaves, the fresh broker joins and, first in the target, leads.
+    assert_eq!(
+        reassign(&cluster, 2, TOPIC, Some(&[fresh, kept]), 1, false),
+        0
+    );
+    acked.extend(produce(&bootstrap, "during", 1000));
+    settled(&cluster, &[fresh, kept], fresh);
+    eventually(WAIT, || in_progress(&cluster, 3).is_empty().then_some(()))
+        .expect("the move is no longer listed");
+    acked.extend(produce(&bootstrap, "after", 500));
+    assert_eq!(consume_all(&bootstrap, TOPIC, 1, acked.len()), acked);
+    eventually(WAIT, || {
+        let (a, b) = (
+            cluster.segment_bytes(fresh as u32, TOPIC, 0),
+            cluster.segment_bytes(kept as u32, TOPIC, 0),
+        );
+        (!a.is_empty() && a == b).then_some(())
+    })
+    .expect("the new replica holds the same bytes as the one that stayed");
+    eventually(WAIT, || {
+        cluster
+            .segment_bytes(leader as u32, TOPIC, 0)
+            .is_empty()
+            .then_some(())
+    })
+    .expect("the removed broker deleted its copy");
+
+    // A move to a paused broker cannot complete: listed until cancelled, then undone.
+    let paused = leader;
+    cluster.signal(paused as u32, libc::SIGSTOP);
+    assert_eq!(
+        reassign(
+            &cluster,
+            fresh as u32,
+            TOPIC,
+            Some(&[fresh, paused]),
+            0,
+            true
+        ),
+        0
+    );
+    let listed = in_progress(&cluster, fresh as u32);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let ids = |l: &[BrokerId]| l.iter().map(|b| b.0).collect::<Vec<i32>>();
+    assert_eq!(
+        (
+            ids(&listed[0].replicas),
+            ids(&listed[0].adding_replicas),
+            ids(&listed[0].removing_replicas)
+        ),
+        (vec![fresh, paused, kept], vec![paused], vec![kept])
+    );
+    acked.extend(produce(&bootstrap, "stuck", 200));
+    assert_eq!(reassign(&cluster, fresh as u32, TOPIC, None, 0, true), 0);
+    assert!(in_progress(&cluster, fresh as u32).is_empty());
+    cluster.signal(paused as u32, libc::SIGCONT);
+    settled(&cluster, &[fresh, kept], fresh);
+    assert_eq!(consume_all(&bootstrap, TOPIC, 1, acked.len()), acked);
+}
