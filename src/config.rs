@@ -341,6 +341,10 @@ pub struct BrokerConfig {
     pub auto_leader_rebalance_enable: bool,
     /// `leader.imbalance.check.interval.seconds`.
     pub leader_imbalance_check_interval_seconds: u64,
+    /// `leader.replication.throttled.rate` and `follower.replication.throttled.rate`, bytes/s
+    /// (`partitions::quota`); Kafka's Long.MAX_VALUE is unlimited.
+    pub leader_replication_throttled_rate: i64,
+    pub follower_replication_throttled_rate: i64,
     /// `unclean.leader.election.enable`: the default of the topic config of that name.
     pub unclean_leader_election_enable: bool,
     /// `replica.lag.time.max.ms`.
@@ -441,6 +445,8 @@ impl Default for BrokerConfig {
             auto_leader_rebalance_enable: true,
             leader_imbalance_check_interval_seconds: 300,
             unclean_leader_election_enable: false,
+            leader_replication_throttled_rate: i64::MAX,
+            follower_replication_throttled_rate: i64::MAX,
             cluster_id: None,
             num_partitions: 1,
             auto_create_topics_enable: true,

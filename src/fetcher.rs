@@ -176,7 +176,7 @@ async fn fetch_from(shard: &Rc<Shard>, leader: i32) {
                 .map(|o| outcomes.extend(o));
         }
         if round.is_ok() && !to_fetch.is_empty() {
-            round = fetch_round(c, me, leader, &to_fetch)
+            round = fetch_round(shard, c, me, leader, &to_fetch)
                 .await
                 .map(|o| outcomes.extend(o));
         }
@@ -279,6 +279,7 @@ async fn truncate_round(
 
 /// One Fetch for the given partitions; appends what comes back.
 async fn fetch_round(
+    shard: &Shard,
     c: &mut Conn,
     me: i32,
     leader: i32,
@@ -286,8 +287,17 @@ async fn fetch_round(
 ) -> Result<Vec<(Key, Outcome)>, String> {
     let mut topics: Vec<FetchTopic> = Vec::new();
     let mut offsets = Vec::with_capacity(partitions.len());
+    // While this shard's follower budget is spent, throttled partitions that are not in sync
+    // (a reassignment's new replicas) sit this fetch out (`partitions::quota`).
+    let quota = &shard.partitions.follower_quota;
+    let held = |f: &Followed| f.partition.throttled.get().follower && !f.partition.in_sync(me);
+    let exceeded = quota.exceeded(Instant::now());
     for f in partitions {
         let log = &f.partition.log;
+        if exceeded && held(f) {
+            offsets.push(-1);
+            continue;
+        }
         let offset = log.log_end_offset().0;
         offsets.push(offset);
         let p = FetchPartition::default()
@@ -329,6 +339,10 @@ async fn fetch_round(
             let outcome = match ErrorCode::try_from_code(r.error_code) {
                 None => {
                     let records = r.records.as_ref().filter(|b| !b.is_empty());
+                    if let Some(records) = records.filter(|_| f.partition.throttled.get().follower)
+                    {
+                        quota.record(records.len(), Instant::now());
+                    }
                     let appended = match records {
                         Some(records) => {
                             f.partition

@@ -17,6 +17,7 @@ use crate::intake::Intake;
 use crate::log::{LogError, OffsetMap, PartitionLog};
 use crate::metadata::controller::Controller;
 use crate::metadata::{self, configs, MetadataImage, TopicMeta};
+use crate::partitions::quota::{self, Throttled};
 use crate::partitions::Partitions;
 pub use crate::partitions::{Partition, PartitionKey, Role};
 use crate::router::{shard_for, Router, METADATA_SHARD};
@@ -205,6 +206,7 @@ impl Shard {
             };
             self.discard_partition_dir(&key, p.topic_id).await;
         }
+        self.refresh_quotas();
         self.refresh_configs(&image);
         self.refresh_roles(&image).await;
         for topic in image.topics.values() {
@@ -252,6 +254,20 @@ impl Shard {
         }
     }
 
+    /// Gives this shard its share of the broker's replication rates (`partitions::quota`).
+    fn refresh_quotas(&self) {
+        let cfg = self.broker_config();
+        let share = |rate: i64| match rate as u64 {
+            r if r >= quota::UNLIMITED => quota::UNLIMITED,
+            r => r / self.count() as u64,
+        };
+        let p = &self.partitions;
+        p.leader_quota
+            .set_rate(share(cfg.leader_replication_throttled_rate));
+        p.follower_quota
+            .set_rate(share(cfg.follower_replication_throttled_rate));
+    }
+
     /// Hands changed topic configs to the logs of this shard's partitions, so that
     /// AlterConfigs takes effect on the next append, roll and retention pass without a restart.
     fn refresh_configs(&self, image: &MetadataImage) {
@@ -259,6 +275,8 @@ impl Shard {
             let Some(meta) = image.topic(&topic).filter(|m| m.id == p.topic_id) else {
                 continue;
             };
+            p.throttled
+                .set(Throttled::of(&meta.configs, index, self.node_id()));
             let Ok(cfg) = metadata::log_config(&self.broker_config(), &meta.configs) else {
                 warn!(%topic, "ignoring invalid topic config");
                 continue;
@@ -304,6 +322,8 @@ impl Shard {
         let log = PartitionLog::open(dir, cfg).await?;
         let role = self.role(topic, partition);
         let p = Rc::new(Partition::new(topic.id, log, role.clone()));
+        p.throttled
+            .set(Throttled::of(&topic.configs, partition, self.node_id()));
         p.set_role(role).await?;
         self.partitions.load(topic.name.clone(), partition, p).await;
         Ok(())

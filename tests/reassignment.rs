@@ -7,7 +7,10 @@
 //! the new replica ends byte-for-byte equal to the one that stayed, leads (it is the target's
 //! first), and the removed broker deletes its copy. A move to a broker that cannot catch up
 //! (paused) stays in progress, listed with its adding and removing replicas, until it is
-//! cancelled, which restores the replicas it began from. Refusals carry Kafka's codes.
+//! cancelled, which restores the replicas it began from. Refusals carry Kafka's codes. With
+//! `kafka-reassign-partitions.sh --throttle`'s configs set (a rate per broker, every replica
+//! of the topic throttled), a move copies at no more than the rate allows; once they are
+//! removed, as `--verify` does, it completes.
 
 mod common;
 
@@ -21,11 +24,15 @@ use kafka_protocol::error::ResponseError as ErrorCode;
 use kafka_protocol::messages::alter_partition_reassignments_request::{
     ReassignablePartition, ReassignableTopic,
 };
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
 use kafka_protocol::messages::list_partition_reassignments_response::OngoingPartitionReassignment;
 use kafka_protocol::messages::{
-    AlterPartitionReassignmentsRequest, BrokerId, ListPartitionReassignmentsRequest,
-    MetadataResponse,
+    AlterPartitionReassignmentsRequest, BrokerId, IncrementalAlterConfigsRequest,
+    ListPartitionReassignmentsRequest, MetadataResponse,
 };
+use kafka_protocol::protocol::StrBytes;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
@@ -43,6 +50,36 @@ fn partition0(md: &MetadataResponse) -> Option<(i32, Vec<i32>, BTreeSet<i32>)> {
         p.replica_nodes.iter().map(|b| b.0).collect(),
         p.isr_nodes.iter().map(|b| b.0).collect(),
     ))
+}
+
+/// IncrementalAlterConfigs through node `via`: `configs` (name, value; `None` deletes) set on
+/// the resource of `resource_type` (2 topic, 4 broker) named `name`.
+fn alter_configs(
+    cluster: &Cluster,
+    via: u32,
+    resource_type: i8,
+    name: &str,
+    configs: &[(&str, Option<&str>)],
+) {
+    let s = |v: &str| StrBytes::from_string(v.to_string());
+    let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        AlterConfigsResource::default()
+            .with_resource_type(resource_type)
+            .with_resource_name(s(name))
+            .with_configs(
+                configs
+                    .iter()
+                    .map(|(k, v)| {
+                        AlterableConfig::default()
+                            .with_name(s(k))
+                            .with_config_operation(if v.is_some() { 0 } else { 1 })
+                            .with_value(v.map(s))
+                    })
+                    .collect(),
+            ),
+    ]);
+    let r = Raw::connect(&cluster.addr(via)).call(&req, 1);
+    assert_eq!(r.responses[0].error_code, 0, "{r:?}");
 }
 
 /// Produces `n` records `{prefix}{i}` with acks=all (idempotent) through `bootstrap`; every one
@@ -221,4 +258,97 @@ fn a_partition_moves_to_a_new_broker_and_a_stuck_move_is_cancelled() {
     cluster.signal(paused as u32, libc::SIGCONT);
     settled(&cluster, &[fresh, kept], fresh);
     assert_eq!(consume_all(&bootstrap, TOPIC, 1, acked.len()), acked);
+}
+
+#[test]
+fn a_throttled_move_copies_within_its_rate_and_completes_once_the_throttle_is_removed() {
+    const RATE: &str = "20000";
+    let cluster = Cluster::start();
+    cluster.wait_for_three_brokers();
+    assert_eq!(create_rf(&cluster, 1, TOPIC, 1, 1), 0);
+    let (leader, _, _) =
+        eventually(WAIT, || partition0(&cluster.metadata(1))).expect("partition 0 has a leader");
+    let fresh = if leader == 1 { 2 } else { 1 };
+    let bootstrap = cluster.addr(leader as u32);
+    // About 4 MiB, in batches far smaller than a fetch may bring.
+    let acked = produce_sized(&bootstrap, 4000, 1000);
+    let total = cluster.segment_bytes(leader as u32, TOPIC, 0).len();
+    assert!(total > 4_000_000, "{total}");
+    // What `--throttle` sets: the rate on every broker, every replica of the topic throttled.
+    for b in ["1", "2", "3"] {
+        let rates = [
+            ("leader.replication.throttled.rate", Some(RATE)),
+            ("follower.replication.throttled.rate", Some(RATE)),
+        ];
+        alter_configs(&cluster, 1, 4, b, &rates);
+    }
+    let lists = [
+        ("leader.replication.throttled.replicas", Some("*")),
+        (
+            "follower.replication.throttled.replicas",
+            Some("0:1,0:2,0:3"),
+        ),
+    ];
+    alter_configs(&cluster, 1, 2, TOPIC, &lists);
+    assert_eq!(
+        reassign(&cluster, 1, TOPIC, Some(&[leader, fresh]), 0, true),
+        0
+    );
+    // The new replica starts copying, and over the next seconds stays far behind: a fetch brings
+    // at most 1 MiB, after which the budget (20 kB/s) holds it back.
+    eventually(WAIT, || {
+        (!cluster.segment_bytes(fresh as u32, TOPIC, 0).is_empty()).then_some(())
+    })
+    .expect("the new replica begins to copy");
+    for _ in 0..20 {
+        let copied = cluster.segment_bytes(fresh as u32, TOPIC, 0).len();
+        assert!(
+            copied < total / 2,
+            "copied {copied} of {total} bytes under a 20 kB/s throttle"
+        );
+        assert_eq!(
+            in_progress(&cluster, 1).len(),
+            1,
+            "the move is still in progress"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // `--verify` removes the throttle once the move is done; removing it first lets it finish.
+    let unset = [
+        ("leader.replication.throttled.rate", None),
+        ("follower.replication.throttled.rate", None),
+    ];
+    for b in ["1", "2", "3"] {
+        alter_configs(&cluster, 1, 4, b, &unset);
+    }
+    settled(&cluster, &[leader, fresh], leader);
+    eventually(WAIT, || {
+        (cluster.segment_bytes(fresh as u32, TOPIC, 0).len() == total).then_some(())
+    })
+    .expect("the new replica holds the whole log");
+    assert_eq!(
+        consume_all(&cluster.addr(fresh as u32), TOPIC, 1, acked.len()),
+        acked
+    );
+}
+
+/// Produces `n` records of `size` bytes with acks=all; their keys, which are their payloads'
+/// first bytes too.
+fn produce_sized(bootstrap: &str, n: usize, size: usize) -> BTreeSet<String> {
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("batch.size", "16384")
+        .create()
+        .expect("producer");
+    let values: BTreeSet<String> = (0..n).map(|i| format!("{i:0size$}")).collect();
+    for v in &values {
+        p.send(BaseRecord::to(TOPIC).key(v).payload(v))
+            .expect("queued");
+        p.poll(Duration::ZERO);
+    }
+    p.flush(Duration::from_secs(90))
+        .expect("every record acknowledged");
+    values
 }

@@ -8,7 +8,7 @@ use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceRespon
 use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::describe_configs::{check_broker_name, RESOURCE_BROKER, RESOURCE_TOPIC};
+use super::describe_configs::{check_alterable_broker_name, RESOURCE_BROKER, RESOURCE_TOPIC};
 use super::{log_client_error, respond, Outcome, Session};
 use crate::admin;
 use crate::error::{ApiError, ErrorCode};
@@ -82,7 +82,7 @@ pub async fn apply_edits(
                 edits.push((name.clone(), edit.clone()));
                 None
             }
-            (RESOURCE_BROKER, Some(Ok(edit))) => match check_broker_name(shard, name) {
+            (RESOURCE_BROKER, Some(Ok(edit))) => match check_alterable_broker_name(shard, name) {
                 Ok(()) => {
                     broker_edits.push((name.clone(), edit.clone()));
                     None

@@ -94,6 +94,19 @@ pub fn check_broker_name(shard: &Shard, name: &str) -> Result<(), ApiError> {
     ))
 }
 
+/// A broker resource AlterConfigs may change: this broker's, the cluster-wide defaults, or in
+/// a cluster any registered broker's (the image carries every broker's dynamic configs, and
+/// `kafka-reassign-partitions.sh --throttle` sets each broker's rate through any of them).
+pub fn check_alterable_broker_name(shard: &Shard, name: &str) -> Result<(), ApiError> {
+    let registered = name
+        .parse::<i32>()
+        .is_ok_and(|id| shard.metadata().brokers.contains_key(&id));
+    match registered {
+        true => Ok(()),
+        false => check_broker_name(shard, name),
+    }
+}
+
 fn entry(e: ConfigEntry, synonyms: bool, docs: bool) -> DescribeConfigsResourceResult {
     let synonyms = if synonyms {
         e.synonyms

@@ -46,7 +46,10 @@ pub fn markdown_topic_table() -> String {
             "| `{}` | {} | {} | {} |\n",
             t.name,
             t.config_type.name(),
-            synonyms.join(", "),
+            match synonyms.is_empty() {
+                true => "(topic only)".to_string(),
+                false => synonyms.join(", "),
+            },
             t.doc,
         ));
     }

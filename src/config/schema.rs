@@ -306,6 +306,17 @@ pub static SETTINGS: &[Setting] = &[
         },
     ),
     setting(
+        "follower.replication.throttled.rate",
+        T::Long,
+        Some(KAFKA_LONG_MAX),
+        Dynamic,
+        "Bytes/s this broker's followers fetch for the replicas a topic's `follower.replication.throttled.replicas` names (reassignment throttling).",
+        |c, key, value| {
+            c.follower_replication_throttled_rate = non_negative(key, value)?;
+            Ok(())
+        },
+    ),
+    setting(
         "group.initial.rebalance.delay.ms",
         T::Int,
         Some("3000"),
@@ -363,6 +374,17 @@ pub static SETTINGS: &[Setting] = &[
                 return Err(ConfigError::invalid(format!("{key} must be positive, got {value:?}")));
             }
             c.leader_imbalance_check_interval_seconds = v;
+            Ok(())
+        },
+    ),
+    setting(
+        "leader.replication.throttled.rate",
+        T::Long,
+        Some(KAFKA_LONG_MAX),
+        Dynamic,
+        "Bytes/s this broker's leaders send to the followers of the replicas a topic's `leader.replication.throttled.replicas` names (reassignment throttling).",
+        |c, key, value| {
+            c.leader_replication_throttled_rate = non_negative(key, value)?;
             Ok(())
         },
     ),
@@ -1028,6 +1050,28 @@ pub static SETTINGS: &[Setting] = &[
     }),
 ];
 
+/// Topic configs no broker setting supplies a default for.
+pub static TOPIC_ONLY: &[TopicConfig] = &[
+    TopicConfig {
+        name: "follower.replication.throttled.replicas",
+        synonyms: &[],
+        config_type: T::List,
+        default: "",
+        doc: "`*` or `partition:broker,...`: replicas whose fetching on that broker counts against its `follower.replication.throttled.rate`.",
+        apply: |_, key, value| crate::partitions::quota::check_replica_list(key, value),
+        inherited: |_| String::new(),
+    },
+    TopicConfig {
+        name: "leader.replication.throttled.replicas",
+        synonyms: &[],
+        config_type: T::List,
+        default: "",
+        doc: "`*` or `partition:broker,...`: replicas whose leader on that broker sends to followers within its `leader.replication.throttled.rate`.",
+        apply: |_, key, value| crate::partitions::quota::check_replica_list(key, value),
+        inherited: |_| String::new(),
+    },
+];
+
 const UNCLEAN_DOC: &str = "In a cluster, a partition whose in-sync replicas are all down is led by any live replica (losing what only they had) instead of waiting for one of them.";
 
 // The table's shape is checked when the broker compiles: rows sorted by name (DescribeConfigs
@@ -1071,7 +1115,11 @@ pub fn setting_named(key: &str) -> Option<&'static Setting> {
 
 /// Every topic config, sorted by name (DescribeConfigs lists them in this order).
 pub fn topic_configs() -> Vec<&'static TopicConfig> {
-    let mut all: Vec<&TopicConfig> = SETTINGS.iter().filter_map(|s| s.topic.as_ref()).collect();
+    let mut all: Vec<&TopicConfig> = SETTINGS
+        .iter()
+        .filter_map(|s| s.topic.as_ref())
+        .chain(TOPIC_ONLY)
+        .collect();
     all.sort_by_key(|t| t.name);
     all
 }
@@ -1081,6 +1129,7 @@ pub fn topic_config(name: &str) -> Option<&'static TopicConfig> {
     SETTINGS
         .iter()
         .filter_map(|s| s.topic.as_ref())
+        .chain(TOPIC_ONLY)
         .find(|t| t.name == name)
 }
 

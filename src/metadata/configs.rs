@@ -214,18 +214,20 @@ pub fn describe_topic(
                     ));
                 }
             }
-            let default_name = def
-                .synonyms
-                .last()
-                .expect("every topic config has a broker synonym");
-            synonyms.push((
-                default_name.to_string(),
-                Some(def.default.to_string()),
-                ConfigSource::Default,
-            ));
+            // A topic-only config (no broker synonym) has no default synonym to list.
+            if let Some(default_name) = def.synonyms.last() {
+                synonyms.push((
+                    default_name.to_string(),
+                    Some(def.default.to_string()),
+                    ConfigSource::Default,
+                ));
+            }
             let (value, source) = match overrides.get(def.name) {
                 Some(v) => (v.clone(), ConfigSource::DynamicTopic),
-                None => ((def.inherited)(b), synonyms[0].2),
+                None => (
+                    (def.inherited)(b),
+                    synonyms.first().map_or(ConfigSource::Default, |s| s.2),
+                ),
             };
             ConfigEntry {
                 name: def.name.to_string(),
@@ -495,7 +497,7 @@ mod tests {
             let def = schema::topic_config(&e.name).unwrap();
             let reported = def.default;
             let value = e.value.unwrap();
-            if def.synonyms.last().unwrap().ends_with(".hours") {
+            if def.synonyms.last().is_some_and(|s| s.ends_with(".hours")) {
                 assert_eq!(
                     value.parse::<i64>().unwrap(),
                     reported.parse::<i64>().unwrap() * 3_600_000

@@ -23,7 +23,9 @@ use crate::log::{Offset, ReadSlice};
 pub use crate::replica::Role;
 
 mod partition;
+pub mod quota;
 pub use partition::Partition;
+use quota::ReplicationQuota;
 
 /// Identifies a partition on its owner shard.
 pub type PartitionKey = (Arc<str>, i32);
@@ -69,6 +71,11 @@ pub struct Partitions {
     /// ISR changes this shard's leaders decided, for the shard's replication task to propose
     /// (`Shard::propose_isr_changes`).
     isr_changes: (flume::Sender<IsrChange>, flume::Receiver<IsrChange>),
+    /// This shard's shares of `leader.replication.throttled.rate` (what its leaders send to
+    /// throttled followers) and `follower.replication.throttled.rate` (what its followers
+    /// fetch for throttled partitions).
+    pub leader_quota: ReplicationQuota,
+    pub follower_quota: ReplicationQuota,
 }
 
 impl Default for Partitions {
@@ -80,6 +87,8 @@ impl Default for Partitions {
                 crate::config::REPLICA_LAG_TIME_MAX_MS_DEFAULT,
             )),
             isr_changes: flume::unbounded(),
+            leader_quota: ReplicationQuota::default(),
+            follower_quota: ReplicationQuota::default(),
         }
     }
 }
@@ -396,6 +405,19 @@ impl Partitions {
             }
         }
         let hwm = p.high_watermark();
+        // What a throttled partition's followers get counts against this shard's leader budget;
+        // while it is spent, one that is not in sync (a reassignment's new replica) gets no
+        // records, as Kafka's `shouldLeaderThrottle`. Its fetch still told where it is.
+        let throttled = replica.is_some() && p.throttled.get().leader;
+        let held = throttled && !replica.is_some_and(|id| p.in_sync(id));
+        if held && self.leader_quota.exceeded(Instant::now()) {
+            return PartitionRead {
+                error: None,
+                high_watermark: hwm,
+                log_start_offset: p.log.log_start_offset().0,
+                slice: None,
+            };
+        }
         let read = if replica.is_some() || p.alone() {
             p.log.read_async(Offset(r.offset), r.max_bytes).await
         } else {
@@ -403,6 +425,9 @@ impl Partitions {
                 .read_async_upto(Offset(r.offset), r.max_bytes, Offset(hwm))
                 .await
         };
+        if let (true, Ok(slice)) = (throttled, &read) {
+            self.leader_quota.record(slice.len as usize, Instant::now());
+        }
         match read {
             Ok(slice) => PartitionRead {
                 error: None,

@@ -5,6 +5,7 @@
 use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant};
 
+use super::quota::Throttled;
 use crate::error::ErrorCode;
 use crate::log::{AppendInfo, Durability, LogError, Offset, PartitionLog};
 use crate::replica::{Followers, Role};
@@ -35,6 +36,8 @@ pub struct Partition {
     epoch_start: Cell<i64>,
     /// Parked waits: each fires once its end passes its offset ([`Waiter`]).
     waiters: RefCell<Vec<Waiter>>,
+    /// Which of its replication traffic is throttled here, by its topic's configs.
+    pub throttled: Cell<Throttled>,
 }
 
 /// A parked wait: a fetch (or an acks=all produce) woken once the high watermark, or for a
@@ -70,6 +73,7 @@ impl Partition {
             // join (a restarted leader cannot tell where its epoch began in this process).
             epoch_start: Cell::new(log_end),
             waiters: RefCell::new(Vec::new()),
+            throttled: Cell::default(),
         }
     }
 
@@ -107,6 +111,11 @@ impl Partition {
     pub fn has_follower(&self, id: i32) -> bool {
         let role = self.role.borrow();
         id != role.me && role.replicas.contains(&id)
+    }
+
+    /// Whether the image has replica `id` in the ISR.
+    pub fn in_sync(&self, id: i32) -> bool {
+        self.role.borrow().isr.contains(&id)
     }
 
     /// Where this leader's epoch began in its log (its log end when it became leader).
