@@ -21,6 +21,7 @@ import java.util.concurrent.TimeUnit;
 import java.util.stream.Collectors;
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.AdminClientConfig;
+import org.apache.kafka.clients.admin.NewPartitionReassignment;
 import org.apache.kafka.clients.admin.NewTopic;
 import org.apache.kafka.clients.admin.TopicDescription;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
@@ -32,6 +33,7 @@ import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.common.Node;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.TopicPartitionInfo;
+import org.apache.kafka.common.errors.NoReassignmentInProgressException;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 
@@ -274,5 +276,67 @@ class ClusterTest {
             }
         }
         assertEquals(acked, seen, "every acknowledged record read back");
+    }
+
+    /**
+     * Issue 13: what kafka-reassign-partitions.sh does, through the admin client it uses. A
+     * partition on two brokers moves off its leader to the third broker; the admin client sees
+     * the move listed until it completes, the replicas and ISR become the target, and every
+     * record is read back from the new replica's broker. Cancelling when nothing is in progress
+     * is NoReassignmentInProgressException.
+     */
+    @Test
+    void aPartitionMovesAsKafkaReassignPartitionsMovesIt() throws Exception {
+        startCluster();
+        TopicPartition tp = new TopicPartition("java-moving", 0);
+        List<Integer> target;
+        try (Admin admin = Admin.create(admin(bootstrap(1)))) {
+            eventually("three brokers", () -> admin.describeCluster().nodes().get().size() == 3);
+            admin.createTopics(List.of(new NewTopic("java-moving", 1, (short) 2))).all().get();
+            eventually("both replicas in sync", () -> {
+                TopicPartitionInfo p = admin.describeTopics(List.of("java-moving")).allTopicNames().get()
+                        .get("java-moving").partitions().get(0);
+                return p.leader() != null && p.isr().size() == 2;
+            });
+        }
+        Properties pp = Clients.producer(bootstrap(1));
+        pp.put(ProducerConfig.ACKS_CONFIG, "all");
+        try (KafkaProducer<String, String> producer = new KafkaProducer<>(pp)) {
+            for (int i = 0; i < RECORDS; i++) {
+                producer.send(new ProducerRecord<>("java-moving", "k" + i, "v" + i)).get();
+            }
+        }
+        try (Admin admin = Admin.create(admin(bootstrap(2)))) {
+            TopicPartitionInfo p = admin.describeTopics(List.of("java-moving")).allTopicNames().get()
+                    .get("java-moving").partitions().get(0);
+            Set<Integer> on = p.replicas().stream().map(Node::id).collect(Collectors.toSet());
+            int fresh = List.of(1, 2, 3).stream().filter(b -> !on.contains(b)).findFirst().orElseThrow();
+            int kept = p.replicas().stream().map(Node::id).filter(b -> b != p.leader().id()).findFirst().orElseThrow();
+            target = List.of(fresh, kept);
+            try {
+                admin.alterPartitionReassignments(Map.of(tp, java.util.Optional.empty())).all().get();
+                throw new AssertionError("a cancel with nothing in progress succeeded");
+            } catch (java.util.concurrent.ExecutionException e) {
+                assertTrue(e.getCause() instanceof NoReassignmentInProgressException, e.toString());
+            }
+            admin.alterPartitionReassignments(Map.of(tp,
+                    java.util.Optional.of(new NewPartitionReassignment(target)))).all().get();
+            eventually("the move completes", () -> {
+                TopicPartitionInfo now = admin.describeTopics(List.of("java-moving")).allTopicNames().get()
+                        .get("java-moving").partitions().get(0);
+                List<Integer> replicas = now.replicas().stream().map(Node::id).collect(Collectors.toList());
+                return admin.listPartitionReassignments().reassignments().get().isEmpty()
+                        && replicas.equals(target) && now.isr().size() == 2;
+            });
+        }
+        Set<String> seen = new HashSet<>();
+        try (KafkaConsumer<String, String> consumer =
+                new KafkaConsumer<>(Clients.consumer(bootstrap(target.get(0)), "java-moving-group"))) {
+            consumer.subscribe(List.of("java-moving"));
+            for (ConsumerRecord<String, String> r : Clients.pollExactly(consumer, RECORDS)) {
+                seen.add(r.value());
+            }
+        }
+        assertEquals(RECORDS, seen.size(), "every record read back after the move");
     }
 }
