@@ -354,6 +354,10 @@ async fn fetch_round(
                     match appended {
                         Ok(()) => {
                             f.partition.follow_high_watermark(r.high_watermark);
+                            let start = f.partition.follow_log_start(r.log_start_offset).await;
+                            if let Err(e) = start {
+                                warn!(topic = %f.key.0, partition = f.key.1, "taking the leader's log start: {e}");
+                            }
                             continue;
                         }
                         Err(e) => {

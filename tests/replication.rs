@@ -493,3 +493,72 @@ fn a_paused_leader_comes_back_as_a_follower_and_nothing_is_lost_or_doubled() {
     assert_eq!(read.len(), distinct.len(), "no record twice");
     assert_eq!(distinct, want, "every acknowledged record, nothing else");
 }
+
+/// The earliest offset of partition 0 as node `via` answers ListOffsets, once it leads it.
+fn earliest(cluster: &Cluster, via: u32) -> Option<i64> {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    let req = kafka_protocol::messages::ListOffsetsRequest::default()
+        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(topic(TOPIC))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_timestamp(-2)])]);
+    let r = Raw::connect(&cluster.addr(via)).call(&req, 7);
+    let p = &r.topics[0].partitions[0];
+    (p.error_code == 0).then_some(p.offset)
+}
+
+#[test]
+fn records_deleted_on_the_leader_stay_deleted_after_a_failover() {
+    use kafka_protocol::messages::delete_records_request::{
+        DeleteRecordsPartition, DeleteRecordsTopic,
+    };
+    let (mut cluster, first) = cluster_with_topic();
+    let acked = produce_to(
+        &cluster.addr(1),
+        "all",
+        Some(0),
+        (0..400).map(|i| format!("d{i}")),
+    );
+    assert_eq!(acked.len(), 400);
+    let (leader, _, _, _) = first[&0];
+    let req = kafka_protocol::messages::DeleteRecordsRequest::default()
+        .with_timeout_ms(15_000)
+        .with_topics(vec![DeleteRecordsTopic::default()
+            .with_name(topic(TOPIC))
+            .with_partitions(vec![DeleteRecordsPartition::default()
+                .with_partition_index(0)
+                .with_offset(250)])]);
+    let r = Raw::connect(&cluster.addr(leader as u32)).call(&req, 2);
+    let p = &r.topics[0].partitions[0];
+    assert_eq!((p.error_code, p.low_watermark), (0, 250));
+    // One more acks=all record: the followers have fetched past it, so they have had the
+    // response that told them the leader's new log start.
+    let more = produce_to(
+        &cluster.addr(1),
+        "all",
+        Some(0),
+        std::iter::once("e".to_string()),
+    );
+    assert_eq!(more.len(), 1);
+    cluster.kill(leader as u32);
+    let survivor = (1..=3).find(|&i| i != leader as u32).unwrap();
+    let next = eventually(WAIT, || {
+        let s = states(&cluster.metadata(survivor));
+        let (l, _, _, _) = s.get(&0)?.clone();
+        (l != leader && l > 0).then_some(l as u32)
+    })
+    .expect("partition 0 has a new leader");
+    let start = eventually(WAIT, || earliest(&cluster, next)).expect("ListOffsets answered");
+    assert_eq!(
+        start, 250,
+        "the new leader starts where the old one was told to"
+    );
+    let read = consume_list(&cluster.addr(next), TOPIC, PARTITIONS, 151);
+    assert_eq!(read.len(), 151, "{} records from offset 250 on", read.len());
+    assert!(
+        !read.iter().any(|v| v == "d0" || v == "d249"),
+        "no deleted record is served"
+    );
+}

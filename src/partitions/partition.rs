@@ -363,6 +363,19 @@ impl Partition {
         }
     }
 
+    /// A follower takes the leader's log start (KIP-107, as Kafka's follower does): what the
+    /// leader no longer has (DeleteRecords, retention) goes here too, within what this replica
+    /// knows is committed, so a new leader never serves records a client deleted.
+    pub async fn follow_log_start(&self, leader_start: i64) -> Result<(), LogError> {
+        if leader_start <= self.log.log_start_offset().0 || leader_start > self.hwm.get() {
+            return Ok(());
+        }
+        self.log
+            .delete_records(Offset(leader_start))
+            .await
+            .map(drop)
+    }
+
     /// Waits until the high watermark passes `last` (acks=all): `Ok` then, NOT_LEADER_OR_FOLLOWER
     /// when this broker stops leading first, REQUEST_TIMED_OUT at `deadline`.
     pub async fn wait_replicated(&self, last: i64, deadline: Instant) -> Result<(), ErrorCode> {
