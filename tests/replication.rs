@@ -123,7 +123,12 @@ fn produce_to(
 
 /// A running cluster with `TOPIC` on three replicas each, every replica in sync; its states.
 fn cluster_with_topic() -> (Cluster, States) {
-    let cluster = Cluster::start();
+    with_topic(Cluster::start())
+}
+
+/// `cluster`, once it lists three brokers, with `TOPIC` on three replicas each, every replica
+/// in sync; its states.
+fn with_topic(cluster: Cluster) -> (Cluster, States) {
     for i in 1..=3 {
         eventually(WAIT, || {
             (broker_ids(&cluster.metadata(i)) == BTreeSet::from([1, 2, 3])).then_some(())
@@ -219,10 +224,7 @@ fn rf3_with_acks_all_loses_nothing_when_a_leader_dies() {
         (l != leader && l > 0).then_some(())
     })
     .expect("partition 0 has a leader again");
-    assert_eq!(
-        consume_all(&cluster.addr(last), TOPIC, PARTITIONS, 2 * n),
-        everything
-    );
+    check_counts(&cluster, last, "leader SIGKILL", &everything);
 }
 
 #[test]
@@ -278,9 +280,11 @@ fn a_sigterm_hands_leadership_over_before_the_broker_exits() {
     })
     .expect("partition 0 led by its preferred replica again");
     assert_eq!((back, e2), (leader, epoch + 2));
-    assert_eq!(
-        consume_all(&cluster.addr(survivor), TOPIC, PARTITIONS, 2 * n),
-        everything
+    check_counts(
+        &cluster,
+        survivor,
+        "leader SIGTERM (controlled shutdown)",
+        &everything,
     );
 }
 
@@ -303,6 +307,23 @@ fn fault_window(fault: &str, since: std::time::Instant) {
         "FAULT {fault}: partition 0 led again after {} ms",
         since.elapsed().as_millis()
     );
+}
+
+/// Reads every record of `TOPIC` back through node `via` (duplicates included) and compares
+/// them with what was acknowledged: prints the counts for `scripts/faults/replication.sh`
+/// (`COUNTS fault: acked, lost, duplicated, unacknowledged`) and asserts that nothing was lost
+/// or doubled and that nothing unacknowledged was served.
+fn check_counts(cluster: &Cluster, via: u32, fault: &str, acked: &BTreeSet<String>) {
+    let read = consume_list(&cluster.addr(via), TOPIC, PARTITIONS, acked.len());
+    let distinct: BTreeSet<String> = read.iter().cloned().collect();
+    let lost = acked.difference(&distinct).count();
+    let extra = distinct.difference(acked).count();
+    let duplicated = read.len() - distinct.len();
+    eprintln!(
+        "COUNTS {fault}: acked {}, lost {lost}, duplicated {duplicated}, unacknowledged {extra}",
+        acked.len()
+    );
+    assert_eq!((lost, duplicated, extra), (0, 0, 0), "{fault}");
 }
 
 /// The coordinator of `group` as node `via` answers it, once there is one.
@@ -488,10 +509,7 @@ fn a_paused_leader_comes_back_as_a_follower_and_nothing_is_lost_or_doubled() {
     .expect("the resumed broker rejoins every ISR");
     replicas_become_identical(&cluster);
     let want: BTreeSet<String> = a.iter().chain(&b).chain(&c).cloned().collect();
-    let read = consume_list(&cluster.addr(survivor), TOPIC, PARTITIONS, want.len());
-    let distinct: BTreeSet<String> = read.iter().cloned().collect();
-    assert_eq!(read.len(), distinct.len(), "no record twice");
-    assert_eq!(distinct, want, "every acknowledged record, nothing else");
+    check_counts(&cluster, survivor, "leader SIGSTOP past its session", &want);
 }
 
 /// The earliest offset of partition 0 as node `via` answers ListOffsets, once it leads it.
@@ -561,4 +579,93 @@ fn records_deleted_on_the_leader_stay_deleted_after_a_failover() {
         !read.iter().any(|v| v == "d0" || v == "d249"),
         "no deleted record is served"
     );
+}
+
+#[test]
+fn a_leader_cut_off_the_network_is_replaced_and_rejoins_without_loss() {
+    let Some(cluster) = Cluster::start_isolated() else {
+        eprintln!("SKIPPED: network namespaces need root (ip netns)");
+        return;
+    };
+    let (cluster, first) = with_topic(cluster);
+    let (leader, epoch, _, _) = first[&0];
+    let survivor = (1..=3).find(|&i| i != leader as u32).unwrap();
+    // A producer writes before, through and after the cut (the pacing spans it).
+    let producer = paced_producer(&cluster, "n", 6000);
+    std::thread::sleep(Duration::from_millis(500));
+    let cut = std::time::Instant::now();
+    cluster.isolate(leader as u32, true);
+    let moved = eventually(WAIT, || {
+        let s = states(&cluster.metadata(survivor));
+        let (l, e, _, isr) = s.get(&0)?.clone();
+        (l != leader && l > 0 && !isr.contains(&leader)).then_some(e)
+    })
+    .expect("the survivors elect another leader for partition 0");
+    fault_window("leader network cut", cut);
+    assert!(moved > epoch);
+    cluster.isolate(leader as u32, false);
+    let acked = producer.join().expect("the producer thread");
+    assert_eq!(
+        acked.len(),
+        6000,
+        "every record acknowledged (retriable errors only)"
+    );
+    let all = BTreeSet::from([1, 2, 3]);
+    eventually(Duration::from_secs(60), || {
+        let s = states(&cluster.metadata(survivor));
+        s.values().all(|(_, _, _, isr)| *isr == all).then_some(())
+    })
+    .expect("the healed broker rejoins every ISR");
+    check_counts(&cluster, survivor, "leader network cut", &acked);
+    replicas_become_identical(&cluster);
+}
+
+/// Produces `n` records `{prefix}{i}` (idempotent, acks=all, every partition) through every
+/// node, 100 every 50 ms, so that the writes span the faults a test makes meanwhile.
+fn paced_producer(
+    cluster: &Cluster,
+    prefix: &'static str,
+    n: usize,
+) -> std::thread::JoinHandle<BTreeSet<String>> {
+    let bootstrap: Vec<String> = (1..=3).map(|i| cluster.addr(i)).collect();
+    let bootstrap = bootstrap.join(",");
+    std::thread::spawn(move || {
+        produce_all(
+            &bootstrap,
+            (0..n).map(move |i| {
+                if i % 100 == 0 {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                format!("{prefix}{i}")
+            }),
+        )
+    })
+}
+
+#[test]
+fn a_rolling_restart_of_every_broker_loses_nothing() {
+    let (mut cluster, _) = cluster_with_topic();
+    let all = BTreeSet::from([1, 2, 3]);
+    let producer = paced_producer(&cluster, "r", 12_000);
+    // Each broker in turn: SIGTERM (controlled shutdown), start again, back in every ISR
+    // before the next goes, as an operator's rolling restart does.
+    for i in 1..=3u32 {
+        let stopped = std::time::Instant::now();
+        cluster.stop(i);
+        cluster.start_node(i);
+        let other = if i == 1 { 2 } else { 1 };
+        eventually(Duration::from_secs(60), || {
+            let s = states(&cluster.metadata(other));
+            s.values().all(|(_, _, _, isr)| *isr == all).then_some(())
+        })
+        .unwrap_or_else(|| panic!("broker {i} rejoins every ISR after its restart"));
+        eprintln!(
+            "broker {i} stopped, restarted and back in every ISR in {} ms",
+            stopped.elapsed().as_millis()
+        );
+    }
+    let acked = producer.join().expect("the producer thread");
+    assert_eq!(acked.len(), 12_000, "every record acknowledged");
+    check_counts(&cluster, 1, "rolling restart", &acked);
+    replicas_become_identical(&cluster);
 }

@@ -21,6 +21,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::netns::Isolation;
 use super::raw::{topic, Raw};
 use super::serve::Serve;
 use super::{eventually, tidelog_bin};
@@ -101,6 +102,9 @@ pub struct Cluster {
     /// With proxies, node i reaches node j's controller listener at 127.0.i.j (a proxy to
     /// 127.0.0.j), so that the test can cut any node off the quorum.
     pub proxies: Option<BTreeMap<(u32, u32), Proxy>>,
+    /// With isolation, each node runs in a network namespace of its own (`netns`), at its own
+    /// address there, and [`Cluster::isolate`] cuts it off the network.
+    pub isolation: Option<Isolation>,
 }
 
 impl Cluster {
@@ -108,7 +112,18 @@ impl Cluster {
         Cluster::start_with(false)
     }
 
+    /// A cluster whose nodes each run in a network namespace, or `None` where namespaces
+    /// cannot be made (not root).
+    pub fn start_isolated() -> Option<Cluster> {
+        let isolation = Isolation::create(3)?;
+        Some(Cluster::start_inner(false, Some(isolation)))
+    }
+
     pub fn start_with(proxied: bool) -> Cluster {
+        Cluster::start_inner(proxied, None)
+    }
+
+    fn start_inner(proxied: bool, isolation: Option<Isolation>) -> Cluster {
         let client_port = port_free_on_all();
         let mut controller_port = port_free_on_all();
         while controller_port == client_port {
@@ -127,6 +142,7 @@ impl Cluster {
         });
         let mut cluster = Cluster {
             proxies,
+            isolation,
             nodes: (1..=3)
                 .map(|id| Node {
                     id,
@@ -148,7 +164,10 @@ impl Cluster {
     pub fn command(&self, i: u32, dir: &Path) -> Command {
         let (p, c) = (self.client_port, self.controller_port);
         let voters = match self.proxies {
-            None => format!("1@127.0.0.1:{c},2@127.0.0.2:{c},3@127.0.0.3:{c}"),
+            None => (1..=3)
+                .map(|j| format!("{j}@{}:{c}", self.host(j)))
+                .collect::<Vec<_>>()
+                .join(","),
             Some(_) => (1..=3)
                 .map(|j| match j == i {
                     true => format!("{j}@127.0.0.{j}:{c}"),
@@ -167,11 +186,34 @@ impl Cluster {
             .args(["--set", &format!("controller.quorum.voters={voters}")])
             .args([
                 "--set",
-                &format!("listeners=PLAINTEXT://127.0.0.{i}:{p},CONTROLLER://127.0.0.{i}:{c}"),
+                &format!(
+                    "listeners=PLAINTEXT://{h}:{p},CONTROLLER://{h}:{c}",
+                    h = self.host(i)
+                ),
             ])
             .args(["--set", "controller.listener.names=CONTROLLER"])
             .args(["--shards", "2"]);
-        cmd
+        match &self.isolation {
+            Some(iso) => iso.wrap(i, &cmd),
+            None => cmd,
+        }
+    }
+
+    /// Node `i`'s address: 127.0.0.i, or its namespace's.
+    pub fn host(&self, i: u32) -> String {
+        match &self.isolation {
+            Some(iso) => iso.address(i),
+            None => format!("127.0.0.{i}"),
+        }
+    }
+
+    /// Cuts node `i` of an isolated cluster off the network (clients, replication, quorum),
+    /// or heals it.
+    pub fn isolate(&self, i: u32, cut: bool) {
+        self.isolation
+            .as_ref()
+            .expect("an isolated cluster")
+            .cut(i, cut);
     }
 
     pub fn start_node(&mut self, i: u32) {
@@ -229,7 +271,7 @@ impl Cluster {
     }
 
     pub fn addr(&self, i: u32) -> String {
-        format!("127.0.0.{i}:{}", self.client_port)
+        format!("{}:{}", self.host(i), self.client_port)
     }
 
     pub fn running(&self) -> Vec<u32> {

@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod netns;
 pub mod raw;
 
 use std::io::{BufRead, BufReader, Write};
