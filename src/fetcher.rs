@@ -38,6 +38,7 @@ use tracing::{debug, info, warn};
 
 use crate::error::ErrorCode;
 use crate::metadata::records::MetadataRecord;
+use crate::metadata::PartitionState;
 use crate::partitions::Partition;
 use crate::shard::Shard;
 
@@ -146,9 +147,12 @@ async fn fetch_from(shard: &Rc<Shard>, leader: i32) {
         }
         let now = Instant::now();
         backoff.retain(|_, until| *until > now);
+        // A log that failed a write takes nothing until it is reopened (it has left the ISR
+        // meanwhile: `Shard::heal_failed_partitions`); the loop waits for it.
         let ready: Vec<&Followed> = followed
             .iter()
             .filter(|f| !backoff.contains_key(&f.key))
+            .filter(|f| f.partition.log.st.borrow().failed.is_none())
             .collect();
         if ready.is_empty() {
             glommio::timer::sleep(BACKOFF).await;
@@ -491,17 +495,32 @@ async fn propose_isr_changes(shard: Rc<Shard>) {
         // Only a live broker may join (KIP-841): a fenced one, or one shutting down, would be
         // taken out again by the controller at once.
         isr.retain(|b| state.isr.contains(b) || image.is_live(*b));
-        if state.leader != shard.node_id() || state.isr == isr {
+        // A leader changes its ISR; any replica may take itself out (its log failed), and a
+        // leader that does hands over to the first live in-sync replica.
+        let me = shard.node_id();
+        let leaving = state.isr.contains(&me) && !isr.contains(&me);
+        if (state.leader != me && !leaving) || state.isr == isr || isr.is_empty() {
             if let Some(p) = shard.partition(&topic, index) {
                 p.isr_proposal_done();
             }
             continue;
         }
         info!(%topic, partition = index, from = ?state.isr, to = ?isr, "proposing an ISR change");
+        let next = match leaving {
+            false => crate::replica::with_isr(state, isr),
+            true => crate::quorum::reassignment::settle(
+                &image,
+                state,
+                PartitionState {
+                    isr,
+                    ..state.clone()
+                },
+            ),
+        };
         let record = MetadataRecord::PartitionChange {
             id: t.id,
             index,
-            state: crate::replica::with_isr(state, isr),
+            state: next,
         };
         if let Err(e) = cluster.propose(vec![record]).await {
             // Another change won (its partition epoch moved): the leader decides again.

@@ -372,11 +372,7 @@ impl Shard {
         if failed.is_empty() {
             return;
         }
-        let free = free_bytes(&self.config.data_dir);
         let need = heal_free_bytes_min(&self.config);
-        if free < need {
-            return;
-        }
         let image = self.metadata();
         for ((t, i), old) in failed {
             if self.shutting_down.get() {
@@ -385,6 +381,21 @@ impl Shard {
             let Some(meta) = image.topic(&t).filter(|m| m.id == old.topic_id).cloned() else {
                 continue;
             };
+            // In a cluster, a replica that cannot write leaves the ISR (and a leader its
+            // leadership) until it has room again, as Kafka's offline replicas do: the others
+            // go on taking acks=all writes without it.
+            if let Some(state) = meta.state(i) {
+                let me = self.node_id();
+                if state.isr.contains(&me) && state.isr.len() > 1 {
+                    let isr = state.isr.iter().copied().filter(|&b| b != me).collect();
+                    self.partitions.propose_isr(t.clone(), i, isr);
+                }
+            }
+            // The file system that holds this partition (a mount of its own, possibly).
+            let free = free_bytes(&metadata::partition_dir(&self.config.data_dir, &t, i));
+            if free < need {
+                continue;
+            }
             let reason = old.log.st.borrow().failed.clone().unwrap_or_default();
             match self.open_partition(&meta, i).await {
                 Ok(()) => {

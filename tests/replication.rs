@@ -669,3 +669,99 @@ fn a_rolling_restart_of_every_broker_loses_nothing() {
     check_counts(&cluster, 1, "rolling restart", &acked);
     replicas_become_identical(&cluster);
 }
+
+/// A tmpfs of `bytes` mounted on a directory (root only), to fill as a disk fills; unmounted
+/// (lazily: the broker may still hold its files) on drop.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: std::path::PathBuf, bytes: u64) -> Option<SmallDisk> {
+        std::fs::create_dir_all(&dir).ok()?;
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(&dir)
+            .output()
+            .is_ok_and(|o| o.status.success());
+        mounted.then_some(SmallDisk(dir))
+    }
+
+    /// Writes a filler file until the disk is full.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.0.join("filler")).expect("create the filler");
+        let chunk = vec![0u8; 64 << 10];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+
+    fn make_room(&self) {
+        std::fs::remove_file(self.0.join("filler")).expect("remove the filler");
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .output();
+    }
+}
+
+#[test]
+fn a_broker_whose_disk_fills_leaves_its_isrs_and_rejoins_once_it_has_room() {
+    let cluster = Cluster::start();
+    // Broker 3's partitions of the topic each on a 16 MiB file system of their own, made before
+    // the topic: when they fill, its metadata and the rest of the broker are unaffected.
+    let full = 3u32;
+    let disks: Option<Vec<SmallDisk>> = (0..PARTITIONS)
+        .map(|p| {
+            let dir = cluster.nodes[full as usize - 1]
+                .dir
+                .path()
+                .join(format!("{TOPIC}-{p}"));
+            SmallDisk::mount(dir, 16 << 20)
+        })
+        .collect();
+    let Some(disks) = disks else {
+        eprintln!("SKIPPED: mounting a tmpfs needs root");
+        return;
+    };
+    let (cluster, _) = with_topic(cluster);
+    let before = produce_all(&cluster.addr(1), (0..1000).map(|i| format!("f{i}")));
+    assert_eq!(before.len(), 1000);
+    let filled = std::time::Instant::now();
+    for d in &disks {
+        d.fill();
+    }
+    // Under a producer, broker 3 cannot write: it leaves every ISR and leads nothing, and
+    // every record is acknowledged by the other two (min.insync.replicas=2).
+    let producer = paced_producer(&cluster, "g", 6000);
+    eventually(WAIT, || {
+        let s = states(&cluster.metadata(1));
+        s.values()
+            .all(|(l, _, _, isr)| *l != full as i32 && !isr.contains(&(full as i32)))
+            .then_some(())
+    })
+    .expect("the broker with a full disk leaves every ISR and leads nothing");
+    fault_window("disk full", filled);
+    let acked = producer.join().expect("the producer thread");
+    assert_eq!(
+        acked.len(),
+        6000,
+        "every record acknowledged (retriable errors only)"
+    );
+    // Room again: its partitions reopen, catch up and rejoin.
+    for d in &disks {
+        d.make_room();
+    }
+    let all = BTreeSet::from([1, 2, 3]);
+    eventually(Duration::from_secs(60), || {
+        let s = states(&cluster.metadata(1));
+        s.values().all(|(_, _, _, isr)| *isr == all).then_some(())
+    })
+    .expect("the broker rejoins every ISR once its disk has room");
+    let everything: BTreeSet<String> = before.union(&acked).cloned().collect();
+    check_counts(&cluster, 1, "disk full", &everything);
+    replicas_become_identical(&cluster);
+}
