@@ -302,16 +302,40 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{host}:{port} has no IPv4 address"))
 }
 
+/// Binds the controller listener. A node restarted at once may find its port still held by
+/// the previous process's connections, closed on its side but not yet by a peer (FIN-WAIT-2:
+/// `listen` refuses the port even with SO_REUSEADDR until they go): it tries again for
+/// [`BIND_RETRY_FOR`] before it gives up.
 fn bind_listener(addr: SocketAddr) -> Result<std::net::TcpListener, String> {
     use socket2::{Domain, Protocol, Socket, Type};
     let err = |e: std::io::Error| format!("cannot listen on the controller listener {addr}: {e}");
-    let s =
-        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
-    s.set_reuse_address(true).map_err(err)?;
-    s.bind(&addr.into()).map_err(err)?;
-    s.listen(crate::config::LISTEN_BACKLOG).map_err(err)?;
-    Ok(s.into())
+    let deadline = std::time::Instant::now() + BIND_RETRY_FOR;
+    let mut warned = false;
+    loop {
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+            .map_err(err)?;
+        s.set_reuse_address(true).map_err(err)?;
+        let bound = s
+            .bind(&addr.into())
+            .and_then(|()| s.listen(crate::config::LISTEN_BACKLOG));
+        match bound {
+            Ok(()) => return Ok(s.into()),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                if !std::mem::replace(&mut warned, true) {
+                    tracing::warn!(%addr, "the controller listener's port is still held by closing connections; trying again for up to {} s", BIND_RETRY_FOR.as_secs());
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => return Err(err(e)),
+        }
+    }
 }
+
+/// How long a start waits for the controller listener's port to be free.
+const BIND_RETRY_FOR: Duration = Duration::from_secs(10);
 
 #[cfg(test)]
 mod tests {

@@ -22,7 +22,7 @@ use std::rc::Rc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_lite::AsyncWriteExt;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::{TcpListener, TcpStream};
 use raft::eraftpb::{Message, MessageType};
@@ -515,7 +515,29 @@ async fn writer(
     // While a peer is down, its messages are dropped at once (and reported) rather than
     // queued: Raft resends what matters on its next heartbeat.
     let mut retry_at = Instant::now();
-    while let Some(m) = outbox.recv().await {
+    loop {
+        // The peer never writes on this connection: anything it reads (its end closed, the
+        // peer gone) drops it at once, so that no socket is left half-closed here, which
+        // would keep the peer's port from being bound again when it restarts.
+        let next = match &mut conn {
+            Some(c) => {
+                futures_lite::future::or(async { Some(outbox.recv().await) }, async {
+                    let mut byte = [0u8; 1];
+                    let _ = c.read(&mut byte).await;
+                    None
+                })
+                .await
+            }
+            None => Some(outbox.recv().await),
+        };
+        let m = match next {
+            Some(Some(m)) => m,
+            Some(None) => return,
+            None => {
+                conn = None;
+                continue;
+            }
+        };
         let snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
         // The message is encoded straight after the length prefix and kind: one buffer.
         let frame = frames::encode(&Frame::Raft(m));

@@ -29,12 +29,24 @@ use super::{eventually, tidelog_bin};
 pub const CLUSTER_ID: &str = "MkU3OEVBNTcwNTJENDM2Qk";
 pub const WAIT: Duration = Duration::from_secs(30);
 
-/// A port free on 127.0.0.1, .2 and .3 alike.
+/// A port free on 127.0.0.1, .2 and .3 alike, below the kernel's ephemeral range (32768 and
+/// up): a node restarted by a test binds its ports again, and a port from the ephemeral range
+/// may meanwhile be the source port of some outgoing connection, which makes the bind fail.
 pub fn port_free_on_all() -> u16 {
+    use std::sync::atomic::AtomicU64;
+    static STATE: AtomicU64 = AtomicU64::new(0);
+    let seed = u64::from(std::process::id()) << 32
+        | u64::from(std::time::UNIX_EPOCH.elapsed().unwrap().subsec_nanos());
+    let _ = STATE.compare_exchange(0, seed | 1, Ordering::SeqCst, Ordering::SeqCst);
     loop {
-        let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = first.local_addr().unwrap().port();
-        if (2..=3).all(|i| std::net::TcpListener::bind(format!("127.0.0.{i}:{port}")).is_ok()) {
+        // xorshift: a different port for each call, each process and each run.
+        let mut x = STATE.load(Ordering::SeqCst);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        STATE.store(x, Ordering::SeqCst);
+        let port = 20_000 + (x % 12_000) as u16;
+        if (1..=3).all(|i| std::net::TcpListener::bind(format!("127.0.0.{i}:{port}")).is_ok()) {
             return port;
         }
     }
@@ -219,7 +231,17 @@ impl Cluster {
     pub fn start_node(&mut self, i: u32) {
         let cmd = self.command(i, self.nodes[i as usize - 1].dir.path());
         let mut serve = Serve::spawn(cmd);
-        serve.wait_listening().expect("the node starts");
+        if serve.wait_listening().is_none() {
+            // What holds the node's ports, if a bind failed (see its stderr above).
+            let port = format!(":{}", self.controller_port);
+            if let Ok(ss) = Command::new("ss").args(["-tanp"]).output() {
+                let out = String::from_utf8_lossy(&ss.stdout);
+                for l in out.lines().filter(|l| l.contains(&port)) {
+                    eprintln!("ss: {l}");
+                }
+            }
+            panic!("node {i} starts");
+        }
         self.nodes[i as usize - 1].serve = Some(serve);
     }
 
