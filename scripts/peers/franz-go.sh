@@ -10,7 +10,11 @@
 #   scripts/peers/franz-go.sh --soak   not in CI: TestGroupETL alone, SOAK_RUNS (5) times with
 #                                      SOAK_RECORDS (200000) records, each on a fresh broker
 #   scripts/peers/franz-go.sh --cluster  only the bounded run's second half: the suite against a
-#                                      3-node cluster on 127.0.0.1-3
+#                                      3-node cluster on 127.0.0.1-3, then the failover check
+#
+# The failover check (issue 13, tests/go/failover): on a fresh 3-node cluster, an idempotent
+# acks=all franz-go producer writes through the SIGKILL of a partition leader without any
+# application-visible error, and a consumer reads every acknowledged record back once.
 #
 # Tests for features tidelog has not built are skipped by name (SKIPS below, reason printed).
 # KGO_TEST_STABLE_FETCH, named in issue 10, does not exist in v1.21.5's helpers_test.go.
@@ -69,15 +73,48 @@ run_suite() { # label timeout [env and test flags...]
     [ "$rc" = 0 ] && [ "$brc" = 0 ]
 }
 
+run_failover() {
+    local log=$PEERS_LOGS/peers-franz-go-failover.log
+    (cd "$PEERS_ROOT/tests/go" && go build -o "$PEERS_WORK/go/failover" ./failover) ||
+        { echo "franz-go (failover): could not build tests/go/failover"; return 1; }
+    start_cluster franz-go-failover || return 1
+    local pids
+    pids=$(IFS=,; echo "${CLUSTER_PIDS[*]}")
+    echo "franz-go (failover): running against $BROKER_ADDR, log $log"
+    KGO_SEEDS="$BROKER_ADDR" TIDELOG_PIDS="$pids" timeout 5m "$PEERS_WORK/go/failover" >"$log" 2>&1
+    local rc=$? pid brc=0 alive=0
+    # One node was SIGKILLed on purpose; the other two must still be up and stop cleanly.
+    for pid in "${CLUSTER_PIDS[@]}"; do
+        if kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid"; alive=$((alive + 1)); fi
+    done
+    for pid in "${CLUSTER_PIDS[@]}"; do
+        wait "$pid"
+        local s=$?
+        [ "$s" = 0 ] || [ "$s" = 137 ] || brc=$s
+    done
+    rm -rf "$CLUSTER_DATA"
+    CLUSTER_PIDS=()
+    grep -h "^FAILOVER" "$log" | sed 's/^/franz-go (failover): /'
+    [ "$alive" = 2 ] || { echo "franz-go (failover): $alive nodes up at the end, expected 2"; brc=1; }
+    echo "franz-go (failover): exit $rc, nodes' exit $brc"
+    [ "$rc" = 0 ] && [ "$brc" = 0 ]
+}
+
 start=$SECONDS
 case $MODE in
 bounded)
     rc=0
     run_suite bounded 15m KGO_TEST_RECORDS=20000 || rc=1
     CLUSTER=1 run_suite cluster 15m KGO_TEST_RECORDS=20000 KGO_TEST_RF=3 || rc=1
+    run_failover || rc=1
     ;;
 --cluster)
-    CLUSTER=1 run_suite cluster 15m KGO_TEST_RECORDS=20000 KGO_TEST_RF=3
+    rc=0
+    CLUSTER=1 run_suite cluster 15m KGO_TEST_RECORDS=20000 KGO_TEST_RF=3 || rc=1
+    run_failover || rc=1
+    ;;
+--failover)
+    run_failover
     rc=$?
     ;;
 --long)
@@ -95,7 +132,7 @@ bounded)
         run_suite "soak-$i" 30m KGO_TEST_RECORDS="${SOAK_RECORDS:-200000}" '-test.run=^TestGroupETL$' || rc=1
     done
     ;;
-*) echo "usage: $0 [--long|--soak|--cluster]"; exit 2 ;;
+*) echo "usage: $0 [--long|--soak|--cluster|--failover]"; exit 2 ;;
 esac
 echo "franz-go: $([ "$rc" = 0 ] && echo PASSED || echo FAILED) in $((SECONDS - start)) s"
 exit $rc
