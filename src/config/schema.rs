@@ -961,6 +961,14 @@ pub static SETTINGS: &[Setting] = &[
         },
     ),
     setting(
+        "replica.alter.log.dirs.io.max.bytes.per.second",
+        T::Long,
+        Some(KAFKA_LONG_MAX),
+        Dynamic,
+        "Kafka's cap on moving replicas between a broker's log dirs; tidelog has one data dir, so there is nothing to cap. Checked, not used (`kafka-reassign-partitions.sh --verify` clears it).",
+        |_, key, value| non_negative(key, value).map(drop),
+    ),
+    setting(
         "replica.lag.time.max.ms",
         T::Long,
         Some("30000"),
