@@ -205,6 +205,22 @@ fn rf3_with_acks_all_loses_nothing_when_a_leader_dies() {
     // acknowledged is lost.
     let everything = more_then_everything(&cluster, survivor, &acked, n);
 
+    // KIP-320: a fetcher whose last batch was of the old epoch, at an offset past where that
+    // epoch ended on the new leader, is told where its log diverged, with no records; one at
+    // the new epoch is not.
+    let (new_leader, new_epoch) = moved;
+    let end = latest(&cluster, new_leader as u32);
+    let (diverging, records) =
+        fetch_with_last_epoch(&cluster, new_leader as u32, new_epoch, end, epoch);
+    assert_eq!(diverging.0, epoch, "the old epoch");
+    assert!(
+        diverging.1 > 0 && diverging.1 < end,
+        "it ended before {end}: {diverging:?}"
+    );
+    assert_eq!(records, 0);
+    let (none, _) = fetch_with_last_epoch(&cluster, new_leader as u32, new_epoch, end, new_epoch);
+    assert_eq!(none, (-1, -1));
+
     // The killed broker comes back, catches up and rejoins every ISR.
     cluster.start_node(victim as u32);
     eventually(Duration::from_secs(60), || {
@@ -510,6 +526,55 @@ fn a_paused_leader_comes_back_as_a_follower_and_nothing_is_lost_or_doubled() {
     replicas_become_identical(&cluster);
     let want: BTreeSet<String> = a.iter().chain(&b).chain(&c).cloned().collect();
     check_counts(&cluster, survivor, "leader SIGSTOP past its session", &want);
+}
+
+/// Fetch v12 of partition 0 from node `via` at `offset` with KIP-320's `last_fetched_epoch`:
+/// the diverging epoch it answers (-1s for none) and the record bytes it sends.
+fn fetch_with_last_epoch(
+    cluster: &Cluster,
+    via: u32,
+    current_epoch: i32,
+    offset: i64,
+    last_fetched_epoch: i32,
+) -> ((i32, i64), usize) {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    let req = kafka_protocol::messages::FetchRequest::default()
+        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_min_bytes(0)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(topic(TOPIC))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_current_leader_epoch(current_epoch)
+                .with_fetch_offset(offset)
+                .with_last_fetched_epoch(last_fetched_epoch)
+                .with_partition_max_bytes(1 << 20)])]);
+    let r = Raw::connect(&cluster.addr(via)).call(&req, 12);
+    let p = &r.responses[0].partitions[0];
+    assert_eq!(p.error_code, 0, "{p:?}");
+    let d = &p.diverging_epoch;
+    (
+        (d.epoch, d.end_offset),
+        p.records.as_ref().map_or(0, |b| b.len()),
+    )
+}
+
+/// The high watermark of partition 0 as node `via`, its leader, answers ListOffsets.
+fn latest(cluster: &Cluster, via: u32) -> i64 {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    let req = kafka_protocol::messages::ListOffsetsRequest::default()
+        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(topic(TOPIC))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_timestamp(-1)])]);
+    let r = Raw::connect(&cluster.addr(via)).call(&req, 7);
+    let p = &r.topics[0].partitions[0];
+    assert_eq!(p.error_code, 0, "{p:?}");
+    p.offset
 }
 
 /// The earliest offset of partition 0 as node `via` answers ListOffsets, once it leads it.

@@ -37,6 +37,8 @@ struct Slot {
     error: Option<ErrorCode>,
     /// The follower fetching, for a replica's fetch.
     replica: Option<i32>,
+    /// KIP-320's `last_fetched_epoch` (v12+), -1 when not given.
+    last_fetched_epoch: i32,
 }
 
 /// What the owner read for one slot.
@@ -46,6 +48,7 @@ struct Read {
     high_watermark: i64,
     log_start_offset: i64,
     records: Option<FileRange>,
+    diverging: Option<(i32, i64)>,
 }
 
 impl Read {
@@ -55,6 +58,7 @@ impl Read {
             high_watermark: -1,
             log_start_offset: -1,
             records: None,
+            diverging: None,
         }
     }
 
@@ -172,6 +176,11 @@ fn resolve(
                 max_bytes: (p.partition_max_bytes.max(0) as u32).min(max_bytes),
                 error: None,
                 replica,
+                last_fetched_epoch: if req.version() >= 12 {
+                    p.last_fetched_epoch
+                } else {
+                    -1
+                },
             };
             match meta {
                 None if by_id => slot.error = Some(ErrorCode::UnknownTopicId),
@@ -215,6 +224,7 @@ async fn read_or_watch(
                 max_bytes: s.max_bytes,
                 wake_after: after,
                 replica: s.replica,
+                last_fetched_epoch: s.last_fetched_epoch,
             };
             (i, (s.owner, at))
         })
@@ -231,6 +241,7 @@ async fn read_or_watch(
             error: a.error,
             high_watermark: a.high_watermark,
             log_start_offset: a.log_start_offset,
+            diverging: a.diverging,
             records: a.slice.map(|r| FileRange {
                 file: r.file,
                 position: r.position.0,
@@ -340,6 +351,7 @@ fn assemble(topics: Vec<RequestedTopic>, slots: &[Slot], reads: Vec<Read>) -> Ve
                     last_stable_offset: r.high_watermark,
                     log_start_offset: r.log_start_offset,
                     records: r.records,
+                    diverging: r.diverging,
                 })
                 .collect();
             FetchTopic {
@@ -371,6 +383,7 @@ mod tests {
 
     fn read(file: &Arc<std::fs::File>, position: u64, len: u32) -> Read {
         Read {
+            diverging: None,
             error: None,
             high_watermark: 0,
             log_start_offset: 0,

@@ -214,6 +214,9 @@ pub struct ReadAt {
     /// follower reads up to the written end, and its fetch offset tells the leader where it
     /// is.
     pub replica: Option<i32>,
+    /// The epoch of the last batch the fetcher has (KIP-320's `last_fetched_epoch`), -1 when it
+    /// does not say: a log that diverged from it below `offset` is answered with where.
+    pub last_fetched_epoch: i32,
 }
 
 /// What the owner read for one [`ReadAt`].
@@ -225,6 +228,9 @@ pub struct PartitionRead {
     pub log_start_offset: i64,
     /// The record bytes, when there are any.
     pub slice: Option<ReadSlice>,
+    /// Where the fetcher's log diverges from this one (KIP-320): the largest epoch here not
+    /// above its `last_fetched_epoch`, and that epoch's end offset. No records come with it.
+    pub diverging: Option<(i32, i64)>,
 }
 
 impl PartitionRead {
@@ -234,6 +240,7 @@ impl PartitionRead {
             high_watermark: -1,
             log_start_offset: -1,
             slice: None,
+            diverging: None,
         }
     }
 }
@@ -394,6 +401,24 @@ impl Partitions {
             Ok(p) => p,
             Err(code) => return PartitionRead::failed(code),
         };
+        let hwm = p.high_watermark();
+        // KIP-320: a fetcher whose last batch's epoch ended earlier here (or is unknown here)
+        // has a log that diverged: it is told where, with no records, and a follower's position
+        // does not count (Kafka's `fetchRecords`).
+        if r.last_fetched_epoch >= 0 {
+            let found = p.log.end_offset_for_epoch(r.last_fetched_epoch);
+            if let Some((epoch, end)) =
+                found.filter(|&(e, end)| e < r.last_fetched_epoch || end.0 < r.offset)
+            {
+                return PartitionRead {
+                    error: None,
+                    high_watermark: hwm,
+                    log_start_offset: p.log.log_start_offset().0,
+                    slice: None,
+                    diverging: Some((epoch, end.0)),
+                };
+            }
+        }
         // Only another replica of the partition reads past the high watermark.
         let replica = r.replica.filter(|&id| p.has_follower(id));
         // A follower's position counts only when it is one this log has (Kafka records it
@@ -404,7 +429,6 @@ impl Partitions {
                 self.propose_isr(r.topic.clone(), r.partition, isr);
             }
         }
-        let hwm = p.high_watermark();
         // What a throttled partition's followers get counts against this shard's leader budget;
         // while it is spent, one that is not in sync (a reassignment's new replica) gets no
         // records, as Kafka's `shouldLeaderThrottle`. Its fetch still told where it is.
@@ -416,6 +440,7 @@ impl Partitions {
                 high_watermark: hwm,
                 log_start_offset: p.log.log_start_offset().0,
                 slice: None,
+                diverging: None,
             };
         }
         let read = if replica.is_some() || p.alone() {
@@ -434,12 +459,14 @@ impl Partitions {
                 high_watermark: hwm,
                 log_start_offset: slice.log_start_offset.0,
                 slice: (slice.len > 0).then_some(slice),
+                diverging: None,
             },
             Err(e) => PartitionRead {
                 error: Some(e.error_code()),
                 high_watermark: hwm,
                 log_start_offset: p.log.log_start_offset().0,
                 slice: None,
+                diverging: None,
             },
         }
     }
@@ -449,6 +476,7 @@ impl Partitions {
 fn has_news(reads: &[ReadAt], out: &[PartitionRead]) -> bool {
     reads.iter().zip(out).any(|(r, o)| {
         o.error.is_some()
+            || o.diverging.is_some()
             || o.high_watermark > r.wake_after
             || (r.replica.is_some() && o.slice.is_some())
     })

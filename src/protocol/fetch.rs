@@ -49,6 +49,8 @@ pub struct FetchPartition {
     pub log_start_offset: i64,
     /// `None`: no records (an empty record set on the wire).
     pub records: Option<FileRange>,
+    /// KIP-320's diverging epoch (epoch, end offset), a tagged field of v12+.
+    pub diverging: Option<(i32, i64)>,
 }
 
 /// One topic of a Fetch response; v13+ names it by id, older versions by name.
@@ -120,7 +122,19 @@ pub fn encode_fetch_response(
                 chunks.push(Chunk::File(r.clone()));
             }
             if flexible {
-                buf.put_u8(0); // partition tagged fields
+                match p.diverging {
+                    // One tagged field: tag 0, DivergingEpoch (epoch, end offset, its own empty
+                    // tagged fields): 13 bytes.
+                    Some((epoch, end_offset)) => {
+                        buf.put_u8(1);
+                        buf.put_u8(0);
+                        buf.put_u8(13);
+                        buf.put_i32(epoch);
+                        buf.put_i64(end_offset);
+                        buf.put_u8(0);
+                    }
+                    None => buf.put_u8(0), // partition tagged fields
+                }
             }
         }
         if flexible {
@@ -211,10 +225,13 @@ mod tests {
                 position: pos,
                 len,
             }),
+            diverging: None,
         };
         let mut empty = part(2, 0, 0);
         empty.records = None;
         empty.error_code = 1;
+        // KIP-320: a diverging epoch, a tagged field from v12 on.
+        empty.diverging = Some((3, 42));
         let topics = vec![FetchTopic {
             name: StrBytes::from_static_str("orders"),
             topic_id: [7; 16],
@@ -249,6 +266,10 @@ mod tests {
             );
             assert_eq!(t.partitions[1].records.as_deref(), Some(&b""[..]));
             assert_eq!(t.partitions[1].error_code, 1);
+            let diverging = &t.partitions[1].diverging_epoch;
+            let want = if version >= 12 { (3, 42) } else { (-1, -1) };
+            assert_eq!((diverging.epoch, diverging.end_offset), want, "v{version}");
+            assert_eq!(t.partitions[0].diverging_epoch.epoch, -1);
             assert_eq!(
                 t.partitions[2].records.as_deref(),
                 Some(&b"RECORDS-TWO"[..])
