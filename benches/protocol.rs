@@ -237,6 +237,7 @@ fn fetch_assembly(c: &mut Criterion) {
                         position: (p as u64) << 20,
                         len: 1 << 20,
                     }),
+                    diverging: None,
                 })
                 .collect(),
         }];
