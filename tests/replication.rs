@@ -1,6 +1,6 @@
 //! Replication (issue 13) against the real binaries: a three-node cluster on one machine (the
 //! issue 12 command line), an RF=3 topic with `min.insync.replicas=2`, and librdkafka producing
-//! with `acks=all`.
+//! with `acks=all` (idempotent, lz4-compressed batches).
 //!
 //! Checked: every partition's replicas and ISR are the three brokers; records acknowledged
 //! with acks=all are all read back; SIGKILL of a partition's leader elects another member of
@@ -16,7 +16,14 @@
 //! leader; the tail, never below the high watermark, is never served. After a rolling restart,
 //! ElectLeaders gives a partition back to its preferred replica. A leader paused past its
 //! session (a zombie) is replaced; when it resumes, what producers send it is either refused or
-//! lands exactly once on the new leader, and its own divergent writes are cut.
+//! lands exactly once on the new leader, and its own divergent writes are cut. A leader cut off
+//! the network (network namespaces; root) is replaced under a running producer and rejoins when
+//! healed; a rolling restart of every broker under a producer loses nothing; a broker whose
+//! disk fills (a tmpfs; root) leaves its ISRs and rejoins once it has room; records deleted on a
+//! leader stay deleted after a failover; a fetcher with an old epoch is told where it diverged.
+//!
+//! Each fault prints `FAULT` (unavailability) and `COUNTS` (acked, lost, duplicated,
+//! unacknowledged served) lines that `scripts/faults/replication.sh` sums over its runs.
 
 mod common;
 
@@ -104,6 +111,8 @@ fn produce_to(
         .set("acks", acks_setting)
         .set("enable.idempotence", (acks_setting == "all").to_string())
         .set("linger.ms", "5")
+        // Compressed batches, as the issue's harness asks: followers copy them verbatim.
+        .set("compression.type", "lz4")
         .set("message.timeout.ms", "60000")
         .create_with_context(acks.clone())
         .expect("producer");
@@ -304,16 +313,21 @@ fn a_sigterm_hands_leadership_over_before_the_broker_exits() {
     );
 }
 
-/// Waits until every replica of partition 0 holds the same segment bytes (the followers have
-/// copied, and any divergent tail been cut).
+/// Waits until the replicas of every partition hold the same segment bytes on all three
+/// brokers (the followers have copied, and any divergent tail been cut); partition 0 is never
+/// empty by then.
 fn replicas_become_identical(cluster: &Cluster) {
     eventually(WAIT, || {
-        let logs: Vec<Vec<u8>> = (1..=3)
-            .map(|i| cluster.segment_bytes(i, TOPIC, 0))
-            .collect();
-        (!logs[0].is_empty() && logs.windows(2).all(|w| w[0] == w[1])).then_some(())
+        (0..PARTITIONS)
+            .all(|p| {
+                let logs: Vec<Vec<u8>> = (1..=3)
+                    .map(|i| cluster.segment_bytes(i, TOPIC, p))
+                    .collect();
+                (p > 0 || !logs[0].is_empty()) && logs.windows(2).all(|w| w[0] == w[1])
+            })
+            .then_some(())
     })
-    .expect("every replica of partition 0 holds the same bytes");
+    .expect("every partition's replicas hold the same bytes");
 }
 
 /// Prints how long partition 0 had no leader clients could use after a fault (from the fault to
