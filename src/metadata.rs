@@ -230,6 +230,26 @@ pub struct BrokerMeta {
     pub shutting_down: bool,
 }
 
+#[cfg(test)]
+impl MetadataImage {
+    /// An image for unit tests with brokers `(id, fenced)` registered on 127.0.0.id:9092.
+    pub fn with_brokers(brokers: &[(i32, bool)]) -> MetadataImage {
+        let mut image = MetadataImage::default();
+        for &(id, fenced) in brokers {
+            let broker = BrokerMeta {
+                id,
+                host: format!("127.0.0.{id}"),
+                port: 9092,
+                rack: None,
+                fenced,
+                shutting_down: false,
+            };
+            image.brokers.insert(id, broker);
+        }
+        image
+    }
+}
+
 /// An immutable snapshot of cluster metadata.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct MetadataImage {

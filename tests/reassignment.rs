@@ -82,18 +82,18 @@ fn alter_configs(
     assert_eq!(r.responses[0].error_code, 0, "{r:?}");
 }
 
-/// Produces `n` records `{prefix}{i}` with acks=all (idempotent) through `bootstrap`; every one
-/// must be acknowledged.
-fn produce(bootstrap: &str, prefix: &str, n: usize) -> BTreeSet<String> {
+/// Produces `values` (each its own key) with acks=all (idempotent) through `bootstrap`; every
+/// one must be acknowledged.
+fn produce_values(bootstrap: &str, values: BTreeSet<String>) -> BTreeSet<String> {
     let p: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("acks", "all")
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
+        .set("batch.size", "16384")
         .set("message.timeout.ms", "60000")
         .create()
         .expect("producer");
-    let values: BTreeSet<String> = (0..n).map(|i| format!("{prefix}{i}")).collect();
     for v in &values {
         p.send(BaseRecord::to(TOPIC).key(v).payload(v))
             .expect("queued");
@@ -102,6 +102,11 @@ fn produce(bootstrap: &str, prefix: &str, n: usize) -> BTreeSet<String> {
     p.flush(Duration::from_secs(90))
         .expect("every record acknowledged");
     values
+}
+
+/// `n` records `{prefix}{i}`, produced as [`produce_values`] does.
+fn produce(bootstrap: &str, prefix: &str, n: usize) -> BTreeSet<String> {
+    produce_values(bootstrap, (0..n).map(|i| format!("{prefix}{i}")).collect())
 }
 
 /// AlterPartitionReassignments of partition 0 of `name` to `target` (`None`: cancel), at
@@ -332,23 +337,7 @@ fn a_throttled_move_copies_within_its_rate_and_completes_once_the_throttle_is_re
     );
 }
 
-/// Produces `n` records of `size` bytes with acks=all; their keys, which are their payloads'
-/// first bytes too.
+/// `n` records of `size` bytes, produced as [`produce_values`] does.
 fn produce_sized(bootstrap: &str, n: usize, size: usize) -> BTreeSet<String> {
-    let p: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .set("batch.size", "16384")
-        .create()
-        .expect("producer");
-    let values: BTreeSet<String> = (0..n).map(|i| format!("{i:0size$}")).collect();
-    for v in &values {
-        p.send(BaseRecord::to(TOPIC).key(v).payload(v))
-            .expect("queued");
-        p.poll(Duration::ZERO);
-    }
-    p.flush(Duration::from_secs(90))
-        .expect("every record acknowledged");
-    values
+    produce_values(bootstrap, (0..n).map(|i| format!("{i:0size$}")).collect())
 }

@@ -218,7 +218,7 @@ fn rf3_with_acks_all_loses_nothing_when_a_leader_dies() {
     // epoch ended on the new leader, is told where its log diverged, with no records; one at
     // the new epoch is not.
     let (new_leader, new_epoch) = moved;
-    let end = latest(&cluster, new_leader as u32);
+    let end = list_offset(&cluster, new_leader as u32, -1).expect("the new leader's end");
     let (diverging, records) =
         fetch_with_last_epoch(&cluster, new_leader as u32, new_epoch, end, epoch);
     assert_eq!(diverging.0, epoch, "the old epoch");
@@ -575,8 +575,9 @@ fn fetch_with_last_epoch(
     )
 }
 
-/// The high watermark of partition 0 as node `via`, its leader, answers ListOffsets.
-fn latest(cluster: &Cluster, via: u32) -> i64 {
+/// ListOffsets of partition 0 at `timestamp` (-1 latest, -2 earliest) from node `via`: the
+/// offset, or `None` when it does not answer it (not its leader).
+fn list_offset(cluster: &Cluster, via: u32, timestamp: i64) -> Option<i64> {
     use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
     let req = kafka_protocol::messages::ListOffsetsRequest::default()
         .with_replica_id(kafka_protocol::messages::BrokerId(-1))
@@ -584,23 +585,7 @@ fn latest(cluster: &Cluster, via: u32) -> i64 {
             .with_name(topic(TOPIC))
             .with_partitions(vec![ListOffsetsPartition::default()
                 .with_partition_index(0)
-                .with_timestamp(-1)])]);
-    let r = Raw::connect(&cluster.addr(via)).call(&req, 7);
-    let p = &r.topics[0].partitions[0];
-    assert_eq!(p.error_code, 0, "{p:?}");
-    p.offset
-}
-
-/// The earliest offset of partition 0 as node `via` answers ListOffsets, once it leads it.
-fn earliest(cluster: &Cluster, via: u32) -> Option<i64> {
-    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-    let req = kafka_protocol::messages::ListOffsetsRequest::default()
-        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
-        .with_topics(vec![ListOffsetsTopic::default()
-            .with_name(topic(TOPIC))
-            .with_partitions(vec![ListOffsetsPartition::default()
-                .with_partition_index(0)
-                .with_timestamp(-2)])]);
+                .with_timestamp(timestamp)])]);
     let r = Raw::connect(&cluster.addr(via)).call(&req, 7);
     let p = &r.topics[0].partitions[0];
     (p.error_code == 0).then_some(p.offset)
@@ -647,7 +632,7 @@ fn records_deleted_on_the_leader_stay_deleted_after_a_failover() {
         (l != leader && l > 0).then_some(l as u32)
     })
     .expect("partition 0 has a new leader");
-    let start = eventually(WAIT, || earliest(&cluster, next)).expect("ListOffsets answered");
+    let start = eventually(WAIT, || list_offset(&cluster, next, -2)).expect("ListOffsets answered");
     assert_eq!(
         start, 250,
         "the new leader starts where the old one was told to"

@@ -275,24 +275,11 @@ impl Elections {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metadata::{BrokerMeta, TopicMeta};
+    use crate::metadata::TopicMeta;
     use std::sync::Arc;
 
     fn image(brokers: &[(i32, bool)], states: Vec<PartitionState>) -> MetadataImage {
-        let mut image = MetadataImage::default();
-        for &(id, fenced) in brokers {
-            image.brokers.insert(
-                id,
-                BrokerMeta {
-                    id,
-                    host: "h".into(),
-                    port: 1,
-                    rack: None,
-                    fenced,
-                    shutting_down: false,
-                },
-            );
-        }
+        let mut image = MetadataImage::with_brokers(brokers);
         let name: Arc<str> = "t".into();
         image.topics.insert(
             name.clone(),

@@ -88,24 +88,9 @@ impl Leases {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metadata::BrokerMeta;
 
     fn image(fenced: &[(i32, bool)]) -> MetadataImage {
-        let mut image = MetadataImage::default();
-        for &(id, f) in fenced {
-            image.brokers.insert(
-                id,
-                BrokerMeta {
-                    id,
-                    host: "h".into(),
-                    port: 1,
-                    rack: None,
-                    fenced: f,
-                    shutting_down: false,
-                },
-            );
-        }
-        image
+        MetadataImage::with_brokers(fenced)
     }
 
     #[test]

@@ -159,24 +159,14 @@ pub fn settle(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metadata::BrokerMeta;
 
     fn image(live: &[i32], fenced: &[i32]) -> MetadataImage {
-        let mut image = MetadataImage::default();
-        for &id in live.iter().chain(fenced) {
-            image.brokers.insert(
-                id,
-                BrokerMeta {
-                    id,
-                    host: "h".into(),
-                    port: 1,
-                    rack: None,
-                    fenced: fenced.contains(&id),
-                    shutting_down: false,
-                },
-            );
-        }
-        image
+        let brokers: Vec<(i32, bool)> = live
+            .iter()
+            .map(|&b| (b, false))
+            .chain(fenced.iter().map(|&b| (b, true)))
+            .collect();
+        MetadataImage::with_brokers(&brokers)
     }
 
     fn state(replicas: &[i32], isr: &[i32], leader: i32) -> PartitionState {
