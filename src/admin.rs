@@ -31,6 +31,9 @@ pub struct NewTopic {
     /// -1: the broker's `default.replication.factor`.
     pub replication_factor: i16,
     pub configs: BTreeMap<String, String>,
+    /// A manual replica assignment (`--replica-assignment`), checked by the caller: each
+    /// partition's replicas in partition order, the first its preferred leader.
+    pub assignment: Option<Vec<Vec<i32>>>,
 }
 
 /// The outcome for one topic: its id and partition count, or Kafka's error with a message.
@@ -67,7 +70,8 @@ fn validate(shard: &Shard, image: &MetadataImage, t: &NewTopic) -> Result<(i32, 
         Some(_) => image.live_brokers().count(),
         None => 1,
     };
-    if replication_factor as usize > brokers {
+    // A manual assignment names its brokers (checked registered by the caller), live or not.
+    if t.assignment.is_none() && replication_factor as usize > brokers {
         return Err(ApiError::new(
             ErrorCode::InvalidReplicationFactor,
             format!(
@@ -102,7 +106,10 @@ pub async fn create_topics(
                     states: Vec::new(),
                 };
                 if s.cluster.is_some() {
-                    meta.states = place(change.image(), 0, partitions, rf as usize);
+                    meta.states = match &t.assignment {
+                        Some(a) => a.iter().cloned().map(PartitionState::new).collect(),
+                        None => place(change.image(), 0, partitions, rf as usize),
+                    };
                 }
                 if !validate_only {
                     change.write(MetadataRecord::Topic {

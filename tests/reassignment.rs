@@ -7,7 +7,8 @@
 //! the new replica ends byte-for-byte equal to the one that stayed, leads (it is the target's
 //! first), and the removed broker deletes its copy. A move to a broker that cannot catch up
 //! (paused) stays in progress, listed with its adding and removing replicas, until it is
-//! cancelled, which restores the replicas it began from. Refusals carry Kafka's codes. With
+//! cancelled, which restores the replicas it began from. Refusals carry Kafka's codes. A topic
+//! created with a manual assignment lies exactly where it says. With
 //! `kafka-reassign-partitions.sh --throttle`'s configs set (a rate per broker, every replica
 //! of the topic throttled), a move copies at no more than the rate allows; once they are
 //! removed, as `--verify` does, it completes.
@@ -144,6 +145,62 @@ fn in_progress(cluster: &Cluster, via: u32) -> Vec<OngoingPartitionReassignment>
     r.topics.into_iter().flat_map(|t| t.partitions).collect()
 }
 
+/// `kafka-topics.sh --create --replica-assignment 3:1,1:2` (CreateTopics with a manual
+/// assignment): each partition on the brokers named, in that order (the first leads), and the
+/// answer's replication factor is theirs; an unregistered broker is INVALID_REPLICA_ASSIGNMENT.
+fn created_where_assigned(cluster: &Cluster) {
+    use kafka_protocol::messages::create_topics_request::{
+        CreatableReplicaAssignment, CreatableTopic,
+    };
+    use kafka_protocol::messages::CreateTopicsRequest;
+    let create = |name: &str, assignment: &[&[i32]]| {
+        let req = CreateTopicsRequest::default()
+            .with_timeout_ms(15_000)
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(topic(name))
+                .with_num_partitions(-1)
+                .with_replication_factor(-1)
+                .with_assignments(
+                    (0..)
+                        .zip(assignment)
+                        .map(|(p, b)| {
+                            CreatableReplicaAssignment::default()
+                                .with_partition_index(p)
+                                .with_broker_ids(b.iter().map(|&b| BrokerId(b)).collect())
+                        })
+                        .collect(),
+                )]);
+        Raw::connect(&cluster.addr(2)).call(&req, 7).topics[0].clone()
+    };
+    let r = create("placed", &[&[3, 1], &[1, 2]]);
+    assert_eq!(
+        (r.error_code, r.num_partitions, r.replication_factor),
+        (0, 2, 2),
+        "{r:?}"
+    );
+    let placed = eventually(WAIT, || {
+        let md = cluster.metadata(1);
+        let t = md
+            .topics
+            .iter()
+            .find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == "placed"))?;
+        let mut parts: Vec<_> = t
+            .partitions
+            .iter()
+            .map(|p| {
+                let replicas: Vec<i32> = p.replica_nodes.iter().map(|b| b.0).collect();
+                (p.partition_index, p.leader_id.0, replicas)
+            })
+            .collect();
+        parts.sort();
+        (parts.len() == 2).then_some(parts)
+    })
+    .expect("the assigned topic in the metadata");
+    assert_eq!(placed, vec![(0, 3, vec![3, 1]), (1, 1, vec![1, 2])]);
+    let bad = create("misplaced", &[&[1, 9]]);
+    assert_eq!(bad.error_code, ErrorCode::InvalidReplicaAssignment.code());
+}
+
 /// Waits until every running node's metadata shows partition 0 with `replicas` (in order), all
 /// in sync, led by `leader`.
 fn settled(cluster: &Cluster, replicas: &[i32], leader: i32) {
@@ -166,6 +223,7 @@ fn settled(cluster: &Cluster, replicas: &[i32], leader: i32) {
 fn a_partition_moves_to_a_new_broker_and_a_stuck_move_is_cancelled() {
     let cluster = Cluster::start();
     cluster.wait_for_three_brokers();
+    created_where_assigned(&cluster);
     assert_eq!(create_rf(&cluster, 1, TOPIC, 1, 2), 0);
     let (leader, replicas, _) = eventually(WAIT, || {
         partition0(&cluster.metadata(1)).filter(|(_, r, isr)| {

@@ -1,4 +1,6 @@
-//! CreateTopics, including `validate_only` and manual replica assignments (onto this node).
+//! CreateTopics, including `validate_only` and manual replica assignments
+//! (`kafka-topics.sh --replica-assignment`): onto any registered broker of a cluster, or onto
+//! this node alone.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -25,6 +27,11 @@ pub async fn handle(
     let body: CreateTopicsRequest = req.decode_body()?;
     let image = shard.metadata();
     let node = shard.config.node_id;
+    let clustered = shard.cluster.is_some();
+    let registered = |b: i32| match clustered {
+        true => image.brokers.contains_key(&b),
+        false => b == node,
+    };
     let mut new = Vec::new();
     let mut early: Vec<Option<ApiError>> = Vec::new();
     for t in &body.topics {
@@ -39,13 +46,15 @@ pub async fn handle(
             partitions: t.num_partitions,
             replication_factor: t.replication_factor,
             configs,
+            assignment: None,
         };
         let mut refused = internal_topic_refusal(&image, &name);
         if refused.is_none() && !t.assignments.is_empty() {
-            match check_assignment(t, node) {
-                Ok(partitions) => {
-                    topic.partitions = partitions;
-                    topic.replication_factor = 1;
+            match check_assignment(t, &registered) {
+                Ok(assignment) => {
+                    topic.partitions = assignment.len() as i32;
+                    topic.replication_factor = assignment[0].len() as i16;
+                    topic.assignment = Some(assignment);
                 }
                 // Kafka checks the name and whether the topic exists before the assignment;
                 // those answers come from `admin::create_topics`.
@@ -97,7 +106,9 @@ pub async fn handle(
                 Ok(meta) => r
                     .with_topic_id(meta.id)
                     .with_num_partitions(meta.partitions)
-                    .with_replication_factor(1),
+                    .with_replication_factor(
+                        meta.states.first().map_or(1, |s| s.replicas.len() as i16),
+                    ),
                 Err(ApiError { code, message: msg }) => {
                     log_client_error(req, &format!("create topic {}", n.name), code, &msg);
                     r.with_error_code(code.code())
@@ -161,11 +172,14 @@ fn internal_topic_refusal(image: &MetadataImage, name: &str) -> Option<ApiError>
 }
 
 /// Checks a manual replica assignment the way Kafka's controller does
-/// (`ReplicationControlManager::createTopic`), for a cluster whose only broker is `node`, and
-/// returns the partition count it describes. Kafka requires `num_partitions` and
-/// `replication_factor` to be -1 when an assignment is given (INVALID_REQUEST); every other
-/// fault is INVALID_REPLICA_ASSIGNMENT.
-fn check_assignment(t: &CreatableTopic, node: i32) -> Result<i32, ApiError> {
+/// (`ReplicationControlManager::createTopic`) and returns each partition's replicas in partition
+/// order; `registered` says which brokers exist (on a single node, only itself). Kafka
+/// requires `num_partitions` and `replication_factor` to be -1 when an assignment is given
+/// (INVALID_REQUEST); every other fault is INVALID_REPLICA_ASSIGNMENT.
+fn check_assignment(
+    t: &CreatableTopic,
+    registered: &dyn Fn(i32) -> bool,
+) -> Result<Vec<Vec<i32>>, ApiError> {
     let invalid = |m: String| ApiError::new(ErrorCode::InvalidReplicaAssignment, m);
     if t.replication_factor != -1 {
         return Err(ApiError::new(
@@ -179,42 +193,52 @@ fn check_assignment(t: &CreatableTopic, node: i32) -> Result<i32, ApiError> {
             "A manual partition assignment was specified, but numPartitions was not set to -1.",
         ));
     }
-    let mut seen = std::collections::BTreeSet::new();
+    let mut by_partition: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
     for a in &t.assignments {
         let p = a.partition_index;
-        if !seen.insert(p) {
+        let brokers: Vec<i32> = a.broker_ids.iter().map(|b| b.0).collect();
+        if by_partition.insert(p, brokers.clone()).is_some() {
             return Err(invalid(format!(
                 "Found multiple manual partition assignments for partition {p}"
             )));
         }
-        let mut brokers: Vec<i32> = a.broker_ids.iter().map(|b| b.0).collect();
-        brokers.sort_unstable();
         if brokers.is_empty() {
             return Err(invalid(
                 "The manual partition assignment includes an empty replica list.".into(),
             ));
         }
-        if let Some(b) = brokers.iter().find(|b| **b != node) {
+        if let Some(b) = brokers.iter().find(|&&b| !registered(b)) {
             return Err(invalid(format!(
                 "The manual partition assignment includes broker {b}, but no such broker is registered."
             )));
         }
-        if brokers.len() > 1 {
+        if let Some((_, b)) = brokers
+            .iter()
+            .enumerate()
+            .find(|(i, b)| brokers[..*i].contains(b))
+        {
             return Err(invalid(format!(
-                "The manual partition assignment includes the broker {node} more than once."
+                "The manual partition assignment includes the broker {b} more than once."
             )));
         }
-        // Every partition now has the one replica [node], so replica counts cannot differ.
     }
-    // Partition ids must be 0..n-1: the set holds n distinct ids, so its last is n-1 exactly
+    // Partition ids must be 0..n-1: the map holds n distinct ids, so its last is n-1 exactly
     // when its first is 0 and none is missing.
-    let n = seen.len() as i32;
-    if seen.first() != Some(&0) || seen.last() != Some(&(n - 1)) {
+    let n = by_partition.len() as i32;
+    if by_partition.keys().next() != Some(&0) || by_partition.keys().last() != Some(&(n - 1)) {
         return Err(invalid(
             "partitions should be a consecutive 0-based integer sequence".into(),
         ));
     }
-    Ok(n)
+    let rf = by_partition[&0].len();
+    if let Some(r) = by_partition.values().find(|r| r.len() != rf) {
+        return Err(invalid(format!(
+            "The manual partition assignment includes a partition with {} replica(s), but this \
+             is inconsistent with previous partitions, which have {rf} replicas.",
+            r.len()
+        )));
+    }
+    Ok(by_partition.into_values().collect())
 }
 
 #[cfg(test)]
@@ -241,15 +265,30 @@ mod tests {
 
     #[test]
     fn a_valid_assignment_on_this_node_gives_its_partition_count() {
+        let only1 = |b: i32| b == 1;
         assert_eq!(
-            check_assignment(&topic(&[(1, &[1]), (0, &[1])], -1, -1), 1),
-            Ok(2)
+            check_assignment(&topic(&[(1, &[1]), (0, &[1])], -1, -1), &only1),
+            Ok(vec![vec![1], vec![1]])
+        );
+        // In a cluster: any registered brokers, the lists in partition order.
+        let three = |b: i32| (1..=3).contains(&b);
+        assert_eq!(
+            check_assignment(&topic(&[(1, &[3, 1]), (0, &[2, 3])], -1, -1), &three),
+            Ok(vec![vec![2, 3], vec![3, 1]])
+        );
+        let code = check_assignment(&topic(&[(0, &[1, 2]), (1, &[3])], -1, -1), &three)
+            .unwrap_err()
+            .code;
+        assert_eq!(
+            code,
+            ErrorCode::InvalidReplicaAssignment,
+            "replica counts differ"
         );
     }
 
     #[test]
     fn invalid_assignments_get_kafkas_codes() {
-        let code = |t: CreatableTopic| check_assignment(&t, 1).unwrap_err().code;
+        let code = |t: CreatableTopic| check_assignment(&t, &|b| b == 1).unwrap_err().code;
         let bad = ErrorCode::InvalidReplicaAssignment;
         assert_eq!(code(topic(&[(0, &[1])], 1, -1)), ErrorCode::InvalidRequest);
         assert_eq!(code(topic(&[(0, &[1])], -1, 1)), ErrorCode::InvalidRequest);

@@ -119,6 +119,7 @@ pub async fn auto_create_missing(shard: &Rc<Shard>, names: &[String]) {
             partitions: -1,
             replication_factor: -1,
             configs: Default::default(),
+            assignment: None,
         })
         .collect();
     if !missing.is_empty() {

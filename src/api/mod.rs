@@ -256,6 +256,7 @@ fn offsets_topic(replication_factor: i16) -> crate::admin::NewTopic {
         // that many replicas, or every live broker when there are fewer (one on a single node).
         replication_factor,
         configs: configs.into_iter().collect(),
+        assignment: None,
     }
 }
 
