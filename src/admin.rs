@@ -220,38 +220,80 @@ pub async fn alter_broker_configs(
 /// are opened on their owner shards (`shard_for`) when the new image is installed.
 pub async fn create_partitions(
     shard: &Rc<Shard>,
-    counts: Vec<(String, i32)>,
+    counts: Vec<PartitionsWanted>,
     validate_only: bool,
 ) -> Vec<ChangeResult> {
     change_metadata(shard, "partitions added", move |s, change| {
         let mut total = partition_count(change.image());
         counts
             .iter()
-            .map(|(name, count)| {
-                let meta = change
-                    .image()
-                    .topic(name)
-                    .cloned()
-                    .ok_or_else(|| unknown_topic(name))?;
-                check_partition_count(&meta, *count)?;
-                check_fd_budget(s, &mut total, i64::from(*count - meta.partitions))?;
-                if !validate_only {
-                    change.write(MetadataRecord::Partitions {
-                        id: meta.id,
-                        partitions: *count,
-                    })?;
-                    if !meta.states.is_empty() {
-                        let added = *count - meta.partitions;
-                        let rf = meta.states[0].replicas.len();
-                        let states = place(change.image(), meta.partitions, added, rf);
-                        write_states(change, meta.id, meta.partitions, &states)?;
+            .map(
+                |PartitionsWanted {
+                     name,
+                     count,
+                     assignment,
+                 }| {
+                    let meta = change
+                        .image()
+                        .topic(name)
+                        .cloned()
+                        .ok_or_else(|| unknown_topic(name))?;
+                    check_partition_count(&meta, *count)?;
+                    check_fd_budget(s, &mut total, i64::from(*count - meta.partitions))?;
+                    let added = *count - meta.partitions;
+                    // The topic's replica count (a reassignment in progress counts its target).
+                    let rf = meta.states.first().map_or(1, |st| st.target().len());
+                    if let Some(a) = assignment {
+                        check_added_assignment(a, added, rf)?;
                     }
-                }
-                Ok(())
-            })
+                    if !validate_only {
+                        change.write(MetadataRecord::Partitions {
+                            id: meta.id,
+                            partitions: *count,
+                        })?;
+                        if !meta.states.is_empty() {
+                            let states = match assignment {
+                                Some(a) => a.iter().cloned().map(PartitionState::new).collect(),
+                                None => place(change.image(), meta.partitions, added, rf),
+                            };
+                            write_states(change, meta.id, meta.partitions, &states)?;
+                        }
+                    }
+                    Ok(())
+                },
+            )
             .collect()
     })
     .await
+}
+
+/// A topic's new partition count, and where its added partitions' replicas go when the
+/// request names them (`kafka-topics.sh --alter --replica-assignment`).
+pub struct PartitionsWanted {
+    pub name: String,
+    pub count: i32,
+    pub assignment: Option<Vec<Vec<i32>>>,
+}
+
+/// Checks a manual assignment of `added` new partitions against the topic's replica count
+/// `rf`, with Kafka's messages (INVALID_REPLICA_ASSIGNMENT); the caller has checked that the
+/// brokers are registered and not repeated.
+fn check_added_assignment(a: &[Vec<i32>], added: i32, rf: usize) -> Result<(), ApiError> {
+    let invalid = |m: String| ApiError::new(ErrorCode::InvalidReplicaAssignment, m);
+    if a.len() != added as usize {
+        return Err(invalid(format!(
+            "Attempted to add {added} additional partition(s), but only {} assignment(s) were specified.",
+            a.len()
+        )));
+    }
+    if let Some(r) = a.iter().find(|r| r.len() != rf) {
+        return Err(invalid(format!(
+            "The manual partition assignment includes a partition with {} replica(s), but this \
+             is inconsistent with previous partitions, which have {rf} replicas.",
+            r.len()
+        )));
+    }
+    Ok(())
 }
 
 /// Leader elections an operator asks for (ElectLeaders, `kafka-leader-election.sh`): for each

@@ -402,6 +402,7 @@ fn exchange(c: &mut Raw, f: &Fixture, key: ApiKey, version: i16) {
                 .with_timeout_ms(5000)
                 .with_validate_only(true)
                 .with_topics(vec![CreatePartitionsTopic::default()
+                    .with_assignments(None)
                     .with_name(topic(TOPIC))
                     .with_count(2)]);
             let r = c.call(&req, version);

@@ -469,6 +469,7 @@ fn create_partitions_adds_partitions_on_their_owner_shards() {
             .with_timeout_ms(5000)
             .with_validate_only(validate_only)
             .with_topics(vec![CreatePartitionsTopic::default()
+                .with_assignments(None)
                 .with_name(topic("grow"))
                 .with_count(count)])
     };
@@ -709,6 +710,7 @@ fn metadata_changes_answered_before_a_sigkill_are_all_there_after_it() {
     let grow = CreatePartitionsRequest::default()
         .with_timeout_ms(5000)
         .with_topics(vec![CreatePartitionsTopic::default()
+            .with_assignments(None)
             .with_name(topic("kept"))
             .with_count(5)]);
     assert_eq!(c.call(&grow, 3).results[0].error_code, 0);

@@ -214,6 +214,7 @@ fn create_partitions_of_consumer_offsets_is_refused() {
         &CreatePartitionsRequest::default()
             .with_timeout_ms(10_000)
             .with_topics(vec![CreatePartitionsTopic::default()
+                .with_assignments(None)
                 .with_name(topic(OFFSETS))
                 .with_count(before as i32 + 10)]),
         3,

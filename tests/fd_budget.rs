@@ -73,6 +73,7 @@ fn creates_past_the_descriptor_budget_are_refused_and_a_start_that_cannot_fit_fa
     let grow = CreatePartitionsRequest::default()
         .with_timeout_ms(30_000)
         .with_topics(vec![CreatePartitionsTopic::default()
+            .with_assignments(None)
             .with_name(topic("fill"))
             .with_count(first + 21)]);
     let r = c.call(&grow, 3);

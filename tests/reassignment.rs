@@ -146,8 +146,10 @@ fn in_progress(cluster: &Cluster, via: u32) -> Vec<OngoingPartitionReassignment>
 }
 
 /// `kafka-topics.sh --create --replica-assignment 3:1,1:2` (CreateTopics with a manual
-/// assignment): each partition on the brokers named, in that order (the first leads), and the
-/// answer's replication factor is theirs; an unregistered broker is INVALID_REPLICA_ASSIGNMENT.
+/// assignment), then `--alter --partitions 3` with an assignment (CreatePartitions): each
+/// partition on the brokers named, in that order (the first leads), and CreateTopics' answer
+/// gives their replication factor; an unregistered broker, or a replica count unlike the
+/// topic's, is INVALID_REPLICA_ASSIGNMENT.
 fn created_where_assigned(cluster: &Cluster) {
     use kafka_protocol::messages::create_topics_request::{
         CreatableReplicaAssignment, CreatableTopic,
@@ -178,6 +180,26 @@ fn created_where_assigned(cluster: &Cluster) {
         (0, 2, 2),
         "{r:?}"
     );
+    // kafka-topics.sh --alter --partitions 3 --replica-assignment 3:1,1:2,2:3: the new
+    // partition where it says; a replica count unlike the topic's is refused.
+    let grow = |assignment: &[i32]| {
+        use kafka_protocol::messages::create_partitions_request::{
+            CreatePartitionsAssignment, CreatePartitionsTopic,
+        };
+        let req = kafka_protocol::messages::CreatePartitionsRequest::default()
+            .with_timeout_ms(15_000)
+            .with_topics(vec![CreatePartitionsTopic::default()
+                .with_name(topic("placed"))
+                .with_count(3)
+                .with_assignments(Some(vec![CreatePartitionsAssignment::default()
+                    .with_broker_ids(
+                        assignment.iter().map(|&b| BrokerId(b)).collect(),
+                    )]))]);
+        Raw::connect(&cluster.addr(3)).call(&req, 3).results[0].error_code
+    };
+    assert_eq!(grow(&[1]), ErrorCode::InvalidReplicaAssignment.code());
+    assert_eq!(grow(&[2, 9]), ErrorCode::InvalidReplicaAssignment.code());
+    assert_eq!(grow(&[2, 3]), 0);
     let placed = eventually(WAIT, || {
         let md = cluster.metadata(1);
         let t = md
@@ -193,10 +215,13 @@ fn created_where_assigned(cluster: &Cluster) {
             })
             .collect();
         parts.sort();
-        (parts.len() == 2).then_some(parts)
+        (parts.len() == 3).then_some(parts)
     })
     .expect("the assigned topic in the metadata");
-    assert_eq!(placed, vec![(0, 3, vec![3, 1]), (1, 1, vec![1, 2])]);
+    assert_eq!(
+        placed,
+        vec![(0, 3, vec![3, 1]), (1, 1, vec![1, 2]), (2, 2, vec![2, 3])]
+    );
     let bad = create("misplaced", &[&[1, 9]]);
     assert_eq!(bad.error_code, ErrorCode::InvalidReplicaAssignment.code());
 }

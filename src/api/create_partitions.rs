@@ -8,7 +8,7 @@ use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse
 use kafka_protocol::protocol::StrBytes;
 
 use super::{log_client_error, respond, Outcome, Session};
-use crate::admin;
+use crate::admin::{self, PartitionsWanted};
 use crate::error::{ApiError, ErrorCode};
 use crate::metadata::is_internal_topic;
 use crate::protocol::request::{Request, RequestError};
@@ -21,13 +21,30 @@ pub async fn handle(
 ) -> Result<Outcome, RequestError> {
     let body: CreatePartitionsRequest = req.decode_body()?;
     let node = shard.config.node_id;
+    let image = shard.metadata();
+    // A manual assignment may name any registered broker of a cluster, or only this node; a
+    // broker at most once per partition. Counts are checked against the topic on the
+    // metadata shard (`admin::create_partitions`).
+    let registered = |b: i32| match shard.cluster.is_some() {
+        true => image.brokers.contains_key(&b),
+        false => b == node,
+    };
     let mut early = Vec::with_capacity(body.topics.len());
     let mut counts = Vec::new();
     for t in &body.topics {
-        // A manual assignment can only name this node, once per new partition.
-        let bad_assignment = t.assignments.as_ref().is_some_and(|a| {
+        let assignment: Option<Vec<Vec<i32>>> = t.assignments.as_ref().map(|a| {
             a.iter()
-                .any(|p| p.broker_ids.len() != 1 || p.broker_ids[0].0 != node)
+                .map(|p| p.broker_ids.iter().map(|b| b.0).collect())
+                .collect()
+        });
+        let bad_assignment = assignment.as_ref().and_then(|a| {
+            a.iter().flatten().find(|&&b| !registered(b)).map(|b| {
+                format!("The manual partition assignment includes broker {b}, but no such broker is registered.")
+            }).or_else(|| {
+                a.iter()
+                    .find(|r| r.is_empty() || r.iter().enumerate().any(|(i, b)| r[..i].contains(b)))
+                    .map(|r| format!("The manual partition assignment {r:?} is empty or names a broker more than once."))
+            })
         });
         let name = t.name.0.as_str();
         early.push(if is_internal_topic(name) {
@@ -38,13 +55,14 @@ pub async fn handle(
                 ErrorCode::InvalidRequest,
                 format!("Adding partitions to internal topic {name} is prohibited."),
             ))
-        } else if bad_assignment {
-            Some(ApiError::new(
-                ErrorCode::InvalidReplicaAssignment,
-                format!("a single node can only assign replicas to broker {node}"),
-            ))
+        } else if let Some(why) = bad_assignment {
+            Some(ApiError::new(ErrorCode::InvalidReplicaAssignment, why))
         } else {
-            counts.push((t.name.0.to_string(), t.count));
+            counts.push(PartitionsWanted {
+                name: t.name.0.to_string(),
+                count: t.count,
+                assignment,
+            });
             None
         });
     }

@@ -65,6 +65,7 @@ impl Client {
     pub fn create_partitions(&mut self, name: &str, count: i32) -> Result<()> {
         let req = CreatePartitionsRequest::default()
             .with_topics(vec![CreatePartitionsTopic::default()
+                .with_assignments(None)
                 .with_name(topic_name(name))
                 .with_count(count)])
             .with_timeout_ms(ADMIN_TIMEOUT.as_millis() as i32);
