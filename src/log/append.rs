@@ -106,6 +106,22 @@ impl PartitionLog {
         let h = super::validate::validate_yielding(batch, &opts)
             .await?
             .header;
+        self.append_checked(batch, &h, leader_epoch, durability, now, &cfg)
+            .await
+    }
+
+    /// The append of a batch that needs no validation: one a client sent, validated, or a
+    /// marker the broker built (`txn.rs`).
+    pub(super) async fn append_checked(
+        &self,
+        batch: &[u8],
+        h: &BatchHeader,
+        leader_epoch: i32,
+        durability: Durability,
+        now: i64,
+        cfg: &LogConfig,
+    ) -> Result<AppendInfo, LogError> {
+        let h = *h;
         let segment_bytes = cfg.segment_bytes_effective();
         if h.total_len() as u64 > segment_bytes {
             return Err(LogError::MessageTooLarge {
@@ -116,7 +132,7 @@ impl PartitionLog {
         // Nothing awaits between the gate opening and the reservation, nor between the
         // reservation and the count that a truncation waits on.
         self.truncation_done().await;
-        let w = match self.reserve(batch, &h, leader_epoch, now, &cfg)? {
+        let w = match self.reserve(batch, &h, leader_epoch, now, cfg)? {
             Reserved::Duplicate(info) => return Ok(info),
             Reserved::Write(w) => w,
         };
@@ -132,7 +148,7 @@ impl PartitionLog {
         }
         match durability {
             Durability::Fsync => self.flush_to(Offset(w.info.last_offset.0 + 1)).await?,
-            Durability::PageCache => self.maybe_flush(now, &cfg).await?,
+            Durability::PageCache => self.maybe_flush(now, cfg).await?,
         }
         Ok(w.info)
     }
@@ -183,7 +199,8 @@ impl PartitionLog {
         };
         seg.note_batch(&stored, pos, cfg.index_interval_bytes, exact_max);
         st.leo = Offset(stored.last_offset() + 1);
-        st.producers.record(&stored, base);
+        let s = &mut *st;
+        super::txn::record_stored(&mut s.producers, &mut s.unreplicated, &seg, &stored, batch);
         let epoch_changed = st.epochs.assign(leader_epoch, base);
         st.unflushed_messages += h.record_count as u64;
         let end = st.leo;

@@ -23,8 +23,9 @@
 //! - **Batches kept even when emptied**: control batches (whole); the batches the producer state
 //!   remembers (so a rebuild after a crash still detects duplicates and sequence gaps); and the
 //!   last batch of each group, so every segment still ends where the next one starts (recovery
-//!   checks that) and a swap file tells which segments it replaces. Transactions are not
-//!   implemented by this broker, so there are no aborted records to remove.
+//!   checks that) and a swap file tells which segments it replaces. Aborted transactional
+//!   records are kept (Kafka's cleaner removes them; here read_committed readers skip them
+//!   through the aborted-transaction index, which moves into the new segment with the markers).
 //! - **Swap**: crash-safe, see `swap`. Readers holding an `Arc<File>` of a replaced segment keep
 //!   reading the unlinked file.
 //!
@@ -384,7 +385,25 @@ impl PartitionLog {
             return Ok(false);
         }
         let bases: Vec<Offset> = group.iter().map(|s| s.base).collect();
-        let result = swap::install(&self.dir, &bases).await.and_then(|()| {
+        // The group's aborted transactions go with its markers (control batches are kept) into
+        // the new segment, whose `.txnindex` (the first segment's name) is written before the
+        // commit point: a crash before it leaves a superset of the first segment's entries,
+        // which readers dedupe.
+        let aborted: Vec<_> = group
+            .iter()
+            .flat_map(|s| s.st.borrow().aborted.clone())
+            .collect();
+        if !aborted.is_empty() {
+            let mut st = new.st.borrow_mut();
+            st.aborted = aborted;
+            st.aborted_dirty = true;
+        }
+        let persisted = new.persist_aborted().await;
+        let result = match persisted {
+            Ok(()) => swap::install(&self.dir, &bases).await,
+            Err(e) => Err(e),
+        };
+        let result = result.and_then(|()| {
             let mut st = self.st.borrow_mut();
             let i = group_position(&st.segments, group).ok_or_else(|| {
                 std::io::Error::other("the segment list changed under a compaction swap")

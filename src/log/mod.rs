@@ -9,7 +9,8 @@
 //! <dir>/00000000000000000000.log        record batches byte-for-byte as producers sent them
 //! <dir>/00000000000000000000.index      sparse: relative offset u32 -> file position u32
 //! <dir>/00000000000000000000.timeindex  sparse: max timestamp i64 -> relative offset u32
-//! <dir>/producer.snapshot               idempotent-producer state, written at roll and close
+//! <dir>/00000000000000000000.txnindex   aborted transactions whose ABORT marker is here
+//! <dir>/producer.snapshot               producer state (sequences, open transactions)
 //! <dir>/leader-epoch-checkpoint         (epoch, start offset) pairs, Kafka's text format
 //! <dir>/recovery-point                  offset below which everything is known to be fsynced
 //! <dir>/log-start-offset                the log start offset (DeleteRecords, retention)
@@ -21,7 +22,9 @@
 //! - [`batch`]: sans-io RecordBatch v2 header codec and validation.
 //! - `index`: the sparse offset and time indexes, kept in memory and written at roll/close.
 //! - `segment`: one `.log` file with its indexes and file handles.
-//! - `producer`: idempotent-producer state and its snapshot.
+//! - `producer`: idempotent-producer state (and each producer's open transaction) and its
+//!   snapshot.
+//! - [`txn`]: transaction markers, the aborted-transaction index, the last stable offset.
 //! - `epoch`: the leader-epoch cache.
 //! - `partition` (+ `append`, `recovery`, `retention`): [`PartitionLog`] itself.
 //! - `replica` (+ `truncate`): what replication needs of the log: a follower's verbatim appends
@@ -60,7 +63,10 @@ mod tests_offshard;
 mod tests_replica;
 #[cfg(test)]
 mod tests_truncate;
+#[cfg(test)]
+mod tests_txn;
 mod truncate;
+pub mod txn;
 pub mod validate;
 
 use std::fmt;

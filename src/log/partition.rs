@@ -75,6 +75,8 @@ pub(crate) struct State {
     /// fdatasync rounds issued by group commit (for metrics and tests).
     pub flush_rounds: u64,
     pub producers: ProducerState,
+    /// Ended transactions whose markers the high watermark has not passed (`txn.rs`).
+    pub unreplicated: super::txn::Unreplicated,
     pub epochs: LeaderEpochCache,
     /// Set on the first write error (and by close): the log refuses further appends, as Kafka
     /// takes a failed log directory offline.

@@ -1,15 +1,17 @@
-//! Idempotent-producer state of one partition: for each producer id, its epoch and the sequence
-//! ranges and offsets of its last five batches (Kafka's `ProducerStateManager`, without
-//! transactions).
+//! Producer state of one partition: for each producer id, its epoch, the sequence ranges and
+//! offsets of its last five batches, and the first offset of its open transaction (Kafka's
+//! `ProducerStateManager`). A transaction opens with the producer's first transactional batch
+//! and ends with the control batch (marker) its coordinator writes; see `txn.rs`.
 //!
 //! The state is updated when an append reserves its offsets, so concurrent retries of the same
 //! batch are recognised even before the first copy reaches the disk. It is snapshotted to
 //! `producer.snapshot` at segment roll and clean shutdown and rebuilt after a crash by replaying
 //! the batch headers written after the snapshot.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use super::batch::BatchHeader;
+use super::txn::Ended;
 use super::{LogError, Offset};
 use crate::config::{PRODUCERS_PER_PARTITION_MAX, PRODUCER_BATCHES_RETAINED};
 
@@ -28,6 +30,8 @@ struct ProducerEntry {
     batches: VecDeque<BatchMeta>,
     /// Monotonic counter of the last update, for bounding the map.
     touched: u64,
+    /// The offset of the open transaction's first batch here.
+    txn_first: Option<i64>,
 }
 
 /// What the producer state says about a batch about to be appended.
@@ -44,9 +48,12 @@ pub(crate) enum Check {
 pub(crate) struct ProducerState {
     producers: HashMap<i64, ProducerEntry>,
     clock: u64,
+    /// `(first offset, producer id)` of every open transaction, the earliest first.
+    ongoing: BTreeSet<(i64, i64)>,
 }
 
-const SNAPSHOT_VERSION: u16 = 1;
+/// Version 2 added each producer's open transaction.
+const SNAPSHOT_VERSION: u16 = 2;
 
 impl ProducerState {
     /// Kafka's idempotence rules for a batch with `producerId >= 0`.
@@ -58,6 +65,16 @@ impl ProducerState {
             return Ok(Check::Accept);
         };
         let pid = h.producer_id;
+        if h.is_control() {
+            // A marker has no sequence; it must not come from a fenced epoch.
+            if h.producer_epoch < e.epoch {
+                return Err(LogError::InvalidProducerEpoch(format!(
+                    "marker for producer {pid} epoch {} is older than {}",
+                    h.producer_epoch, e.epoch
+                )));
+            }
+            return Ok(Check::Accept);
+        }
         if h.producer_epoch < e.epoch {
             return Err(LogError::InvalidProducerEpoch(format!(
                 "producer {pid} epoch {} is older than {}",
@@ -93,11 +110,16 @@ impl ProducerState {
     }
 
     /// Records an appended batch (also used when replaying the log, where it must not fail).
-    pub(crate) fn record(&mut self, h: &BatchHeader, base_offset: Offset) {
+    /// A marker ends the producer's open transaction, which is returned (a marker without
+    /// one ends an empty transaction at its own offset, as in Kafka).
+    pub(crate) fn record(&mut self, h: &BatchHeader, base_offset: Offset) -> Option<Ended> {
         if h.producer_id < 0 {
-            return;
+            return None;
         }
         self.clock += 1;
+        if h.is_control() {
+            return Some(self.end_transaction(h, base_offset.0));
+        }
         let meta = BatchMeta {
             first_seq: h.base_sequence,
             last_seq: h.last_sequence(),
@@ -107,18 +129,18 @@ impl ProducerState {
         let e = self
             .producers
             .entry(h.producer_id)
-            .or_insert_with(|| ProducerEntry {
-                epoch: h.producer_epoch,
-                batches: VecDeque::new(),
-                touched: 0,
-            });
+            .or_insert_with(|| ProducerEntry::new(h.producer_epoch));
         if h.producer_epoch != e.epoch {
             e.epoch = h.producer_epoch;
             e.batches.clear();
         }
         e.touched = self.clock;
+        if h.is_transactional() && e.txn_first.is_none() {
+            e.txn_first = Some(meta.base_offset);
+            self.ongoing.insert((meta.base_offset, h.producer_id));
+        }
         if e.batches.iter().any(|b| b.base_offset == meta.base_offset) {
-            return; // replay of a batch the snapshot already holds
+            return None; // replay of a batch the snapshot already holds
         }
         if e.batches.len() == PRODUCER_BATCHES_RETAINED {
             e.batches.pop_front();
@@ -127,12 +149,55 @@ impl ProducerState {
         if self.producers.len() > PRODUCERS_PER_PARTITION_MAX {
             self.evict_oldest();
         }
+        None
     }
 
+    /// A marker: the producer's epoch moves to the marker's (a KIP-890 bump resets its
+    /// sequences), and its open transaction, if any, ends.
+    fn end_transaction(&mut self, h: &BatchHeader, offset: i64) -> Ended {
+        let pid = h.producer_id;
+        let e = self
+            .producers
+            .entry(pid)
+            .or_insert_with(|| ProducerEntry::new(h.producer_epoch));
+        if h.producer_epoch > e.epoch {
+            e.epoch = h.producer_epoch;
+            e.batches.clear();
+        }
+        e.touched = self.clock;
+        let first = e.txn_first.take();
+        if let Some(f) = first {
+            self.ongoing.remove(&(f, pid));
+        }
+        Ended {
+            producer_id: pid,
+            first_offset: first.unwrap_or(offset),
+            marker_offset: offset,
+        }
+    }
+
+    /// The first offset of the earliest open transaction.
+    pub(crate) fn first_open_transaction(&self) -> Option<i64> {
+        self.ongoing.first().map(|(f, _)| *f)
+    }
+
+    /// Opens `e`'s transaction again: a truncation removed its marker.
+    pub(crate) fn reopen(&mut self, e: &Ended) {
+        if let Some(p) = self.producers.get_mut(&e.producer_id) {
+            if p.txn_first.is_none() {
+                p.txn_first = Some(e.first_offset);
+                self.ongoing.insert((e.first_offset, e.producer_id));
+            }
+        }
+    }
+
+    /// Producers with an open transaction are never evicted: their transaction would be
+    /// forgotten and the last stable offset would pass it.
     fn evict_oldest(&mut self) {
         if let Some(pid) = self
             .producers
             .iter()
+            .filter(|(_, e)| e.txn_first.is_none())
             .min_by_key(|(_, e)| e.touched)
             .map(|(p, _)| *p)
         {
@@ -167,7 +232,11 @@ impl ProducerState {
     pub(crate) fn truncate(&mut self, end: Offset) {
         for e in self.producers.values_mut() {
             e.batches.retain(|b| b.base_offset < end.0);
+            if e.txn_first.is_some_and(|f| f >= end.0) {
+                e.txn_first = None;
+            }
         }
+        self.ongoing.retain(|(f, _)| *f < end.0);
     }
 
     /// Serialises the state, tagged with the offset it covers, with a CRC32C trailer.
@@ -179,6 +248,7 @@ impl ProducerState {
         for (pid, e) in &self.producers {
             out.extend_from_slice(&pid.to_be_bytes());
             out.extend_from_slice(&e.epoch.to_be_bytes());
+            out.extend_from_slice(&e.txn_first.unwrap_or(-1).to_be_bytes());
             out.push(e.batches.len() as u8);
             for b in &e.batches {
                 out.extend_from_slice(&b.first_seq.to_be_bytes());
@@ -200,7 +270,8 @@ impl ProducerState {
             return None;
         }
         let mut r = Reader(body);
-        if u16::from_be_bytes(r.take()?) != SNAPSHOT_VERSION {
+        let version = u16::from_be_bytes(r.take()?);
+        if version != 1 && version != SNAPSHOT_VERSION {
             return None;
         }
         let covers = Offset(i64::from_be_bytes(r.take()?));
@@ -209,6 +280,10 @@ impl ProducerState {
         for _ in 0..n {
             let pid = i64::from_be_bytes(r.take()?);
             let epoch = i16::from_be_bytes(r.take()?);
+            let txn_first = match version {
+                1 => None,
+                _ => Some(i64::from_be_bytes(r.take()?)).filter(|f| *f >= 0),
+            };
             let nb = u8::from_be_bytes(r.take()?);
             let mut batches = VecDeque::new();
             for _ in 0..nb {
@@ -219,17 +294,31 @@ impl ProducerState {
                     last_offset: i64::from_be_bytes(r.take()?),
                 });
             }
-            let touched = 0;
+            if let Some(f) = txn_first {
+                st.ongoing.insert((f, pid));
+            }
             st.producers.insert(
                 pid,
                 ProducerEntry {
                     epoch,
                     batches,
-                    touched,
+                    touched: 0,
+                    txn_first,
                 },
             );
         }
         Some((st, covers))
+    }
+}
+
+impl ProducerEntry {
+    fn new(epoch: i16) -> ProducerEntry {
+        ProducerEntry {
+            epoch,
+            batches: VecDeque::new(),
+            touched: 0,
+            txn_first: None,
+        }
     }
 }
 
@@ -306,5 +395,79 @@ mod tests {
             st.check(&hdr(1, 0, 1, 1)).unwrap(),
             Check::Duplicate(_)
         ));
+    }
+
+    fn txn(pid: i64, epoch: i16, seq: i32, n: usize) -> BatchHeader {
+        let mut h = hdr(pid, epoch, seq, n);
+        h.attributes |= crate::log::batch::ATTR_TRANSACTIONAL;
+        h
+    }
+
+    fn marker(pid: i64, epoch: i16) -> BatchHeader {
+        let mut h = hdr(pid, epoch, -1, 1);
+        h.attributes |= crate::log::batch::ATTR_TRANSACTIONAL | crate::log::batch::ATTR_CONTROL;
+        h
+    }
+
+    #[test]
+    fn a_transaction_is_open_from_its_first_batch_to_its_marker() {
+        let mut st = ProducerState::default();
+        assert_eq!(st.record(&hdr(1, 0, 0, 1), Offset(0)), None);
+        assert_eq!(st.first_open_transaction(), None);
+        st.record(&txn(2, 0, 0, 2), Offset(1));
+        st.record(&txn(3, 0, 0, 1), Offset(3));
+        st.record(&txn(2, 0, 2, 1), Offset(4));
+        assert_eq!(st.first_open_transaction(), Some(1));
+        // Survives a snapshot.
+        let (back, _) = ProducerState::decode(&st.encode(Offset(5))).unwrap();
+        assert_eq!(back.first_open_transaction(), Some(1));
+        // A marker needs no sequence, and a fenced epoch's marker is refused.
+        assert_eq!(st.check(&marker(2, 0)).unwrap(), Check::Accept);
+        assert!(matches!(st.check(&marker(9, 0)), Ok(Check::Accept)));
+        let ended = st.record(&marker(2, 0), Offset(5)).unwrap();
+        assert_eq!((ended.first_offset, ended.marker_offset), (1, 5));
+        assert_eq!(st.first_open_transaction(), Some(3));
+        // A truncation below the marker opens it again; below the first batch forgets it.
+        st.reopen(&ended);
+        assert_eq!(st.first_open_transaction(), Some(1));
+        st.truncate(Offset(2));
+        assert_eq!(st.first_open_transaction(), Some(1));
+        st.truncate(Offset(1));
+        assert_eq!(st.first_open_transaction(), None);
+        // An epoch bump by the marker (KIP-890) resets the sequences.
+        st.record(&txn(4, 0, 0, 1), Offset(1));
+        st.record(&marker(4, 1), Offset(2));
+        assert!(matches!(
+            st.check(&marker(4, 0)),
+            Err(LogError::InvalidProducerEpoch(_))
+        ));
+        assert_eq!(st.check(&hdr(4, 1, 0, 1)).unwrap(), Check::Accept);
+    }
+
+    #[test]
+    fn producers_with_an_open_transaction_are_not_evicted() {
+        let mut st = ProducerState::default();
+        st.record(&txn(0, 0, 0, 1), Offset(0));
+        for pid in 1..=PRODUCERS_PER_PARTITION_MAX as i64 + 5 {
+            st.record(&hdr(pid, 0, 0, 1), Offset(pid));
+        }
+        assert_eq!(st.producers.len(), PRODUCERS_PER_PARTITION_MAX);
+        assert_eq!(st.first_open_transaction(), Some(0));
+    }
+
+    #[test]
+    fn a_version_1_snapshot_still_loads() {
+        let mut st = ProducerState::default();
+        st.record(&hdr(1, 0, 0, 2), Offset(10));
+        let mut v2 = st.encode(Offset(12));
+        // Rewrite it as version 1: no open-transaction field.
+        let at = 2 + 8 + 4 + 8 + 2;
+        v2.drain(at..at + 8);
+        v2[..2].copy_from_slice(&1u16.to_be_bytes());
+        let n = v2.len() - 4;
+        let crc = crc32c::crc32c(&v2[..n]);
+        v2[n..].copy_from_slice(&crc.to_be_bytes());
+        let (back, covers) = ProducerState::decode(&v2).unwrap();
+        assert_eq!((back.view(), covers), (st.view(), Offset(12)));
     }
 }

@@ -28,6 +28,7 @@ use crate::config::RECOVERY_READ_CHUNK_BYTES;
 /// What recovery carries from segment to segment.
 struct Rebuild {
     producers: ProducerState,
+    unreplicated: super::txn::Unreplicated,
     /// Batches at or after this offset are replayed into `producers`.
     replay_from: Offset,
     epochs: LeaderEpochCache,
@@ -59,6 +60,7 @@ impl PartitionLog {
         };
         let mut rb = Rebuild {
             producers,
+            unreplicated: Default::default(),
             replay_from,
             epochs,
             interval: config.index_interval_bytes,
@@ -155,7 +157,7 @@ async fn load_segments(
 
 fn delete_from(dir: &Path, bases: &[Offset]) -> io::Result<()> {
     for &base in bases {
-        for ext in ["log", "index", "timeindex"] {
+        for ext in ["log", "index", "timeindex", super::txn::TXN_INDEX_EXT] {
             match std::fs::remove_file(dir.join(super::segment::file_name(base, ext))) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                 _ => {}
@@ -165,10 +167,11 @@ fn delete_from(dir: &Path, bases: &[Offset]) -> io::Result<()> {
     Ok(())
 }
 
-/// Notes one recovered batch: producer state after the snapshot point, leader epochs.
-fn replay_batch(h: &BatchHeader, rb: &mut Rebuild) {
+/// Notes one recovered batch (`bytes`: at least the whole batch if it is a control batch):
+/// producer state and transactions after the snapshot point, leader epochs.
+fn replay_batch(seg: &Segment, h: &BatchHeader, bytes: &[u8], rb: &mut Rebuild) {
     if h.base_offset >= rb.replay_from.0 {
-        rb.producers.record(h, Offset(h.base_offset));
+        super::txn::record_stored(&mut rb.producers, &mut rb.unreplicated, seg, h, bytes);
     }
     rb.epochs
         .assign(h.partition_leader_epoch, Offset(h.base_offset));
@@ -188,7 +191,13 @@ fn replay_headers(seg: &Segment, rb: &mut Rebuild) -> io::Result<()> {
         let Some(h) = batch::parse_header(&hdr).filter(|h| h.batch_length > 0) else {
             break;
         };
-        replay_batch(&h, rb);
+        // A marker's type is in its record: read the whole (small) control batch.
+        let mut control = Vec::new();
+        if h.is_control() {
+            control.resize(h.total_len(), 0);
+            seg.read_exact_at(pos, &mut control)?;
+        }
+        replay_batch(seg, &h, &control, rb);
         pos += h.total_len() as u64;
     }
     Ok(())
@@ -225,7 +234,7 @@ async fn scan_segment(seg: &Segment, rb: &mut Rebuild) -> io::Result<u64> {
             None
         };
         seg.note_batch(&h, pos, rb.interval, exact);
-        replay_batch(&h, rb);
+        replay_batch(seg, &h, bytes, rb);
         pos += len as u64;
         expected = h.last_offset() + 1;
         glommio::yield_if_needed().await;
@@ -290,6 +299,10 @@ fn finish_state(segments: Vec<Rc<Segment>>, log_start: Offset, mut rb: Rebuild) 
     let first = segments.first().map_or(leo, |s| s.base);
     let log_start = log_start.max(first).min(leo);
     rb.producers.truncate(leo);
+    if let Some(last) = segments.last() {
+        // A torn tail took its markers with it.
+        last.truncate_aborted(leo);
+    }
     rb.epochs.truncate_from_end(leo);
     rb.epochs.truncate_from_start(log_start);
     State {
@@ -308,6 +321,7 @@ fn finish_state(segments: Vec<Rc<Segment>>, log_start: Offset, mut rb: Rebuild) 
         dir_dirty: false,
         flush_rounds: 0,
         producers: rb.producers,
+        unreplicated: rb.unreplicated,
         epochs: rb.epochs,
         failed: None,
         appends_in_flight: 0,

@@ -230,7 +230,8 @@ impl PartitionLog {
             seg.note_batch(h, pos, cfg.index_interval_bytes, exact);
             let base = Offset(h.base_offset);
             st.leo = Offset(h.last_offset() + 1);
-            st.producers.record(h, base);
+            let s = &mut *st;
+            super::txn::record_stored(&mut s.producers, &mut s.unreplicated, &seg, h, bytes);
             w.epoch_changed |= st.epochs.assign(h.partition_leader_epoch, base);
             st.unflushed_messages += u64::try_from(h.record_count).unwrap_or(0);
             let end = st.leo;

@@ -20,6 +20,7 @@ use glommio::io::BufferedFile;
 use super::batch::{self, BatchHeader};
 use super::files::{replace_durably, to_glommio};
 use super::index::{OffsetIndex, TimeIndex};
+use super::txn::{AbortedTxn, TXN_INDEX_EXT};
 use super::{FilePos, Offset};
 
 /// Mutable state of a segment.
@@ -42,6 +43,12 @@ pub(crate) struct SegState {
     pub created_ms: i64,
     /// The in-memory indexes differ from the files on disk.
     pub index_dirty: bool,
+    /// The aborted transactions whose ABORT marker is in this segment, in marker order
+    /// (`txn.rs`). Loaded from `.txnindex` at open and kept through a recovery scan, which
+    /// adds the markers it replays.
+    pub aborted: Vec<AbortedTxn>,
+    /// `aborted` differs from the `.txnindex` file.
+    pub aborted_dirty: bool,
 }
 
 /// One `.log` segment of a partition.
@@ -68,6 +75,13 @@ impl Segment {
             .open(path)?;
         let size = w.metadata()?.len();
         let reader = Arc::new(File::open(path)?);
+        let aborted = match create {
+            true => Vec::new(),
+            false => std::fs::read(dir.join(file_name(base, TXN_INDEX_EXT)))
+                .ok()
+                .and_then(|b| AbortedTxn::decode_all(&b))
+                .unwrap_or_default(),
+        };
         Ok(Segment {
             base,
             dir: dir.to_path_buf(),
@@ -84,6 +98,8 @@ impl Segment {
                 offset_of_max: base,
                 created_ms: super::now_ms(),
                 index_dirty: create,
+                aborted,
+                aborted_dirty: false,
             }),
         })
     }
@@ -284,6 +300,7 @@ impl Segment {
     /// Writes the indexes to `.index` / `.timeindex` (Kafka's format), first making sure the
     /// time index ends with the segment's max timestamp so it can be reloaded without a scan.
     pub(crate) async fn persist_indexes(&self) -> io::Result<()> {
+        self.persist_aborted().await?;
         let (index, time_index) = {
             let mut st = self.st.borrow_mut();
             if !st.index_dirty {
@@ -298,6 +315,47 @@ impl Segment {
         };
         replace_durably(&self.path("index"), index).await?;
         replace_durably(&self.path("timeindex"), time_index).await
+    }
+
+    /// Writes `.txnindex` when the aborted transactions changed (an empty list removes it).
+    pub(crate) async fn persist_aborted(&self) -> io::Result<()> {
+        let data = {
+            let mut st = self.st.borrow_mut();
+            if !st.aborted_dirty {
+                return Ok(());
+            }
+            st.aborted_dirty = false;
+            let mut data = Vec::new();
+            st.aborted.iter().for_each(|a| a.encode_into(&mut data));
+            data
+        };
+        let path = self.path(TXN_INDEX_EXT);
+        if data.is_empty() {
+            return match std::fs::remove_file(path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            };
+        }
+        replace_durably(&path, data).await
+    }
+
+    /// Notes an aborted transaction whose marker is in this segment; a replay of one already
+    /// known changes nothing.
+    pub(crate) fn note_aborted(&self, a: AbortedTxn) {
+        let mut st = self.st.borrow_mut();
+        if !st.aborted.iter().any(|x| x.last_offset == a.last_offset) {
+            st.aborted.push(a);
+            st.aborted.sort_by_key(|x| x.last_offset);
+            st.aborted_dirty = true;
+        }
+    }
+
+    /// Forgets the aborted transactions whose marker is at or past `end` (a truncation).
+    pub(crate) fn truncate_aborted(&self, end: Offset) {
+        let mut st = self.st.borrow_mut();
+        let before = st.aborted.len();
+        st.aborted.retain(|a| a.last_offset < end.0);
+        st.aborted_dirty |= st.aborted.len() != before;
     }
 
     /// Loads the index files if they pass Kafka's sanity checks, then walks the batches after
@@ -357,7 +415,7 @@ impl Segment {
 
     /// Removes the segment's files. Readers holding `reader` keep reading the unlinked file.
     pub(crate) fn delete_files(&self) -> io::Result<()> {
-        for ext in ["log", "index", "timeindex"] {
+        for ext in ["log", "index", "timeindex", TXN_INDEX_EXT] {
             match std::fs::remove_file(self.path(ext)) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                 _ => {}

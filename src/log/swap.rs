@@ -31,7 +31,7 @@ const CLEANED: &str = "cleaned";
 /// Suffix of a committed compacted segment not yet renamed into place.
 const SWAP: &str = "swap";
 /// The files of one segment.
-const SEGMENT_EXTS: [&str; 3] = ["log", "index", "timeindex"];
+const SEGMENT_EXTS: [&str; 4] = ["log", "index", "timeindex", super::txn::TXN_INDEX_EXT];
 
 pub(crate) fn cleaned_path(dir: &Path, base: Offset) -> PathBuf {
     dir.join(format!("{}.{CLEANED}", file_name(base, "log")))
@@ -103,11 +103,13 @@ fn install_steps(dir: &Path, replaced: &[Offset], armed: Option<Step>) -> io::Re
 }
 
 /// Removes the files of the replaced segments, except `base`'s `.log`, which the swap replaces
-/// by rename. Missing files are fine: this also redoes an interrupted removal.
+/// by rename, and `base`'s `.txnindex`, which the cleaner rewrote before the swap with the
+/// aborted transactions of the whole group. Missing files are fine: this also redoes an
+/// interrupted removal.
 fn remove_replaced(dir: &Path, base: Offset, replaced: &[Offset]) -> io::Result<()> {
     for &b in replaced {
         for ext in SEGMENT_EXTS {
-            if b == base && ext == "log" {
+            if b == base && (ext == "log" || ext == super::txn::TXN_INDEX_EXT) {
                 continue;
             }
             match std::fs::remove_file(dir.join(file_name(b, ext))) {

@@ -323,6 +323,15 @@ impl PartitionLog {
         st.hwm = end;
         st.flushed = st.flushed.min(end);
         st.producers.truncate(end);
+        // Transactions whose markers go are open again (their first batches may stay).
+        for e in st.unreplicated.truncate(end.0) {
+            if e.first_offset < end.0 {
+                st.producers.reopen(&e);
+            }
+        }
+        if let Some((kept, _)) = &cut_file {
+            kept.truncate_aborted(end);
+        }
         st.epochs.truncate_from_end(end);
         st.truncations += 1;
         st.check();
@@ -352,6 +361,7 @@ impl PartitionLog {
         if let Some((seg, pos)) = cut_file {
             seg.writer.truncate(pos).await?;
             seg.writer.fdatasync().await?;
+            seg.persist_aborted().await?;
             steps.step()?;
         }
         sync_dir_off_shard(self.dir()).await?;
