@@ -238,6 +238,7 @@ fn fetch_assembly(c: &mut Criterion) {
                         len: 1 << 20,
                     }),
                     diverging: None,
+                    aborted: None,
                 })
                 .collect(),
         }];

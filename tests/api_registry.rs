@@ -502,6 +502,28 @@ fn exchange(c: &mut Raw, f: &Fixture, key: ApiKey, version: i16) {
             ok(r.error_code, what);
             assert!(r.topics.is_empty(), "{what}: nothing in progress");
         }
+        ApiKey::WriteTxnMarkers => {
+            // An ABORT for a producer without a transaction here is written all the same (an
+            // empty transaction, as in Kafka); an unknown partition is refused.
+            use write_txn_markers_request::{WritableTxnMarker, WritableTxnMarkerTopic};
+            let marker = |partitions: Vec<i32>| {
+                WriteTxnMarkersRequest::default().with_markers(vec![WritableTxnMarker::default()
+                    .with_producer_id(ProducerId(4242))
+                    .with_producer_epoch(0)
+                    .with_transaction_result(false)
+                    .with_topics(vec![WritableTxnMarkerTopic::default()
+                        .with_name(topic(TOPIC))
+                        .with_partition_indexes(partitions)])])
+            };
+            let r = c.call(&marker(vec![0, 99]), version);
+            let parts = &r.markers[0].topics[0].partitions;
+            ok(parts[0].error_code, what);
+            expect(
+                parts[1].error_code,
+                ErrorCode::UnknownTopicOrPartition,
+                what,
+            );
+        }
         other => panic!(
             "{other:?} is in the API registry but tests/api_registry.rs has no request for it"
         ),

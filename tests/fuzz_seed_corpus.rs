@@ -255,6 +255,7 @@ fn default_frame(key: ApiKey, version: i16) -> Vec<u8> {
         DescribeQuorum => DescribeQuorumRequest, ElectLeaders => ElectLeadersRequest,
         AlterPartitionReassignments => AlterPartitionReassignmentsRequest,
         ListPartitionReassignments => ListPartitionReassignmentsRequest,
+        WriteTxnMarkers => WriteTxnMarkersRequest,
     }
 }
 

@@ -39,6 +39,8 @@ struct Slot {
     replica: Option<i32>,
     /// KIP-320's `last_fetched_epoch` (v12+), -1 when not given.
     last_fetched_epoch: i32,
+    /// `isolation_level` 1: read_committed.
+    read_committed: bool,
 }
 
 /// What the owner read for one slot.
@@ -46,7 +48,9 @@ struct Slot {
 struct Read {
     error: Option<ErrorCode>,
     high_watermark: i64,
+    last_stable_offset: i64,
     log_start_offset: i64,
+    aborted: Option<Vec<(i64, i64)>>,
     records: Option<FileRange>,
     diverging: Option<(i32, i64)>,
 }
@@ -56,9 +60,19 @@ impl Read {
         Read {
             error: Some(code),
             high_watermark: -1,
+            last_stable_offset: -1,
             log_start_offset: -1,
+            aborted: None,
             records: None,
             diverging: None,
+        }
+    }
+
+    /// Where the slot's readable data ends: see `PartitionRead::end`.
+    fn end(&self, s: &Slot) -> i64 {
+        match s.read_committed && s.replica.is_none() {
+            true => self.last_stable_offset,
+            false => self.high_watermark,
         }
     }
 
@@ -115,8 +129,9 @@ pub async fn handle(
         }
         for ((after, s), r) in wake_after.iter_mut().zip(&slots).zip(&reads) {
             // Wake on data past what this fetch would already get: past the fetch offset when
-            // there is none yet, past the current high watermark when there is too little.
-            *after = s.offset.max(r.high_watermark);
+            // there is none yet, past the current high watermark (last stable offset) when
+            // there is too little.
+            *after = s.offset.max(r.end(s));
         }
     }
     trim_to_max_bytes(&mut reads, max_bytes as usize);
@@ -181,6 +196,7 @@ fn resolve(
                 } else {
                     -1
                 },
+                read_committed: body.isolation_level == 1,
             };
             match meta {
                 None if by_id => slot.error = Some(ErrorCode::UnknownTopicId),
@@ -225,6 +241,7 @@ async fn read_or_watch(
                 wake_after: after,
                 replica: s.replica,
                 last_fetched_epoch: s.last_fetched_epoch,
+                read_committed: s.read_committed,
             };
             (i, (s.owner, at))
         })
@@ -240,7 +257,11 @@ async fn read_or_watch(
         reads[i] = Read {
             error: a.error,
             high_watermark: a.high_watermark,
+            last_stable_offset: a.last_stable_offset,
             log_start_offset: a.log_start_offset,
+            aborted: a
+                .aborted
+                .map(|v| v.iter().map(|t| (t.producer_id, t.first_offset)).collect()),
             diverging: a.diverging,
             records: a.slice.map(|r| FileRange {
                 file: r.file,
@@ -348,8 +369,9 @@ fn assemble(topics: Vec<RequestedTopic>, slots: &[Slot], reads: Vec<Read>) -> Ve
                     partition_index: s.partition,
                     error_code: crate::error::code(r.error),
                     high_watermark: r.high_watermark,
-                    last_stable_offset: r.high_watermark,
+                    last_stable_offset: r.last_stable_offset,
                     log_start_offset: r.log_start_offset,
+                    aborted: r.aborted,
                     records: r.records,
                     diverging: r.diverging,
                 })
@@ -386,7 +408,9 @@ mod tests {
             diverging: None,
             error: None,
             high_watermark: 0,
+            last_stable_offset: 0,
             log_start_offset: 0,
+            aborted: None,
             records: Some(FileRange {
                 file: file.clone(),
                 position,

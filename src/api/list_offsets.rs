@@ -65,12 +65,15 @@ pub async fn handle(
         }
     }
     let (indexes, items): (Vec<usize>, Vec<_>) = lookups.into_iter().unzip();
+    // v2+: isolation_level 1 (read_committed) looks below the last stable offset.
+    let committed = body.isolation_level == 1;
     let found = shard
         .router
-        .scatter_gather(shard, items, |s, asked| async move {
+        .scatter_gather(shard, items, move |s, asked| async move {
             let mut out = Vec::with_capacity(asked.len());
             for (topic, partition, ts) in asked {
-                out.push(s.partitions.offsets(&topic, partition, query(ts)).await);
+                let q = query(ts);
+                out.push(s.partitions.offsets(&topic, partition, q, committed).await);
             }
             out
         })

@@ -35,6 +35,7 @@ mod offset_for_leader_epoch;
 mod produce;
 pub mod registry;
 mod sync_group;
+mod write_txn_markers;
 
 use std::rc::Rc;
 

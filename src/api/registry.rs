@@ -145,6 +145,7 @@ registry! {
     ElectLeaders            0..=2  => elect_leaders;
     AlterPartitionReassignments 0..=1 => alter_partition_reassignments;
     ListPartitionReassignments  0..=0 => list_partition_reassignments;
+    WriteTxnMarkers         1..=1  => write_txn_markers;
 }
 
 // Every entry's ranges are ordered, and no key has two entries (lookup would hide the second).
@@ -261,6 +262,7 @@ mod tests {
             (ApiKey::ElectLeaders, 0, 2),
             (ApiKey::AlterPartitionReassignments, 0, 1),
             (ApiKey::ListPartitionReassignments, 0, 0),
+            (ApiKey::WriteTxnMarkers, 1, 1),
         ];
         let got: Vec<(i16, i16, i16)> = advertised()
             .iter()

@@ -19,12 +19,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::ErrorCode;
+use crate::log::txn::AbortedTxn;
 use crate::log::{Offset, ReadSlice};
 pub use crate::replica::Role;
 
 mod partition;
 pub mod quota;
-pub use partition::Partition;
+pub use partition::{Partition, TxnMarker};
 use quota::ReplicationQuota;
 
 /// Identifies a partition on its owner shard.
@@ -217,6 +218,19 @@ pub struct ReadAt {
     /// The epoch of the last batch the fetcher has (KIP-320's `last_fetched_epoch`), -1 when it
     /// does not say: a log that diverged from it below `offset` is answered with where.
     pub last_fetched_epoch: i32,
+    /// A `read_committed` consumer's fetch: it reads up to the last stable offset, which is
+    /// also what counts as news, and gets the aborted transactions overlapping its read.
+    pub read_committed: bool,
+}
+
+impl ReadAt {
+    fn reader(&self) -> partition::Reader {
+        match (self.replica, self.read_committed) {
+            (Some(_), _) => partition::Reader::Replica,
+            (None, false) => partition::Reader::Consumer,
+            (None, true) => partition::Reader::Committed,
+        }
+    }
 }
 
 /// What the owner read for one [`ReadAt`].
@@ -226,6 +240,10 @@ pub struct PartitionRead {
     /// -1 when the partition is not open here.
     pub high_watermark: i64,
     pub log_start_offset: i64,
+    pub last_stable_offset: i64,
+    /// For a read_committed fetch, the aborted transactions with records from the fetch
+    /// offset up to the last stable offset (Kafka sends null to read_uncommitted fetches).
+    pub aborted: Option<Vec<AbortedTxn>>,
     /// The record bytes, when there are any.
     pub slice: Option<ReadSlice>,
     /// Where the fetcher's log diverges from this one (KIP-320): the largest epoch here not
@@ -239,8 +257,19 @@ impl PartitionRead {
             error: Some(code),
             high_watermark: -1,
             log_start_offset: -1,
+            last_stable_offset: -1,
+            aborted: None,
             slice: None,
             diverging: None,
+        }
+    }
+
+    /// Where the fetcher's readable data ends: the last stable offset for a read_committed
+    /// consumer, the high watermark for others.
+    fn end(&self, r: &ReadAt) -> i64 {
+        match r.reader() {
+            partition::Reader::Committed => self.last_stable_offset,
+            _ => self.high_watermark,
         }
     }
 }
@@ -282,31 +311,39 @@ impl Partitions {
             .ok_or(ErrorCode::NotLeaderOrFollower)
     }
 
-    /// ListOffsets on the owner: (offset, timestamp), -1s when there is no such record.
+    /// ListOffsets on the owner: (offset, timestamp), -1s when there is no such record. A
+    /// `read_committed` lookup sees only what such a consumer may read: below the last stable
+    /// offset rather than the high watermark (Kafka's `lastFetchableOffset`).
     pub async fn offsets(
         &self,
         topic: &str,
         partition: i32,
         query: OffsetQuery,
+        read_committed: bool,
     ) -> Result<(i64, i64), ErrorCode> {
         let p = self.leader(topic, partition)?;
         let log = &p.log;
+        let hwm = p.high_watermark();
+        let fetchable = match read_committed {
+            true => log.last_stable_offset(hwm),
+            false => hwm,
+        };
         Ok(match query {
             OffsetQuery::Earliest => (log.log_start_offset().0, -1),
             // A leader whose high watermark has not reached its epoch start yet does not know
             // the committed end: Kafka answers OFFSET_NOT_AVAILABLE (KIP-207) and clients retry.
-            OffsetQuery::Latest if p.high_watermark() < p.epoch_start() => {
+            OffsetQuery::Latest if hwm < p.epoch_start() => {
                 return Err(ErrorCode::OffsetNotAvailable)
             }
-            OffsetQuery::Latest => (p.high_watermark(), -1),
+            OffsetQuery::Latest => (fetchable, -1),
             // Only what consumers may read: below the high watermark, as Kafka filters it.
             OffsetQuery::MaxTimestamp => log
                 .max_timestamp()
-                .filter(|(o, _)| o.0 < p.high_watermark())
+                .filter(|(o, _)| o.0 < fetchable)
                 .map_or((-1, -1), |(o, t)| (o.0, t)),
             OffsetQuery::Timestamp(t) => match log.offset_for_timestamp(t).await {
                 Ok(found) => found
-                    .filter(|(o, _)| o.0 < p.high_watermark())
+                    .filter(|(o, _)| o.0 < fetchable)
                     .map_or((-1, -1), |(o, t)| (o.0, t)),
                 Err(e) => return Err(e.error_code()),
             },
@@ -339,6 +376,24 @@ impl Partitions {
         start.map(|o| o.0).map_err(|e| e.error_code())
     }
 
+    /// WriteTxnMarkers on the owner: the marker appended as the leader, and on a replicated
+    /// partition answered once the ISR has it (Kafka appends markers with acks=all), or
+    /// REQUEST_TIMED_OUT at `deadline`.
+    pub async fn write_marker(
+        &self,
+        topic: &str,
+        partition: i32,
+        marker: TxnMarker,
+        deadline: Instant,
+    ) -> Result<(), ErrorCode> {
+        let p = self.leader(topic, partition)?;
+        let info = p
+            .append_marker(&marker, crate::log::Durability::PageCache)
+            .await
+            .map_err(|e| e.error_code())?;
+        p.wait_replicated(info.last_offset.0, deadline).await
+    }
+
     /// Reads every [`ReadAt`], or, when none has news (see `ReadAt::wake_after`), no error
     /// occurred, and `wait` allows, registers on the partitions and waits until data lands,
     /// another owner of the same fetch has news, or the deadline; then reads again. Either way
@@ -360,7 +415,7 @@ impl Partitions {
             let (tx, data) = flume::bounded::<()>(1);
             for r in reads {
                 if let Some(p) = self.get(&r.topic, r.partition) {
-                    p.watch(r.wake_after, r.replica.is_some(), tx.clone());
+                    p.watch(r.wake_after, r.reader(), tx.clone());
                 }
             }
             drop(tx);
@@ -402,6 +457,20 @@ impl Partitions {
             Err(code) => return PartitionRead::failed(code),
         };
         let hwm = p.high_watermark();
+        let lso = p.log.last_stable_offset(hwm);
+        let answer = |slice: Option<ReadSlice>, diverging| PartitionRead {
+            error: None,
+            high_watermark: hwm,
+            log_start_offset: slice
+                .as_ref()
+                .map_or(p.log.log_start_offset().0, |s: &ReadSlice| {
+                    s.log_start_offset.0
+                }),
+            last_stable_offset: lso,
+            aborted: None,
+            slice: slice.filter(|s| s.len > 0),
+            diverging,
+        };
         // KIP-320: a fetcher whose last batch's epoch ended earlier here (or is unknown here)
         // has a log that diverged: it is told where, with no records, and a follower's position
         // does not count (Kafka's `fetchRecords`).
@@ -410,13 +479,7 @@ impl Partitions {
             if let Some((epoch, end)) =
                 found.filter(|&(e, end)| e < r.last_fetched_epoch || end.0 < r.offset)
             {
-                return PartitionRead {
-                    error: None,
-                    high_watermark: hwm,
-                    log_start_offset: p.log.log_start_offset().0,
-                    slice: None,
-                    diverging: Some((epoch, end.0)),
-                };
+                return answer(None, Some((epoch, end.0)));
             }
         }
         // Only another replica of the partition reads past the high watermark.
@@ -435,19 +498,17 @@ impl Partitions {
         let throttled = replica.is_some() && p.throttled.get().leader;
         let held = throttled && !replica.is_some_and(|id| p.in_sync(id));
         if held && self.leader_quota.exceeded(Instant::now()) {
-            return PartitionRead {
-                error: None,
-                high_watermark: hwm,
-                log_start_offset: p.log.log_start_offset().0,
-                slice: None,
-                diverging: None,
-            };
+            return answer(None, None);
         }
-        let read = if replica.is_some() || p.alone() {
+        let committed = r.read_committed && replica.is_none();
+        let read = if replica.is_some() || (p.alone() && !committed) {
             p.log.read_async(Offset(r.offset), r.max_bytes).await
         } else {
+            // A consumer reads below the high watermark, a read_committed one below the last
+            // stable offset; both are batch boundaries.
+            let upto = if committed { lso } else { hwm };
             p.log
-                .read_async_upto(Offset(r.offset), r.max_bytes, Offset(hwm))
+                .read_async_upto(Offset(r.offset), r.max_bytes, Offset(upto))
                 .await
         };
         if let (true, Ok(slice)) = (throttled, &read) {
@@ -455,18 +516,12 @@ impl Partitions {
         }
         match read {
             Ok(slice) => PartitionRead {
-                error: None,
-                high_watermark: hwm,
-                log_start_offset: slice.log_start_offset.0,
-                slice: (slice.len > 0).then_some(slice),
-                diverging: None,
+                aborted: committed.then(|| p.log.aborted_between(r.offset, lso)),
+                ..answer(Some(slice), None)
             },
             Err(e) => PartitionRead {
                 error: Some(e.error_code()),
-                high_watermark: hwm,
-                log_start_offset: p.log.log_start_offset().0,
-                slice: None,
-                diverging: None,
+                ..answer(None, None)
             },
         }
     }
@@ -477,7 +532,7 @@ fn has_news(reads: &[ReadAt], out: &[PartitionRead]) -> bool {
     reads.iter().zip(out).any(|(r, o)| {
         o.error.is_some()
             || o.diverging.is_some()
-            || o.high_watermark > r.wake_after
+            || o.end(r) > r.wake_after
             || (r.replica.is_some() && o.slice.is_some())
     })
 }

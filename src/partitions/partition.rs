@@ -40,12 +40,32 @@ pub struct Partition {
     pub throttled: Cell<Throttled>,
 }
 
-/// A parked wait: a fetch (or an acks=all produce) woken once the high watermark, or for a
-/// follower's fetch the written end, passes `offset`.
+/// A parked wait: a fetch (or an acks=all produce) woken once what `reader` may read ends
+/// past `offset`.
 struct Waiter {
     offset: i64,
-    replica: bool,
+    reader: Reader,
     tx: flume::Sender<()>,
+}
+
+/// The end of a producer's transaction in one partition (WriteTxnMarkers).
+#[derive(Clone, Copy, Debug)]
+pub struct TxnMarker {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub marker: crate::log::txn::Marker,
+    pub coordinator_epoch: i32,
+}
+
+/// Who waits, which says where their readable data ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reader {
+    /// A follower: the written end.
+    Replica,
+    /// A consumer (read_uncommitted) or an acks=all produce: the high watermark.
+    Consumer,
+    /// A read_committed consumer: the last stable offset.
+    Committed,
 }
 
 impl Partition {
@@ -174,29 +194,24 @@ impl Partition {
         self.hwm.get()
     }
 
-    /// Signals `tx` once the high watermark (for a follower's fetch, `replica`, the written
-    /// end) exceeds `offset`. A waiting read hands the same sender to every partition it waits
-    /// on and drops the receiver when it ends, which lets the next [`Partition::notify`] or
-    /// `watch` forget the stale entry.
-    pub(super) fn watch(&self, offset: i64, replica: bool, tx: flume::Sender<()>) {
-        if self.end_for(replica) > offset {
+    /// Signals `tx` once what `reader` may read ends past `offset`. A waiting read hands the
+    /// same sender to every partition it waits on and drops the receiver when it ends, which
+    /// lets the next [`Partition::notify`] or `watch` forget the stale entry.
+    pub(super) fn watch(&self, offset: i64, reader: Reader, tx: flume::Sender<()>) {
+        if self.end_for(reader) > offset {
             let _ = tx.try_send(());
             return;
         }
         let mut w = self.waiters.borrow_mut();
         w.retain(|w| !w.tx.is_disconnected());
-        w.push(Waiter {
-            offset,
-            replica,
-            tx,
-        });
+        w.push(Waiter { offset, reader, tx });
     }
 
-    fn end_for(&self, replica: bool) -> i64 {
-        if replica {
-            self.log.high_watermark().0
-        } else {
-            self.high_watermark()
+    fn end_for(&self, reader: Reader) -> i64 {
+        match reader {
+            Reader::Replica => self.log.high_watermark().0,
+            Reader::Consumer => self.high_watermark(),
+            Reader::Committed => self.log.last_stable_offset(self.high_watermark()),
         }
     }
 
@@ -209,6 +224,31 @@ impl Partition {
         batch: &[u8],
         durability: Durability,
     ) -> Result<AppendInfo, LogError> {
+        self.lead(|epoch| self.log.append(batch, epoch, durability))
+            .await
+    }
+
+    /// Appends the marker that ends a producer's transaction, as [`Partition::append`] does a
+    /// batch (the leader's epoch, the role fence, the wake-up).
+    pub async fn append_marker(
+        &self,
+        m: &TxnMarker,
+        durability: Durability,
+    ) -> Result<AppendInfo, LogError> {
+        self.lead(|epoch| {
+            let (pid, pe, ce) = (m.producer_id, m.producer_epoch, m.coordinator_epoch);
+            self.log
+                .append_marker(pid, pe, m.marker, ce, epoch, durability)
+        })
+        .await
+    }
+
+    /// Runs a leader's write under the role fence with the current leader epoch, then wakes
+    /// the waits it may satisfy.
+    async fn lead<F: std::future::Future<Output = Result<AppendInfo, LogError>>>(
+        &self,
+        write: impl FnOnce(i32) -> F,
+    ) -> Result<AppendInfo, LogError> {
         let _fence = self.fence.read().await.map_err(fence_closed)?;
         let (leader, epoch) = {
             let role = self.role.borrow();
@@ -217,7 +257,7 @@ impl Partition {
         if !leader {
             return Err(LogError::NotLeader("leadership moved".into()));
         }
-        let r = self.log.append(batch, epoch, durability).await;
+        let r = write(epoch).await;
         self.notify();
         r
     }
@@ -391,7 +431,7 @@ impl Partition {
                 return Err(ErrorCode::RequestTimedOut);
             }
             let (tx, rx) = flume::bounded(1);
-            self.watch(last, false, tx);
+            self.watch(last, Reader::Consumer, tx);
             futures_lite::future::or(
                 async {
                     let _ = crate::router::recv_cross_shard(&rx).await;
@@ -407,9 +447,14 @@ impl Partition {
         let hw = self.high_watermark();
         let written = self.log.high_watermark().0;
         let leader = self.is_leader();
+        let mut lso = None;
         self.waiters.borrow_mut().retain(|w| {
-            let end = if w.replica { written } else { hw };
-            if end > w.offset || (!leader && !w.replica) {
+            let end = match w.reader {
+                Reader::Replica => written,
+                Reader::Consumer => hw,
+                Reader::Committed => *lso.get_or_insert_with(|| self.log.last_stable_offset(hw)),
+            };
+            if end > w.offset || (!leader && w.reader != Reader::Replica) {
                 let _ = w.tx.try_send(());
                 false
             } else {

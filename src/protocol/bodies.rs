@@ -50,6 +50,7 @@ pub fn decode_any(req: &Request) -> Option<Result<(), RequestError>> {
         ApiKey::ListPartitionReassignments => {
             ok(req.decode_body::<ListPartitionReassignmentsRequest>())
         }
+        ApiKey::WriteTxnMarkers => ok(req.decode_body::<WriteTxnMarkersRequest>()),
         _ => None,
     }
 }

@@ -51,6 +51,9 @@ pub struct FetchPartition {
     pub records: Option<FileRange>,
     /// KIP-320's diverging epoch (epoch, end offset), a tagged field of v12+.
     pub diverging: Option<(i32, i64)>,
+    /// The aborted transactions `(producer id, first offset)` a read_committed fetch must
+    /// skip; `None` (null on the wire) for read_uncommitted.
+    pub aborted: Option<Vec<(i64, i64)>>,
 }
 
 /// One topic of a Fetch response; v13+ names it by id, older versions by name.
@@ -106,11 +109,19 @@ pub fn encode_fetch_response(
             if version >= 5 {
                 buf.put_i64(p.log_start_offset);
             }
-            // aborted_transactions: null (no transactions are ever aborted here).
-            if flexible {
-                buf.put_u8(0);
-            } else {
-                buf.put_i32(-1);
+            match &p.aborted {
+                None if flexible => buf.put_u8(0),
+                None => buf.put_i32(-1),
+                Some(aborted) => {
+                    put_len(&mut buf, flexible, aborted.len());
+                    for &(producer_id, first_offset) in aborted {
+                        buf.put_i64(producer_id);
+                        buf.put_i64(first_offset);
+                        if flexible {
+                            buf.put_u8(0); // no tagged fields
+                        }
+                    }
+                }
             }
             if version >= 11 {
                 buf.put_i32(-1); // preferred_read_replica
@@ -226,6 +237,7 @@ mod tests {
                 len,
             }),
             diverging: None,
+            aborted: None,
         };
         let mut empty = part(2, 0, 0);
         empty.records = None;
@@ -235,7 +247,13 @@ mod tests {
         let topics = vec![FetchTopic {
             name: StrBytes::from_static_str("orders"),
             topic_id: [7; 16],
-            partitions: vec![part(0, 4, 11), empty, part(1, 19, 11)],
+            partitions: vec![part(0, 4, 11), empty, {
+                // A read_committed answer: the transactions to skip, an LSO below the HWM.
+                let mut p = part(1, 19, 11);
+                p.aborted = Some(vec![(5, 100), (6, 120)]);
+                p.last_stable_offset = 9;
+                p
+            }],
         }];
         for version in 4..=16 {
             let h = FetchHeader {
@@ -275,6 +293,15 @@ mod tests {
                 Some(&b"RECORDS-TWO"[..])
             );
             assert_eq!(t.partitions[2].high_watermark, 11);
+            assert_eq!(t.partitions[2].last_stable_offset, 9);
+            let aborted: Vec<(i64, i64)> = t.partitions[2]
+                .aborted_transactions
+                .iter()
+                .flatten()
+                .map(|a| (a.producer_id.0, a.first_offset))
+                .collect();
+            assert_eq!(aborted, [(5, 100), (6, 120)], "v{version}");
+            assert!(t.partitions[0].aborted_transactions.is_none());
         }
     }
 }
