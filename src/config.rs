@@ -337,6 +337,12 @@ pub struct BrokerConfig {
     pub broker_session_timeout_ms: u64,
     /// `offsets.topic.replication.factor`.
     pub offsets_topic_replication_factor: i16,
+    /// `transaction.state.log.num.partitions`: partitions of `__transaction_state`.
+    pub transaction_state_log_num_partitions: i32,
+    /// `transaction.max.timeout.ms`: the longest `transaction.timeout.ms` a producer may ask.
+    pub transaction_max_timeout_ms: i32,
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`.
+    pub transaction_abort_interval_ms: u64,
     /// `auto.leader.rebalance.enable`.
     pub auto_leader_rebalance_enable: bool,
     /// `leader.imbalance.check.interval.seconds`.
@@ -442,6 +448,9 @@ impl Default for BrokerConfig {
             broker_session_timeout_ms: 9000,
             replica_lag_time_max_ms: REPLICA_LAG_TIME_MAX_MS_DEFAULT,
             offsets_topic_replication_factor: 3,
+            transaction_state_log_num_partitions: 50,
+            transaction_max_timeout_ms: 900_000,
+            transaction_abort_interval_ms: 10_000,
             auto_leader_rebalance_enable: true,
             leader_imbalance_check_interval_seconds: 300,
             unclean_leader_election_enable: false,

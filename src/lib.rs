@@ -66,6 +66,7 @@ pub mod runtime;
 pub mod server;
 pub mod shard;
 pub mod tune;
+pub mod txn;
 pub mod util;
 
 /// Ends the process on an error the broker cannot recover from (a shard gone or dropping a

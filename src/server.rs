@@ -238,6 +238,7 @@ async fn shard_main(
     glommio::spawn_local(cleaner_loop(shard.clone())).detach();
     glommio::spawn_local(client_error_log_loop(shard.clone())).detach();
     glommio::spawn_local(heal_loop(shard.clone())).detach();
+    glommio::spawn_local(transaction_timeout_loop(shard.clone())).detach();
     if shard.cluster.is_some() {
         crate::fetcher::start(shard.clone());
     }
@@ -422,6 +423,19 @@ async fn heal_loop(shard: Rc<Shard>) {
             return;
         }
         shard.heal_failed_partitions().await;
+    }
+}
+
+/// Aborts the transactions that outlived their timeout, and finishes those whose markers
+/// failed, every `transaction.abort.timed.out.transaction.cleanup.interval.ms`.
+async fn transaction_timeout_loop(shard: Rc<Shard>) {
+    let every = Duration::from_millis(shard.config.transaction_abort_interval_ms);
+    loop {
+        glommio::timer::sleep(every).await;
+        if shard.shutting_down.get() {
+            return;
+        }
+        crate::api::txn_flow::sweep(&shard).await;
     }
 }
 

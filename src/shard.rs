@@ -61,6 +61,8 @@ pub struct Shard {
     pub shutting_down: Cell<bool>,
     /// The consumer groups this shard coordinates.
     pub groups: Rc<Coordinator>,
+    /// The transactional ids this shard coordinates.
+    pub txns: Rc<crate::txn::Coordinator>,
     /// The metadata controller; on the metadata shard only.
     pub controller: Option<Controller>,
     /// The cluster this broker belongs to; `None` on a single node.
@@ -81,6 +83,10 @@ impl Shard {
         let effective = Arc::new(configs::effective_broker_config(&config, dynamic));
         let partitions = Rc::new(Partitions::default());
         let groups = Coordinator::new(config.clone(), partitions.clone());
+        let txns = crate::txn::Coordinator::new(
+            partitions.clone(),
+            config.transaction_state_log_num_partitions,
+        );
         let controller = (router.shard_id() == METADATA_SHARD).then(Controller::default);
         partitions.set_replica_lag_max(std::time::Duration::from_millis(
             config.replica_lag_time_max_ms,
@@ -95,6 +101,7 @@ impl Shard {
             shutting_down: Cell::new(false),
             heal_warned_ms: Cell::new(0),
             groups,
+            txns,
             controller,
             cluster: None,
             image_waiters: RefCell::new(Vec::new()),

@@ -524,6 +524,63 @@ fn exchange(c: &mut Raw, f: &Fixture, key: ApiKey, version: i16) {
                 what,
             );
         }
+        ApiKey::AddPartitionsToTxn => {
+            // A producer id the transactional id never got: Kafka's answer for each partition.
+            use add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+            let r = c.call(
+                &AddPartitionsToTxnRequest::default()
+                    .with_v3_and_below_transactional_id(TransactionalId("t-registry".into()))
+                    .with_v3_and_below_producer_id(ProducerId(4242))
+                    .with_v3_and_below_producer_epoch(0)
+                    .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
+                        .with_name(topic(TOPIC))
+                        .with_partitions(vec![0])]),
+                version,
+            );
+            let code =
+                r.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code;
+            expect(code, ErrorCode::InvalidProducerIdMapping, what);
+        }
+        ApiKey::AddOffsetsToTxn => {
+            let r = c.call(
+                &AddOffsetsToTxnRequest::default()
+                    .with_transactional_id(TransactionalId("t-registry".into()))
+                    .with_producer_id(ProducerId(4242))
+                    .with_group_id(GroupId("g-registry".into())),
+                version,
+            );
+            expect(r.error_code, ErrorCode::InvalidProducerIdMapping, what);
+        }
+        ApiKey::EndTxn => {
+            let r = c.call(
+                &EndTxnRequest::default()
+                    .with_transactional_id(TransactionalId("t-registry".into()))
+                    .with_producer_id(ProducerId(4242))
+                    .with_committed(true),
+                version,
+            );
+            expect(r.error_code, ErrorCode::InvalidProducerIdMapping, what);
+        }
+        ApiKey::TxnOffsetCommit => {
+            // Without member and generation, as v0-2 send it: held for the transaction.
+            use txn_offset_commit_request::{
+                TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+            };
+            let r = c.call(
+                &TxnOffsetCommitRequest::default()
+                    .with_transactional_id(TransactionalId("t-registry".into()))
+                    .with_group_id(GroupId("g-registry".into()))
+                    .with_producer_id(ProducerId(4242))
+                    .with_generation_id(-1)
+                    .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+                        .with_name(topic(TOPIC))
+                        .with_partitions(vec![TxnOffsetCommitRequestPartition::default()
+                            .with_partition_index(0)
+                            .with_committed_offset(1)])]),
+                version,
+            );
+            ok(r.topics[0].partitions[0].error_code, what);
+        }
         other => panic!(
             "{other:?} is in the API registry but tests/api_registry.rs has no request for it"
         ),

@@ -97,10 +97,9 @@ fn bytes_after_a_request_body_are_ignored_for_every_api() {
 }
 
 #[test]
-fn transactional_find_coordinator_and_init_producer_id_fail_fast_with_a_fatal_code() {
+fn a_transactional_id_finds_its_coordinator_here_and_other_key_types_are_refused() {
     let broker = Broker::start();
     let mut c = Raw::connect(&broker.addr());
-    let fatal = ResponseError::TransactionalIdAuthorizationFailed.code();
     let txn = StrBytes::from_static_str("my-txn");
     for v in 1..=3 {
         let r = c.call(
@@ -109,8 +108,7 @@ fn transactional_find_coordinator_and_init_producer_id_fail_fast_with_a_fatal_co
                 .with_key_type(1),
             v,
         );
-        assert_eq!(r.error_code, fatal, "v{v}");
-        assert_eq!(r.node_id.0, -1);
+        assert_eq!((r.error_code, r.node_id.0), (0, NODE), "v{v}");
     }
     for v in 4..=6 {
         let r = c.call(
@@ -119,7 +117,8 @@ fn transactional_find_coordinator_and_init_producer_id_fail_fast_with_a_fatal_co
                 .with_coordinator_keys(vec![txn.clone()]),
             v,
         );
-        assert_eq!(r.coordinators[0].error_code, fatal, "v{v}");
+        let found = &r.coordinators[0];
+        assert_eq!((found.error_code, found.node_id.0), (0, NODE), "v{v}");
     }
     // A key type Kafka has no coordinator for here (share groups) or does not know.
     for key_type in [2, 9] {
@@ -135,15 +134,33 @@ fn transactional_find_coordinator_and_init_producer_id_fail_fast_with_a_fatal_co
             "key type {key_type}"
         );
     }
-    let r = c.call(
-        &InitProducerIdRequest::default()
-            .with_transactional_id(Some(TransactionalId(txn)))
-            .with_transaction_timeout_ms(60_000)
-            .with_producer_id(ProducerId(-1))
-            .with_producer_epoch(-1),
-        4,
+    let init = |c: &mut Raw, timeout_ms: i32, current: (i64, i16)| {
+        c.call(
+            &InitProducerIdRequest::default()
+                .with_transactional_id(Some(TransactionalId(txn.clone())))
+                .with_transaction_timeout_ms(timeout_ms)
+                .with_producer_id(ProducerId(current.0))
+                .with_producer_epoch(current.1),
+            4,
+        )
+    };
+    let first = init(&mut c, 60_000, (-1, -1));
+    assert_eq!((first.error_code, first.producer_epoch), (0, 0));
+    // Each initialisation bumps the epoch, fencing the previous producer; KIP-360's bump
+    // must name the current epoch.
+    let second = init(&mut c, 60_000, (-1, -1));
+    assert_eq!(
+        (second.producer_id, second.producer_epoch),
+        (first.producer_id, 1)
     );
-    assert_eq!(r.error_code, fatal);
+    let stale = init(&mut c, 60_000, (first.producer_id.0, 0));
+    assert_eq!(stale.error_code, ResponseError::ProducerFenced.code());
+    // Kafka's transaction.max.timeout.ms (15 minutes) bounds the timeout.
+    let too_long = init(&mut c, 900_001, (-1, -1));
+    assert_eq!(
+        too_long.error_code,
+        ResponseError::InvalidTransactionTimeout.code()
+    );
     // Groups still have their coordinator.
     let r = c.call(
         &FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("g")),

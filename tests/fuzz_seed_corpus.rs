@@ -256,6 +256,9 @@ fn default_frame(key: ApiKey, version: i16) -> Vec<u8> {
         AlterPartitionReassignments => AlterPartitionReassignmentsRequest,
         ListPartitionReassignments => ListPartitionReassignmentsRequest,
         WriteTxnMarkers => WriteTxnMarkersRequest,
+        AddPartitionsToTxn => AddPartitionsToTxnRequest,
+        AddOffsetsToTxn => AddOffsetsToTxnRequest,
+        EndTxn => EndTxnRequest, TxnOffsetCommit => TxnOffsetCommitRequest,
     }
 }
 

@@ -16,6 +16,7 @@ const LAYERED: &[&str] = &[
     "shard",
     "router",
     "group",
+    "txn",
     "admin",
     "partitions",
     "metadata",

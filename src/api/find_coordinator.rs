@@ -1,6 +1,7 @@
 //! FindCoordinator: a group's coordinator is the leader of its `__consumer_offsets` partition
-//! (this node, on a single node; spread over the brokers in a cluster), v0-3 one key, v4+ a
-//! batch of keys.
+//! (this node, on a single node; spread over the brokers in a cluster), a transactional id's
+//! the leader of its `__transaction_state` partition (a single node only, for now); v0-3 one
+//! key, v4+ a batch of keys.
 //!
 //! librdkafka also reads FindCoordinator's presence in ApiVersions as the sign that the broker
 //! takes LZ4 (Kafka 0.8.2 shipped both), so without it librdkafka silently stops compressing
@@ -23,18 +24,12 @@ const KEY_TYPE_GROUP: i8 = 0;
 /// `key_type` of a transactional id.
 const KEY_TYPE_TRANSACTION: i8 = 1;
 
-/// Why a key type has no coordinator here, or `None` for a group, which always has one.
-///
-/// There is no transaction coordinator yet. Kafka's retriable COORDINATOR_NOT_AVAILABLE would
-/// make clients retry forever (franz-go until its test times out), so a transactional id gets
-/// the answer Kafka gives a client that may not use it: TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-/// which librdkafka, franz-go and the Java client all treat as fatal, so `init_transactions()`
-/// fails fast. Any other key type gets INVALID_REQUEST, as from a Kafka broker without a share
-/// coordinator (type 2) or for a type it does not know.
+/// Why a key type has no coordinator here, or `None` for a group or a transactional id,
+/// which have one. Any other key type gets INVALID_REQUEST, as from a Kafka broker without a
+/// share coordinator (type 2) or for a type it does not know.
 fn no_coordinator(key_type: i8) -> Option<ErrorCode> {
     match key_type {
-        KEY_TYPE_GROUP => None,
-        KEY_TYPE_TRANSACTION => Some(ErrorCode::TransactionalIdAuthorizationFailed),
+        KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION => None,
         _ => Some(ErrorCode::InvalidRequest),
     }
 }
@@ -46,10 +41,7 @@ pub async fn handle(
 ) -> Result<Outcome, RequestError> {
     let body: FindCoordinatorRequest = req.decode_body()?;
     let error = no_coordinator(body.key_type);
-    let message = match body.key_type {
-        KEY_TYPE_TRANSACTION => "transactions are not supported by this broker".to_string(),
-        other => format!("no coordinator for key type {other}"),
-    };
+    let message = format!("no coordinator for key type {}", body.key_type);
     if let Some(code) = error {
         log_client_error(req, "find coordinator", code, &message);
     }
@@ -62,7 +54,7 @@ pub async fn handle(
     for key in &keys {
         found.push(match error {
             Some(code) => Err((code, message.clone())),
-            None => locate(shard, key).await,
+            None => locate(shard, body.key_type, key).await,
         });
     }
     let mut response = FindCoordinatorResponse::default();
@@ -104,18 +96,37 @@ pub async fn handle(
     respond(req, &response)
 }
 
-/// The broker coordinating group `key`, or the error and message to answer.
-async fn locate(shard: &Rc<Shard>, key: &str) -> Result<BrokerEntry, (ErrorCode, String)> {
-    let node = super::group_coordinator(shard, key)
-        .await
-        .map_err(|code| (code, format!("no coordinator for group {key} yet")))?;
+/// The broker coordinating group (or transactional id) `key`, or the error and message to
+/// answer.
+async fn locate(
+    shard: &Rc<Shard>,
+    key_type: i8,
+    key: &str,
+) -> Result<BrokerEntry, (ErrorCode, String)> {
+    let node = match key_type {
+        KEY_TYPE_TRANSACTION => super::txn_owner(shard, key)
+            .await
+            .map(|_| shard.node_id())
+            .map_err(|code| {
+                let why = match code {
+                    ErrorCode::TransactionalIdAuthorizationFailed => {
+                        "the transaction coordinator serves a single node for now"
+                    }
+                    _ => "no transaction coordinator yet",
+                };
+                (code, format!("{why} (transactional id {key})"))
+            })?,
+        _ => super::group_coordinator(shard, key)
+            .await
+            .map_err(|code| (code, format!("no coordinator for group {key} yet")))?,
+    };
     super::metadata::brokers(shard)
         .into_iter()
         .find(|b| b.id == node)
         .ok_or_else(|| {
             (
                 ErrorCode::CoordinatorNotAvailable,
-                format!("the coordinator of group {key}, broker {node}, is not available"),
+                format!("the coordinator of {key}, broker {node}, is not available"),
             )
         })
 }

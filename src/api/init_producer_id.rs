@@ -1,4 +1,5 @@
-//! InitProducerId for idempotent (non-transactional) producers.
+//! InitProducerId: a producer id for an idempotent producer (from the metadata controller's
+//! block), or for a transactional id from its transaction coordinator (`crate::txn`).
 
 use std::rc::Rc;
 
@@ -31,19 +32,24 @@ pub async fn handle(
             .with_producer_epoch(-1);
         return respond(req, &response);
     }
-    if body.transactional_id.is_some() {
-        // Transactions need a transaction coordinator, which this broker does not have yet.
-        let code = ErrorCode::TransactionalIdAuthorizationFailed;
-        log_client_error(
-            req,
-            "init producer id",
-            code,
-            "transactions are not supported",
-        );
+    if let Some(id) = &body.transactional_id {
+        let id = id.0.to_string();
+        let (code, pid, epoch) = match transactional(shard, &body, id.clone()).await {
+            Ok((pid, epoch)) => (None, pid, epoch),
+            Err(code) => (Some(super::fenced_for(code, req.version(), 4)), -1, -1),
+        };
+        if let Some(code) = code {
+            log_client_error(
+                req,
+                "init producer id",
+                code,
+                &format!("transactional id {id}"),
+            );
+        }
         response = response
-            .with_error_code(code.code())
-            .with_producer_id(ProducerId(-1))
-            .with_producer_epoch(-1);
+            .with_error_code(crate::error::code(code))
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch);
         return respond(req, &response);
     }
     if body.producer_id.0 >= 0 && body.producer_epoch >= 0 {
@@ -72,4 +78,25 @@ pub async fn handle(
         }
     }
     respond(req, &response)
+}
+
+/// The transactional path: the timeout checked against `transaction.max.timeout.ms`, then the
+/// id's coordinating shard gives the producer id and epoch.
+async fn transactional(
+    shard: &Rc<Shard>,
+    body: &InitProducerIdRequest,
+    id: String,
+) -> Result<(i64, i16), ErrorCode> {
+    let timeout = body.transaction_timeout_ms;
+    if timeout <= 0 || timeout > shard.config.transaction_max_timeout_ms {
+        return Err(ErrorCode::InvalidTransactionTimeout);
+    }
+    let owner = super::txn_owner(shard, &id).await?;
+    let current = (body.producer_id.0 >= 0).then_some((body.producer_id.0, body.producer_epoch));
+    shard
+        .router
+        .invoke_on(shard, owner, move |s| async move {
+            super::txn_flow::init_producer_id(&s, id, timeout, current).await
+        })
+        .await
 }

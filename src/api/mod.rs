@@ -3,6 +3,8 @@
 //! drives the version check, dispatch and the ApiVersions response. [`handle`] routes a frame
 //! through it.
 
+mod add_offsets_to_txn;
+mod add_partitions_to_txn;
 mod alter_configs;
 mod alter_partition_reassignments;
 mod api_versions;
@@ -17,6 +19,7 @@ mod describe_groups;
 mod describe_log_dirs;
 mod describe_quorum;
 mod elect_leaders;
+mod end_txn;
 mod fetch;
 mod find_coordinator;
 mod heartbeat;
@@ -35,6 +38,8 @@ mod offset_for_leader_epoch;
 mod produce;
 pub mod registry;
 mod sync_group;
+pub mod txn_flow;
+mod txn_offset_commit;
 mod write_txn_markers;
 
 use std::rc::Rc;
@@ -211,6 +216,59 @@ async fn group_owner(shard: &Rc<Shard>, group_id: &str) -> Result<usize, crate::
     }
     crate::group::coordinator_shard(&shard.metadata(), shard.count(), group_id)
         .ok_or(crate::error::ErrorCode::CoordinatorNotAvailable)
+}
+
+/// The shard coordinating transactional id `id`: the owner of its partition of
+/// `__transaction_state`, created on first use as Kafka does. The coordinator serves a single
+/// node for now: in a cluster, TRANSACTIONAL_ID_AUTHORIZATION_FAILED, which clients treat as
+/// fatal, so `init_transactions()` fails fast rather than retrying forever.
+async fn txn_owner(shard: &Rc<Shard>, id: &str) -> Result<usize, crate::error::ErrorCode> {
+    use crate::txn::TXN_STATE_TOPIC;
+    if shard.cluster.is_some() {
+        return Err(crate::error::ErrorCode::TransactionalIdAuthorizationFailed);
+    }
+    if shard.metadata().topic(TXN_STATE_TOPIC).is_none() {
+        crate::admin::create_topics(shard, vec![txn_state_topic(shard)], false).await;
+    }
+    let image = shard.metadata();
+    let meta = image
+        .topic(TXN_STATE_TOPIC)
+        .ok_or(crate::error::ErrorCode::CoordinatorNotAvailable)?;
+    Ok(shard.owner(meta, shard.txns.partition_for(id)))
+}
+
+/// `__transaction_state` as it is created: compacted, `transaction.state.log.num.partitions`
+/// partitions, Kafka's 100 MiB segments.
+fn txn_state_topic(shard: &Shard) -> crate::admin::NewTopic {
+    use crate::config::OFFSETS_TOPIC_SEGMENT_BYTES;
+    let configs = [
+        ("cleanup.policy".to_string(), "compact".to_string()),
+        (
+            "segment.bytes".to_string(),
+            OFFSETS_TOPIC_SEGMENT_BYTES.to_string(),
+        ),
+    ];
+    crate::admin::NewTopic {
+        name: crate::txn::TXN_STATE_TOPIC.to_string(),
+        partitions: shard.config.transaction_state_log_num_partitions,
+        replication_factor: 1,
+        configs: configs.into_iter().collect(),
+        assignment: None,
+    }
+}
+
+/// A coordinator's PRODUCER_FENCED as a request version older than `fenced_from` says it:
+/// INVALID_PRODUCER_EPOCH (Kafka's `KafkaApis` does the same mapping).
+fn fenced_for(
+    code: crate::error::ErrorCode,
+    version: i16,
+    fenced_from: i16,
+) -> crate::error::ErrorCode {
+    use crate::error::ErrorCode;
+    match code {
+        ErrorCode::ProducerFenced if version < fenced_from => ErrorCode::InvalidProducerEpoch,
+        other => other,
+    }
 }
 
 /// `offsets.topic.replication.factor` capped at the live brokers.

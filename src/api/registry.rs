@@ -146,6 +146,10 @@ registry! {
     AlterPartitionReassignments 0..=1 => alter_partition_reassignments;
     ListPartitionReassignments  0..=0 => list_partition_reassignments;
     WriteTxnMarkers         1..=1  => write_txn_markers;
+    AddPartitionsToTxn      0..=3  => add_partitions_to_txn;
+    AddOffsetsToTxn         0..=3  => add_offsets_to_txn;
+    EndTxn                  0..=4  => end_txn;
+    TxnOffsetCommit         0..=3  => txn_offset_commit;
 }
 
 // Every entry's ranges are ordered, and no key has two entries (lookup would hide the second).
@@ -263,6 +267,10 @@ mod tests {
             (ApiKey::AlterPartitionReassignments, 0, 1),
             (ApiKey::ListPartitionReassignments, 0, 0),
             (ApiKey::WriteTxnMarkers, 1, 1),
+            (ApiKey::AddPartitionsToTxn, 0, 3),
+            (ApiKey::AddOffsetsToTxn, 0, 3),
+            (ApiKey::EndTxn, 0, 4),
+            (ApiKey::TxnOffsetCommit, 0, 3),
         ];
         let got: Vec<(i16, i16, i16)> = advertised()
             .iter()

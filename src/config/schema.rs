@@ -1028,13 +1028,58 @@ pub static SETTINGS: &[Setting] = &[
         "socket.send.buffer.bytes",
         "SO_SNDBUF in Kafka; tidelog leaves socket buffers to the kernel's autotuning. Checked, not used.",
     ),
+    setting(
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+        T::Int,
+        Some("10000"),
+        ReadOnly,
+        "How often each shard aborts the transactions that outlived their `transaction.timeout.ms`.",
+        |c, key, value| {
+            let v: i32 = parse(key, value)?;
+            if v < 1 {
+                return Err(ConfigError::invalid(format!("{key} must be at least 1, got {value:?}")));
+            }
+            c.transaction_abort_interval_ms = v as u64;
+            Ok(())
+        },
+    ),
+    setting(
+        "transaction.max.timeout.ms",
+        T::Int,
+        Some("900000"),
+        ReadOnly,
+        "The longest `transaction.timeout.ms` a producer may ask (INVALID_TRANSACTION_TIMEOUT beyond).",
+        |c, key, value| {
+            let v: i32 = parse(key, value)?;
+            if v < 1 {
+                return Err(ConfigError::invalid(format!("{key} must be at least 1, got {value:?}")));
+            }
+            c.transaction_max_timeout_ms = v;
+            Ok(())
+        },
+    ),
     accepted(
         "transaction.state.log.min.isr",
-        "Transactions are not served yet. Checked, not used.",
+        "The transaction coordinator serves a single node for now. Checked, not used.",
+    ),
+    setting(
+        "transaction.state.log.num.partitions",
+        T::Int,
+        Some("50"),
+        ReadOnly,
+        "Partitions of `__transaction_state` when it is created; a transactional id's partition is Kafka's `abs(hashCode) % this`.",
+        |c, key, value| {
+            let v: i32 = parse(key, value)?;
+            if !(1..=crate::config::PARTITIONS_PER_TOPIC_MAX).contains(&v) {
+                return Err(ConfigError::invalid(format!("{key} must be between 1 and {}, got {value:?}", crate::config::PARTITIONS_PER_TOPIC_MAX)));
+            }
+            c.transaction_state_log_num_partitions = v;
+            Ok(())
+        },
     ),
     accepted(
         "transaction.state.log.replication.factor",
-        "Transactions are not served yet. Checked, not used.",
+        "The transaction coordinator serves a single node for now. Checked, not used.",
     ),
     setting(
         "unclean.leader.election.enable",

@@ -14,6 +14,7 @@ pub mod offsets;
 pub mod state;
 pub mod store;
 pub mod timers;
+pub mod txn_offsets;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -41,6 +42,9 @@ pub struct Coordinator {
     next_member: Cell<u64>,
     config: Arc<BrokerConfig>,
     partitions: Rc<Partitions>,
+    /// Offsets committed inside transactions not yet ended, by producer id
+    /// ([`txn_offsets`]).
+    held_txn_offsets: RefCell<HashMap<i64, Vec<txn_offsets::HeldOffset>>>,
     /// Set at shutdown ([`Coordinator::release_waiters`]): timers that wake after it end
     /// without touching their group.
     stopping: Cell<bool>,
@@ -54,6 +58,7 @@ impl Coordinator {
             next_member: Cell::new(0),
             config,
             partitions: partitions.clone(),
+            held_txn_offsets: RefCell::new(HashMap::new()),
             stopping: Cell::new(false),
         });
         let weak: Weak<Coordinator> = Rc::downgrade(&coord);
@@ -180,6 +185,10 @@ impl Coordinator {
             }
             false
         });
+        // Offsets held for transactions are replayed again from the log with the partition.
+        for held in self.held_txn_offsets.borrow_mut().values_mut() {
+            held.retain(|h| store::partition_for(h.group()) != index);
+        }
     }
 
     fn new_member_id(&self, client_id: &str) -> String {

@@ -31,7 +31,7 @@ pub struct CommitArgs {
 }
 
 /// Kafka's `offsets.commit.timeout.ms`: how long a commit waits for the in-sync replicas.
-const OFFSET_COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+pub(super) const OFFSET_COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Appends records to the group's offsets partition and waits for fsync and for the in-sync
 /// replicas: a commit is acknowledged only once it would survive a crash or the loss of the
@@ -84,7 +84,7 @@ pub async fn persist_group(coord: &Coordinator, group_id: &str) {
 }
 
 /// Checks whether this commit may proceed; `None` means yes.
-fn commit_allowed(g: Option<&mut Group>, a: &CommitArgs) -> Option<ErrorCode> {
+pub(super) fn commit_allowed(g: Option<&mut Group>, a: &CommitArgs) -> Option<ErrorCode> {
     let standalone = a.generation < 0 && a.member_id.is_empty();
     let Some(g) = g else {
         return (!standalone).then_some(ErrorCode::UnknownMemberId);
@@ -359,38 +359,37 @@ pub(super) async fn replay(coord: &Coordinator, partition: i32, p: &Partition) {
     let mut offset = p.log.log_start_offset();
     let (mut offsets_n, mut groups_n) = (0usize, 0usize);
     while offset < p.log.high_watermark() {
-        let slice = match p.log.read_async(offset, 1 << 20).await {
-            Ok(s) if s.len > 0 => s,
-            Ok(_) => break,
+        let records = match read_records(p, offset).await {
+            Ok(Some(r)) => r,
+            Ok(None) => break,
             Err(e) => {
                 warn!("replaying {OFFSETS_TOPIC}-{partition}: {e}");
                 break;
             }
         };
-        let mut buf = vec![0u8; slice.len as usize];
-        if let Err(e) = slice.file.read_exact_at(&mut buf, slice.position.0) {
-            warn!("replaying {OFFSETS_TOPIC}-{partition}: {e}");
-            break;
-        }
-        let mut bytes = Bytes::from(buf);
-        while !bytes.is_empty() {
-            let Ok(set) = RecordBatchDecoder::decode(&mut bytes) else {
-                warn!(
-                    "replaying {OFFSETS_TOPIC}-{partition}: undecodable batch at {}",
-                    offset.0
-                );
-                return;
-            };
-            for r in set.records {
-                offset = Offset(offset.0.max(r.offset + 1));
-                let Some(key) = &r.key else { continue };
-                match store::decode(key, r.value.as_ref()) {
-                    Some(e) => {
-                        apply(coord, e, &mut offsets_n, &mut groups_n);
-                    }
-                    None => {
-                        warn!("replaying {OFFSETS_TOPIC}-{partition}: skipping an unknown record")
-                    }
+        for r in records {
+            offset = Offset(offset.0.max(r.offset + 1));
+            let Some(key) = &r.key else { continue };
+            if r.control {
+                // A transaction's marker: its offsets count, or go (`txn_offsets`).
+                let commit = key.get(3) == Some(&1);
+                coord.end_txn_offsets(partition, r.producer_id, commit);
+                continue;
+            }
+            match store::decode(key, r.value.as_ref()) {
+                Some(Entry::Offset {
+                    group,
+                    topic,
+                    partition: p,
+                    value: Some(c),
+                }) if r.transactional => {
+                    coord.hold_txn_offset(r.producer_id, group, (topic, p), c);
+                }
+                Some(e) => {
+                    apply(coord, e, &mut offsets_n, &mut groups_n);
+                }
+                None => {
+                    warn!("replaying {OFFSETS_TOPIC}-{partition}: skipping an unknown record")
                 }
             }
         }
@@ -404,6 +403,32 @@ pub(super) async fn replay(coord: &Coordinator, partition: i32, p: &Partition) {
             "replayed committed offsets"
         );
     }
+}
+
+/// The records of the batches of `p` from `offset` on (about 1 MiB of them), or `None` at the
+/// end of what is committed; shared by the replays of the internal topics.
+pub(crate) async fn read_records(
+    p: &Partition,
+    offset: Offset,
+) -> Result<Option<Vec<kafka_protocol::records::Record>>, String> {
+    let slice = match p.log.read_async(offset, 1 << 20).await {
+        Ok(s) if s.len > 0 => s,
+        Ok(_) => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    let mut buf = vec![0u8; slice.len as usize];
+    slice
+        .file
+        .read_exact_at(&mut buf, slice.position.0)
+        .map_err(|e| e.to_string())?;
+    let mut bytes = Bytes::from(buf);
+    let mut records = Vec::new();
+    while !bytes.is_empty() {
+        let set = RecordBatchDecoder::decode(&mut bytes)
+            .map_err(|_| format!("undecodable batch at {}", offset.0))?;
+        records.extend(set.records);
+    }
+    Ok(Some(records))
 }
 
 fn apply(coord: &Coordinator, e: Entry, offsets_n: &mut usize, groups_n: &mut usize) {

@@ -183,20 +183,43 @@ fn decode_committed(v: &mut Bytes) -> Option<Committed> {
 
 /// One uncompressed RecordBatch v2 holding `records` (key, value-or-tombstone).
 pub fn batch(records: Vec<(Bytes, Option<Bytes>)>, now_ms: i64) -> Result<Bytes, String> {
+    encode_batch(records, now_ms, None)
+}
+
+/// The records of a transactional offset commit (TxnOffsetCommit): one transactional batch of
+/// the producer, without sequence numbers (Kafka's coordinator writes them so; the markers of
+/// the transaction decide whether they count).
+pub fn txn_batch(
+    records: Vec<(Bytes, Option<Bytes>)>,
+    now_ms: i64,
+    producer_id: i64,
+    producer_epoch: i16,
+) -> Result<Bytes, String> {
+    encode_batch(records, now_ms, Some((producer_id, producer_epoch)))
+}
+
+fn encode_batch(
+    records: Vec<(Bytes, Option<Bytes>)>,
+    now_ms: i64,
+    producer: Option<(i64, i16)>,
+) -> Result<Bytes, String> {
+    let (producer_id, producer_epoch) = producer.unwrap_or((-1, -1));
+    // kafka-protocol splits batches where offset - sequence changes; a transactional batch has
+    // no sequence (-1 at its base).
+    let first_seq = if producer.is_some() { -1 } else { 0 };
     let records: Vec<Record> = records
         .into_iter()
         .enumerate()
         .map(|(i, (key, value))| Record {
-            transactional: false,
+            transactional: producer.is_some(),
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            // kafka-protocol splits batches where offset - sequence changes.
-            sequence: i as i32,
+            sequence: first_seq + i as i32,
             timestamp: now_ms,
             key: Some(key),
             value,

@@ -65,8 +65,10 @@ impl ProducerState {
             return Ok(Check::Accept);
         };
         let pid = h.producer_id;
-        if h.is_control() {
-            // A marker has no sequence; it must not come from a fenced epoch.
+        if h.is_control() || h.base_sequence < 0 {
+            // A marker, or a coordinator's transactional batch (TxnOffsetCommit), has no
+            // sequence; it must not come from a fenced epoch. Clients cannot send one
+            // (`validate_produce` refuses a producer id without a sequence).
             if h.producer_epoch < e.epoch {
                 return Err(LogError::InvalidProducerEpoch(format!(
                     "marker for producer {pid} epoch {} is older than {}",
@@ -139,8 +141,10 @@ impl ProducerState {
             e.txn_first = Some(meta.base_offset);
             self.ongoing.insert((meta.base_offset, h.producer_id));
         }
-        if e.batches.iter().any(|b| b.base_offset == meta.base_offset) {
-            return None; // replay of a batch the snapshot already holds
+        if h.base_sequence < 0 || e.batches.iter().any(|b| b.base_offset == meta.base_offset) {
+            // Nothing to deduplicate (a coordinator's batch), or a replay of a batch the
+            // snapshot already holds.
+            return None;
         }
         if e.batches.len() == PRODUCER_BATCHES_RETAINED {
             e.batches.pop_front();

@@ -170,6 +170,21 @@ impl PartitionLog {
             .await
     }
 
+    /// Appends a batch the broker built itself (a transactional offset commit), which needs
+    /// none of a client batch's validation and carries a producer id without sequence numbers.
+    pub async fn append_built(
+        &self,
+        built: &[u8],
+        leader_epoch: i32,
+        durability: Durability,
+    ) -> Result<AppendInfo, LogError> {
+        let h = batch::check_stored(built)
+            .ok_or_else(|| LogError::CorruptMessage("a broker-built batch is malformed".into()))?;
+        let cfg = self.config.borrow().clone();
+        self.append_checked(built, &h, leader_epoch, durability, super::now_ms(), &cfg)
+            .await
+    }
+
     /// The last stable offset for the high watermark `hwm`: a read_committed consumer reads
     /// below it. Open transactions, and ended ones whose marker is not below `hwm`, hold it at
     /// their first offset.

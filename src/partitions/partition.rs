@@ -243,6 +243,17 @@ impl Partition {
         .await
     }
 
+    /// Appends a batch the broker built (`PartitionLog::append_built`), as
+    /// [`Partition::append`] does a client's.
+    pub async fn append_built(
+        &self,
+        batch: &[u8],
+        durability: Durability,
+    ) -> Result<AppendInfo, LogError> {
+        self.lead(|epoch| self.log.append_built(batch, epoch, durability))
+            .await
+    }
+
     /// Runs a leader's write under the role fence with the current leader epoch, then wakes
     /// the waits it may satisfy.
     async fn lead<F: std::future::Future<Output = Result<AppendInfo, LogError>>>(

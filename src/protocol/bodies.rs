@@ -51,6 +51,10 @@ pub fn decode_any(req: &Request) -> Option<Result<(), RequestError>> {
             ok(req.decode_body::<ListPartitionReassignmentsRequest>())
         }
         ApiKey::WriteTxnMarkers => ok(req.decode_body::<WriteTxnMarkersRequest>()),
+        ApiKey::AddPartitionsToTxn => ok(req.decode_body::<AddPartitionsToTxnRequest>()),
+        ApiKey::AddOffsetsToTxn => ok(req.decode_body::<AddOffsetsToTxnRequest>()),
+        ApiKey::EndTxn => ok(req.decode_body::<EndTxnRequest>()),
+        ApiKey::TxnOffsetCommit => ok(req.decode_body::<TxnOffsetCommitRequest>()),
         _ => None,
     }
 }

@@ -1,0 +1,227 @@
+//! librdkafka's transactional producer against the real binary (issue 14): init, produce to
+//! partitions on both shards, offsets sent to the transaction, commit; the abort path; a
+//! read_committed consumer sees exactly the committed records; a second producer with the
+//! same transactional id fences the first; a transaction left open is aborted by its
+//! timeout. A restart in the middle keeps every transactional id's state.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::raw::{topic, Raw};
+use common::{Broker, BrokerOptions};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::CreateTopicsRequest;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+const TOPIC: &str = "orders";
+const PARTITIONS: i32 = 4;
+const T: Duration = Duration::from_secs(30);
+
+fn create(broker: &Broker) {
+    let mut c = Raw::connect(&broker.addr());
+    let req = CreateTopicsRequest::default()
+        .with_timeout_ms(5000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(topic(TOPIC))
+            .with_num_partitions(PARTITIONS)
+            .with_replication_factor(1)]);
+    assert_eq!(c.call(&req, 7).topics[0].error_code, 0);
+}
+
+fn producer(broker: &Broker, id: &str, timeout_ms: &str) -> BaseProducer {
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.addr())
+        .set("transactional.id", id)
+        .set("transaction.timeout.ms", timeout_ms)
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
+    p.init_transactions(T).expect("init_transactions");
+    p
+}
+
+/// Sends `values` round-robin over the partitions and waits for their delivery.
+fn send(p: &BaseProducer, values: &[String]) {
+    for (i, v) in values.iter().enumerate() {
+        let partition = i as i32 % PARTITIONS;
+        p.send(
+            BaseRecord::<(), _>::to(TOPIC)
+                .payload(v)
+                .partition(partition),
+        )
+        .expect("enqueue");
+    }
+    p.flush(T).expect("flush");
+}
+
+fn values(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+fn consumer(broker: &Broker, isolation: &str, group: &str) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", broker.addr())
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", isolation)
+        .create()
+        .expect("consumer")
+}
+
+/// Everything `isolation` lets a consumer read, from the start of every partition.
+fn read_all(broker: &Broker, isolation: &str, expect: usize) -> BTreeSet<String> {
+    let c = consumer(broker, isolation, "readers");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(TOPIC, p, Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let mut out = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while out.len() < expect && Instant::now() < deadline {
+        if let Some(m) = c.poll(Duration::from_millis(200)) {
+            let m = m.expect("consume");
+            out.insert(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
+        }
+    }
+    assert!(
+        c.poll(Duration::from_millis(700)).is_none(),
+        "{isolation}: more than the {expect} records expected"
+    );
+    out
+}
+
+#[test]
+fn commit_abort_offsets_fencing_and_timeout() {
+    let mut broker = Broker::start_with(BrokerOptions::default().shards(2).set(
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+        "200",
+    ));
+    create(&broker);
+    let p = producer(&broker, "copier-1", "60000");
+
+    // Committed, with the consumer group's offsets in the same transaction.
+    let group = consumer(&broker, "read_committed", "copier");
+    let committed = values("c", 20);
+    p.begin_transaction().unwrap();
+    send(&p, &committed);
+    let mut offsets = TopicPartitionList::new();
+    offsets
+        .add_partition_offset(TOPIC, 0, Offset::Offset(5))
+        .unwrap();
+    offsets
+        .add_partition_offset(TOPIC, 3, Offset::Offset(2))
+        .unwrap();
+    p.send_offsets_to_transaction(&offsets, &group.group_metadata().unwrap(), T)
+        .expect("send_offsets_to_transaction");
+    p.commit_transaction(T).expect("commit");
+
+    // Aborted.
+    let aborted = values("a", 12);
+    p.begin_transaction().unwrap();
+    send(&p, &aborted);
+    p.abort_transaction(T).expect("abort");
+
+    // The coordinator's state survives a restart; the producer carries on.
+    broker.restart();
+    let more = values("c2", 8);
+    p.begin_transaction().unwrap();
+    send(&p, &more);
+    p.commit_transaction(T).expect("commit after a restart");
+
+    let want: BTreeSet<String> = committed.iter().chain(&more).cloned().collect();
+    assert_eq!(read_all(&broker, "read_committed", want.len()), want);
+    let everything = want.len() + aborted.len();
+    let all = read_all(&broker, "read_uncommitted", everything);
+    assert_eq!(all.len(), everything);
+
+    // The offsets the transaction committed are the group's.
+    let mut asked = TopicPartitionList::new();
+    asked.add_partition(TOPIC, 0);
+    asked.add_partition(TOPIC, 3);
+    let got = group
+        .committed_offsets(asked, T)
+        .expect("committed offsets");
+    let got: Vec<Offset> = got.elements().iter().map(|e| e.offset()).collect();
+    assert_eq!(got, [Offset::Offset(5), Offset::Offset(2)]);
+
+    // A second producer with the same transactional id fences the first.
+    let p2 = producer(&broker, "copier-1", "60000");
+    p.begin_transaction().unwrap();
+    let _ = p.send(
+        BaseRecord::<(), _>::to(TOPIC)
+            .payload("zombie")
+            .partition(0),
+    );
+    let _ = p.flush(Duration::from_secs(10));
+    match p.commit_transaction(Duration::from_secs(10)) {
+        Err(rdkafka::error::KafkaError::Transaction(e)) => {
+            assert!(e.is_fatal(), "a fenced producer's error is fatal: {e:?}")
+        }
+        other => panic!("a fenced producer committed: {other:?}"),
+    }
+    p2.begin_transaction().unwrap();
+    send(&p2, &values("p2", 4));
+    p2.commit_transaction(T).expect("the new producer commits");
+
+    // A transaction left open past its timeout is aborted by the coordinator (fencing its
+    // producer): the records committed after it become readable, its own never.
+    let slow = producer(&broker, "slow-1", "1500");
+    slow.begin_transaction().unwrap();
+    send(&slow, &values("slow", 4));
+    p2.begin_transaction().unwrap();
+    send(&p2, &values("after", 4));
+    p2.commit_transaction(T)
+        .expect("commit behind an open transaction");
+    let want: BTreeSet<String> = want
+        .into_iter()
+        .chain(values("p2", 4))
+        .chain(values("after", 4))
+        .collect();
+    assert_eq!(read_all(&broker, "read_committed", want.len()), want);
+    match slow.commit_transaction(Duration::from_secs(10)) {
+        Err(rdkafka::error::KafkaError::Transaction(e)) => {
+            assert!(
+                !e.is_retriable(),
+                "the timed-out transaction cannot commit: {e:?}"
+            )
+        }
+        other => panic!("a timed-out transaction committed: {other:?}"),
+    }
+}
+
+/// SIGKILL with a transaction open: after the restart the coordinator has it from
+/// `__transaction_state`, aborts it when its timeout passes, and read_committed consumers move
+/// past it; what was committed before the crash stays committed.
+#[test]
+fn a_transaction_open_at_a_crash_is_aborted_after_the_restart() {
+    let mut broker = Broker::start_with(
+        BrokerOptions::default()
+            .shards(2)
+            .set("transaction.abort.timed.out.transaction.cleanup.interval.ms", "200"),
+    );
+    create(&broker);
+    let p = producer(&broker, "crashy", "3000");
+    p.begin_transaction().unwrap();
+    send(&p, &values("before", 8));
+    p.commit_transaction(T).expect("commit");
+    p.begin_transaction().unwrap();
+    send(&p, &values("open", 8));
+    broker.kill_and_restart();
+    let other = producer(&broker, "after-crash", "60000");
+    other.begin_transaction().unwrap();
+    send(&other, &values("after", 8));
+    other.commit_transaction(T).expect("commit after the crash");
+    let want: BTreeSet<String> = values("before", 8)
+        .into_iter()
+        .chain(values("after", 8))
+        .collect();
+    assert_eq!(read_all(&broker, "read_committed", want.len()), want);
+}
