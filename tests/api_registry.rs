@@ -581,6 +581,26 @@ fn exchange(c: &mut Raw, f: &Fixture, key: ApiKey, version: i16) {
             );
             ok(r.topics[0].partitions[0].error_code, what);
         }
+        ApiKey::DescribeTransactions => {
+            let r = c.call(
+                &DescribeTransactionsRequest::default()
+                    .with_transactional_ids(vec![TransactionalId("t-unknown".into())]),
+                version,
+            );
+            let s = &r.transaction_states[0];
+            expect(s.error_code, ErrorCode::TransactionalIdNotFound, what);
+        }
+        ApiKey::ListTransactions => {
+            let r = c.call(
+                &ListTransactionsRequest::default()
+                    .with_state_filters(vec!["Ongoing".into(), "Sleeping".into()])
+                    .with_duration_filter(-1),
+                version,
+            );
+            ok(r.error_code, what);
+            let unknown: Vec<&str> = r.unknown_state_filters.iter().map(|s| s.as_str()).collect();
+            assert_eq!(unknown, ["Sleeping"], "{what}");
+        }
         other => panic!(
             "{other:?} is in the API registry but tests/api_registry.rs has no request for it"
         ),

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use common::raw::{topic, Raw};
 use common::{Broker, BrokerOptions};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::CreateTopicsRequest;
+use kafka_protocol::messages::{
+    CreateTopicsRequest, DescribeTransactionsRequest, ListTransactionsRequest, TransactionalId,
+};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -202,11 +204,10 @@ fn commit_abort_offsets_fencing_and_timeout() {
 /// past it; what was committed before the crash stays committed.
 #[test]
 fn a_transaction_open_at_a_crash_is_aborted_after_the_restart() {
-    let mut broker = Broker::start_with(
-        BrokerOptions::default()
-            .shards(2)
-            .set("transaction.abort.timed.out.transaction.cleanup.interval.ms", "200"),
-    );
+    let mut broker = Broker::start_with(BrokerOptions::default().shards(2).set(
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+        "200",
+    ));
     create(&broker);
     let p = producer(&broker, "crashy", "3000");
     p.begin_transaction().unwrap();
@@ -224,4 +225,35 @@ fn a_transaction_open_at_a_crash_is_aborted_after_the_restart() {
         .chain(values("after", 8))
         .collect();
     assert_eq!(read_all(&broker, "read_committed", want.len()), want);
+
+    // What kafka-transactions.sh list and describe show.
+    let mut c = Raw::connect(&broker.addr());
+    let list = |c: &mut Raw, state: &str| -> Vec<String> {
+        let r = c.call(
+            &ListTransactionsRequest::default()
+                .with_state_filters(vec![state.to_string().into()])
+                .with_duration_filter(-1),
+            1,
+        );
+        r.transaction_states
+            .iter()
+            .map(|s| s.transactional_id.0.to_string())
+            .collect()
+    };
+    let aborted = common::eventually(Duration::from_secs(10), || {
+        Some(list(&mut c, "CompleteAbort")).filter(|l| !l.is_empty())
+    });
+    assert_eq!(aborted, Some(vec!["crashy".to_string()]));
+    assert_eq!(list(&mut c, "CompleteCommit"), ["after-crash"]);
+    let r = c.call(
+        &DescribeTransactionsRequest::default()
+            .with_transactional_ids(vec![TransactionalId("after-crash".into())]),
+        0,
+    );
+    let s = &r.transaction_states[0];
+    assert_eq!(
+        (s.error_code, s.transaction_state.as_str()),
+        (0, "CompleteCommit")
+    );
+    assert!(s.producer_id.0 >= 0 && s.topics.is_empty());
 }

@@ -150,6 +150,8 @@ registry! {
     AddOffsetsToTxn         0..=3  => add_offsets_to_txn;
     EndTxn                  0..=4  => end_txn;
     TxnOffsetCommit         0..=3  => txn_offset_commit;
+    DescribeTransactions    0..=0  => describe_transactions;
+    ListTransactions        0..=1  => list_transactions;
 }
 
 // Every entry's ranges are ordered, and no key has two entries (lookup would hide the second).
@@ -271,6 +273,8 @@ mod tests {
             (ApiKey::AddOffsetsToTxn, 0, 3),
             (ApiKey::EndTxn, 0, 4),
             (ApiKey::TxnOffsetCommit, 0, 3),
+            (ApiKey::DescribeTransactions, 0, 0),
+            (ApiKey::ListTransactions, 0, 1),
         ];
         let got: Vec<(i16, i16, i16)> = advertised()
             .iter()

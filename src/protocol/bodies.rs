@@ -55,6 +55,8 @@ pub fn decode_any(req: &Request) -> Option<Result<(), RequestError>> {
         ApiKey::AddOffsetsToTxn => ok(req.decode_body::<AddOffsetsToTxnRequest>()),
         ApiKey::EndTxn => ok(req.decode_body::<EndTxnRequest>()),
         ApiKey::TxnOffsetCommit => ok(req.decode_body::<TxnOffsetCommitRequest>()),
+        ApiKey::DescribeTransactions => ok(req.decode_body::<DescribeTransactionsRequest>()),
+        ApiKey::ListTransactions => ok(req.decode_body::<ListTransactionsRequest>()),
         _ => None,
     }
 }
