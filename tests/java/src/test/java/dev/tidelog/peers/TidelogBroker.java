@@ -111,6 +111,12 @@ final class TidelogBroker implements AutoCloseable {
         spawn();
     }
 
+    /** SIGKILL (a crash), then a start on the same data directory and port. */
+    void killAndRestart() throws Exception {
+        process.destroyForcibly().waitFor();
+        spawn();
+    }
+
     /** SIGTERM and wait; fails the caller if the broker does not exit cleanly. */
     void stop() throws InterruptedException {
         process.destroy();
