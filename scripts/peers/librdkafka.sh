@@ -22,8 +22,7 @@ export TEST_CONSUMER_GROUP_PROTOCOL=classic
 # configuration, or a newer broker version than TEST_KAFKA_VERSION.
 SKIPS=(
     "0098|consumer transactions through Kafka's Java tools (KAFKA_PATH)"
-    "0103|transactions are not built"
-    "0129|aborted transactions (read_committed) are not built"
+    "0103|creates its topics with replication factor 3: a 3-broker cluster, where the transaction coordinator is not served yet"
     "0077|creates its topics with Kafka's kafka-topics.sh (KAFKA_PATH)"
     "0052|creates its topics with Kafka's kafka-topics.sh (KAFKA_PATH)"
     "0101|fetch from follower needs several brokers with racks"
@@ -32,12 +31,10 @@ SKIPS=(
     "0142|SASL reauthentication: SASL is not built"
     "0081|its ACL sub-tests need the ACL admin APIs (KIP-140), which are not built (security issue)"
     "0109|its second half creates topics with Kafka's kafka-topics.sh (KAFKA_PATH)"
-    "0055|its transactional sub-test needs transactions (issue 14); the other latency sub-tests passed before it"
-    "0061|consumer lag with transactions: transactions are not built (issue 14)"
-    "0137|its control-message sub-test needs transactions (issue 14)"
 )
-# The CI subset: produce/consume, codecs, offsets, groups, admin, idempotence, fetch sizes.
-CI_TESTS=0001,0002,0005,0008,0011,0012,0013,0017,0022,0029,0030,0031,0040,0052,0081,0082,0090,0121
+# The CI subset: produce/consume, codecs, offsets, groups, admin, idempotence, fetch sizes,
+# aborted transactions under read_committed (0129).
+CI_TESTS=0001,0002,0005,0008,0011,0012,0013,0017,0022,0029,0030,0031,0040,0052,0081,0082,0090,0121,0129
 
 command -v npm >/dev/null || peers_skip $SUITE "no npm (apt-get install npm) to fetch @confluentinc/kafka-javascript"
 { command -v cc && command -v make; } >/dev/null || peers_skip $SUITE "no C toolchain (apt-get install build-essential)"
