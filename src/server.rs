@@ -427,11 +427,15 @@ async fn heal_loop(shard: Rc<Shard>) {
 }
 
 /// Aborts the transactions that outlived their timeout, and finishes those whose markers
-/// failed, every `transaction.abort.timed.out.transaction.cleanup.interval.ms`.
+/// failed, every `transaction.abort.timed.out.transaction.cleanup.interval.ms`. The first pass
+/// comes within a second of start-up, so that a transaction found decided but without its
+/// markers (a crash between the two) completes at once, as Kafka completes it on load.
 async fn transaction_timeout_loop(shard: Rc<Shard>) {
     let every = Duration::from_millis(shard.config.transaction_abort_interval_ms);
+    let mut next = every.min(Duration::from_secs(1));
     loop {
-        glommio::timer::sleep(every).await;
+        glommio::timer::sleep(next).await;
+        next = every;
         if shard.shutting_down.get() {
             return;
         }

@@ -53,6 +53,22 @@ impl<F: Future> Future for JoinAll<F> {
 }
 
 /// Milliseconds since the Unix epoch, as Kafka timestamps are.
+/// A test crash point: with `TIDELOG_CRASH_POINT=<name>` in its environment the broker
+/// aborts (no clean-up runs, as with SIGKILL) the first time it reaches `crash_point(<name>)`.
+/// Integration tests use it to stop the real binary at one exact step (between a transaction's
+/// decision and its markers); without the variable it costs one atomic load.
+pub fn crash_point(name: &str) {
+    static POINT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let point = POINT.get_or_init(|| std::env::var("TIDELOG_CRASH_POINT").ok());
+    if point.as_deref() == Some(name) {
+        tracing::error!(
+            point = name,
+            "crash point reached: aborting (TIDELOG_CRASH_POINT)"
+        );
+        std::process::abort();
+    }
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -257,3 +257,41 @@ fn a_transaction_open_at_a_crash_is_aborted_after_the_restart() {
     );
     assert!(s.producer_id.0 >= 0 && s.topics.is_empty());
 }
+
+/// The broker crashes right after a commit is decided (PrepareCommit written), and right after
+/// the first of its markers: after the restart the transaction is fully committed, as the
+/// producer was (or, had the answer been lost, would have been) told, and the next
+/// transaction of the same transactional id commits too.
+#[test]
+fn a_crash_between_the_decision_and_the_markers_commits_what_was_decided() {
+    for point in ["txn-decided", "txn-marker-written"] {
+        let mut broker = Broker::start_with(
+            BrokerOptions::default()
+                .shards(2)
+                .env("TIDELOG_CRASH_POINT", point),
+        );
+        create(&broker);
+        let p = producer(&broker, "decided", "60000");
+        p.begin_transaction().unwrap();
+        send(&p, &values("decided", 8));
+        // The answer may or may not reach the producer before the broker aborts.
+        let _ = p.commit_transaction(Duration::from_secs(5));
+        let status = broker.wait_exit(Duration::from_secs(20));
+        assert!(
+            status.is_some_and(|s| !s.success()),
+            "{point}: the broker stopped at its crash point"
+        );
+        drop(p);
+        broker.clear_envs();
+        broker.start_again();
+        let want: BTreeSet<String> = values("decided", 8).into_iter().collect();
+        assert_eq!(read_all(&broker, "read_committed", 8), want, "{point}");
+        let p = producer(&broker, "decided", "60000");
+        p.begin_transaction().unwrap();
+        send(&p, &values("next", 4));
+        p.commit_transaction(T)
+            .expect("the next transaction commits");
+        let want: BTreeSet<String> = want.into_iter().chain(values("next", 4)).collect();
+        assert_eq!(read_all(&broker, "read_committed", 12), want, "{point}");
+    }
+}

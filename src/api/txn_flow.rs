@@ -229,6 +229,7 @@ async fn finish(shard: &Rc<Shard>, id: &str, record: TxnRecord) -> Result<TxnRec
         _ => (Marker::Abort, TxnStatus::CompleteAbort),
     };
     let done = async {
+        crate::util::crash_point("txn-decided");
         write_markers(shard, &record, marker).await?;
         let mut completed = record.clone();
         completed.status = complete;
@@ -318,7 +319,8 @@ pub async fn write_marker(
     deadline: Instant,
 ) -> Result<(), ErrorCode> {
     match s.partitions.write_marker(topic, p, m, deadline).await {
-        Ok(()) | Err(ErrorCode::UnknownTopicOrPartition) => {}
+        Ok(()) => crate::util::crash_point("txn-marker-written"),
+        Err(ErrorCode::UnknownTopicOrPartition) => {}
         Err(e) => return Err(e),
     }
     if topic == crate::metadata::OFFSETS_TOPIC {

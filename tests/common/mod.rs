@@ -41,6 +41,8 @@ pub struct BrokerOptions {
     /// No `--listen`: the config file's `listeners` say where (its client listener's port
     /// must then be fixed, not 0, for a restart to find it again).
     pub listen_from_config: bool,
+    /// Environment variables of the broker process (`TIDELOG_CRASH_POINT`).
+    pub envs: Vec<(String, String)>,
 }
 
 impl BrokerOptions {
@@ -65,6 +67,12 @@ impl BrokerOptions {
     /// Sets `--shards`.
     pub fn shards(mut self, n: usize) -> Self {
         self.shards = Some(n);
+        self
+    }
+
+    /// Sets an environment variable of the broker process.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.envs.push((key.to_owned(), value.to_owned()));
         self
     }
 }
@@ -139,6 +147,27 @@ impl Broker {
         let mut child = self.child.take().expect("broker is running");
         signal(&child, libc::SIGKILL);
         let _ = child.wait();
+    }
+
+    /// Waits up to `timeout` for the broker to exit by itself (a crash point), reaping it.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let child = self.child.as_mut().expect("broker is running");
+            if let Some(status) = child.try_wait().expect("wait for broker") {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Forgets the environment variables set with [`BrokerOptions::env`], for the next start.
+    pub fn clear_envs(&mut self) {
+        self.options.envs.clear();
     }
 
     /// Starts the stopped (or killed) broker again on the same data directory and port.
@@ -241,6 +270,7 @@ fn spawn(data_dir: &Path, options: &BrokerOptions, listen: &str) -> (Child, Sock
     for (k, v) in &options.sets {
         cmd.args(["--set", &format!("{k}={v}")]);
     }
+    cmd.envs(options.envs.iter().map(|(k, v)| (k, v)));
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
