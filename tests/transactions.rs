@@ -339,3 +339,80 @@ fn consume(broker: &Broker, isolation: &str, count: usize) -> Vec<String> {
     );
     out
 }
+
+/// Offsets a transaction commits (TxnOffsetCommit) are held until its marker lands on the
+/// group's `__consumer_offsets` partition: a read_committed consumer's OffsetFetch
+/// (`require_stable`) gets the retriable UNSTABLE_OFFSET_COMMIT meanwhile, others the offset
+/// committed before; after a COMMIT marker the offset is the group's, after an ABORT it is gone.
+#[test]
+fn transactional_offsets_are_unstable_until_the_marker() {
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    use kafka_protocol::messages::txn_offset_commit_request::{
+        TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+    };
+    let broker = Broker::start_with(BrokerOptions::default().shards(2));
+    let mut c = Raw::connect(&broker.addr());
+    create(&mut c, TOPIC, 1);
+    let group = "txn-group";
+    let pid = producer_id(&mut c);
+    let commit = |c: &mut Raw, offset: i64| {
+        let r = c.call(
+            &TxnOffsetCommitRequest::default()
+                .with_transactional_id(TransactionalId("t".into()))
+                .with_group_id(GroupId(group.into()))
+                .with_producer_id(ProducerId(pid))
+                .with_producer_epoch(0)
+                .with_generation_id(-1)
+                .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+                    .with_name(topic(TOPIC))
+                    .with_partitions(vec![TxnOffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(offset)])]),
+            3,
+        );
+        assert_eq!(r.topics[0].partitions[0].error_code, 0);
+    };
+    let fetch = |c: &mut Raw, stable: bool| {
+        let r = c.call(
+            &OffsetFetchRequest::default()
+                .with_group_id(GroupId(group.into()))
+                .with_require_stable(stable)
+                .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                    .with_name(topic(TOPIC))
+                    .with_partition_indexes(vec![0])])),
+            7,
+        );
+        let p = &r.topics[0].partitions[0];
+        (p.error_code, p.committed_offset)
+    };
+    let offsets_partition = tidelog::group::store::partition_for(group);
+    let end = |c: &mut Raw, commit: bool| {
+        let req =
+            WriteTxnMarkersRequest::default().with_markers(vec![WritableTxnMarker::default()
+                .with_producer_id(ProducerId(pid))
+                .with_producer_epoch(0)
+                .with_transaction_result(commit)
+                .with_topics(vec![WritableTxnMarkerTopic::default()
+                    .with_name(topic("__consumer_offsets"))
+                    .with_partition_indexes(vec![offsets_partition])])]);
+        assert_eq!(
+            c.call(&req, 1).markers[0].topics[0].partitions[0].error_code,
+            0
+        );
+    };
+    let unstable = kafka_protocol::error::ResponseError::UnstableOffsetCommit.code();
+    commit(&mut c, 5);
+    assert_eq!(fetch(&mut c, true), (unstable, -1));
+    assert_eq!(fetch(&mut c, false), (0, -1), "nothing committed before");
+    end(&mut c, true);
+    assert_eq!(fetch(&mut c, true), (0, 5));
+    commit(&mut c, 9);
+    assert_eq!(fetch(&mut c, true), (unstable, -1));
+    assert_eq!(fetch(&mut c, false), (0, 5));
+    end(&mut c, false);
+    assert_eq!(
+        fetch(&mut c, true),
+        (0, 5),
+        "an aborted transaction's offset is dropped"
+    );
+}

@@ -12,7 +12,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::{log_client_error, respond, Outcome, Session};
 use crate::error::ErrorCode;
-use crate::group::offsets;
+use crate::group::offsets::{self, FetchedOffset};
 use crate::group::store::Committed;
 use crate::protocol::request::{Request, RequestError};
 use crate::shard::Shard;
@@ -28,34 +28,42 @@ async fn fetch_group(
     shard: &Rc<Shard>,
     gid: String,
     asked: Asked,
-) -> Result<Vec<(String, i32, Option<Committed>)>, ErrorCode> {
+    require_stable: bool,
+) -> Result<Vec<FetchedOffset>, ErrorCode> {
     let owner = super::group_owner(shard, &gid).await?;
     Ok(shard
         .router
         .invoke_on(shard, owner, move |s| async move {
-            offsets::fetch(&s.groups, &gid, asked)
+            offsets::fetch(&s.groups, &gid, asked, require_stable)
         })
         .await)
 }
 
-fn committed_fields(c: &Option<Committed>) -> (i64, i32, Option<StrBytes>) {
-    match c {
-        Some(c) => (
+/// (offset, leader epoch, metadata, error code) of one partition's answer.
+fn committed_fields(c: &Result<Option<Committed>, ErrorCode>) -> (i64, i32, Option<StrBytes>, i16) {
+    let (offset, epoch, metadata) = match c {
+        Err(_) | Ok(None) => (-1, -1, Some(StrBytes::from_static_str(""))),
+        Ok(Some(c)) => (
             c.offset,
             c.leader_epoch,
             Some(StrBytes::from_string(
                 c.metadata.clone().unwrap_or_default(),
             )),
         ),
-        None => (-1, -1, Some(StrBytes::from_static_str(""))),
-    }
+    };
+    (
+        offset,
+        epoch,
+        metadata,
+        crate::error::code(c.as_ref().err().copied()),
+    )
 }
 
 /// One topic's committed partitions, in order.
-type TopicRows = (String, Vec<(i32, Option<Committed>)>);
+type TopicRows = (String, Vec<(i32, Result<Option<Committed>, ErrorCode>)>);
 
 /// Groups consecutive (topic, partition, committed) rows by topic, keeping order.
-fn by_topic(rows: Vec<(String, i32, Option<Committed>)>) -> Vec<TopicRows> {
+fn by_topic(rows: Vec<FetchedOffset>) -> Vec<TopicRows> {
     let mut out: Vec<TopicRows> = Vec::new();
     for (t, p, c) in rows {
         match out.last_mut() {
@@ -84,7 +92,8 @@ pub async fn handle(
                     })
                     .collect()
             });
-            let result = fetch_group(shard, g.group_id.0.to_string(), asked).await;
+            let stable = body.require_stable;
+            let result = fetch_group(shard, g.group_id.0.to_string(), asked, stable).await;
             groups.push(group_entry(g.group_id.clone(), result));
         }
         return respond(req, &OffsetFetchResponse::default().with_groups(groups));
@@ -99,7 +108,14 @@ pub async fn handle(
             .collect()
     });
     let mut response = OffsetFetchResponse::default();
-    match fetch_group(shard, body.group_id.0.to_string(), asked).await {
+    match fetch_group(
+        shard,
+        body.group_id.0.to_string(),
+        asked,
+        body.require_stable,
+    )
+    .await
+    {
         Ok(rows) => {
             let topics = by_topic(rows)
                 .into_iter()
@@ -107,11 +123,12 @@ pub async fn handle(
                     let partitions = ps
                         .into_iter()
                         .map(|(p, c)| {
-                            let (offset, epoch, metadata) = committed_fields(&c);
+                            let (offset, epoch, metadata, code) = committed_fields(&c);
                             let mut r = OffsetFetchResponsePartition::default()
                                 .with_partition_index(p)
                                 .with_committed_offset(offset)
-                                .with_metadata(metadata);
+                                .with_metadata(metadata)
+                                .with_error_code(code);
                             if req.version() >= 5 {
                                 r = r.with_committed_leader_epoch(epoch);
                             }
@@ -137,7 +154,7 @@ pub async fn handle(
 
 fn group_entry(
     group_id: GroupId,
-    result: Result<Vec<(String, i32, Option<Committed>)>, ErrorCode>,
+    result: Result<Vec<FetchedOffset>, ErrorCode>,
 ) -> OffsetFetchResponseGroup {
     let entry = OffsetFetchResponseGroup::default().with_group_id(group_id);
     match result {
@@ -149,12 +166,13 @@ fn group_entry(
                     let partitions = ps
                         .into_iter()
                         .map(|(p, c)| {
-                            let (offset, epoch, metadata) = committed_fields(&c);
+                            let (offset, epoch, metadata, code) = committed_fields(&c);
                             OffsetFetchResponsePartitions::default()
                                 .with_partition_index(p)
                                 .with_committed_offset(offset)
                                 .with_committed_leader_epoch(epoch)
                                 .with_metadata(metadata)
+                                .with_error_code(code)
                         })
                         .collect();
                     OffsetFetchResponseTopics::default()

@@ -1,6 +1,7 @@
 //! WriteTxnMarkers: the transaction coordinator's request that ends a producer's transaction
 //! in each of its partitions with a COMMIT or ABORT control batch (KIP-98). Each marker is
-//! appended by the partition's leader on its owner shard (`Partitions::write_marker`) and
+//! appended by the partition's leader on its owner shard (`txn_flow::write_marker`, which on a
+//! `__consumer_offsets` partition also ends the offsets the transaction committed there) and
 //! answered once the in-sync replicas have it, as Kafka appends markers with acks=all.
 //!
 //! Kafka accepts it from anyone with CLUSTER_ACTION on the cluster, which without an
@@ -67,13 +68,13 @@ pub async fn handle(
     let done = shard
         .router
         .scatter_gather(shard, items, move |s, asked| async move {
-            let each = asked.into_iter().map(|(topic, index, marker)| {
-                let s = s.clone();
-                async move {
-                    let r = s.partitions.write_marker(&topic, index, marker, deadline);
-                    r.await
-                }
-            });
+            let each =
+                asked.into_iter().map(|(topic, index, marker)| {
+                    let s = s.clone();
+                    async move {
+                        super::txn_flow::write_marker(&s, &topic, index, marker, deadline).await
+                    }
+                });
             join_all(each.collect()).await
         })
         .await;

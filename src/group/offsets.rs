@@ -169,14 +169,19 @@ pub async fn commit(
 
 /// OffsetFetch for one group: the committed offset of each asked partition (-1 when none), or
 /// every committed partition when `partitions` is `None`.
+///
+/// With `require_stable` (OffsetFetch v7+, what read_committed consumers send), a partition
+/// whose offset an open transaction holds answers UNSTABLE_OFFSET_COMMIT, which clients retry
+/// until the transaction ends (Kafka's `hasPendingOffsetCommitsForTopicPartition`).
 pub fn fetch(
     coord: &Coordinator,
     group_id: &str,
     partitions: Option<Vec<(String, i32)>>,
-) -> Vec<(String, i32, Option<Committed>)> {
+    require_stable: bool,
+) -> Vec<FetchedOffset> {
     let groups = coord.groups.borrow();
     let g = groups.get(group_id);
-    match partitions {
+    let rows: Vec<(String, i32, Option<Committed>)> = match partitions {
         Some(ps) => ps
             .into_iter()
             .map(|(t, p)| {
@@ -196,8 +201,27 @@ pub fn fetch(
             all.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
             all
         }
-    }
+    };
+    rows.into_iter()
+        .map(|(t, p, c)| {
+            let key = (t, p);
+            let held = require_stable && coord.has_held_offset(group_id, &key);
+            let (t, p) = key;
+            (
+                t,
+                p,
+                if held {
+                    Err(ErrorCode::UnstableOffsetCommit)
+                } else {
+                    Ok(c)
+                },
+            )
+        })
+        .collect()
 }
+
+/// One partition's answer to OffsetFetch: its committed offset (if any), or why not now.
+pub type FetchedOffset = (String, i32, Result<Option<Committed>, ErrorCode>);
 
 /// One group as ListGroups and DescribeGroups report it.
 #[derive(Clone, Debug)]
