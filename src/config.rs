@@ -337,6 +337,8 @@ pub struct BrokerConfig {
     pub broker_session_timeout_ms: u64,
     /// `offsets.topic.replication.factor`.
     pub offsets_topic_replication_factor: i16,
+    /// `transaction.state.log.replication.factor`.
+    pub transaction_state_log_replication_factor: i16,
     /// `transaction.state.log.num.partitions`: partitions of `__transaction_state`.
     pub transaction_state_log_num_partitions: i32,
     /// `transaction.max.timeout.ms`: the longest `transaction.timeout.ms` a producer may ask.
@@ -449,6 +451,7 @@ impl Default for BrokerConfig {
             replica_lag_time_max_ms: REPLICA_LAG_TIME_MAX_MS_DEFAULT,
             offsets_topic_replication_factor: 3,
             transaction_state_log_num_partitions: 50,
+            transaction_state_log_replication_factor: 3,
             transaction_max_timeout_ms: 900_000,
             transaction_abort_interval_ms: 10_000,
             auto_leader_rebalance_enable: true,

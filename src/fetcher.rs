@@ -398,15 +398,16 @@ fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))
 }
 
-/// A connection to a leader's client listener.
-struct Conn {
+/// A connection to another broker's client listener (a leader, for a follower's fetches; a
+/// partition's leader, for a transaction coordinator's markers).
+pub(crate) struct Conn {
     stream: TcpStream,
     correlation: i32,
     client_id: StrBytes,
 }
 
 impl Conn {
-    async fn open(shard: &Shard, leader: i32) -> Result<Conn, String> {
+    pub(crate) async fn open(shard: &Shard, leader: i32) -> Result<Conn, String> {
         let image = shard.metadata();
         let b = image
             .brokers
@@ -426,7 +427,11 @@ impl Conn {
 
     /// One request and its response, within [`CALL_TIMEOUT`] (a leader that died without
     /// closing the connection must not hold the fetcher for ever).
-    async fn call<R: Request>(&mut self, req: &R, version: i16) -> Result<R::Response, String>
+    pub(crate) async fn call<R: Request>(
+        &mut self,
+        req: &R,
+        version: i16,
+    ) -> Result<R::Response, String>
     where
         R::Response: Decodable,
     {

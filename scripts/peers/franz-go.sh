@@ -60,15 +60,8 @@ run_suite() { # label timeout [env and test flags...]
     for a in "$@"; do
         case $a in -test.*) flags+=("$a") ;; *) envs+=("$a") ;; esac
     done
-    # The transaction coordinator serves a single node for now (issue 14): in a cluster,
-    # transactional ids are refused, so TestTxnEtl runs against one broker only.
-    local skip=$skip_re
-    if [ "${CLUSTER:-0}" = 1 ]; then
-        echo "franz-go ($label): skipping /^TestTxnEtl\$/: the transaction coordinator serves a single node for now"
-        skip+="|^TestTxnEtl\$"
-    fi
     (cd "$PEERS_WORK/go" && env KGO_SEEDS="$BROKER_ADDR" KGO_TEST_RF=1 KGO_LOG_LEVEL=none "${envs[@]}" \
-        "$BIN" -test.v -test.timeout "$timeout" -test.skip "$skip" "${flags[@]}") >"$log" 2>&1
+        "$BIN" -test.v -test.timeout "$timeout" -test.skip "$skip_re" "${flags[@]}") >"$log" 2>&1
     local rc=$? brc=0
     if [ "${CLUSTER:-0}" = 1 ]; then stop_cluster || brc=$?; else stop_broker || brc=$?; fi
     local pass fail skip

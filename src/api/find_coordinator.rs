@@ -1,7 +1,6 @@
 //! FindCoordinator: a group's coordinator is the leader of its `__consumer_offsets` partition
 //! (this node, on a single node; spread over the brokers in a cluster), a transactional id's
-//! the leader of its `__transaction_state` partition (a single node only, for now); v0-3 one
-//! key, v4+ a batch of keys.
+//! the leader of its `__transaction_state` partition; v0-3 one key, v4+ a batch of keys.
 //!
 //! librdkafka also reads FindCoordinator's presence in ApiVersions as the sign that the broker
 //! takes LZ4 (Kafka 0.8.2 shipped both), so without it librdkafka silently stops compressing
@@ -104,18 +103,12 @@ async fn locate(
     key: &str,
 ) -> Result<BrokerEntry, (ErrorCode, String)> {
     let node = match key_type {
-        KEY_TYPE_TRANSACTION => super::txn_owner(shard, key)
-            .await
-            .map(|_| shard.node_id())
-            .map_err(|code| {
-                let why = match code {
-                    ErrorCode::TransactionalIdAuthorizationFailed => {
-                        "the transaction coordinator serves a single node for now"
-                    }
-                    _ => "no transaction coordinator yet",
-                };
-                (code, format!("{why} (transactional id {key})"))
-            })?,
+        KEY_TYPE_TRANSACTION => super::txn_coordinator(shard, key).await.map_err(|code| {
+            (
+                code,
+                format!("no coordinator for transactional id {key} yet"),
+            )
+        })?,
         _ => super::group_coordinator(shard, key)
             .await
             .map_err(|code| (code, format!("no coordinator for group {key} yet")))?,

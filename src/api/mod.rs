@@ -220,28 +220,42 @@ async fn group_owner(shard: &Rc<Shard>, group_id: &str) -> Result<usize, crate::
         .ok_or(crate::error::ErrorCode::CoordinatorNotAvailable)
 }
 
-/// The shard coordinating transactional id `id`: the owner of its partition of
-/// `__transaction_state`, created on first use as Kafka does. The coordinator serves a single
-/// node for now: in a cluster, TRANSACTIONAL_ID_AUTHORIZATION_FAILED, which clients treat as
-/// fatal, so `init_transactions()` fails fast rather than retrying forever.
-async fn txn_owner(shard: &Rc<Shard>, id: &str) -> Result<usize, crate::error::ErrorCode> {
+/// The broker coordinating transactional id `id`: the leader of its partition of
+/// `__transaction_state` (this node, on a single node), the topic created on first use as
+/// Kafka does. COORDINATOR_NOT_AVAILABLE while the partition has no leader.
+async fn txn_coordinator(shard: &Rc<Shard>, id: &str) -> Result<i32, crate::error::ErrorCode> {
     use crate::txn::TXN_STATE_TOPIC;
-    if shard.cluster.is_some() {
-        return Err(crate::error::ErrorCode::TransactionalIdAuthorizationFailed);
-    }
     if shard.metadata().topic(TXN_STATE_TOPIC).is_none() {
-        crate::admin::create_topics(shard, vec![txn_state_topic(shard)], false).await;
+        let rf = internal_replication_factor(
+            shard,
+            shard.config.transaction_state_log_replication_factor,
+        )?;
+        crate::admin::create_topics(shard, vec![txn_state_topic(shard, rf)], false).await;
     }
     let image = shard.metadata();
     let meta = image
         .topic(TXN_STATE_TOPIC)
         .ok_or(crate::error::ErrorCode::CoordinatorNotAvailable)?;
+    meta.leader(shard.txns.partition_for(id), shard.node_id())
+        .ok_or(crate::error::ErrorCode::CoordinatorNotAvailable)
+}
+
+/// The shard coordinating transactional id `id`, for the transaction APIs; NOT_COORDINATOR
+/// when another broker coordinates it (the client looks it up again).
+async fn txn_owner(shard: &Rc<Shard>, id: &str) -> Result<usize, crate::error::ErrorCode> {
+    if txn_coordinator(shard, id).await? != shard.node_id() {
+        return Err(crate::error::ErrorCode::NotCoordinator);
+    }
+    let image = shard.metadata();
+    let meta = image
+        .topic(crate::txn::TXN_STATE_TOPIC)
+        .ok_or(crate::error::ErrorCode::CoordinatorNotAvailable)?;
     Ok(shard.owner(meta, shard.txns.partition_for(id)))
 }
 
 /// `__transaction_state` as it is created: compacted, `transaction.state.log.num.partitions`
-/// partitions, Kafka's 100 MiB segments.
-fn txn_state_topic(shard: &Shard) -> crate::admin::NewTopic {
+/// partitions, Kafka's 100 MiB segments, `rf` replicas.
+fn txn_state_topic(shard: &Shard, rf: i16) -> crate::admin::NewTopic {
     use crate::config::OFFSETS_TOPIC_SEGMENT_BYTES;
     let configs = [
         ("cleanup.policy".to_string(), "compact".to_string()),
@@ -253,7 +267,7 @@ fn txn_state_topic(shard: &Shard) -> crate::admin::NewTopic {
     crate::admin::NewTopic {
         name: crate::txn::TXN_STATE_TOPIC.to_string(),
         partitions: shard.config.transaction_state_log_num_partitions,
-        replication_factor: 1,
+        replication_factor: rf,
         configs: configs.into_iter().collect(),
         assignment: None,
     }
@@ -281,6 +295,12 @@ fn fenced_for(
 /// replicas for good. Once they have all registered, a broker that is down meanwhile only
 /// lowers the factor to the live brokers, as the issue asks.
 fn offsets_replication_factor(shard: &Shard) -> Result<i16, crate::error::ErrorCode> {
+    internal_replication_factor(shard, shard.config.offsets_topic_replication_factor)
+}
+
+/// An internal topic's replication factor setting (`offsets.topic.replication.factor`,
+/// `transaction.state.log.replication.factor`) capped at the live brokers, as above.
+fn internal_replication_factor(shard: &Shard, wanted: i16) -> Result<i16, crate::error::ErrorCode> {
     if shard.cluster.is_none() {
         return Ok(1);
     }
@@ -293,11 +313,7 @@ fn offsets_replication_factor(shard: &Shard) -> Result<i16, crate::error::ErrorC
         return Err(crate::error::ErrorCode::CoordinatorNotAvailable);
     }
     let live = i16::try_from(image.live_brokers().count()).unwrap_or(i16::MAX);
-    Ok(shard
-        .config
-        .offsets_topic_replication_factor
-        .min(live)
-        .max(1))
+    Ok(wanted.min(live).max(1))
 }
 
 /// `__consumer_offsets` as it is created: compacted, with small segments.

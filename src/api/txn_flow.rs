@@ -283,17 +283,26 @@ async fn write_markers(
         coordinator_epoch: 0,
     };
     let image = shard.metadata();
+    let me = shard.node_id();
     let mut items = Vec::new();
+    // Partitions another broker leads, by that broker (or no leader now: retried later).
+    let mut remote: std::collections::BTreeMap<i32, Vec<(String, i32)>> = Default::default();
     for (topic, ids) in &record.partitions {
         let Some(meta) = image.topic(topic) else {
             continue;
         };
         for &p in ids.iter().filter(|&&p| p < meta.partitions) {
-            items.push((shard.owner(meta, p), (meta.name.clone(), p)));
+            match meta.leader(p, me) {
+                Some(leader) if leader == me => {
+                    items.push((shard.owner(meta, p), (meta.name.clone(), p)))
+                }
+                Some(leader) => remote.entry(leader).or_default().push((topic.clone(), p)),
+                None => return Err(ErrorCode::NotLeaderOrFollower),
+            }
         }
     }
     let deadline = Instant::now() + MARKER_TIMEOUT;
-    let answers = shard
+    let local = shard
         .router
         .scatter_gather(shard, items, move |s, asked| async move {
             let mut out = Vec::with_capacity(asked.len());
@@ -301,12 +310,66 @@ async fn write_markers(
                 out.push(write_marker(&s, &topic, p, m, deadline).await);
             }
             out
-        })
-        .await;
-    answers
+        });
+    let sends = remote
         .into_iter()
+        .map(|(leader, partitions)| send_markers(shard, leader, m, partitions))
+        .collect();
+    let (local, remote) = futures_lite::future::zip(local, crate::util::join_all(sends)).await;
+    local
+        .into_iter()
+        .chain(remote)
         .find_map(Result::err)
         .map_or(Ok(()), Err)
+}
+
+/// Sends `m` for `partitions` to their leader `broker` in a WriteTxnMarkers request, as
+/// Kafka's coordinator does; the first partition error, if any, is the answer.
+async fn send_markers(
+    shard: &Rc<Shard>,
+    broker: i32,
+    m: TxnMarker,
+    partitions: Vec<(String, i32)>,
+) -> Result<(), ErrorCode> {
+    use kafka_protocol::messages::write_txn_markers_request::{
+        WritableTxnMarker, WritableTxnMarkerTopic,
+    };
+    use kafka_protocol::messages::{ProducerId, WriteTxnMarkersRequest};
+    let mut topics: Vec<WritableTxnMarkerTopic> = Vec::new();
+    for (topic, p) in partitions {
+        match topics.iter_mut().find(|t| t.name.0.as_str() == topic) {
+            Some(t) => t.partition_indexes.push(p),
+            None => topics.push(
+                WritableTxnMarkerTopic::default()
+                    .with_name(super::str_bytes(&topic).into())
+                    .with_partition_indexes(vec![p]),
+            ),
+        }
+    }
+    let req = WriteTxnMarkersRequest::default().with_markers(vec![WritableTxnMarker::default()
+        .with_producer_id(ProducerId(m.producer_id))
+        .with_producer_epoch(m.producer_epoch)
+        .with_transaction_result(m.marker == Marker::Commit)
+        .with_coordinator_epoch(m.coordinator_epoch)
+        .with_topics(topics)]);
+    let fail = |e: String| {
+        warn!(broker, "transaction markers not sent: {e}");
+        ErrorCode::CoordinatorNotAvailable
+    };
+    let mut conn = crate::fetcher::Conn::open(shard, broker)
+        .await
+        .map_err(fail)?;
+    let r = conn.call(&req, 1).await.map_err(fail)?;
+    let codes = r
+        .markers
+        .iter()
+        .flat_map(|m| &m.topics)
+        .flat_map(|t| &t.partitions);
+    let gone = ErrorCode::UnknownTopicOrPartition.code();
+    match codes.map(|p| p.error_code).find(|&c| c != 0 && c != gone) {
+        None => Ok(()),
+        Some(c) => Err(ErrorCode::try_from_code(c).unwrap_or(ErrorCode::UnknownServerError)),
+    }
 }
 
 /// One marker on its owner shard; on a `__consumer_offsets` partition the group coordinator

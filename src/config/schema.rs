@@ -1060,7 +1060,7 @@ pub static SETTINGS: &[Setting] = &[
     ),
     accepted(
         "transaction.state.log.min.isr",
-        "The transaction coordinator serves a single node for now. Checked, not used.",
+        "State writes wait for the in-sync replicas, whatever their number. Checked, not used.",
     ),
     setting(
         "transaction.state.log.num.partitions",
@@ -1077,9 +1077,20 @@ pub static SETTINGS: &[Setting] = &[
             Ok(())
         },
     ),
-    accepted(
+    setting(
         "transaction.state.log.replication.factor",
-        "The transaction coordinator serves a single node for now. Checked, not used.",
+        T::Short,
+        Some("3"),
+        ReadOnly,
+        "Replicas of `__transaction_state` when it is created: this many, or every live broker when there are fewer (one on a single node).",
+        |c, key, value| {
+            let v: i16 = parse(key, value)?;
+            if v < 1 {
+                return Err(ConfigError::invalid(format!("{key} must be at least 1, got {value:?}")));
+            }
+            c.transaction_state_log_replication_factor = v;
+            Ok(())
+        },
     ),
     setting(
         "unclean.leader.election.enable",

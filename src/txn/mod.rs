@@ -18,8 +18,10 @@
 //! router, the metadata controller and other shards' partitions (markers, producer ids) are
 //! `api::txn_flow`, so that `shard`, which holds this service, is not imported back.
 //!
-//! Markers are written through this broker's own partitions, so the coordinator serves only
-//! on a single node for now: in a cluster FindCoordinator still refuses transactional ids.
+//! In a cluster the coordinator is the leader of the id's `__transaction_state` partition
+//! (replicated like any topic, `transaction.state.log.replication.factor`); its state follows
+//! leadership through the partition hook, and markers for partitions other brokers lead go to
+//! them in WriteTxnMarkers requests.
 
 pub mod log;
 

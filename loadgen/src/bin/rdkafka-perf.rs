@@ -55,6 +55,21 @@ struct Args {
     /// Print the JSON object (the default prints a one-line summary as well).
     #[arg(long)]
     json: bool,
+    /// An idempotent producer (`enable.idempotence=true`); transactions imply it.
+    #[arg(long)]
+    idempotent: bool,
+    /// Produce in transactions (`transactional.id`), committing after this many records...
+    #[arg(long, value_name = "N")]
+    txn_records: Option<u64>,
+    /// ...or after this many milliseconds, whichever comes first.
+    #[arg(long, value_name = "MS")]
+    txn_ms: Option<u64>,
+}
+
+/// When a transactional run commits: every `records` records or `every`, whichever first.
+struct TxnPolicy {
+    records: u64,
+    every: Duration,
 }
 
 fn now_us() -> u64 {
@@ -108,6 +123,10 @@ fn config(args: &Args) -> Result<ClientConfig, String> {
 }
 
 fn produce(args: &Args) -> Result<serde_json::Value, String> {
+    let txn = (args.txn_records.is_some() || args.txn_ms.is_some()).then(|| TxnPolicy {
+        records: args.txn_records.unwrap_or(u64::MAX),
+        every: Duration::from_millis(args.txn_ms.unwrap_or(u64::MAX / 2)),
+    });
     let mut cfg = config(args)?;
     cfg.set("acks", &args.acks)
         .set("linger.ms", args.linger_ms.to_string())
@@ -116,8 +135,14 @@ fn produce(args: &Args) -> Result<serde_json::Value, String> {
         .set("compression.type", &args.compression)
         .set("queue.buffering.max.messages", "1000000")
         .set("queue.buffering.max.kbytes", "1048576")
-        .set("enable.idempotence", "false")
+        .set(
+            "enable.idempotence",
+            (args.idempotent || txn.is_some()).to_string(),
+        )
         .set("message.timeout.ms", "60000");
+    if txn.is_some() {
+        cfg.set("transactional.id", "rdkafka-perf-txn");
+    }
     let ctx = Deliveries {
         ok: AtomicU64::new(0),
         failed: AtomicU64::new(0),
@@ -130,9 +155,28 @@ fn produce(args: &Args) -> Result<serde_json::Value, String> {
     let payload = vec![b'x'; args.record_size];
     let quota = args.records.unwrap_or(u64::MAX);
     let deadline = Instant::now() + Duration::from_secs_f64(args.duration_s);
+    let txn_err = |e: rdkafka::error::KafkaError| format!("transaction: {e}");
+    if txn.is_some() {
+        producer
+            .init_transactions(Duration::from_secs(30))
+            .map_err(txn_err)?;
+        producer.begin_transaction().map_err(txn_err)?;
+    }
+    let (mut txn_sent, mut txn_began, mut commits) = (0u64, Instant::now(), 0u64);
     let start_us = now_us();
     let mut sent = 0u64;
     while sent < quota && (args.records.is_some() || Instant::now() < deadline) {
+        if let Some(t) = &txn {
+            if txn_sent >= t.records || txn_began.elapsed() >= t.every {
+                producer
+                    .commit_transaction(Duration::from_secs(60))
+                    .map_err(txn_err)?;
+                producer.begin_transaction().map_err(txn_err)?;
+                (txn_sent, txn_began) = (0, Instant::now());
+                commits += 1;
+            }
+            txn_sent += 1;
+        }
         let mut rec = BaseRecord::with_opaque_to(&args.topic, now_us() as usize).payload(&payload);
         loop {
             match producer.send::<(), _>(rec) {
@@ -154,6 +198,12 @@ fn produce(args: &Args) -> Result<serde_json::Value, String> {
     producer
         .flush(Duration::from_secs(120))
         .map_err(|e| format!("flush failed: {e}"))?;
+    if txn.is_some() {
+        producer
+            .commit_transaction(Duration::from_secs(60))
+            .map_err(txn_err)?;
+        commits += 1;
+    }
     let ctx = producer.context();
     let ok = ctx.ok.load(Ordering::Relaxed);
     let secs =
@@ -171,6 +221,7 @@ fn produce(args: &Args) -> Result<serde_json::Value, String> {
         "records_acked": ok,
         "records_rejected": ctx.failed.load(Ordering::Relaxed),
         "produce_secs": secs,
+        "transactions_committed": commits,
     }))
 }
 
