@@ -256,6 +256,44 @@ fn a_transaction_open_at_a_crash_is_aborted_after_the_restart() {
         (0, "CompleteCommit")
     );
     assert!(s.producer_id.0 >= 0 && s.topics.is_empty());
+
+    // The same through `tidelog transactions`, in kafka-transactions.sh's columns.
+    let listed = broker.cli_ok(&["transactions", "list"], b"");
+    assert!(
+        listed.contains("TransactionalId Coordinator ProducerId TransactionState"),
+        "{listed}"
+    );
+    let row = |id: &str| {
+        let line = listed.lines().find(|l| l.starts_with(id));
+        line.unwrap_or_default().to_string()
+    };
+    assert!(row("after-crash ").ends_with("CompleteCommit"), "{listed}");
+    assert!(row("crashy ").ends_with("CompleteAbort"), "{listed}");
+    let ongoing = broker.cli_ok(&["transactions", "list", "--state", "Ongoing"], b"");
+    assert_eq!(
+        ongoing.trim().lines().count(),
+        1,
+        "only the header: {ongoing}"
+    );
+    let described = broker.cli_ok(
+        &[
+            "transactions",
+            "describe",
+            "--transactional-id",
+            "after-crash",
+        ],
+        b"",
+    );
+    assert!(described.contains("TransactionTimeoutMs"), "{described}");
+    assert!(described.contains(" CompleteCommit "), "{described}");
+    assert!(described.contains(" 60000 "), "{described}");
+    let unknown = broker.run_cli(
+        &["transactions", "describe", "--transactional-id", "nope"],
+        b"",
+    );
+    assert!(!unknown.status.success());
+    let err = String::from_utf8_lossy(&unknown.stderr);
+    assert!(err.contains("TRANSACTIONAL_ID_NOT_FOUND"), "{err}");
 }
 
 /// The broker crashes right after a commit is decided (PrepareCommit written), and right after

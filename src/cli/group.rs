@@ -286,7 +286,7 @@ fn reset_offsets(args: ResetArgs) -> Result<(), ClientError> {
 
 /// A table as kafka-consumer-groups prints it: a blank line, then columns left-aligned and
 /// padded to their widest cell plus one space.
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(super) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {

@@ -13,6 +13,7 @@
 //!   ([`group_consume`]).
 //! - [`group`]: `tidelog group list|describe|delete|reset-offsets`.
 //! - [`cluster`]: `tidelog cluster status` (kafka-metadata-quorum.sh describe --status).
+//! - [`transactions`]: `tidelog transactions list|describe` (kafka-transactions.sh).
 
 pub mod cluster;
 pub mod consume;
@@ -20,6 +21,7 @@ pub mod group;
 pub mod group_consume;
 pub mod produce;
 pub mod topic;
+pub mod transactions;
 
 use std::process::ExitCode;
 
@@ -48,6 +50,11 @@ pub enum ClientCommand {
         #[command(subcommand)]
         cmd: cluster::ClusterCommand,
     },
+    /// List and describe transactional ids (like kafka-transactions.sh).
+    Transactions {
+        #[command(subcommand)]
+        cmd: transactions::TransactionsCommand,
+    },
 }
 
 /// Where to connect; shared by every client command.
@@ -73,6 +80,7 @@ pub fn run(cmd: ClientCommand) -> ExitCode {
         ClientCommand::Consume(args) => consume::run(args),
         ClientCommand::Group { cmd } => group::run(cmd),
         ClientCommand::Cluster { cmd } => cluster::run(cmd),
+        ClientCommand::Transactions { cmd } => transactions::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

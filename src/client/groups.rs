@@ -83,16 +83,21 @@ fn group_id(v: &str) -> GroupId {
 impl Client {
     /// The node id of `group`'s coordinator.
     pub fn coordinator(&mut self, group: &str) -> Result<i32> {
+        self.find_coordinator(KEY_TYPE_GROUP, group, "group")
+    }
+
+    /// The coordinator of `key` of FindCoordinator's `key_type` (`what` names it in errors).
+    pub(super) fn find_coordinator(&mut self, key_type: i8, key: &str, what: &str) -> Result<i32> {
         let conn = self.any()?;
         let version = conn.version::<FindCoordinatorRequest>()?;
-        let mut req = FindCoordinatorRequest::default().with_key_type(KEY_TYPE_GROUP);
+        let mut req = FindCoordinatorRequest::default().with_key_type(key_type);
         if version >= FIND_COORDINATOR_BATCHED {
-            req = req.with_coordinator_keys(vec![s(group)]);
+            req = req.with_coordinator_keys(vec![s(key)]);
         } else {
-            req = req.with_key(s(group));
+            req = req.with_key(s(key));
         }
         let (_, resp) = conn.send(&req, Duration::ZERO)?;
-        let context = || format!("find the coordinator of group {group:?}");
+        let context = || format!("find the coordinator of {what} {key:?}");
         if version >= FIND_COORDINATOR_BATCHED {
             let c = resp.coordinators.first().ok_or_else(|| {
                 ClientError::Protocol("FindCoordinator answered no coordinator".into())

@@ -28,6 +28,7 @@ pub mod fetch;
 pub mod groups;
 pub mod membership;
 pub mod produce;
+pub mod transactions;
 
 use std::collections::HashMap;
 
