@@ -7,17 +7,17 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::cluster::{create_rf, leaders, Cluster};
 use common::eventually;
 use common::raw::Raw;
+use common::txn::values;
 use kafka_protocol::messages::FindCoordinatorRequest;
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 const TOPIC: &str = "orders";
@@ -46,53 +46,21 @@ fn producer(cluster: &Cluster, id: &str) -> BaseProducer {
 }
 
 fn send(p: &BaseProducer, values: &[String]) {
-    for (i, v) in values.iter().enumerate() {
-        let partition = i as i32 % PARTITIONS;
-        p.send(
-            BaseRecord::<(), _>::to(TOPIC)
-                .payload(v)
-                .partition(partition),
-        )
-        .expect("enqueue");
-    }
-    p.flush(T).expect("flush");
-}
-
-fn values(prefix: &str, n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("{prefix}-{i}")).collect()
+    common::txn::send(p, TOPIC, PARTITIONS, values)
 }
 
 fn consumer(cluster: &Cluster, group: &str) -> BaseConsumer {
-    ClientConfig::new()
-        .set("bootstrap.servers", bootstrap(cluster))
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()
-        .expect("consumer")
+    common::txn::consumer(&bootstrap(cluster), "read_committed", group)
 }
 
 fn read_committed(cluster: &Cluster, expect: usize) -> BTreeSet<String> {
-    let c = consumer(cluster, "readers");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition_offset(TOPIC, p, Offset::Beginning)
-            .unwrap();
-    }
-    c.assign(&tpl).unwrap();
-    let mut out = BTreeSet::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while out.len() < expect && Instant::now() < deadline {
-        if let Some(m) = c.poll(Duration::from_millis(200)) {
-            let m = m.expect("consume");
-            out.insert(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
-        }
-    }
-    assert!(
-        c.poll(Duration::from_millis(700)).is_none(),
-        "more than the {expect} records expected"
-    );
-    out
+    common::txn::read_all(
+        &bootstrap(cluster),
+        TOPIC,
+        PARTITIONS,
+        "read_committed",
+        expect,
+    )
 }
 
 /// The broker coordinating transactional id `id`, as node `via` answers FindCoordinator.

@@ -7,9 +7,10 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::raw::{topic, Raw};
+use common::txn::values;
 use common::{Broker, BrokerOptions};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::{
@@ -17,7 +18,6 @@ use kafka_protocol::messages::{
 };
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -48,56 +48,17 @@ fn producer(broker: &Broker, id: &str, timeout_ms: &str) -> BaseProducer {
     p
 }
 
-/// Sends `values` round-robin over the partitions and waits for their delivery.
 fn send(p: &BaseProducer, values: &[String]) {
-    for (i, v) in values.iter().enumerate() {
-        let partition = i as i32 % PARTITIONS;
-        p.send(
-            BaseRecord::<(), _>::to(TOPIC)
-                .payload(v)
-                .partition(partition),
-        )
-        .expect("enqueue");
-    }
-    p.flush(T).expect("flush");
-}
-
-fn values(prefix: &str, n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("{prefix}-{i}")).collect()
+    common::txn::send(p, TOPIC, PARTITIONS, values)
 }
 
 fn consumer(broker: &Broker, isolation: &str, group: &str) -> BaseConsumer {
-    ClientConfig::new()
-        .set("bootstrap.servers", broker.addr())
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", isolation)
-        .create()
-        .expect("consumer")
+    common::txn::consumer(&broker.addr(), isolation, group)
 }
 
 /// Everything `isolation` lets a consumer read, from the start of every partition.
 fn read_all(broker: &Broker, isolation: &str, expect: usize) -> BTreeSet<String> {
-    let c = consumer(broker, isolation, "readers");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition_offset(TOPIC, p, Offset::Beginning)
-            .unwrap();
-    }
-    c.assign(&tpl).unwrap();
-    let mut out = BTreeSet::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while out.len() < expect && Instant::now() < deadline {
-        if let Some(m) = c.poll(Duration::from_millis(200)) {
-            let m = m.expect("consume");
-            out.insert(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
-        }
-    }
-    assert!(
-        c.poll(Duration::from_millis(700)).is_none(),
-        "{isolation}: more than the {expect} records expected"
-    );
-    out
+    common::txn::read_all(&broker.addr(), TOPIC, PARTITIONS, isolation, expect)
 }
 
 #[test]

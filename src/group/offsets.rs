@@ -120,10 +120,41 @@ pub async fn commit(
     if let Some(code) = refused {
         return vec![Some(code); a.partitions.len()];
     }
+    let Prepared {
+        results,
+        records,
+        accepted,
+    } = prepare(&image, &a);
+    if records.is_empty() {
+        return results;
+    }
+    if let Err(code) = append(&coord, &a.group_id, records).await {
+        return vec![Some(code); a.partitions.len()];
+    }
+    let mut groups = coord.groups.borrow_mut();
+    let g = groups
+        .entry(a.group_id.clone())
+        .or_insert_with(|| Group::new(&a.group_id));
+    g.offsets.extend(accepted);
+    results
+}
+
+/// An offset commit's per-partition answers, and the records and offsets of the partitions
+/// it may commit (known ones, with metadata that fits).
+pub(super) struct Prepared {
+    pub results: Vec<Option<ErrorCode>>,
+    pub records: Vec<(Bytes, Option<Bytes>)>,
+    pub accepted: Vec<((String, i32), Committed)>,
+}
+
+/// Checks each partition of a commit as Kafka does and builds its records.
+pub(super) fn prepare(image: &MetadataImage, a: &CommitArgs) -> Prepared {
     let now = crate::util::now_ms();
-    let mut results = Vec::with_capacity(a.partitions.len());
-    let mut records = Vec::new();
-    let mut accepted = Vec::new();
+    let mut p = Prepared {
+        results: Vec::with_capacity(a.partitions.len()),
+        records: Vec::new(),
+        accepted: Vec::new(),
+    };
     for (topic, partition, offset, epoch, metadata) in &a.partitions {
         let known = image
             .topic(topic)
@@ -145,26 +176,15 @@ pub async fn commit(
                 metadata: metadata.clone(),
                 commit_timestamp_ms: now,
             };
-            records.push((
+            p.records.push((
                 store::offset_key(&a.group_id, topic, *partition),
                 Some(store::offset_value(&c)),
             ));
-            accepted.push(((topic.clone(), *partition), c));
+            p.accepted.push(((topic.clone(), *partition), c));
         }
-        results.push(error);
+        p.results.push(error);
     }
-    if records.is_empty() {
-        return results;
-    }
-    if let Err(code) = append(&coord, &a.group_id, records).await {
-        return vec![Some(code); a.partitions.len()];
-    }
-    let mut groups = coord.groups.borrow_mut();
-    let g = groups
-        .entry(a.group_id.clone())
-        .or_insert_with(|| Group::new(&a.group_id));
-    g.offsets.extend(accepted);
-    results
+    p
 }
 
 /// OffsetFetch for one group: the committed offset of each asked partition (-1 when none), or

@@ -11,11 +11,10 @@ use std::time::Instant;
 
 use tracing::warn;
 
-use super::offsets::{commit_allowed, CommitArgs, OFFSET_COMMIT_TIMEOUT};
+use super::offsets::{commit_allowed, prepare, CommitArgs, Prepared, OFFSET_COMMIT_TIMEOUT};
 use super::state::Group;
 use super::store::{self, Committed, OFFSETS_TOPIC};
 use super::Coordinator;
-use crate::config::OFFSET_METADATA_MAX_BYTES;
 use crate::error::ErrorCode;
 use crate::log::Durability;
 use crate::metadata::MetadataImage;
@@ -114,37 +113,11 @@ pub async fn commit(
     if let Some(code) = refused {
         return vec![Some(code); a.partitions.len()];
     }
-    let now = crate::util::now_ms();
-    let mut results = Vec::with_capacity(a.partitions.len());
-    let mut records = Vec::new();
-    let mut accepted = Vec::new();
-    for (topic, partition, offset, epoch, metadata) in &a.partitions {
-        let known = image
-            .topic(topic)
-            .is_some_and(|t| (0..t.partitions).contains(partition));
-        let too_large = metadata
-            .as_ref()
-            .is_some_and(|m| m.len() > OFFSET_METADATA_MAX_BYTES);
-        let error = match (known, too_large) {
-            (false, _) => Some(ErrorCode::UnknownTopicOrPartition),
-            (_, true) => Some(ErrorCode::OffsetMetadataTooLarge),
-            _ => None,
-        };
-        if error.is_none() {
-            let c = Committed {
-                offset: *offset,
-                leader_epoch: *epoch,
-                metadata: metadata.clone(),
-                commit_timestamp_ms: now,
-            };
-            records.push((
-                store::offset_key(&a.group_id, topic, *partition),
-                Some(store::offset_value(&c)),
-            ));
-            accepted.push(((topic.clone(), *partition), c));
-        }
-        results.push(error);
-    }
+    let Prepared {
+        results,
+        records,
+        accepted,
+    } = prepare(&image, &a);
     if records.is_empty() {
         return results;
     }

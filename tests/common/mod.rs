@@ -11,6 +11,7 @@
 pub mod cluster;
 pub mod netns;
 pub mod raw;
+pub mod txn;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
