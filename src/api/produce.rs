@@ -230,7 +230,7 @@ async fn append_all(
 }
 
 /// `min.insync.replicas` of `topic`: its override, else the broker's.
-fn min_insync_replicas(shard: &Shard, topic: &str) -> i32 {
+pub(super) fn min_insync_replicas(shard: &Shard, topic: &str) -> i32 {
     shard
         .metadata()
         .topic(topic)

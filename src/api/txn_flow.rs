@@ -373,7 +373,9 @@ async fn send_markers(
 }
 
 /// One marker on its owner shard; on a `__consumer_offsets` partition the group coordinator
-/// then applies (or drops) the offsets the transaction committed there.
+/// then applies (or drops) the offsets the transaction committed there. As Kafka appends
+/// markers with acks=all, a partition whose ISR is below `min.insync.replicas` refuses it
+/// (NOT_ENOUGH_REPLICAS; the coordinator tries again at its next sweep).
 pub async fn write_marker(
     s: &Rc<Shard>,
     topic: &str,
@@ -381,6 +383,11 @@ pub async fn write_marker(
     m: TxnMarker,
     deadline: Instant,
 ) -> Result<(), ErrorCode> {
+    if let Some(part) = s.partitions.get(topic, p) {
+        if (part.isr_len() as i32) < super::produce::min_insync_replicas(s, topic) {
+            return Err(ErrorCode::NotEnoughReplicas);
+        }
+    }
     match s.partitions.write_marker(topic, p, m, deadline).await {
         Ok(()) => crate::util::crash_point("txn-marker-written"),
         Err(ErrorCode::UnknownTopicOrPartition) => {}
