@@ -416,3 +416,46 @@ fn transactional_offsets_are_unstable_until_the_marker() {
         "an aborted transaction's offset is dropped"
     );
 }
+
+/// `transactional.id.expiration.ms`: an id without a transaction is forgotten once its state
+/// is that old (a tombstone in `__transaction_state`); its next InitProducerId starts afresh.
+#[test]
+fn an_idle_transactional_id_expires() {
+    let broker = Broker::start_with(
+        BrokerOptions::default()
+            .set("transactional.id.expiration.ms", "1500")
+            .set(
+                "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+                "200",
+            ),
+    );
+    let mut c = Raw::connect(&broker.addr());
+    let init = |c: &mut Raw| {
+        let r = c.call(
+            &InitProducerIdRequest::default()
+                .with_transactional_id(Some(TransactionalId("t-idle".into())))
+                .with_transaction_timeout_ms(60_000),
+            4,
+        );
+        assert_eq!(r.error_code, 0);
+        (r.producer_id.0, r.producer_epoch)
+    };
+    let (pid, epoch) = init(&mut c);
+    assert_eq!(init(&mut c), (pid, epoch + 1), "known: the epoch moves on");
+    let describe = |c: &mut Raw| {
+        let r = c.call(
+            &DescribeTransactionsRequest::default()
+                .with_transactional_ids(vec![TransactionalId("t-idle".into())]),
+            0,
+        );
+        r.transaction_states[0].error_code
+    };
+    assert_eq!(describe(&mut c), 0);
+    let not_found = kafka_protocol::error::ResponseError::TransactionalIdNotFound.code();
+    let gone = common::eventually(Duration::from_secs(10), || {
+        (describe(&mut c) == not_found).then_some(())
+    });
+    assert!(gone.is_some(), "the idle transactional id expired");
+    let (_, fresh_epoch) = init(&mut c);
+    assert_eq!(fresh_epoch, 0, "a forgotten id starts again at epoch 0");
+}

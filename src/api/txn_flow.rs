@@ -420,6 +420,7 @@ pub async fn sweep(shard: &Rc<Shard>) {
             })
             .collect()
     };
+    expire_idle(shard, now).await;
     for (id, record) in due {
         let result = if record.status == TxnStatus::Ongoing {
             info!(transactional_id = %id, timeout_ms = record.timeout_ms, "aborting a transaction that timed out");
@@ -429,6 +430,35 @@ pub async fn sweep(shard: &Rc<Shard>) {
         };
         if result.is_err() {
             shard.txns.settle(&id, None);
+        }
+    }
+}
+
+/// Forgets the transactional ids without a transaction whose state has not changed for
+/// `transactional.id.expiration.ms` (Kafka's default: 7 days), as Kafka expires them.
+async fn expire_idle(shard: &Rc<Shard>, now: i64) {
+    let expiration = shard.config.transactional_id_expiration_ms;
+    let idle: Vec<String> = {
+        let mut txns = shard.txns.txns.borrow_mut();
+        txns.iter_mut()
+            .filter(|(_, t)| {
+                let r = &t.record;
+                let ended = matches!(
+                    r.status,
+                    TxnStatus::Empty | TxnStatus::CompleteCommit | TxnStatus::CompleteAbort
+                );
+                !t.busy && ended && now.saturating_sub(r.last_update_ms) > expiration
+            })
+            .map(|(id, t)| {
+                t.busy = true;
+                id.clone()
+            })
+            .collect()
+    };
+    for id in idle {
+        match shard.txns.expire(&id).await {
+            Ok(()) => info!(transactional_id = %id, "transactional id expired"),
+            Err(_) => shard.txns.settle(&id, None),
         }
     }
 }

@@ -1093,6 +1093,21 @@ pub static SETTINGS: &[Setting] = &[
         },
     ),
     setting(
+        "transactional.id.expiration.ms",
+        T::Int,
+        Some("604800000"),
+        ReadOnly,
+        "A transactional id without a transaction whose state has not changed for this long is forgotten (its producer's next InitProducerId starts afresh).",
+        |c, key, value| {
+            let v: i32 = parse(key, value)?;
+            if v < 1 {
+                return Err(ConfigError::invalid(format!("{key} must be at least 1, got {value:?}")));
+            }
+            c.transactional_id_expiration_ms = i64::from(v);
+            Ok(())
+        },
+    ),
+    setting(
         "unclean.leader.election.enable",
         T::Boolean,
         Some("false"),

@@ -129,16 +129,26 @@ impl Coordinator {
 
     /// Writes `record` as `id`'s state, fsynced and replicated.
     pub(crate) async fn persist(&self, id: &str, record: &TxnRecord) -> Result<(), ErrorCode> {
+        self.write(id, Some(log::encode_value(record))).await
+    }
+
+    /// Forgets `id` (`transactional.id.expiration.ms`): a tombstone in its partition, which
+    /// compaction removes in time, then the id leaves the map. The id must be claimed.
+    pub(crate) async fn expire(&self, id: &str) -> Result<(), ErrorCode> {
+        self.write(id, None).await?;
+        self.txns.borrow_mut().remove(id);
+        Ok(())
+    }
+
+    /// Writes `id`'s value (a tombstone for `None`), fsynced and replicated.
+    async fn write(&self, id: &str, value: Option<bytes::Bytes>) -> Result<(), ErrorCode> {
         let p = self
             .partitions
             .leader(TXN_STATE_TOPIC, self.partition_for(id))
             .map_err(|_| ErrorCode::NotCoordinator)?;
-        let value = log::encode_value(record);
-        let batch = crate::group::store::batch(
-            vec![(log::encode_key(id), Some(value))],
-            crate::util::now_ms(),
-        )
-        .map_err(|_| ErrorCode::UnknownServerError)?;
+        let batch =
+            crate::group::store::batch(vec![(log::encode_key(id), value)], crate::util::now_ms())
+                .map_err(|_| ErrorCode::UnknownServerError)?;
         let info = p.append(&batch, Durability::Fsync).await.map_err(|e| {
             warn!(transactional_id = id, "writing to {TXN_STATE_TOPIC}: {e}");
             ErrorCode::CoordinatorNotAvailable
