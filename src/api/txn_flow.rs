@@ -47,14 +47,46 @@ pub async fn init_producer_id(
                 t.busy = true;
                 Some(t.record.clone())
             }
-            None => None,
+            None => {
+                // A new id, claimed while its producer id is allocated, so that a concurrent
+                // InitProducerId for it waits its turn (CONCURRENT_TRANSACTIONS).
+                let placeholder = TxnRecord {
+                    producer_id: -1,
+                    producer_epoch: -1,
+                    timeout_ms,
+                    status: TxnStatus::Empty,
+                    partitions: Vec::new(),
+                    last_update_ms: now,
+                    start_ms: -1,
+                };
+                let claim = Txn {
+                    record: placeholder,
+                    busy: true,
+                };
+                txns.insert(id.clone(), claim);
+                None
+            }
         }
     };
+    let new = existing.is_none();
     let result = init_claimed(shard, &id, timeout_ms, existing, now).await;
-    if result.is_err() {
-        coord.settle(&id, None);
+    match (&result, new) {
+        (Ok(_), _) => {}
+        (Err(_), true) => {
+            coord.txns.borrow_mut().remove(&id);
+        }
+        (Err(_), false) => coord.settle(&id, None),
     }
     result
+}
+
+/// Marks `id` busy again with `record`, after a step (`finish`) that released it.
+fn reclaim(shard: &Shard, id: &str, record: &TxnRecord) {
+    let claim = Txn {
+        record: record.clone(),
+        busy: true,
+    };
+    shard.txns.txns.borrow_mut().insert(id.to_string(), claim);
 }
 
 async fn init_claimed(
@@ -83,18 +115,14 @@ async fn init_claimed(
         Some(r) if r.status == TxnStatus::Ongoing => {
             // The previous incarnation's transaction is aborted, under a bumped epoch.
             let aborted = abort(shard, id, r, now).await?;
-            coord.txns.borrow_mut().insert(
-                id.to_string(),
-                Txn {
-                    record: aborted.clone(),
-                    busy: true,
-                },
-            );
+            reclaim(shard, id, &aborted);
             aborted
         }
         Some(r) if matches!(r.status, TxnStatus::PrepareCommit | TxnStatus::PrepareAbort) => {
             // Its markers are still to be written: finish that first, then bump.
-            finish(shard, id, r.clone()).await?
+            let finished = finish(shard, id, r.clone()).await?;
+            reclaim(shard, id, &finished);
+            finished
         }
         Some(r) => r,
     };
