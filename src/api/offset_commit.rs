@@ -49,8 +49,11 @@ pub async fn handle(
         Ok(owner) => {
             shard
                 .router
-                .invoke_on(shard, owner, move |s| {
-                    offsets::commit(s.groups.clone(), s.metadata(), args)
+                .invoke_on(shard, owner, move |s| async move {
+                    match s.groups.check_loaded(&args.group_id) {
+                        Ok(()) => offsets::commit(s.groups.clone(), s.metadata(), args).await,
+                        Err(code) => vec![Some(code); args.partitions.len()],
+                    }
                 })
                 .await
         }

@@ -31,12 +31,13 @@ async fn fetch_group(
     require_stable: bool,
 ) -> Result<Vec<FetchedOffset>, ErrorCode> {
     let owner = super::group_owner(shard, &gid).await?;
-    Ok(shard
+    shard
         .router
         .invoke_on(shard, owner, move |s| async move {
-            offsets::fetch(&s.groups, &gid, asked, require_stable)
+            s.groups.check_loaded(&gid)?;
+            Ok(offsets::fetch(&s.groups, &gid, asked, require_stable))
         })
-        .await)
+        .await
 }
 
 /// (offset, leader epoch, metadata, error code) of one partition's answer.

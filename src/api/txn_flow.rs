@@ -29,6 +29,7 @@ pub async fn init_producer_id(
     current: Option<(i64, i16)>,
 ) -> Result<(i64, i16), ErrorCode> {
     let coord = &shard.txns;
+    coord.check_loaded(&id)?;
     let now = crate::util::now_ms();
     let existing = {
         let mut txns = coord.txns.borrow_mut();
@@ -155,6 +156,7 @@ pub async fn add_partitions(
     partitions: Vec<(String, Vec<i32>)>,
 ) -> Result<(), ErrorCode> {
     let coord = &shard.txns;
+    coord.check_loaded(&id)?;
     let mut record = coord.claim(&id, pid, epoch)?;
     if matches!(
         record.status,
@@ -209,6 +211,7 @@ pub async fn end_txn(
     commit: bool,
 ) -> Result<(), ErrorCode> {
     let coord = &shard.txns;
+    coord.check_loaded(&id)?;
     let mut record = coord.claim(&id, pid, epoch)?;
     let (prepare, complete) = match commit {
         true => (TxnStatus::PrepareCommit, TxnStatus::CompleteCommit),

@@ -49,7 +49,13 @@ pub async fn handle(
             shard
                 .router
                 .invoke_on(shard, owner, move |s| async move {
-                    crate::group::txn_offsets::commit(s.groups.clone(), image, args, producer).await
+                    match s.groups.check_loaded(&args.group_id) {
+                        Ok(()) => {
+                            let coord = s.groups.clone();
+                            crate::group::txn_offsets::commit(coord, image, args, producer).await
+                        }
+                        Err(code) => vec![Some(code); args.partitions.len()],
+                    }
                 })
                 .await
         }

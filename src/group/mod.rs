@@ -42,6 +42,10 @@ pub struct Coordinator {
     next_member: Cell<u64>,
     config: Arc<BrokerConfig>,
     partitions: Rc<Partitions>,
+    /// The `__consumer_offsets` partitions this shard leads and has replayed: a group of
+    /// another partition is still loading here (COORDINATOR_LOAD_IN_PROGRESS), as in the
+    /// window between a new leadership's image and the end of its replay.
+    ready: RefCell<std::collections::HashSet<i32>>,
     /// Offsets committed inside transactions not yet ended, by producer id
     /// ([`txn_offsets`]).
     held_txn_offsets: RefCell<HashMap<i64, Vec<txn_offsets::HeldOffset>>>,
@@ -59,6 +63,7 @@ impl Coordinator {
             config,
             partitions: partitions.clone(),
             held_txn_offsets: RefCell::new(HashMap::new()),
+            ready: RefCell::new(std::collections::HashSet::new()),
             stopping: Cell::new(false),
         });
         let weak: Weak<Coordinator> = Rc::downgrade(&coord);
@@ -79,6 +84,7 @@ impl PartitionListener for Coordinator {
                 // What an earlier leadership of this broker left is stale: the log is the truth.
                 self.resign(index);
                 offsets::replay(self, index, partition).await;
+                self.ready.borrow_mut().insert(index);
             }
         })
     }
@@ -170,7 +176,21 @@ impl Coordinator {
 
     /// Drops the groups of offsets partition `index`, answering their waiting JoinGroup and
     /// SyncGroup with NOT_COORDINATOR (the clients look the coordinator up again).
+    /// COORDINATOR_LOAD_IN_PROGRESS while `group_id`'s offsets partition is not replayed here
+    /// (Kafka answers the same while it loads a partition); clients retry.
+    pub fn check_loaded(&self, group_id: &str) -> Result<(), ErrorCode> {
+        match self
+            .ready
+            .borrow()
+            .contains(&store::partition_for(group_id))
+        {
+            true => Ok(()),
+            false => Err(ErrorCode::CoordinatorLoadInProgress),
+        }
+    }
+
     fn resign(&self, index: i32) {
+        self.ready.borrow_mut().remove(&index);
         self.groups.borrow_mut().retain(|id, g| {
             if store::partition_for(id) != index {
                 return true;

@@ -58,6 +58,8 @@ pub(crate) struct Txn {
 /// loads.
 pub struct Coordinator {
     pub(crate) txns: RefCell<HashMap<String, Txn>>,
+    /// The `__transaction_state` partitions this shard leads and has replayed.
+    ready: RefCell<std::collections::HashSet<i32>>,
     partitions: Rc<Partitions>,
     partition_count: i32,
 }
@@ -66,6 +68,7 @@ impl Coordinator {
     pub fn new(partitions: Rc<Partitions>, partition_count: i32) -> Rc<Coordinator> {
         let coord = Rc::new(Coordinator {
             txns: RefCell::new(HashMap::new()),
+            ready: RefCell::new(std::collections::HashSet::new()),
             partitions: partitions.clone(),
             partition_count,
         });
@@ -79,7 +82,17 @@ impl Coordinator {
         log::partition_for(id, self.partition_count)
     }
 
+    /// COORDINATOR_LOAD_IN_PROGRESS while `id`'s state partition is not replayed here (a new
+    /// leadership's image can reach a request before the replay ends); clients retry.
+    pub(crate) fn check_loaded(&self, id: &str) -> Result<(), ErrorCode> {
+        match self.ready.borrow().contains(&self.partition_for(id)) {
+            true => Ok(()),
+            false => Err(ErrorCode::CoordinatorLoadInProgress),
+        }
+    }
+
     fn forget_partition(&self, index: i32) {
+        self.ready.borrow_mut().remove(&index);
         let n = self.partition_count;
         self.txns
             .borrow_mut()
@@ -188,6 +201,7 @@ impl PartitionListener for Coordinator {
             if topic == TXN_STATE_TOPIC {
                 self.forget_partition(index);
                 self.replay(index, partition).await;
+                self.ready.borrow_mut().insert(index);
             }
         })
     }
