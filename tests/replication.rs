@@ -655,8 +655,9 @@ fn a_leader_cut_off_the_network_is_replaced_and_rejoins_without_loss() {
     let (leader, epoch, _, _) = first[&0];
     let survivor = (1..=3).find(|&i| i != leader as u32).unwrap();
     // A producer writes before, through and after the cut (the pacing spans it).
-    let producer = paced_producer(&cluster, "n", 6000);
-    std::thread::sleep(Duration::from_millis(500));
+    let (producer, writing) = paced_producer(&cluster, "n", 6000);
+    // The cut comes once the producer is a tenth of the way through, so records go before it.
+    writing.recv().expect("the producer got going");
     let cut = std::time::Instant::now();
     cluster.isolate(leader as u32, true);
     let moved = eventually(WAIT, || {
@@ -686,31 +687,41 @@ fn a_leader_cut_off_the_network_is_replaced_and_rejoins_without_loss() {
 
 /// Produces `n` records `{prefix}{i}` (idempotent, acks=all, every partition) through every
 /// node, 100 every 50 ms, so that the writes span the faults a test makes meanwhile.
+/// A producer of `n` records paced at 100 per 50 ms (so it spans a fault), and a channel that
+/// is signalled once a tenth of them have been handed to it.
 fn paced_producer(
     cluster: &Cluster,
     prefix: &'static str,
     n: usize,
-) -> std::thread::JoinHandle<BTreeSet<String>> {
+) -> (
+    std::thread::JoinHandle<BTreeSet<String>>,
+    std::sync::mpsc::Receiver<()>,
+) {
     let bootstrap: Vec<String> = (1..=3).map(|i| cluster.addr(i)).collect();
     let bootstrap = bootstrap.join(",");
-    std::thread::spawn(move || {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
         produce_all(
             &bootstrap,
             (0..n).map(move |i| {
+                if i == n / 10 {
+                    let _ = tx.send(());
+                }
                 if i % 100 == 0 {
                     std::thread::sleep(Duration::from_millis(50));
                 }
                 format!("{prefix}{i}")
             }),
         )
-    })
+    });
+    (handle, rx)
 }
 
 #[test]
 fn a_rolling_restart_of_every_broker_loses_nothing() {
     let (mut cluster, _) = cluster_with_topic();
     let all = BTreeSet::from([1, 2, 3]);
-    let producer = paced_producer(&cluster, "r", 12_000);
+    let (producer, _) = paced_producer(&cluster, "r", 12_000);
     // Each broker in turn: SIGTERM (controlled shutdown), start again, back in every ISR
     // before the next goes, as an operator's rolling restart does.
     for i in 1..=3u32 {
@@ -800,7 +811,7 @@ fn a_broker_whose_disk_fills_leaves_its_isrs_and_rejoins_once_it_has_room() {
     }
     // Under a producer, broker 3 cannot write: it leaves every ISR and leads nothing, and
     // every record is acknowledged by the other two (min.insync.replicas=2).
-    let producer = paced_producer(&cluster, "g", 6000);
+    let (producer, _) = paced_producer(&cluster, "g", 6000);
     eventually(WAIT, || {
         let s = states(&cluster.metadata(1));
         s.values()
